@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/proxy"
+	"github.com/tetherproxy/tether/upstreams"
+	"github.com/tetherproxy/tether/upstreams/mock"
+)
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	lvl := config.Log{Level: level}.SlogLevel()
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func newServeCmd() *cobra.Command {
+	var file string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the proxy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := configPath(file)
+			cfg, err := config.Load(path)
+			if err != nil {
+				return &exitError{code: 1, msg: fmt.Sprintf("tether: invalid config %s:\n%v", displayPath(path), err)}
+			}
+			log := newLogger(cmd.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format)
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+			defer signal.Stop(sigs)
+			if err := serve(cfg, path, log, sigs); err != nil {
+				return &exitError{code: 1, msg: "tether: " + err.Error()}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&file, "config", "", "config file (default $TETHER_CONFIG or ./tether.yaml; none: built-in defaults)")
+	return c
+}
+
+// app is a running tether: listeners, registry, upstreams.
+type app struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	metrics *lifecycle.Metrics
+	mgr     *lifecycle.Manager
+	dialer  *upstreams.Dialer
+	mock    *mock.Server
+
+	clientLn, adminLn net.Listener
+	clientSrv         *http.Server
+	adminSrv          *http.Server
+}
+
+// serve runs tether until a signal drains it. The first signal drains; a
+// second closes every session at once.
+func serve(cfg *config.Config, path string, log *slog.Logger, sigs <-chan os.Signal) error {
+	a, err := start(cfg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("tether started", "version", version, "config", displayPath(path),
+		"listen", a.clientLn.Addr().String(), "paths", cfg.Server.Paths,
+		"admin", a.adminLn.Addr().String(), "upstreams", a.describeUpstreams())
+	sig := <-sigs
+	log.Info("signal received: draining", "signal", sig.String())
+	force, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case s := <-sigs:
+			log.Info("second signal: closing every session now", "signal", s.String())
+			cancel()
+		case <-force.Done():
+		}
+	}()
+	a.mgr.Drain(force)
+	cancel()
+	a.close()
+	log.Info("tether stopped")
+	return nil
+}
+
+// start builds everything and starts the listeners. On error, whatever was
+// started is closed again.
+func start(cfg *config.Config, log *slog.Logger) (a *app, err error) {
+	a = &app{cfg: cfg, log: log, metrics: lifecycle.NewMetrics()}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	list := cfg.Upstreams
+	if list == nil {
+		list = config.AutoUpstreams(os.Getenv)
+		if list[0].Type == config.UpstreamMock {
+			log.Info("no upstream configured and OPENAI_API_KEY is not set: using the built-in mock upstream")
+		} else {
+			log.Info("no upstream configured: using OpenAI with OPENAI_API_KEY")
+		}
+	}
+	var ups []*upstreams.Upstream
+	for _, u := range list {
+		up := &upstreams.Upstream{Name: u.Name, Kind: u.Type, URL: u.URL, APIKeyEnv: u.APIKeyEnv,
+			APIKeyFile: u.APIKeyFile, Headers: u.Headers, DialTimeout: u.DialTimeout}
+		if u.Type == config.UpstreamMock && u.URL == "" {
+			if a.mock == nil {
+				a.mock = mock.New(mock.Options{Logger: log.With("component", "mock")})
+				addr, err := a.mock.Start("127.0.0.1:0")
+				if err != nil {
+					return nil, fmt.Errorf("start built-in mock upstream: %w", err)
+				}
+				log.Debug("built-in mock upstream", "addr", addr.String())
+			}
+			up.URL = "ws://" + a.mockAddr() + "/v1/realtime"
+		}
+		ups = append(ups, up)
+	}
+	a.dialer, err = upstreams.NewDialer(ups)
+	if err != nil {
+		return nil, err
+	}
+	a.dialer.OnAttempt = func(at upstreams.Attempt) {
+		a.metrics.ObserveDial(at.Upstream, at.Result, at.Duration)
+		if at.Result != "ok" {
+			log.Warn("upstream dial attempt failed", "upstream", at.Upstream, "result", at.Result,
+				"status", at.Status, "err", at.Err)
+		}
+	}
+	lc := cfg.Lifecycle
+	a.mgr = lifecycle.NewManager(lifecycle.Options{
+		ClientHeartbeat:     lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Client.Interval, Timeout: lc.Heartbeat.Client.Timeout},
+		UpstreamHeartbeat:   lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Upstream.Interval, Timeout: lc.Heartbeat.Upstream.Timeout},
+		IdleTimeout:         lc.IdleTimeout,
+		MaxDuration:         lc.MaxDuration,
+		DrainTimeout:        lc.DrainTimeout,
+		FatalUpstreamErrors: lc.FatalUpstreamErrors,
+		MaxSessions:         cfg.Server.MaxSessions,
+		Logger:              log,
+		Metrics:             a.metrics,
+	})
+	handler := proxy.NewHandler(a.mgr, a.dialer, proxy.HandlerOptions{
+		HandshakeTimeout: cfg.Server.HandshakeTimeout,
+		AllowedOrigins:   cfg.Server.AllowedOrigins,
+		Relay: proxy.Options{
+			MaxFrameBytes: cfg.Server.MaxFrameBytes,
+			Redactor:      proxy.NewRedactor(a.dialer.Secrets()...),
+		},
+		Logger:  log,
+		Metrics: a.metrics,
+	})
+	mux := http.NewServeMux()
+	for _, p := range cfg.Server.Paths {
+		mux.Handle(p, handler)
+	}
+	if a.clientLn, err = listen("server.listen", cfg.Server.Listen); err != nil {
+		return nil, err
+	}
+	if a.adminLn, err = listen("admin.listen", cfg.Admin.Listen); err != nil {
+		return nil, err
+	}
+	a.clientSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cfg.Server.HandshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	a.adminSrv = &http.Server{
+		Handler:           newAdminMux(a.mgr, a.metrics, cfg.Admin.PProf),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go a.run(a.clientSrv, a.clientLn)
+	go a.run(a.adminSrv, a.adminLn)
+	return a, nil
+}
+
+func (a *app) run(srv *http.Server, ln net.Listener) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+	}
+}
+
+func listen(key, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%s: %s is already in use", key, addr)
+		}
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return ln, nil
+}
+
+func (a *app) mockAddr() string {
+	return a.mock.Addr().String()
+}
+
+func (a *app) describeUpstreams() string {
+	var parts []string
+	for _, u := range a.dialer.Upstreams() {
+		parts = append(parts, fmt.Sprintf("%s(%s %s)", u.Name, u.Kind, redactURL(u.URL)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// redactURL drops the query string, which may carry a credential.
+func redactURL(raw string) string {
+	if i := strings.IndexByte(raw, '?'); i >= 0 {
+		return raw[:i]
+	}
+	return raw
+}
+
+// close stops listeners and the built-in mock. Safe after a partial start.
+func (a *app) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if a.clientSrv != nil {
+		_ = a.clientSrv.Shutdown(ctx)
+	} else if a.clientLn != nil {
+		_ = a.clientLn.Close()
+	}
+	if a.adminSrv != nil {
+		_ = a.adminSrv.Shutdown(ctx)
+	} else if a.adminLn != nil {
+		_ = a.adminLn.Close()
+	}
+	if a.mgr != nil {
+		a.mgr.CloseAll(lifecycle.ReasonShutdown)
+		a.mgr.Wait()
+	}
+	if a.mock != nil {
+		_ = a.mock.Close()
+	}
+}

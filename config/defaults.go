@@ -1,0 +1,253 @@
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"net/textproto"
+	"time"
+)
+
+// Allowed values of the enumerated keys.
+const (
+	// UpstreamOpenAI is the OpenAI Realtime API (the default upstream type).
+	UpstreamOpenAI = "openai"
+	// UpstreamAzure is Azure OpenAI realtime; its url is required.
+	UpstreamAzure = "azure"
+	// UpstreamGeneric is any realtime-compatible WebSocket backend; its url is required.
+	UpstreamGeneric = "generic"
+	// UpstreamMock is the built-in mock realtime backend.
+	UpstreamMock = "mock"
+
+	// AuthModeNone accepts every client.
+	AuthModeNone = "none"
+	// AuthModeToken accepts the bearer tokens listed in auth.tokens_file.
+	AuthModeToken = "token"
+	// AuthModeJWT accepts HS256 JWTs signed with auth.jwt.hmac_secret_file.
+	AuthModeJWT = "jwt"
+
+	// TLSModeOff serves plain ws:// (TLS terminated elsewhere, or none).
+	TLSModeOff = "off"
+	// TLSModeFiles serves the certificate in tls.cert_file and tls.key_file.
+	TLSModeFiles = "files"
+	// TLSModeACME obtains certificates automatically.
+	TLSModeACME = "acme"
+
+	// ExporterNone disables tracing.
+	ExporterNone = "none"
+	// ExporterOTLP exports spans over OTLP.
+	ExporterOTLP = "otlp"
+	// ExporterStdout writes spans to standard output (debugging).
+	ExporterStdout = "stdout"
+
+	// ProtocolGRPC is OTLP over gRPC.
+	ProtocolGRPC = "grpc"
+	// ProtocolHTTP is OTLP over HTTP/protobuf.
+	ProtocolHTTP = "http"
+
+	// LogLevelDebug and the other LogLevel constants are the values of log.level.
+	LogLevelDebug = "debug"
+	LogLevelInfo  = "info"
+	LogLevelWarn  = "warn"
+	LogLevelError = "error"
+
+	// LogFormatJSON writes one JSON object per line.
+	LogFormatJSON = "json"
+	// LogFormatText writes logfmt-style key=value lines.
+	LogFormatText = "text"
+)
+
+// Upstream error codes that end a session by default (lifecycle.fatal_upstream_errors).
+const (
+	UpstreamErrorSessionExpired        = "session_expired"
+	UpstreamErrorInvalidAPIKey         = "invalid_api_key"
+	UpstreamErrorBetaAPIShapeDisabled  = "beta_api_shape_disabled"
+)
+
+// Defaults. Default, DefaultUpstream and the file returned by DefaultsYAML
+// are built from these.
+const (
+	DefaultServerListen      = "127.0.0.1:8080"
+	DefaultServerPath        = "/v1/realtime"
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultMaxSessions       = 10000
+	DefaultMaxFrameBytes     = 16 << 20 // 16 MiB: one large input_audio_buffer.append
+	DefaultAdminListen       = "127.0.0.1:9090"
+	DefaultAdminPProf        = true
+	DefaultAuthMode          = AuthModeNone
+	DefaultHeartbeatInterval = 15 * time.Second
+	DefaultHeartbeatTimeout  = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxDuration       = 60 * time.Minute
+	DefaultDrainTimeout      = 30 * time.Second
+	DefaultTLSMode           = TLSModeOff
+	DefaultServiceName       = "tether"
+	DefaultTracesExporter    = ExporterNone
+	DefaultTracesProtocol    = ProtocolGRPC
+	DefaultTracesInsecure    = true
+	DefaultSampleRatio       = 1.0
+	DefaultLogLevel          = LogLevelInfo
+	DefaultLogFormat         = LogFormatJSON
+
+	// DefaultUpstreamType is the type of an upstream entry without one.
+	DefaultUpstreamType = UpstreamOpenAI
+	// DefaultOpenAIURL is the url of an openai upstream without one.
+	DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
+	// DefaultOpenAIAPIKeyEnv is the api_key_env of an openai upstream with
+	// neither api_key_env nor api_key_file. Its presence in the environment
+	// also selects the automatic upstream (see AutoUpstreams).
+	DefaultOpenAIAPIKeyEnv = "OPENAI_API_KEY"
+	// DefaultDialTimeout is the dial_timeout of an upstream without one.
+	DefaultDialTimeout = 10 * time.Second
+)
+
+// Limits enforced by Validate.
+const (
+	// MaxFrameBytesLimit is the largest allowed server.max_frame_bytes (1 GiB).
+	MaxFrameBytesLimit = 1 << 30
+)
+
+// EnvPrefix starts the name of every environment override: the key path
+// upper-cased with dots replaced by underscores, e.g.
+// TETHER_LIFECYCLE_IDLE_TIMEOUT for lifecycle.idle_timeout.
+const EnvPrefix = "TETHER"
+
+// Default returns the built-in configuration. Upstreams is nil: the command
+// picks one with AutoUpstreams. Every call returns a fresh value.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			Listen:           DefaultServerListen,
+			Paths:            []string{DefaultServerPath},
+			HandshakeTimeout: DefaultHandshakeTimeout,
+			MaxSessions:      DefaultMaxSessions,
+			MaxFrameBytes:    DefaultMaxFrameBytes,
+			AllowedOrigins:   []string{},
+		},
+		Admin: Admin{
+			Listen: DefaultAdminListen,
+			PProf:  DefaultAdminPProf,
+		},
+		Auth: Auth{
+			Mode: DefaultAuthMode,
+		},
+		Lifecycle: Lifecycle{
+			Heartbeat: Heartbeats{
+				Client:   Heartbeat{Interval: DefaultHeartbeatInterval, Timeout: DefaultHeartbeatTimeout},
+				Upstream: Heartbeat{Interval: DefaultHeartbeatInterval, Timeout: DefaultHeartbeatTimeout},
+			},
+			IdleTimeout:  DefaultIdleTimeout,
+			MaxDuration:  DefaultMaxDuration,
+			DrainTimeout: DefaultDrainTimeout,
+			FatalUpstreamErrors: []string{
+				UpstreamErrorSessionExpired,
+				UpstreamErrorInvalidAPIKey,
+				UpstreamErrorBetaAPIShapeDisabled,
+			},
+		},
+		TLS: TLS{
+			Mode: DefaultTLSMode,
+			ACME: TLSACME{Domains: []string{}},
+		},
+		Telemetry: Telemetry{
+			ServiceName: DefaultServiceName,
+			Traces: Traces{
+				Exporter:    DefaultTracesExporter,
+				Protocol:    DefaultTracesProtocol,
+				Insecure:    DefaultTracesInsecure,
+				SampleRatio: DefaultSampleRatio,
+			},
+		},
+		Log: Log{
+			Level:  DefaultLogLevel,
+			Format: DefaultLogFormat,
+		},
+	}
+}
+
+// DefaultUpstream returns an upstream of type typ with every default [Load]
+// would fill: name = typ, dial_timeout, and for openai the url and
+// api_key_env. An empty typ means [DefaultUpstreamType].
+func DefaultUpstream(typ string) Upstream {
+	u := Upstream{Type: typ}
+	fillUpstreamDefaults(&u)
+	u.Name = u.Type
+	return u
+}
+
+// AutoUpstreams is the upstream list used when the configuration has no
+// upstreams key: openai when getenv(DefaultOpenAIAPIKeyEnv) is non-empty,
+// else the built-in mock. Pass os.Getenv; tests pass their own lookup.
+func AutoUpstreams(getenv func(string) string) []Upstream {
+	if getenv(DefaultOpenAIAPIKeyEnv) != "" {
+		return []Upstream{DefaultUpstream(UpstreamOpenAI)}
+	}
+	return []Upstream{DefaultUpstream(UpstreamMock)}
+}
+
+// fillUpstreamDefaults fills the defaults of one entry that do not depend on
+// the rest of the list (everything but the name), and canonicalises header
+// names (viper lower-cases map keys).
+func fillUpstreamDefaults(u *Upstream) {
+	if u.Type == "" {
+		u.Type = DefaultUpstreamType
+	}
+	if u.Type == UpstreamOpenAI {
+		if u.URL == "" {
+			u.URL = DefaultOpenAIURL
+		}
+		if u.APIKeyEnv == "" && u.APIKeyFile == "" {
+			u.APIKeyEnv = DefaultOpenAIAPIKeyEnv
+		}
+	}
+	if u.DialTimeout == 0 {
+		u.DialTimeout = DefaultDialTimeout
+	}
+	if len(u.Headers) > 0 {
+		h := make(map[string]string, len(u.Headers))
+		for k, v := range u.Headers {
+			h[textproto.CanonicalMIMEHeaderKey(k)] = v
+		}
+		u.Headers = h
+	}
+}
+
+// fillUpstreamListDefaults fills the defaults of every entry. An entry
+// without a name is named after its type; when that name is taken (by an
+// explicit name anywhere in the list or an earlier default) it becomes
+// "<type>-<index>", the index being its position in the list. Explicit
+// names are never changed, so duplicates among them remain for Validate to
+// report.
+func fillUpstreamListDefaults(list []Upstream) {
+	taken := make(map[string]bool, len(list))
+	for i := range list {
+		fillUpstreamDefaults(&list[i])
+		if list[i].Name != "" {
+			taken[list[i].Name] = true
+		}
+	}
+	for i := range list {
+		u := &list[i]
+		if u.Name != "" {
+			continue
+		}
+		name := u.Type
+		for n := i; taken[name]; n++ {
+			name = fmt.Sprintf("%s-%d", u.Type, n)
+		}
+		u.Name = name
+		taken[name] = true
+	}
+}
+
+//go:embed defaults.yaml
+var defaultsYAML []byte
+
+// DefaultsYAML returns the default configuration as commented YAML: every
+// key with its default value and a comment saying what it does and which
+// values it accepts. The upstreams section is a commented-out example, since
+// its absence selects the upstream automatically. Loading it yields exactly
+// Default(). The caller may modify the returned slice.
+func DefaultsYAML() []byte {
+	return bytes.Clone(defaultsYAML)
+}

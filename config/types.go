@@ -1,0 +1,209 @@
+// Package config loads, defaults and validates tether's YAML configuration.
+//
+// The key names are a public contract (see the README): renaming one breaks
+// users' files. Run-time-only fields carry no yaml/mapstructure tag.
+//
+// [Load] reads a YAML file, applies TETHER_<PATH> environment overrides,
+// fills per-upstream defaults and validates the result; [Default] and
+// [DefaultsYAML] describe the built-in configuration; [Config.Validate]
+// reports every problem at once, each with its key path.
+package config
+
+import "time"
+
+// Config is the whole tether configuration.
+type Config struct {
+	// Server is the client-facing WebSocket listener.
+	Server Server `mapstructure:"server" yaml:"server"`
+	// Admin is the listener for health, metrics, sessions and pprof.
+	Admin Admin `mapstructure:"admin" yaml:"admin"`
+	// Auth is client authentication.
+	Auth Auth `mapstructure:"auth" yaml:"auth"`
+	// Upstreams are the backends, dialed in order until one succeeds.
+	// nil (the key is absent) means automatic: the command uses
+	// [AutoUpstreams]. A non-nil empty list is invalid.
+	Upstreams []Upstream `mapstructure:"upstreams" yaml:"upstreams"`
+	// Lifecycle holds the per-session guarantees: heartbeats, limits, drain.
+	Lifecycle Lifecycle `mapstructure:"lifecycle" yaml:"lifecycle"`
+	// TLS configures TLS on the client-facing listener.
+	TLS TLS `mapstructure:"tls" yaml:"tls"`
+	// Telemetry configures OpenTelemetry tracing.
+	Telemetry Telemetry `mapstructure:"telemetry" yaml:"telemetry"`
+	// Log configures the process logger.
+	Log Log `mapstructure:"log" yaml:"log"`
+}
+
+// Server is the client-facing WebSocket listener.
+type Server struct {
+	// Listen is the host:port of the client-facing listener; port 0 picks a
+	// free port (tests), an empty host listens on every interface.
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// Paths are the HTTP paths on which WebSocket upgrades are accepted; the
+	// query string of an upgrade is passed to the upstream.
+	Paths []string `mapstructure:"paths" yaml:"paths"`
+	// HandshakeTimeout bounds reading the client's upgrade request and dialing upstreams.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout" yaml:"handshake_timeout"`
+	// MaxSessions is the number of concurrent sessions beyond which upgrades get HTTP 503.
+	MaxSessions int `mapstructure:"max_sessions" yaml:"max_sessions"`
+	// MaxFrameBytes is the largest frame payload accepted on either leg; beyond it the session closes with 1009.
+	MaxFrameBytes int64 `mapstructure:"max_frame_bytes" yaml:"max_frame_bytes"`
+	// AllowedOrigins is an exact-match list of Origin values; empty allows any.
+	AllowedOrigins []string `mapstructure:"allowed_origins" yaml:"allowed_origins"`
+}
+
+// Admin is the admin listener (/healthz, /readyz, /metrics, /sessions, /debug/pprof).
+type Admin struct {
+	// Listen is the host:port of the admin listener; port 0 picks a free port.
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// PProf serves /debug/pprof/ on the admin listener when true.
+	PProf bool `mapstructure:"pprof" yaml:"pprof"`
+}
+
+// Auth is client authentication.
+type Auth struct {
+	// Mode is how clients authenticate: [AuthModeNone], [AuthModeToken] or [AuthModeJWT].
+	Mode string `mapstructure:"mode" yaml:"mode"` // none | token | jwt
+	// TokensFile holds the accepted bearer tokens, one per line (token mode);
+	// it is re-read when it changes.
+	TokensFile string `mapstructure:"tokens_file" yaml:"tokens_file"`
+	// JWT configures jwt mode.
+	JWT AuthJWT `mapstructure:"jwt" yaml:"jwt"`
+	// MaxSessionsPerClient caps concurrent sessions per authenticated client;
+	// beyond it upgrades get HTTP 429. 0 means unlimited.
+	MaxSessionsPerClient int `mapstructure:"max_sessions_per_client" yaml:"max_sessions_per_client"`
+}
+
+// AuthJWT configures HS256 JWT client authentication.
+type AuthJWT struct {
+	// HMACSecretFile holds the HS256 signing secret (required in jwt mode).
+	HMACSecretFile string `mapstructure:"hmac_secret_file" yaml:"hmac_secret_file"`
+	// Issuer, when set, must equal the token's "iss" claim.
+	Issuer string `mapstructure:"issuer" yaml:"issuer"`
+	// Audience, when set, must appear in the token's "aud" claim.
+	Audience string `mapstructure:"audience" yaml:"audience"`
+}
+
+// Upstream is one backend, dialed in list order until one succeeds.
+//
+// [Load] fills the defaults described on each field; a Config built in code
+// can start from [DefaultUpstream].
+type Upstream struct {
+	// Name labels the upstream in logs, metrics and spans; unique within the
+	// list. Default: the type, with "-<index>" appended when that is taken.
+	Name string `mapstructure:"name" yaml:"name"`
+	// Type is the upstream kind: [UpstreamOpenAI] (the default),
+	// [UpstreamAzure], [UpstreamGeneric] or [UpstreamMock].
+	Type string `mapstructure:"type" yaml:"type"` // openai | azure | generic | mock
+	// URL is the ws:// or wss:// address dialed. Default for openai:
+	// [DefaultOpenAIURL]; required for azure and generic; optional for mock
+	// (empty means the built-in mock backend).
+	URL string `mapstructure:"url" yaml:"url"`
+	// APIKeyEnv names the environment variable holding the API key. Default
+	// for openai, when APIKeyFile is empty too: [DefaultOpenAIAPIKeyEnv].
+	APIKeyEnv string `mapstructure:"api_key_env" yaml:"api_key_env"`
+	// APIKeyFile is a file holding the API key, re-read when it changes.
+	// At most one of APIKeyEnv and APIKeyFile is set.
+	APIKeyFile string `mapstructure:"api_key_file" yaml:"api_key_file"`
+	// Headers are extra HTTP headers sent on the upstream handshake. [Load]
+	// stores the names in canonical form (X-Api-Version); the headers tether
+	// sets itself on the handshake (Host, Connection, Upgrade,
+	// Sec-WebSocket-*) are not allowed.
+	Headers map[string]string `mapstructure:"headers" yaml:"headers"`
+	// DialTimeout bounds one dial attempt, including the wait for the first
+	// event of realtime upstreams. Default: [DefaultDialTimeout].
+	DialTimeout time.Duration `mapstructure:"dial_timeout" yaml:"dial_timeout"`
+}
+
+// Lifecycle holds the session guarantees.
+type Lifecycle struct {
+	// Heartbeat configures the pings tether sends on each leg.
+	Heartbeat Heartbeats `mapstructure:"heartbeat" yaml:"heartbeat"`
+	// IdleTimeout ends a session (reason idle_timeout) after this long without
+	// a data frame in either direction; 0 disables it.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	// MaxDuration ends a session (reason max_duration) this long after it
+	// started; 0 disables it.
+	MaxDuration time.Duration `mapstructure:"max_duration" yaml:"max_duration"`
+	// DrainTimeout is how long a drain waits for sessions to reach a response
+	// boundary before closing the rest; 0 closes them at once.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout" yaml:"drain_timeout"`
+	// FatalUpstreamErrors are the upstream `error` event codes that tear the
+	// session down (reason upstream_fatal_event).
+	FatalUpstreamErrors []string `mapstructure:"fatal_upstream_errors" yaml:"fatal_upstream_errors"`
+}
+
+// Heartbeats configures pings on each leg.
+type Heartbeats struct {
+	// Client is the heartbeat on the client leg.
+	Client Heartbeat `mapstructure:"client" yaml:"client"`
+	// Upstream is the heartbeat on the upstream leg.
+	Upstream Heartbeat `mapstructure:"upstream" yaml:"upstream"`
+}
+
+// Heartbeat: a ping every Interval; the leg fails if no pong arrives within Timeout.
+type Heartbeat struct {
+	// Interval is the time between pings; > 0.
+	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
+	// Timeout is how long to wait for the pong; > 0 and < Interval.
+	Timeout time.Duration `mapstructure:"timeout" yaml:"timeout"`
+}
+
+// TLS configures the client listener's TLS.
+type TLS struct {
+	// Mode is [TLSModeOff] (plain ws://), [TLSModeFiles] or [TLSModeACME].
+	Mode string `mapstructure:"mode" yaml:"mode"` // off | files | acme
+	// CertFile is the PEM certificate chain (files mode), reloaded on change.
+	CertFile string `mapstructure:"cert_file" yaml:"cert_file"`
+	// KeyFile is the PEM private key (files mode), reloaded on change.
+	KeyFile string `mapstructure:"key_file" yaml:"key_file"`
+	// ACME configures acme mode.
+	ACME TLSACME `mapstructure:"acme" yaml:"acme"`
+}
+
+// TLSACME configures automatic certificates.
+type TLSACME struct {
+	// Email is the ACME account contact; optional.
+	Email string `mapstructure:"email" yaml:"email"`
+	// CAURL is the ACME directory URL; empty means the certmagic default (Let's Encrypt).
+	CAURL string `mapstructure:"ca_url" yaml:"ca_url"`
+	// CARootFile is a PEM bundle trusted for the ACME server (private or test CAs).
+	CARootFile string `mapstructure:"ca_root_file" yaml:"ca_root_file"`
+	// Domains are the names certificates are obtained for; with OnDemand they
+	// are the allowlist of names a certificate may be issued for.
+	Domains []string `mapstructure:"domains" yaml:"domains"`
+	// StorageDir is where certificates and ACME account keys are kept.
+	StorageDir string `mapstructure:"storage_dir" yaml:"storage_dir"`
+	// OnDemand obtains certificates during the first TLS handshake for a
+	// name instead of at startup.
+	OnDemand bool `mapstructure:"on_demand" yaml:"on_demand"`
+}
+
+// Telemetry configures tracing.
+type Telemetry struct {
+	// ServiceName is the OpenTelemetry service.name resource attribute.
+	ServiceName string `mapstructure:"service_name" yaml:"service_name"`
+	// Traces configures the trace exporter.
+	Traces Traces `mapstructure:"traces" yaml:"traces"`
+}
+
+// Traces configures the trace exporter.
+type Traces struct {
+	// Exporter is [ExporterNone], [ExporterOTLP] or [ExporterStdout].
+	Exporter string `mapstructure:"exporter" yaml:"exporter"` // none | otlp | stdout
+	// Endpoint is the OTLP endpoint; empty leaves it to the OTEL_EXPORTER_OTLP_* variables.
+	Endpoint string `mapstructure:"endpoint" yaml:"endpoint"`
+	// Protocol is the OTLP transport: [ProtocolGRPC] or [ProtocolHTTP].
+	Protocol string `mapstructure:"protocol" yaml:"protocol"` // grpc | http
+	// Insecure disables TLS towards the OTLP endpoint.
+	Insecure bool `mapstructure:"insecure" yaml:"insecure"`
+	// SampleRatio is the fraction of sessions traced, in [0, 1].
+	SampleRatio float64 `mapstructure:"sample_ratio" yaml:"sample_ratio"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is the minimum level logged: debug, info, warn or error.
+	Level string `mapstructure:"level" yaml:"level"` // debug | info | warn | error
+	// Format is the handler: json or text.
+	Format string `mapstructure:"format" yaml:"format"` // json | text
+}

@@ -1,0 +1,421 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Problem is one thing wrong with a configuration.
+type Problem struct {
+	// Path is the key path of the offending value, in the file's spelling:
+	// "lifecycle.idle_timeout", "upstreams[1].dial_timeout",
+	// "upstreams[0].headers[Host]". It is never empty.
+	Path string
+	// Message says what is wrong, e.g. "must be > 0".
+	Message string
+}
+
+// String returns "path: message".
+func (p Problem) String() string { return p.Path + ": " + p.Message }
+
+// ValidationError lists every problem found in a configuration. [Load] and
+// [Config.Validate] return it with Problems sorted by path.
+type ValidationError struct {
+	Problems []Problem
+}
+
+// Error returns every problem, one per line, as "path: message", sorted by
+// path (list indexes in numeric order).
+func (e *ValidationError) Error() string {
+	ps := slices.Clone(e.Problems)
+	sortProblems(ps)
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// sortProblems orders problems by path, then message, comparing runs of
+// digits numerically so upstreams[2] sorts before upstreams[10].
+func sortProblems(ps []Problem) {
+	slices.SortStableFunc(ps, func(a, b Problem) int {
+		if c := naturalCompare(a.Path, b.Path); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Message, b.Message)
+	})
+}
+
+// naturalCompare compares a and b byte by byte, except that runs of ASCII
+// digits are compared as numbers.
+func naturalCompare(a, b string) int {
+	for a != "" && b != "" {
+		if isDigit(a[0]) && isDigit(b[0]) {
+			da, db := digitRun(a), digitRun(b)
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if c := len(na) - len(nb); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			if c := da - db; c != 0 { // "01" after "1"
+				return c
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return int(a[0]) - int(b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) - len(b)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func digitRun(s string) int {
+	n := 0
+	for n < len(s) && isDigit(s[n]) {
+		n++
+	}
+	return n
+}
+
+// problems collects Problems during validation.
+type problems []Problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// err returns nil or a *ValidationError holding the sorted problems.
+func (ps problems) err() error {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := slices.Clone([]Problem(ps))
+	sortProblems(out)
+	return &ValidationError{Problems: out}
+}
+
+// Validate checks every rule and returns nil or a *ValidationError listing
+// every problem with its key path. It does not modify c and does not fill
+// defaults: a Config built in code must hold complete values (start from
+// Default and DefaultUpstream).
+func (c *Config) Validate() error {
+	var ps problems
+	c.validate(&ps)
+	return ps.err()
+}
+
+func (c *Config) validate(ps *problems) {
+	c.Server.validate(ps)
+	// Two listeners on one fixed address cannot both bind; port 0 is fine.
+	if checkListen(ps, "admin.listen", c.Admin.Listen) &&
+		c.Admin.Listen == c.Server.Listen && !strings.HasSuffix(c.Admin.Listen, ":0") {
+		ps.add("admin.listen", "must differ from server.listen (both %q)", c.Server.Listen)
+	}
+	c.Auth.validate(ps)
+	validateUpstreams(ps, c.Upstreams)
+	c.Lifecycle.validate(ps)
+	c.TLS.validate(ps)
+	c.Telemetry.validate(ps)
+	c.Log.validate(ps)
+}
+
+func (s *Server) validate(ps *problems) {
+	checkListen(ps, "server.listen", s.Listen)
+	if len(s.Paths) == 0 {
+		ps.add("server.paths", "must list at least one path")
+	}
+	seen := make(map[string]int, len(s.Paths))
+	for i, p := range s.Paths {
+		path := fmt.Sprintf("server.paths[%d]", i)
+		switch {
+		case !strings.HasPrefix(p, "/"):
+			ps.add(path, "must start with \"/\" (got %q)", p)
+		case strings.ContainsAny(p, "?# \t\r\n"):
+			ps.add(path, "must be a plain URL path without query, fragment or spaces (got %q)", p)
+		}
+		if j, dup := seen[p]; dup {
+			ps.add(path, "duplicate of server.paths[%d]", j)
+		} else {
+			seen[p] = i
+		}
+	}
+	positive(ps, "server.handshake_timeout", s.HandshakeTimeout)
+	if s.MaxSessions < 1 {
+		ps.add("server.max_sessions", "must be >= 1 (got %d)", s.MaxSessions)
+	}
+	if s.MaxFrameBytes < 1 || s.MaxFrameBytes > MaxFrameBytesLimit {
+		ps.add("server.max_frame_bytes", "must be between 1 and %d (got %d)", MaxFrameBytesLimit, s.MaxFrameBytes)
+	}
+}
+
+func (a *Auth) validate(ps *problems) {
+	switch a.Mode {
+	case AuthModeNone:
+	case AuthModeToken:
+		if a.TokensFile == "" {
+			ps.add("auth.tokens_file", "required when auth.mode is %q", AuthModeToken)
+		}
+	case AuthModeJWT:
+		if a.JWT.HMACSecretFile == "" {
+			ps.add("auth.jwt.hmac_secret_file", "required when auth.mode is %q", AuthModeJWT)
+		}
+	default:
+		oneOf(ps, "auth.mode", a.Mode, AuthModeNone, AuthModeToken, AuthModeJWT)
+	}
+	if a.MaxSessionsPerClient < 0 {
+		ps.add("auth.max_sessions_per_client", "must be >= 0 (got %d); 0 means unlimited", a.MaxSessionsPerClient)
+	}
+}
+
+// forbiddenHeaders are the handshake headers tether sets itself.
+var forbiddenHeaders = []string{"Host", "Upgrade", "Connection"}
+
+func validateUpstreams(ps *problems, list []Upstream) {
+	if list == nil {
+		return // automatic choice
+	}
+	if len(list) == 0 {
+		ps.add("upstreams", "empty list; remove the key to use the default upstream")
+		return
+	}
+	names := make(map[string]int, len(list))
+	for i := range list {
+		u := &list[i]
+		p := fmt.Sprintf("upstreams[%d]", i)
+		switch {
+		case u.Name == "":
+			ps.add(p+".name", "must not be empty")
+		default:
+			if j, dup := names[u.Name]; dup {
+				ps.add(p+".name", "duplicate name %q (also upstreams[%d])", u.Name, j)
+			} else {
+				names[u.Name] = i
+			}
+		}
+		switch u.Type {
+		case UpstreamOpenAI, UpstreamAzure, UpstreamGeneric, UpstreamMock:
+		default:
+			oneOf(ps, p+".type", u.Type, UpstreamOpenAI, UpstreamAzure, UpstreamGeneric, UpstreamMock)
+		}
+		if u.URL == "" {
+			if u.Type == UpstreamAzure || u.Type == UpstreamGeneric {
+				ps.add(p+".url", "required for type %q", u.Type)
+			}
+		} else {
+			checkWebSocketURL(ps, p+".url", u.URL)
+		}
+		if u.APIKeyEnv != "" && u.APIKeyFile != "" {
+			ps.add(p+".api_key_file", "set either api_key_env or api_key_file, not both")
+		}
+		for _, name := range sortedKeys(u.Headers) {
+			hp := p + ".headers[" + name + "]"
+			switch {
+			case !validHeaderName(name):
+				ps.add(hp, "not a valid HTTP header name")
+			case slices.ContainsFunc(forbiddenHeaders, func(f string) bool { return strings.EqualFold(f, name) }),
+				len(name) >= len("Sec-WebSocket-") && strings.EqualFold(name[:len("Sec-WebSocket-")], "Sec-WebSocket-"):
+				ps.add(hp, "tether sets this header itself; Host, Upgrade, Connection and Sec-WebSocket-* are not allowed")
+			}
+			if strings.ContainsAny(u.Headers[name], "\r\n\x00") {
+				ps.add(hp, "value must not contain CR, LF or NUL")
+			}
+		}
+		positive(ps, p+".dial_timeout", u.DialTimeout)
+	}
+}
+
+func (l *Lifecycle) validate(ps *problems) {
+	l.Heartbeat.Client.validate(ps, "lifecycle.heartbeat.client")
+	l.Heartbeat.Upstream.validate(ps, "lifecycle.heartbeat.upstream")
+	nonNegative(ps, "lifecycle.idle_timeout", l.IdleTimeout)
+	nonNegative(ps, "lifecycle.max_duration", l.MaxDuration)
+	nonNegative(ps, "lifecycle.drain_timeout", l.DrainTimeout)
+	for i, code := range l.FatalUpstreamErrors {
+		if strings.TrimSpace(code) == "" {
+			ps.add(fmt.Sprintf("lifecycle.fatal_upstream_errors[%d]", i), "must not be empty")
+		}
+	}
+}
+
+func (h Heartbeat) validate(ps *problems, path string) {
+	positive(ps, path+".interval", h.Interval)
+	positive(ps, path+".timeout", h.Timeout)
+	if h.Interval > 0 && h.Timeout > 0 && h.Timeout >= h.Interval {
+		ps.add(path+".timeout", "must be less than interval (%s), got %s", h.Interval, h.Timeout)
+	}
+}
+
+func (t *TLS) validate(ps *problems) {
+	switch t.Mode {
+	case TLSModeOff:
+	case TLSModeFiles:
+		if t.CertFile == "" {
+			ps.add("tls.cert_file", "required when tls.mode is %q", TLSModeFiles)
+		}
+		if t.KeyFile == "" {
+			ps.add("tls.key_file", "required when tls.mode is %q", TLSModeFiles)
+		}
+	case TLSModeACME:
+		a := &t.ACME
+		if len(a.Domains) == 0 {
+			if a.OnDemand {
+				ps.add("tls.acme.domains", "required with on_demand: only these names may get a certificate")
+			} else {
+				ps.add("tls.acme.domains", "must list at least one domain when tls.mode is %q", TLSModeACME)
+			}
+		}
+		if a.StorageDir == "" {
+			ps.add("tls.acme.storage_dir", "required when tls.mode is %q", TLSModeACME)
+		}
+	default:
+		oneOf(ps, "tls.mode", t.Mode, TLSModeOff, TLSModeFiles, TLSModeACME)
+	}
+	for i, d := range t.ACME.Domains {
+		if strings.TrimSpace(d) == "" || strings.ContainsAny(d, " \t/:") {
+			ps.add(fmt.Sprintf("tls.acme.domains[%d]", i), "must be a host name (got %q)", d)
+		}
+	}
+	if t.ACME.CAURL != "" {
+		u, err := url.Parse(t.ACME.CAURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			ps.add("tls.acme.ca_url", "must be an http or https URL (got %q)", t.ACME.CAURL)
+		}
+	}
+}
+
+func (t *Telemetry) validate(ps *problems) {
+	if t.ServiceName == "" {
+		ps.add("telemetry.service_name", "must not be empty")
+	}
+	switch t.Traces.Exporter {
+	case ExporterNone, ExporterOTLP, ExporterStdout:
+	default:
+		oneOf(ps, "telemetry.traces.exporter", t.Traces.Exporter, ExporterNone, ExporterOTLP, ExporterStdout)
+	}
+	switch t.Traces.Protocol {
+	case ProtocolGRPC, ProtocolHTTP:
+	default:
+		oneOf(ps, "telemetry.traces.protocol", t.Traces.Protocol, ProtocolGRPC, ProtocolHTTP)
+	}
+	if r := t.Traces.SampleRatio; !(r >= 0 && r <= 1) { // also rejects NaN
+		ps.add("telemetry.traces.sample_ratio", "must be between 0 and 1 (got %v)", r)
+	}
+}
+
+func (l Log) validate(ps *problems) {
+	switch l.Level {
+	case LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError:
+	default:
+		oneOf(ps, "log.level", l.Level, LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError)
+	}
+	switch l.Format {
+	case LogFormatJSON, LogFormatText:
+	default:
+		oneOf(ps, "log.format", l.Format, LogFormatJSON, LogFormatText)
+	}
+}
+
+// SlogLevel returns the slog level for l.Level; an unknown level (which
+// Validate rejects) maps to slog.LevelInfo.
+func (l Log) SlogLevel() slog.Level {
+	switch l.Level {
+	case LogLevelDebug:
+		return slog.LevelDebug
+	case LogLevelWarn:
+		return slog.LevelWarn
+	case LogLevelError:
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// checkListen requires host:port with a numeric port in 0..65535 and
+// reports whether addr passed.
+func checkListen(ps *problems, path, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		ps.add(path, "must be host:port, e.g. \"127.0.0.1:8080\" (got %q)", addr)
+		return false
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		ps.add(path, "port must be a number from 0 to 65535 (got %q)", port)
+		return false
+	}
+	return true
+}
+
+// checkWebSocketURL requires an absolute ws:// or wss:// URL with a host.
+func checkWebSocketURL(ps *problems, path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		ps.add(path, "not a valid URL (%q)", raw)
+		return
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		ps.add(path, "scheme must be ws or wss (got %q)", raw)
+		return
+	}
+	if u.Host == "" {
+		ps.add(path, "must include a host (got %q)", raw)
+	}
+}
+
+func positive(ps *problems, path string, d time.Duration) {
+	if d <= 0 {
+		ps.add(path, "must be > 0 (got %s)", d)
+	}
+}
+
+func nonNegative(ps *problems, path string, d time.Duration) {
+	if d < 0 {
+		ps.add(path, "must be >= 0 (got %s); 0 disables", d)
+	}
+}
+
+// oneOf reports value as not one of allowed.
+func oneOf(ps *problems, path, value string, allowed ...string) {
+	ps.add(path, "must be one of %s (got %q)", strings.Join(allowed, ", "), value)
+}
+
+// validHeaderName reports whether name is an RFC 9110 token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,245 @@
+package lifecycle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Hooks observe sessions (tracing, tests). Methods are called synchronously
+// outside the relay's frame loop, at most a few times per response; they
+// must not block.
+type Hooks interface {
+	SessionStarted(s *Session)
+	ResponseStarted(s *Session, responseID string)
+	FirstAudio(s *Session, responseID string, ttfa time.Duration)
+	ResponseDone(s *Session, responseID, status string, usage Tokens)
+	UpstreamError(s *Session, errType, code string)
+	HeartbeatTimeout(s *Session, leg Leg)
+	SessionEnded(s *Session, sum Summary)
+}
+
+// Options configure the Manager (plain values; package config maps the YAML here).
+type Options struct {
+	ClientHeartbeat     HeartbeatOptions
+	UpstreamHeartbeat   HeartbeatOptions
+	IdleTimeout         time.Duration // 0 disables
+	MaxDuration         time.Duration // 0 disables
+	DrainTimeout        time.Duration
+	FatalUpstreamErrors []string
+	MaxSessions         int // 0 = unlimited
+	Logger              *slog.Logger
+	Metrics             *Metrics // nil records nothing
+	Hooks               []Hooks
+}
+
+// ErrFull is returned by Reserve when max_sessions sessions are open.
+var ErrFull = errors.New("session limit reached")
+
+// ErrDraining is returned by Reserve while tether drains.
+var ErrDraining = errors.New("draining")
+
+// Manager is the session registry: O(1) lookup by id, admission, drain.
+type Manager struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+	fatal   map[string]bool
+
+	draining atomic.Bool
+	reserved atomic.Int64 // admitted upgrades (handshake in progress or session open)
+
+	mu       sync.Mutex
+	sessions map[string]*Session // open sessions (not yet ended)
+	idle     chan struct{}       // closed when sessions becomes empty during drain; guarded by mu
+
+	running sync.WaitGroup // one per session until its relay goroutines have exited
+}
+
+// NewManager returns a Manager with opts.
+func NewManager(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{opts: opts, log: opts.Logger, metrics: opts.Metrics,
+		fatal: make(map[string]bool), sessions: make(map[string]*Session)}
+	for _, c := range opts.FatalUpstreamErrors {
+		m.fatal[c] = true
+	}
+	return m
+}
+
+// Reserve admits one upgrade; the caller must call the returned release
+// unless the slot became a session through Open.
+func (m *Manager) Reserve() (release func(), err error) {
+	if m.draining.Load() {
+		return nil, ErrDraining
+	}
+	n := m.reserved.Add(1)
+	if m.opts.MaxSessions > 0 && n > int64(m.opts.MaxSessions) {
+		m.reserved.Add(-1)
+		return nil, ErrFull
+	}
+	var once sync.Once
+	return func() { once.Do(func() { m.reserved.Add(-1) }) }, nil
+}
+
+// Open registers a new session for an admitted upgrade. The caller must
+// call Start, and Finished once the relay's goroutines have exited.
+func (m *Manager) Open(info Info) *Session {
+	s := &Session{ID: newID(), Info: info, StartedAt: time.Now(), mgr: m, log: m.log}
+	m.running.Add(1)
+	m.mu.Lock()
+	m.sessions[s.ID] = s
+	m.mu.Unlock()
+	if m.metrics != nil {
+		m.metrics.sessionsActive.Inc()
+	}
+	for _, h := range m.opts.Hooks {
+		h.SessionStarted(s)
+	}
+	if m.draining.Load() {
+		// Drain began during the handshake: this session closes at once.
+		defer s.End(ReasonShutdown)
+	}
+	return s
+}
+
+// Finished tells the manager that the session's relay goroutines have
+// exited; release frees its admission slot.
+func (m *Manager) Finished(s *Session, release func()) {
+	if !s.ended.Load() {
+		s.End(ReasonClientError)
+	}
+	release()
+	m.running.Done()
+}
+
+// ended removes s from the registry and records its end. Called once per session by End.
+func (m *Manager) ended(s *Session) {
+	m.mu.Lock()
+	delete(m.sessions, s.ID)
+	if len(m.sessions) == 0 && m.idle != nil {
+		close(m.idle)
+		m.idle = nil
+	}
+	m.mu.Unlock()
+	sum := s.Summary()
+	if m.metrics != nil {
+		m.metrics.sessionsActive.Dec()
+		if c, ok := m.metrics.sessionsByReason[sum.Reason]; ok {
+			c.Inc()
+		} else {
+			m.metrics.sessionsTotal.WithLabelValues(string(sum.Reason)).Inc()
+		}
+		m.metrics.sessionDuration.Observe(sum.Duration.Seconds())
+	}
+	for _, h := range m.opts.Hooks {
+		h.SessionEnded(s, sum)
+	}
+	m.log.Info("session ended",
+		"session", s.ID, "reason", string(sum.Reason), "upstream", s.Info.Upstream,
+		"duration_ms", sum.Duration.Milliseconds(),
+		"close_client", sum.CloseClient.Code, "close_upstream", sum.CloseUp.Code,
+		"bytes_client_to_upstream", sum.Bytes[ClientToUpstream],
+		"bytes_upstream_to_client", sum.Bytes[UpstreamToClient],
+		"responses", sum.Responses,
+		"input_tokens", sum.Tokens.Input, "output_tokens", sum.Tokens.Output)
+}
+
+// Get returns the open session with id, or nil. O(1).
+func (m *Manager) Get(id string) *Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sessions[id]
+}
+
+// Len returns the number of open sessions.
+func (m *Manager) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.sessions)
+}
+
+// Snapshots lists open sessions, oldest first.
+func (m *Manager) Snapshots() []Snapshot {
+	m.mu.Lock()
+	list := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		list = append(list, s)
+	}
+	m.mu.Unlock()
+	out := make([]Snapshot, 0, len(list))
+	for _, s := range list {
+		out = append(out, s.Snapshot())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
+	return out
+}
+
+// Draining reports whether Drain has begun.
+func (m *Manager) Draining() bool { return m.draining.Load() }
+
+// Drain stops admitting sessions, closes each session with 1001 at its next
+// response boundary (at once when none is in progress), and at the drain
+// timeout — or when ctx is done (a second signal) — closes the rest. It
+// returns once every session's goroutines have exited.
+func (m *Manager) Drain(ctx context.Context) {
+	m.draining.Store(true)
+	m.mu.Lock()
+	list := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		list = append(list, s)
+	}
+	var idle chan struct{}
+	if len(m.sessions) > 0 {
+		idle = make(chan struct{})
+		m.idle = idle
+	}
+	m.mu.Unlock()
+	m.log.Info("draining", "sessions", len(list), "drain_timeout", m.opts.DrainTimeout.String())
+	for _, s := range list {
+		s.drain()
+	}
+	if idle != nil {
+		timer := time.NewTimer(m.opts.DrainTimeout)
+		select {
+		case <-idle:
+		case <-timer.C:
+			m.log.Info("drain timeout: closing remaining sessions", "sessions", m.Len())
+		case <-ctx.Done():
+			m.log.Info("closing remaining sessions at once", "sessions", m.Len())
+		}
+		timer.Stop()
+	}
+	m.CloseAll(ReasonShutdown)
+	m.running.Wait()
+}
+
+// CloseAll ends every open session with reason.
+func (m *Manager) CloseAll(reason Reason) {
+	m.mu.Lock()
+	list := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		list = append(list, s)
+	}
+	m.mu.Unlock()
+	for _, s := range list {
+		s.End(reason)
+	}
+}
+
+// Wait blocks until every session's goroutines have exited.
+func (m *Manager) Wait() { m.running.Wait() }
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "tsn_" + hex.EncodeToString(b[:])
+}

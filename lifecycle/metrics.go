@@ -1,0 +1,113 @@
+package lifecycle
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds tether's Prometheus collectors (contract names; see the README).
+// A nil *Metrics records nothing, so tests can leave it out.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	sessionsActive    prometheus.Gauge
+	sessionsTotal     *prometheus.CounterVec
+	sessionDuration   prometheus.Histogram
+	frames            [2]prometheus.Counter // by Direction
+	bytes             [2]prometheus.Counter // by Direction
+	dialSeconds       *prometheus.HistogramVec
+	handshakeRejected *prometheus.CounterVec
+	heartbeatRTT      [2]prometheus.Observer // by Leg
+	timeToFirstAudio  prometheus.Histogram
+	tokens            *prometheus.CounterVec
+	upstreamErrors    *prometheus.CounterVec
+	responsesTotal    *prometheus.CounterVec
+	heartbeatTimeouts *prometheus.CounterVec
+	sessionsByReason  map[Reason]prometheus.Counter
+}
+
+// NewMetrics creates the collectors on a fresh registry, with the Go runtime
+// and process collectors.
+func NewMetrics() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{Registry: r}
+	m.sessionsActive = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tether_sessions_active", Help: "Sessions currently open (both legs connected).",
+	})
+	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_sessions_total", Help: "Sessions ended, by teardown reason.",
+	}, []string{"reason"})
+	m.sessionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tether_session_duration_seconds", Help: "Session length from upgrade to teardown.",
+		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600},
+	})
+	frames := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_frames_total", Help: "Data frames relayed, by direction.",
+	}, []string{"direction"})
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_bytes_total", Help: "Data frame payload bytes relayed, by direction.",
+	}, []string{"direction"})
+	for _, d := range []Direction{ClientToUpstream, UpstreamToClient} {
+		m.frames[d] = frames.WithLabelValues(d.String())
+		m.bytes[d] = bytes.WithLabelValues(d.String())
+	}
+	m.dialSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tether_upstream_dial_seconds", Help: "Upstream dial time (TCP, TLS, upgrade, first event), by upstream and result.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"upstream", "result"})
+	m.handshakeRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_handshake_rejections_total", Help: "Client upgrades refused before a session started, by reason.",
+	}, []string{"reason"})
+	rtt := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tether_heartbeat_rtt_seconds", Help: "Ping to pong round trip, by leg.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"leg"})
+	m.heartbeatRTT[Client] = rtt.WithLabelValues("client")
+	m.heartbeatRTT[Upstream] = rtt.WithLabelValues("upstream")
+	m.timeToFirstAudio = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tether_time_to_first_audio_seconds", Help: "From end of the caller's turn (speech_stopped, commit or response.created) to the first audio delta of the answer.",
+		Buckets: []float64{.1, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10},
+	})
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_tokens_total", Help: "Tokens reported in response.done usage, by kind.",
+	}, []string{"kind"})
+	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_upstream_errors_total", Help: "Upstream error events, by error code.",
+	}, []string{"code"})
+	m.responsesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_responses_total", Help: "Responses finished (response.done), by status.",
+	}, []string{"status"})
+	m.heartbeatTimeouts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_heartbeat_timeouts_total", Help: "Heartbeat timeouts, by leg.",
+	}, []string{"leg"})
+	m.sessionsByReason = make(map[Reason]prometheus.Counter, len(AllReasons))
+	for _, reason := range AllReasons {
+		m.sessionsByReason[reason] = m.sessionsTotal.WithLabelValues(string(reason))
+	}
+	for _, k := range []string{"input_text", "input_audio", "output_text", "output_audio", "cached"} {
+		m.tokens.WithLabelValues(k)
+	}
+	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration, frames, bytes,
+		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens,
+		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveDial records one upstream dial attempt.
+func (m *Metrics) ObserveDial(upstream, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.dialSeconds.WithLabelValues(upstream, result).Observe(d.Seconds())
+}
+
+// HandshakeRejected counts a refused client upgrade.
+func (m *Metrics) HandshakeRejected(reason string) {
+	if m == nil {
+		return
+	}
+	m.handshakeRejected.WithLabelValues(reason).Inc()
+}

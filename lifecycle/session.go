@@ -1,0 +1,508 @@
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transport is what a session needs from the relay that carries it. The
+// relay (package proxy) implements it; lifecycle never imports the relay.
+type Transport interface {
+	// Ping sends a ping on leg at a frame boundary. It may block until the
+	// frame in flight on that leg is written.
+	Ping(leg Leg) error
+	// Shutdown sends the given close frames (best effort, bounded in time),
+	// then closes both legs once their peers answer or a short linger passes.
+	// It is called exactly once per session.
+	Shutdown(client, upstream CloseFrame)
+}
+
+// Info describes a session at start.
+type Info struct {
+	Upstream     string // name of the upstream that served it
+	UpstreamType string // openai, azure, generic, mock
+	ClientAddr   string
+	ServerAddr   string
+	Model        string // from the client's ?model= query, if any
+}
+
+// state values shown in GET /sessions.
+const (
+	stateOpen       = "open"
+	stateResponding = "responding"
+	stateDraining   = "draining"
+	stateClosing    = "closing"
+)
+
+// Session is one client connection and its upstream. Fields marked atomic are
+// written on the relay's hot path; the rest are guarded by mu.
+type Session struct {
+	// Immutable after creation.
+	ID        string
+	Info      Info
+	StartedAt time.Time
+	mgr       *Manager
+	log       *slog.Logger
+
+	// t is set once by Start before any timer runs; read-only afterwards.
+	t Transport
+
+	// Hot-path counters (atomic).
+	bytes        [2]atomic.Int64 // by Direction
+	frames       [2]atomic.Int64 // by Direction
+	lastActivity atomic.Int64    // nanoseconds since StartedAt (monotonic) of the last data frame
+	responses    atomic.Int64    // responses started (response.created)
+	inResponse   atomic.Int32    // responses in progress
+	ended        atomic.Bool     // set once by End; never reset
+	audioPending atomic.Bool     // a response is waiting for its first audio delta
+
+	// hb are the two heartbeats (index Leg); each guards its own state.
+	hb [2]heartbeat
+
+	mu           sync.Mutex
+	idleTimer    *time.Timer // nil when idle_timeout is 0; stopped by End
+	maxTimer     *time.Timer // nil when max_duration is 0; stopped by End
+	drainPending bool        // drain asked to close at the next response boundary
+	reason       Reason      // set by End
+	closeClient  CloseFrame  // what End sent to the client
+	closeUp      CloseFrame  // what End sent upstream
+	endedAt      time.Time
+	conversation string // upstream session id (sess_...)
+	model        string // model reported by session.created
+	tokens       Tokens
+	turnStart    time.Time // trigger for time to first audio (speech_stopped / commit / response.created)
+	curResponse  string    // id of the response awaiting its first audio
+	respStart    time.Time // when curResponse was created
+	lastTTFA     time.Duration
+}
+
+// Tokens sums response.done usage over a session.
+type Tokens struct {
+	Input       int64 `json:"input_tokens"`
+	Output      int64 `json:"output_tokens"`
+	InputText   int64 `json:"input_text_tokens"`
+	InputAudio  int64 `json:"input_audio_tokens"`
+	OutputText  int64 `json:"output_text_tokens"`
+	OutputAudio int64 `json:"output_audio_tokens"`
+	Cached      int64 `json:"cached_tokens"`
+}
+
+// now returns the time since the session started on the monotonic clock.
+func (s *Session) since() time.Duration { return time.Since(s.StartedAt) }
+
+// Start arms the session's timers. The relay calls it once both legs are up
+// and before it reads the first frame.
+func (s *Session) Start(t Transport) {
+	s.t = t
+	o := &s.mgr.opts
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended.Load() {
+		return
+	}
+	s.hb[Client].start(s, Client, o.ClientHeartbeat)
+	s.hb[Upstream].start(s, Upstream, o.UpstreamHeartbeat)
+	if o.IdleTimeout > 0 {
+		s.idleTimer = time.AfterFunc(o.IdleTimeout, s.idleFired)
+	}
+	if o.MaxDuration > 0 {
+		s.maxTimer = time.AfterFunc(o.MaxDuration, func() { s.End(ReasonMaxDuration) })
+	}
+}
+
+// Frame records one relayed data frame of n payload bytes. Hot path: atomics only.
+func (s *Session) Frame(d Direction, n int64) {
+	s.bytes[d].Add(n)
+	s.frames[d].Add(1)
+	s.lastActivity.Store(int64(s.since()))
+	if m := s.mgr.metrics; m != nil {
+		m.frames[d].Inc()
+		m.bytes[d].Add(float64(n))
+	}
+}
+
+// Pong records a pong received on leg.
+func (s *Session) Pong(leg Leg) {
+	if rtt, ok := s.hb[leg].pong(); ok {
+		if m := s.mgr.metrics; m != nil {
+			m.heartbeatRTT[leg].Observe(rtt.Seconds())
+		}
+	}
+}
+
+// Event records a text message whose type the relay peeked, after it was
+// forwarded. responseID is the top-level response_id, if any. Hot path for
+// audio deltas: no allocation, a lock only while a response awaits its first audio.
+func (s *Session) Event(d Direction, typ, responseID []byte) {
+	if d == ClientToUpstream {
+		switch string(typ) {
+		case "input_audio_buffer.commit", "response.create":
+			s.mu.Lock()
+			if s.turnStart.IsZero() {
+				s.turnStart = time.Now()
+			}
+			s.mu.Unlock()
+		}
+		return
+	}
+	switch string(typ) {
+	case "response.output_audio.delta", "response.audio.delta":
+		if s.audioPending.Load() {
+			s.firstAudio(responseID)
+		}
+	case "input_audio_buffer.speech_stopped", "input_audio_buffer.timeout_triggered":
+		s.mu.Lock()
+		s.turnStart = time.Now()
+		s.mu.Unlock()
+	}
+}
+
+// firstAudio completes the time-to-first-audio measurement of the pending response.
+func (s *Session) firstAudio(responseID []byte) {
+	s.mu.Lock()
+	if s.curResponse == "" || (len(responseID) > 0 && string(responseID) != s.curResponse) {
+		s.mu.Unlock()
+		return
+	}
+	ttfa := time.Since(s.respStart)
+	if !s.turnStart.IsZero() {
+		ttfa = time.Since(s.turnStart)
+	}
+	s.lastTTFA = ttfa
+	id := s.curResponse
+	s.curResponse = ""
+	s.turnStart = time.Time{}
+	s.audioPending.Store(false)
+	s.mu.Unlock()
+	if m := s.mgr.metrics; m != nil {
+		m.timeToFirstAudio.Observe(ttfa.Seconds())
+	}
+	for _, h := range s.mgr.opts.Hooks {
+		h.FirstAudio(s, id, ttfa)
+	}
+}
+
+// Captured is called with the whole payload of a rare upstream event
+// (error, response.created, response.done, session.created, session.updated)
+// after it was forwarded. The payload must not be retained.
+func (s *Session) Captured(d Direction, typ []byte, payload []byte) {
+	if d != UpstreamToClient {
+		return
+	}
+	switch string(typ) {
+	case "session.created", "session.updated":
+		var ev struct {
+			Session struct {
+				ID    string `json:"id"`
+				Model string `json:"model"`
+			} `json:"session"`
+		}
+		if json.Unmarshal(payload, &ev) == nil {
+			s.mu.Lock()
+			if ev.Session.ID != "" {
+				s.conversation = ev.Session.ID
+			}
+			if ev.Session.Model != "" {
+				s.model = ev.Session.Model
+			}
+			s.mu.Unlock()
+		}
+	case "response.created":
+		var ev struct {
+			Response struct {
+				ID string `json:"id"`
+			} `json:"response"`
+		}
+		_ = json.Unmarshal(payload, &ev)
+		s.responses.Add(1)
+		s.inResponse.Add(1)
+		s.mu.Lock()
+		s.curResponse = ev.Response.ID
+		s.respStart = time.Now()
+		s.mu.Unlock()
+		s.audioPending.Store(true)
+		for _, h := range s.mgr.opts.Hooks {
+			h.ResponseStarted(s, ev.Response.ID)
+		}
+	case "response.done":
+		var ev struct {
+			Response struct {
+				ID     string `json:"id"`
+				Status string `json:"status"`
+				Usage  *struct {
+					InputTokens       int64 `json:"input_tokens"`
+					OutputTokens      int64 `json:"output_tokens"`
+					InputTokenDetails struct {
+						TextTokens   int64 `json:"text_tokens"`
+						AudioTokens  int64 `json:"audio_tokens"`
+						CachedTokens int64 `json:"cached_tokens"`
+					} `json:"input_token_details"`
+					OutputTokenDetails struct {
+						TextTokens  int64 `json:"text_tokens"`
+						AudioTokens int64 `json:"audio_tokens"`
+					} `json:"output_token_details"`
+				} `json:"usage"`
+			} `json:"response"`
+		}
+		_ = json.Unmarshal(payload, &ev)
+		var u Tokens
+		if us := ev.Response.Usage; us != nil {
+			u = Tokens{Input: us.InputTokens, Output: us.OutputTokens,
+				InputText: us.InputTokenDetails.TextTokens, InputAudio: us.InputTokenDetails.AudioTokens,
+				Cached: us.InputTokenDetails.CachedTokens, OutputText: us.OutputTokenDetails.TextTokens,
+				OutputAudio: us.OutputTokenDetails.AudioTokens}
+		}
+		if s.inResponse.Add(-1) < 0 {
+			s.inResponse.Store(0)
+		}
+		s.mu.Lock()
+		s.tokens.add(u)
+		if s.curResponse == ev.Response.ID {
+			s.curResponse = ""
+			s.audioPending.Store(false)
+		}
+		drain := s.drainPending && s.inResponse.Load() == 0
+		s.mu.Unlock()
+		if m := s.mgr.metrics; m != nil {
+			status := ev.Response.Status
+			if status == "" {
+				status = "unknown"
+			}
+			m.responsesTotal.WithLabelValues(status).Inc()
+			m.tokens.WithLabelValues("input_text").Add(float64(u.InputText))
+			m.tokens.WithLabelValues("input_audio").Add(float64(u.InputAudio))
+			m.tokens.WithLabelValues("output_text").Add(float64(u.OutputText))
+			m.tokens.WithLabelValues("output_audio").Add(float64(u.OutputAudio))
+			m.tokens.WithLabelValues("cached").Add(float64(u.Cached))
+		}
+		for _, h := range s.mgr.opts.Hooks {
+			h.ResponseDone(s, ev.Response.ID, ev.Response.Status, u)
+		}
+		if drain {
+			s.End(ReasonShutdown)
+		}
+	case "error":
+		var ev struct {
+			Error struct {
+				Type string  `json:"type"`
+				Code *string `json:"code"`
+			} `json:"error"`
+		}
+		_ = json.Unmarshal(payload, &ev)
+		code := ""
+		if ev.Error.Code != nil {
+			code = *ev.Error.Code
+		}
+		if m := s.mgr.metrics; m != nil {
+			label := code
+			if label == "" {
+				label = "none"
+			}
+			m.upstreamErrors.WithLabelValues(label).Inc()
+		}
+		for _, h := range s.mgr.opts.Hooks {
+			h.UpstreamError(s, ev.Error.Type, code)
+		}
+		if code != "" && s.mgr.fatal[code] {
+			s.log.Info("fatal upstream error event", "session", s.ID, "code", code)
+			s.End(ReasonUpstreamFatalEvent)
+		}
+	}
+}
+
+func (t *Tokens) add(u Tokens) {
+	t.Input += u.Input
+	t.Output += u.Output
+	t.InputText += u.InputText
+	t.InputAudio += u.InputAudio
+	t.OutputText += u.OutputText
+	t.OutputAudio += u.OutputAudio
+	t.Cached += u.Cached
+}
+
+// CloseReceived ends the session because leg sent a close frame with code
+// and reason (already redacted by the relay). The other leg gets the same
+// code; the sender gets it echoed.
+func (s *Session) CloseReceived(leg Leg, code uint16, reason string) {
+	cf := CloseFrame{Code: code, Reason: reason}
+	if leg == Client {
+		s.end(ReasonClientClosed, cf, cf)
+		return
+	}
+	s.end(ReasonUpstreamClosed, cf, cf)
+}
+
+// LegError ends the session because leg failed (read/write error or EOF).
+func (s *Session) LegError(leg Leg, err error) {
+	if s.ended.Load() {
+		return
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("leg failed", "session", s.ID, "leg", leg.String(), "err", err)
+	}
+	if leg == Client {
+		s.End(ReasonClientError)
+		return
+	}
+	s.End(ReasonUpstreamError)
+}
+
+// End tears the session down with reason and the contract's close codes.
+// Only the first call has an effect.
+func (s *Session) End(reason Reason) {
+	c, u := closeCodes(reason)
+	s.end(reason, c, u)
+}
+
+// Ended reports whether End has run.
+func (s *Session) Ended() bool { return s.ended.Load() }
+
+func (s *Session) end(reason Reason, client, upstream CloseFrame) {
+	if !s.ended.CompareAndSwap(false, true) {
+		return
+	}
+	s.mu.Lock()
+	s.reason = reason
+	s.closeClient = client
+	s.closeUp = upstream
+	s.endedAt = time.Now()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
+	if s.maxTimer != nil {
+		s.maxTimer.Stop()
+	}
+	s.mu.Unlock()
+	s.hb[Client].stop()
+	s.hb[Upstream].stop()
+	if reason == ReasonClientHeartbeatTimeout || reason == ReasonUpstreamHeartbeatTimeout {
+		leg := Client
+		if reason == ReasonUpstreamHeartbeatTimeout {
+			leg = Upstream
+		}
+		if m := s.mgr.metrics; m != nil {
+			m.heartbeatTimeouts.WithLabelValues(leg.String()).Inc()
+		}
+		for _, h := range s.mgr.opts.Hooks {
+			h.HeartbeatTimeout(s, leg)
+		}
+	}
+	if s.t != nil {
+		s.t.Shutdown(client, upstream)
+	}
+	s.mgr.ended(s)
+}
+
+// idleFired checks for data activity and ends the session when idle too long.
+func (s *Session) idleFired() {
+	if s.ended.Load() {
+		return
+	}
+	idle := s.mgr.opts.IdleTimeout
+	elapsed := s.since() - time.Duration(s.lastActivity.Load())
+	if elapsed >= idle {
+		s.End(ReasonIdleTimeout)
+		return
+	}
+	s.mu.Lock()
+	if !s.ended.Load() {
+		s.idleTimer.Reset(idle - elapsed)
+	}
+	s.mu.Unlock()
+}
+
+// drain closes the session now if no response is in progress, or marks it to
+// close at the next response boundary.
+func (s *Session) drain() {
+	s.mu.Lock()
+	s.drainPending = true
+	busy := s.inResponse.Load() > 0
+	s.mu.Unlock()
+	if !busy {
+		s.End(ReasonShutdown)
+	}
+}
+
+// Summary is the end-of-session record (log line, hooks).
+type Summary struct {
+	Reason       Reason
+	CloseClient  CloseFrame
+	CloseUp      CloseFrame
+	Duration     time.Duration
+	Bytes        [2]int64
+	Frames       [2]int64
+	Responses    int64
+	Tokens       Tokens
+	Conversation string
+	Model        string
+}
+
+// Summary returns the session's figures; meaningful once it has ended.
+func (s *Session) Summary() Summary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	end := s.endedAt
+	if end.IsZero() {
+		end = time.Now()
+	}
+	model := s.model
+	if model == "" {
+		model = s.Info.Model
+	}
+	return Summary{
+		Reason: s.reason, CloseClient: s.closeClient, CloseUp: s.closeUp,
+		Duration:  end.Sub(s.StartedAt),
+		Bytes:     [2]int64{s.bytes[0].Load(), s.bytes[1].Load()},
+		Frames:    [2]int64{s.frames[0].Load(), s.frames[1].Load()},
+		Responses: s.responses.Load(), Tokens: s.tokens,
+		Conversation: s.conversation, Model: model,
+	}
+}
+
+// Snapshot is one row of GET /sessions.
+type Snapshot struct {
+	ID                    string    `json:"id"`
+	Upstream              string    `json:"upstream"`
+	ClientAddr            string    `json:"client_addr"`
+	StartedAt             time.Time `json:"started_at"`
+	AgeSeconds            float64   `json:"age_seconds"`
+	State                 string    `json:"state"`
+	BytesClientToUpstream int64     `json:"bytes_client_to_upstream"`
+	BytesUpstreamToClient int64     `json:"bytes_upstream_to_client"`
+	Responses             int64     `json:"responses"`
+	LastActivity          time.Time `json:"last_activity"`
+	Conversation          string    `json:"conversation_id,omitempty"`
+	Model                 string    `json:"model,omitempty"`
+}
+
+// Snapshot returns the session's current row for GET /sessions.
+func (s *Session) Snapshot() Snapshot {
+	state := stateOpen
+	s.mu.Lock()
+	switch {
+	case s.ended.Load():
+		state = stateClosing
+	case s.drainPending:
+		state = stateDraining
+	case s.inResponse.Load() > 0:
+		state = stateResponding
+	}
+	conv, model := s.conversation, s.model
+	s.mu.Unlock()
+	if model == "" {
+		model = s.Info.Model
+	}
+	last := s.StartedAt.Add(time.Duration(s.lastActivity.Load()))
+	return Snapshot{
+		ID: s.ID, Upstream: s.Info.Upstream, ClientAddr: s.Info.ClientAddr,
+		StartedAt: s.StartedAt.UTC(), AgeSeconds: s.since().Seconds(), State: state,
+		BytesClientToUpstream: s.bytes[ClientToUpstream].Load(),
+		BytesUpstreamToClient: s.bytes[UpstreamToClient].Load(),
+		Responses:             s.responses.Load(), LastActivity: last.UTC(),
+		Conversation: conv, Model: model,
+	}
+}

@@ -1,0 +1,280 @@
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/upstreams"
+)
+
+// UpstreamDialer dials the upstream for one client (upstreams.Dialer).
+type UpstreamDialer interface {
+	Dial(ctx context.Context, req upstreams.Request) (*upstreams.Conn, error)
+}
+
+// HandlerOptions configure the client-facing upgrade handler.
+type HandlerOptions struct {
+	// HandshakeTimeout bounds the upstream dial (all attempts) for one upgrade.
+	HandshakeTimeout time.Duration
+	// AllowedOrigins is an exact-match Origin list; empty allows any.
+	AllowedOrigins []string
+	// Relay tunes each session's relay.
+	Relay Options
+	// Logger receives handshake and panic logs; nil discards.
+	Logger *slog.Logger
+	// Metrics counts handshake rejections; nil records nothing.
+	Metrics *lifecycle.Metrics
+}
+
+// Handler accepts client upgrades: checks the handshake, dials the upstream
+// first, then answers 101 and relays until the session ends.
+type Handler struct {
+	opts   HandlerOptions
+	mgr    *lifecycle.Manager
+	dialer UpstreamDialer
+	log    *slog.Logger
+}
+
+// NewHandler returns a Handler.
+func NewHandler(mgr *lifecycle.Manager, dialer UpstreamDialer, opts HandlerOptions) *Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	return &Handler{opts: opts, mgr: mgr, dialer: dialer, log: opts.Logger}
+}
+
+// Subprotocol handling (see the README).
+const (
+	protoRealtime   = "realtime"
+	protoKeyPrefix  = "openai-insecure-api-key."
+	protoBeta       = "openai-beta.realtime-v1"
+	protoTokenPrefx = "tether-token."
+)
+
+// forwardHeaders may travel from the client to the upstream. Everything else
+// (Authorization, Cookie, Sec-WebSocket-*, hop-by-hop headers) stays behind.
+var forwardHeaders = []string{
+	"OpenAI-Beta", "OpenAI-Safety-Identifier", "OpenAI-Organization", "OpenAI-Project",
+	"X-Request-Id", "Traceparent", "Tracestate", "User-Agent",
+}
+
+// strippedQuery are client query parameters that carry credentials.
+var strippedQuery = []string{"api-key", "api_key"}
+
+func (h *Handler) reject(w http.ResponseWriter, status int, reason, msg string, hdr map[string]string) {
+	h.opts.Metrics.HandshakeRejected(reason)
+	for k, v := range hdr {
+		w.Header().Set(k, v)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"error": map[string]string{"type": "tether_error", "code": reason, "message": msg},
+	})
+}
+
+// headerHasToken reports whether a comma-separated header contains token (case-insensitive).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// 1. The handshake itself: everything is checked before any upstream is dialed.
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		h.reject(w, http.StatusUpgradeRequired, "not_websocket",
+			"this endpoint accepts WebSocket upgrades only", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"})
+		return
+	}
+	if r.Method != http.MethodGet {
+		h.reject(w, http.StatusMethodNotAllowed, "bad_method", "WebSocket upgrades use GET", map[string]string{"Allow": "GET"})
+		return
+	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") {
+		h.reject(w, http.StatusBadRequest, "bad_handshake", "missing Connection: Upgrade", nil)
+		return
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		h.reject(w, http.StatusUpgradeRequired, "bad_version", "unsupported Sec-WebSocket-Version",
+			map[string]string{"Sec-WebSocket-Version": "13"})
+		return
+	}
+	if k, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(k) != 16 {
+		h.reject(w, http.StatusBadRequest, "bad_handshake", "missing or malformed Sec-WebSocket-Key", nil)
+		return
+	}
+	if len(h.opts.AllowedOrigins) > 0 {
+		origin := r.Header.Get("Origin")
+		ok := false
+		for _, o := range h.opts.AllowedOrigins {
+			if origin == o {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			h.reject(w, http.StatusForbidden, "origin", "origin not allowed", nil)
+			return
+		}
+	}
+	offered, beta := parseProtocols(r.Header)
+
+	// 2. Admission.
+	release, err := h.mgr.Reserve()
+	if err != nil {
+		if errors.Is(err, lifecycle.ErrDraining) {
+			h.reject(w, http.StatusServiceUnavailable, "draining", "tether is shutting down; retry on another instance",
+				map[string]string{"Retry-After": "5"})
+		} else {
+			h.reject(w, http.StatusServiceUnavailable, "max_sessions", "session limit reached",
+				map[string]string{"Retry-After": "1"})
+		}
+		return
+	}
+	defer release()
+
+	// 3. Upstream first.
+	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery), Header: http.Header{}}
+	for _, k := range forwardHeaders {
+		if vs := r.Header.Values(k); len(vs) > 0 {
+			ureq.Header[http.CanonicalHeaderKey(k)] = vs
+		}
+	}
+	if beta && ureq.Header.Get("OpenAI-Beta") == "" {
+		ureq.Header.Set("OpenAI-Beta", "realtime=v1")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
+	up, err := h.dialer.Dial(ctx, ureq)
+	cancel()
+	if err != nil {
+		var de *upstreams.DialError
+		status, retry := http.StatusBadGateway, ""
+		if errors.As(err, &de) {
+			status, retry = de.Status, de.RetryAfter
+		}
+		h.log.Warn("upstream dial failed", "client", r.RemoteAddr, "err", err)
+		hdr := map[string]string{}
+		if retry != "" {
+			hdr["Retry-After"] = retry
+		}
+		reason := "upstream_unavailable"
+		if status == http.StatusTooManyRequests {
+			reason = "upstream_rate_limited"
+		}
+		h.reject(w, status, reason, "no upstream could be reached", hdr)
+		return
+	}
+
+	// 4. Answer 101.
+	u := ws.HTTPUpgrader{
+		Protocol: func(p string) bool { return p == protoRealtime && offered },
+	}
+	conn, rw, _, err := u.Upgrade(r, w)
+	if err != nil {
+		_ = up.Net.Close()
+		h.opts.Metrics.HandshakeRejected("bad_handshake")
+		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
+		return
+	}
+	var localAddr string
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		localAddr = la.String()
+	}
+	model := ""
+	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+		model = q.Get("model")
+	}
+	s := h.mgr.Open(lifecycle.Info{
+		Upstream: up.Upstream.Name, UpstreamType: up.Upstream.Kind,
+		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: model,
+	})
+	relay := NewRelay(conn, rw.Reader, up.Net, up.BR, h.opts.Relay)
+	relay.log = h.log
+	if up.First != nil {
+		if err := relay.WriteFirst(up.First); err != nil {
+			s.LegError(lifecycle.Client, err)
+		} else {
+			s.Frame(lifecycle.UpstreamToClient, int64(len(up.FirstPayload)))
+			s.Captured(lifecycle.UpstreamToClient, []byte("session.created"), up.FirstPayload)
+		}
+	}
+	s.Start(relay)
+	relay.Run(s)
+	h.mgr.Finished(s, release)
+}
+
+// parseProtocols reads Sec-WebSocket-Protocol: whether `realtime` was
+// offered and whether the beta dialect was asked for. Credential tokens
+// (openai-insecure-api-key.*, tether-token.*) are consumed: never echoed,
+// never forwarded.
+func parseProtocols(h http.Header) (realtime, beta bool) {
+	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			switch p = strings.TrimSpace(p); {
+			case p == protoRealtime:
+				realtime = true
+			case p == protoBeta:
+				beta = true
+			}
+		}
+	}
+	return realtime, beta
+}
+
+// filterQuery drops credential parameters from the client's query string.
+func filterQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return ""
+	}
+	changed := false
+	for _, k := range strippedQuery {
+		if q.Has(k) {
+			q.Del(k)
+			changed = true
+		}
+	}
+	if !changed {
+		return raw
+	}
+	return q.Encode()
+}
+
+// recoverSession ends the session with reason panic and logs the stack, so
+// one broken session never takes the process (and the other sessions) down.
+func (r *Relay) recoverSession() {
+	if v := recover(); v != nil {
+		if r.log != nil {
+			r.log.Error("session panic", "panic", v, "stack", string(debug.Stack()))
+		}
+		if r.obs != nil {
+			r.obs.End(lifecycle.ReasonPanic)
+		}
+	}
+}

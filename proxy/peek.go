@@ -1,0 +1,264 @@
+package proxy
+
+// Event peeking: a streaming scanner that finds the top-level "type" and
+// "response_id" string fields of a JSON text message while its bytes flow
+// through the relay. It never decodes values it does not need (audio stays
+// base64 and is skipped byte by byte), never allocates, and stops after a
+// bounded number of bytes. Key order is not assumed.
+
+// peekLimit bounds how many bytes of a message the scanner reads before giving up.
+const peekLimit = 64 << 10
+
+// maxPeekValue bounds the captured length of "type" and "response_id" values.
+const maxPeekValue = 64
+
+type peekState uint8
+
+const (
+	psStart      peekState = iota // before the opening '{'
+	psKeyOrEnd                    // inside the top-level object, expecting a key or '}'
+	psKey                         // inside a top-level key string
+	psKeyEscape                   // after '\' in a top-level key
+	psColon                       // after a top-level key, expecting ':'
+	psValue                       // expecting a top-level value
+	psStrValue                    // inside a top-level string value
+	psStrEscape                   // after '\' in a top-level string value
+	psNested                      // inside a nested object/array/other value
+	psNestedStr                   // inside a string within a nested value
+	psNestedEsc                   // after '\' in such a string
+	psScalar                      // inside a top-level number/true/false/null
+	psAfterValue                  // after a top-level value, expecting ',' or '}'
+	psDone                        // finished or gave up
+)
+
+// Peeker is the per-direction scanner state. The zero value is ready after Reset.
+type Peeker struct {
+	state   peekState
+	depth   int32
+	scanned int32
+	key     [16]byte
+	keyLen  uint8
+	keyOver bool // key longer than the buffer: cannot be one we want
+	// field being captured: 1 = type, 2 = response_id, 0 = none
+	field uint8
+
+	typ      [maxPeekValue]byte
+	typLen   uint8
+	typOK    bool
+	respID   [maxPeekValue]byte
+	respLen  uint8
+	respOK   bool
+	wantResp bool
+}
+
+// Reset prepares the peeker for a new message. wantResponseID asks it to keep
+// scanning for "response_id" after "type" has been found.
+func (p *Peeker) Reset(wantResponseID bool) {
+	*p = Peeker{wantResp: wantResponseID}
+}
+
+// Done reports whether more bytes cannot change the result.
+func (p *Peeker) Done() bool { return p.state == psDone }
+
+// Type returns the "type" value found so far (nil if none). The slice aliases
+// the peeker and is valid until the next Reset.
+func (p *Peeker) Type() []byte {
+	if !p.typOK {
+		return nil
+	}
+	return p.typ[:p.typLen]
+}
+
+// ResponseID returns the top-level "response_id" value found so far, or nil.
+func (p *Peeker) ResponseID() []byte {
+	if !p.respOK {
+		return nil
+	}
+	return p.respID[:p.respLen]
+}
+
+// Feed scans the next bytes of the message. mask/maskOff unmask client bytes
+// on the fly (pass a zero mask for unmasked frames); the input is not modified.
+func (p *Peeker) Feed(b []byte, mask [4]byte, maskOff int) {
+	if p.state == psDone {
+		return
+	}
+	masked := mask != [4]byte{}
+	for i := 0; i < len(b); i++ {
+		if p.scanned >= peekLimit {
+			p.state = psDone
+			return
+		}
+		p.scanned++
+		c := b[i]
+		if masked {
+			c ^= mask[(maskOff+i)&3]
+		}
+		p.step(c)
+		if p.state == psDone {
+			return
+		}
+	}
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func (p *Peeker) step(c byte) {
+	switch p.state {
+	case psStart:
+		if isSpace(c) {
+			return
+		}
+		if c != '{' {
+			p.state = psDone
+			return
+		}
+		p.state = psKeyOrEnd
+	case psKeyOrEnd:
+		switch {
+		case isSpace(c) || c == ',':
+		case c == '"':
+			p.state = psKey
+			p.keyLen = 0
+			p.keyOver = false
+		default: // '}' or garbage
+			p.state = psDone
+		}
+	case psKey:
+		switch c {
+		case '\\':
+			p.keyOver = true // escaped keys are never ones we want
+			p.state = psKeyEscape
+		case '"':
+			p.state = psColon
+		default:
+			if int(p.keyLen) < len(p.key) {
+				p.key[p.keyLen] = c
+				p.keyLen++
+			} else {
+				p.keyOver = true
+			}
+		}
+	case psKeyEscape:
+		p.state = psKey
+	case psColon:
+		if isSpace(c) {
+			return
+		}
+		if c != ':' {
+			p.state = psDone
+			return
+		}
+		p.field = 0
+		if !p.keyOver {
+			switch string(p.key[:p.keyLen]) {
+			case "type":
+				if !p.typOK {
+					p.field = 1
+				}
+			case "response_id":
+				if p.wantResp && !p.respOK {
+					p.field = 2
+				}
+			}
+		}
+		p.state = psValue
+	case psValue:
+		switch {
+		case isSpace(c):
+		case c == '"':
+			p.state = psStrValue
+			p.typLenReset()
+		case c == '{' || c == '[':
+			p.depth = 1
+			p.state = psNested
+		default:
+			p.state = psScalar
+		}
+	case psStrValue:
+		switch c {
+		case '\\':
+			p.field = 0 // escaped values are not event names or ids
+			p.state = psStrEscape
+		case '"':
+			switch p.field {
+			case 1:
+				p.typOK = true
+			case 2:
+				p.respOK = true
+			}
+			p.field = 0
+			p.state = psAfterValue
+			if p.typOK && (!p.wantResp || p.respOK) {
+				p.state = psDone
+			}
+		default:
+			switch p.field {
+			case 1:
+				if int(p.typLen) < maxPeekValue {
+					p.typ[p.typLen] = c
+					p.typLen++
+				} else {
+					p.field = 0
+				}
+			case 2:
+				if int(p.respLen) < maxPeekValue {
+					p.respID[p.respLen] = c
+					p.respLen++
+				} else {
+					p.field = 0
+				}
+			}
+		}
+	case psStrEscape:
+		p.state = psStrValue
+	case psNested:
+		switch c {
+		case '"':
+			p.state = psNestedStr
+		case '{', '[':
+			p.depth++
+		case '}', ']':
+			p.depth--
+			if p.depth == 0 {
+				p.state = psAfterValue
+			}
+		}
+	case psNestedStr:
+		switch c {
+		case '\\':
+			p.state = psNestedEsc
+		case '"':
+			p.state = psNested
+		}
+	case psNestedEsc:
+		p.state = psNestedStr
+	case psScalar:
+		switch {
+		case c == ',':
+			p.state = psKeyOrEnd
+		case c == '}':
+			p.state = psDone
+		case isSpace(c):
+			p.state = psAfterValue
+		}
+	case psAfterValue:
+		switch {
+		case isSpace(c):
+		case c == ',':
+			p.state = psKeyOrEnd
+		default:
+			p.state = psDone
+		}
+	}
+}
+
+// typLenReset starts capturing a string value for the current field.
+func (p *Peeker) typLenReset() {
+	switch p.field {
+	case 1:
+		p.typLen = 0
+	case 2:
+		p.respLen = 0
+	}
+}

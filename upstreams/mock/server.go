@@ -1,0 +1,285 @@
+// Package mock is tether's built-in mock OpenAI Realtime backend. It speaks
+// the GA dialect over WebSocket (github.com/gobwas/ws): session.created on
+// connect, session.update, input_audio_buffer.*, response.* with audio deltas
+// that echo the committed audio, response.done with usage, optional
+// energy-based server VAD, and the mock.fault client events of the design
+// contract (close, rst, stall, error, expire, echo, slow).
+//
+// It runs in-process as tether's default upstream, behind
+// `tether mock-upstream`, and in tests and load benchmarks.
+//
+// Usage numbers in response.done are derived from audio lengths:
+// input audio_tokens = ceil(committed ms / 100), input text_tokens =
+// 10 + len(instructions)/4, cached_tokens = that text_tokens from the second
+// response of a session on, output audio_tokens = ceil(sent ms / 50), output
+// text_tokens = transcript words sent.
+package mock
+
+import (
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Options configures a Server.
+type Options struct {
+	// APIKey, if non-empty, is the credential every session must present, as
+	// "Authorization: Bearer KEY", an "api-key" header or query parameter, or
+	// the subprotocol "openai-insecure-api-key.KEY". A wrong or missing one
+	// is reported in-band like OpenAI does: the upgrade succeeds, then an
+	// error event (invalid_request_error, invalid_api_key) and close 3000.
+	APIKey string
+	// DeltaInterval is the pause between the audio deltas of a response.
+	// Zero sends them in a burst, faster than real time.
+	DeltaInterval time.Duration
+	// DeltaBytes is the raw audio per output delta; default 4800 (100 ms of
+	// 24 kHz pcm16).
+	DeltaBytes int
+	// OnHandshake, if set, is called with every upgrade request before it is
+	// answered.
+	OnHandshake func(r *http.Request)
+	// Logger receives debug logs of sessions and faults; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultDeltaBytes is the audio per output delta when Options.DeltaBytes is 0.
+const DefaultDeltaBytes = 4800
+
+const (
+	// handshakeTimeout bounds reading the upgrade request and writing its answer.
+	handshakeTimeout = 10 * time.Second
+	// closeWait is how long a session waits for the peer's close frame after
+	// sending its own.
+	closeWait = time.Second
+	// killWriteTimeout bounds the going-away close frame Close sends.
+	killWriteTimeout = 100 * time.Millisecond
+)
+
+// Server is a mock OpenAI Realtime backend. Its methods are safe for
+// concurrent use.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool                      // guarded by mu; set once by Close
+	servers map[*http.Server]struct{} // guarded by mu; from Serve and Start
+	conns   map[*conn]struct{}        // guarded by mu; live sessions
+	// wg counts the goroutines Start started, and every ServeHTTP call in
+	// progress (a session runs in its ServeHTTP call). Add only under mu
+	// while !closed.
+	wg sync.WaitGroup
+}
+
+// New returns a Server; it listens only once Serve or Start is called, or
+// when used as an http.Handler.
+func New(opts Options) *Server {
+	if opts.DeltaBytes <= 0 {
+		opts.DeltaBytes = DefaultDeltaBytes
+	}
+	if opts.DeltaInterval < 0 {
+		opts.DeltaInterval = 0
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		opts:    opts,
+		log:     log,
+		servers: make(map[*http.Server]struct{}),
+		conns:   make(map[*conn]struct{}),
+	}
+}
+
+// ServeHTTP upgrades the request (on any path) to a WebSocket and runs the
+// session until it ends. The model is the "model" query parameter, else
+// "gpt-realtime". After Close it answers 503.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.enter() {
+		http.Error(w, "mock upstream closed", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.wg.Done()
+	if f := s.opts.OnHandshake; f != nil {
+		f(r)
+	}
+	u := ws.HTTPUpgrader{
+		Timeout:  handshakeTimeout,
+		Protocol: func(p string) bool { return p == "realtime" },
+	}
+	nc, rw, _, err := u.Upgrade(r, w)
+	if err != nil {
+		if nc != nil {
+			nc.Close()
+		}
+		s.log.Debug("mock upstream: upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	c := newConn(s, nc, rw.Reader, r)
+	if !s.register(c) {
+		nc.Close()
+		return
+	}
+	defer s.unregister(c)
+	c.run(s.authorized(r))
+}
+
+// Serve accepts connections on ln until Close, and returns nil then. It
+// returns net.ErrClosed at once (closing ln) if Close was already called.
+func (s *Server) Serve(ln net.Listener) error {
+	hs := s.newHTTPServer()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return net.ErrClosed
+	}
+	s.servers[hs] = struct{}{}
+	s.mu.Unlock()
+	return s.serve(hs, ln)
+}
+
+// Start listens on addr ("127.0.0.1:0" for an ephemeral port) and serves in
+// a goroutine until Close. It returns the address listened on.
+func (s *Server) Start(addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	hs := s.newHTTPServer()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil, net.ErrClosed
+	}
+	s.servers[hs] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		if err := s.serve(hs, ln); err != nil {
+			s.log.Error("mock upstream: serve", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return ln.Addr(), nil
+}
+
+// Close stops every listener, closes every live session (with a best-effort
+// close frame 1001, except on stalled sessions) and waits for the
+// goroutines the Server started and the ServeHTTP calls in progress. It is
+// idempotent: later calls wait the same way and return nil too.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	servers := make([]*http.Server, 0, len(s.servers))
+	for hs := range s.servers {
+		servers = append(servers, hs)
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, hs := range servers {
+		hs.Close()
+	}
+	for _, c := range conns {
+		c.kill()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// ActiveSessions is the number of live WebSocket sessions.
+func (s *Server) ActiveSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) newHTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: handshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func (s *Server) serve(hs *http.Server, ln net.Listener) error {
+	defer func() {
+		s.mu.Lock()
+		delete(s.servers, hs)
+		s.mu.Unlock()
+	}()
+	err := hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// enter counts a ServeHTTP call in s.wg unless the Server is closed.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) register(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) unregister(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// insecureKeyPrefix marks the subprotocol token that carries a credential.
+const insecureKeyPrefix = "openai-insecure-api-key."
+
+// authorized reports whether r carries Options.APIKey (or none is required).
+func (s *Server) authorized(r *http.Request) bool {
+	want := s.opts.APIKey
+	if want == "" {
+		return true
+	}
+	eq := func(got string) bool {
+		return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") && eq(strings.TrimSpace(h[7:])) {
+		return true
+	}
+	if eq(r.Header.Get("api-key")) || eq(r.URL.Query().Get("api-key")) {
+		return true
+	}
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for tok := range strings.SplitSeq(h, ",") {
+			tok = strings.TrimSpace(tok)
+			if strings.HasPrefix(tok, insecureKeyPrefix) && eq(tok[len(insecureKeyPrefix):]) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,398 @@
+// Package upstreams turns configured backends into WebSocket connections:
+// URL and query, headers and credential per kind, dial with a timeout, the
+// first-event check of realtime backends, and failover down the list.
+package upstreams
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Kinds of upstream.
+const (
+	KindOpenAI  = "openai"
+	KindAzure   = "azure"
+	KindGeneric = "generic"
+	KindMock    = "mock"
+)
+
+// DefaultOpenAIURL is the OpenAI Realtime endpoint.
+const DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
+
+// maxFirstEvent bounds the first event read during a realtime dial.
+const maxFirstEvent = 1 << 20
+
+// Upstream is one configured backend (plain values; package config maps the YAML here).
+type Upstream struct {
+	Name        string
+	Kind        string
+	URL         string
+	APIKeyEnv   string // environment variable holding the key (read once at New)
+	APIKeyFile  string // file holding the key, re-read at each dial
+	Headers     map[string]string
+	DialTimeout time.Duration
+	// TLSConfig for wss upstreams; nil uses the system roots.
+	TLSConfig *tls.Config
+
+	key string // from APIKeyEnv
+}
+
+// credential returns the key to inject, re-reading APIKeyFile so a rotated
+// file is used by the next dial.
+func (u *Upstream) credential() (string, error) {
+	if u.APIKeyFile != "" {
+		b, err := os.ReadFile(u.APIKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("read api_key_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return u.key, nil
+}
+
+// Secrets returns the credential values currently known, for redaction.
+func (u *Upstream) Secrets() []string {
+	var out []string
+	if u.key != "" {
+		out = append(out, u.key)
+	}
+	if k, err := u.credential(); err == nil && k != "" && k != u.key {
+		out = append(out, k)
+	}
+	return out
+}
+
+// realtime reports whether a dial succeeds only on the first event (session.created).
+func (u *Upstream) realtime() bool {
+	return u.Kind == KindOpenAI || u.Kind == KindAzure || u.Kind == KindMock
+}
+
+// Request is what the client asked for, already filtered by the proxy.
+type Request struct {
+	// RawQuery is the client's query string (e.g. model=gpt-realtime).
+	RawQuery string
+	// Header holds client headers that may travel upstream (OpenAI-Beta, traceparent, ...).
+	Header http.Header
+}
+
+// Conn is a dialed upstream.
+type Conn struct {
+	Net net.Conn
+	// BR reads the rest of the stream (it may hold buffered bytes).
+	BR *bufio.Reader
+	// First is the first frame, encoded as received (realtime kinds), to be
+	// relayed to the client after the upgrade. Nil for generic upstreams.
+	First []byte
+	// FirstPayload is the first frame's payload (for the session to parse).
+	FirstPayload []byte
+	Upstream     *Upstream
+}
+
+// Attempt records one dial for metrics and traces.
+type Attempt struct {
+	Upstream string
+	Result   string // ok | timeout | refused | http_4xx | http_5xx | auth | rate_limited | error_event | closed | error
+	Status   int    // upstream HTTP status, if any
+	// RetryAfter is the upstream's Retry-After header on a 429/503 answer.
+	RetryAfter string
+	Duration   time.Duration
+	Err        error
+}
+
+// DialError is returned when every upstream failed. Status and RetryAfter
+// are what to answer the client.
+type DialError struct {
+	Status     int
+	RetryAfter string
+	Attempts   []Attempt
+}
+
+func (e *DialError) Error() string {
+	var b strings.Builder
+	b.WriteString("no upstream available")
+	for _, a := range e.Attempts {
+		fmt.Fprintf(&b, "; %s: %s", a.Upstream, a.Result)
+		if a.Err != nil {
+			fmt.Fprintf(&b, " (%v)", a.Err)
+		}
+	}
+	return b.String()
+}
+
+// Dialer dials upstreams in list order until one succeeds.
+type Dialer struct {
+	list []*Upstream
+	// OnAttempt, if set, is called after each attempt.
+	OnAttempt func(Attempt)
+}
+
+// NewDialer validates the list and resolves credentials from the environment.
+func NewDialer(list []*Upstream) (*Dialer, error) {
+	if len(list) == 0 {
+		return nil, errors.New("no upstream configured")
+	}
+	for _, u := range list {
+		if u.Kind == KindOpenAI && u.URL == "" {
+			u.URL = DefaultOpenAIURL
+		}
+		if u.URL == "" {
+			return nil, fmt.Errorf("upstream %s: no url", u.Name)
+		}
+		if _, err := url.Parse(u.URL); err != nil {
+			return nil, fmt.Errorf("upstream %s: url: %w", u.Name, err)
+		}
+		if u.DialTimeout <= 0 {
+			u.DialTimeout = 10 * time.Second
+		}
+		if u.APIKeyEnv != "" {
+			u.key = os.Getenv(u.APIKeyEnv)
+		}
+		if (u.Kind == KindOpenAI || u.Kind == KindAzure) && u.APIKeyFile == "" && u.key == "" {
+			return nil, fmt.Errorf("upstream %s: no API key: set %s or api_key_file", u.Name, cmpOr(u.APIKeyEnv, "api_key_env"))
+		}
+	}
+	return &Dialer{list: list}, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Upstreams returns the configured list.
+func (d *Dialer) Upstreams() []*Upstream { return d.list }
+
+// Secrets returns every credential value, for redaction.
+func (d *Dialer) Secrets() []string {
+	var out []string
+	for _, u := range d.list {
+		out = append(out, u.Secrets()...)
+	}
+	return out
+}
+
+// Dial tries each upstream in order within ctx.
+func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
+	de := &DialError{Status: http.StatusBadGateway}
+	for _, u := range d.list {
+		if ctx.Err() != nil {
+			break
+		}
+		start := time.Now()
+		c, a := d.dialOne(ctx, u, req)
+		a.Upstream, a.Duration = u.Name, time.Since(start)
+		if d.OnAttempt != nil {
+			d.OnAttempt(a)
+		}
+		if c != nil {
+			return c, nil
+		}
+		de.Attempts = append(de.Attempts, a)
+	}
+	// The last answer decides: an earlier 429 was worked around by failover.
+	if n := len(de.Attempts); n > 0 {
+		last := de.Attempts[n-1]
+		if last.Status == http.StatusTooManyRequests || last.Status == http.StatusServiceUnavailable {
+			de.Status = last.Status
+			de.RetryAfter = cmpOr(last.RetryAfter, "1")
+		}
+	}
+	return nil, de
+}
+
+// upstreamURL joins the upstream URL with the client's query string: the
+// client's parameters (model=...) win, the upstream's own are kept otherwise.
+func upstreamURL(base, clientQuery string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
+	if clientQuery == "" {
+		return u.String(), nil
+	}
+	cq, err := url.ParseQuery(clientQuery)
+	if err != nil {
+		return "", fmt.Errorf("client query: %w", err)
+	}
+	q := u.Query()
+	for k, v := range cq {
+		q[k] = v
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request) (*Conn, Attempt) {
+	ctx, cancel := context.WithTimeout(ctx, u.DialTimeout)
+	defer cancel()
+	target, err := upstreamURL(u.URL, req.RawQuery)
+	if err != nil {
+		return nil, Attempt{Result: "error", Err: err}
+	}
+	h := http.Header{}
+	for k, vs := range req.Header {
+		h[k] = vs
+	}
+	for k, v := range u.Headers {
+		h.Set(k, v)
+	}
+	key, err := u.credential()
+	if err != nil {
+		return nil, Attempt{Result: "error", Err: err}
+	}
+	if key != "" {
+		switch u.Kind {
+		case KindAzure:
+			h.Set("api-key", key)
+		default:
+			h.Set("Authorization", "Bearer "+key)
+		}
+	}
+	var (
+		status     int
+		retryAfter string
+	)
+	dialer := ws.Dialer{
+		Header:    ws.HandshakeHeaderHTTP(h),
+		TLSConfig: u.TLSConfig,
+		OnStatusError: func(st int, _ []byte, resp io.Reader) {
+			status = st
+			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
+				retryAfter = r.Header.Get("Retry-After")
+			}
+		},
+	}
+	conn, br, _, err := dialer.Dial(ctx, target)
+	if err != nil {
+		a := Attempt{Status: status, RetryAfter: retryAfter, Err: redactErr(err, key)}
+		switch {
+		case status == http.StatusUnauthorized || status == http.StatusForbidden:
+			a.Result = "auth"
+		case status == http.StatusTooManyRequests:
+			a.Result = "rate_limited"
+		case status >= 500:
+			a.Result = "http_5xx"
+		case status >= 400:
+			a.Result = "http_4xx"
+		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+			a.Result = "timeout"
+		default:
+			a.Result = "refused"
+		}
+		return nil, a
+	}
+	if br == nil {
+		br = bufio.NewReaderSize(conn, 4096)
+	}
+	c := &Conn{Net: conn, BR: br, Upstream: u}
+	if !u.realtime() {
+		return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetReadDeadline(dl)
+	}
+	result, err := c.readFirst()
+	_ = conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		_ = conn.Close()
+		if isTimeout(err) {
+			result = "timeout"
+		}
+		return nil, Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: err}
+	}
+	return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+}
+
+// readFirst reads the first frame of a realtime upstream: session.created
+// is success; an error event or a close is a failed dial.
+func (c *Conn) readFirst() (string, error) {
+	var hb [ws.MaxHeaderSize]byte
+	h, err := ws.ReadHeaderBuffer(c.BR, hb[:])
+	if err != nil {
+		return "closed", fmt.Errorf("read first event: %w", err)
+	}
+	if h.Masked || h.Rsv != 0 || !h.Fin || h.Length > maxFirstEvent {
+		return "error", errors.New("first frame malformed or too large")
+	}
+	payload := make([]byte, h.Length)
+	if _, err := io.ReadFull(c.BR, payload); err != nil {
+		return "closed", fmt.Errorf("read first event: %w", err)
+	}
+	switch h.OpCode {
+	case ws.OpClose:
+		code, reason := ws.ParseCloseFrameData(payload)
+		return "closed", fmt.Errorf("upstream closed before session.created: %d %s", code, reason)
+	case ws.OpText:
+	default:
+		return "error", fmt.Errorf("unexpected first frame opcode %d", h.OpCode)
+	}
+	var ev struct {
+		Type  string `json:"type"`
+		Error *struct {
+			Type string `json:"type"`
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return "error", fmt.Errorf("first event: %w", err)
+	}
+	switch ev.Type {
+	case "session.created":
+	case "error":
+		code := ""
+		if ev.Error != nil {
+			code = ev.Error.Code
+		}
+		if code == "invalid_api_key" {
+			return "auth", fmt.Errorf("upstream rejected the credential (%s)", code)
+		}
+		return "error_event", fmt.Errorf("upstream error event before session.created: %s", code)
+	default:
+		return "error", fmt.Errorf("first event %q, want session.created", ev.Type)
+	}
+	frame := make([]byte, ws.HeaderSize(h)+len(payload))
+	n := putFrameHeader(frame, h)
+	copy(frame[n:], payload)
+	c.First = frame
+	c.FirstPayload = payload
+	return "ok", nil
+}
+
+func putFrameHeader(dst []byte, h ws.Header) int {
+	var b sliceWriter
+	b.buf = dst[:0]
+	_ = ws.WriteHeader(&b, h)
+	return len(b.buf)
+}
+
+type sliceWriter struct{ buf []byte }
+
+func (w *sliceWriter) Write(p []byte) (int, error) { w.buf = append(w.buf, p...); return len(p), nil }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// redactErr keeps a dial error from carrying the credential into logs.
+func redactErr(err error, key string) error {
+	if key == "" || err == nil || !strings.Contains(err.Error(), key) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), key, "[redacted]"))
+}
