@@ -59,9 +59,9 @@ const (
 
 // Upstream error codes that end a session by default (lifecycle.fatal_upstream_errors).
 const (
-	UpstreamErrorSessionExpired        = "session_expired"
-	UpstreamErrorInvalidAPIKey         = "invalid_api_key"
-	UpstreamErrorBetaAPIShapeDisabled  = "beta_api_shape_disabled"
+	UpstreamErrorSessionExpired       = "session_expired"
+	UpstreamErrorInvalidAPIKey        = "invalid_api_key"
+	UpstreamErrorBetaAPIShapeDisabled = "beta_api_shape_disabled"
 )
 
 // Defaults. Default, DefaultUpstream and the file returned by DefaultsYAML
@@ -187,7 +187,7 @@ func AutoUpstreams(getenv func(string) string) []Upstream {
 
 // fillUpstreamDefaults fills the defaults of one entry that do not depend on
 // the rest of the list (everything but the name), and canonicalises header
-// names (viper lower-cases map keys).
+// names (viper lower-cases map keys); an empty header map becomes nil.
 func fillUpstreamDefaults(u *Upstream) {
 	if u.Type == "" {
 		u.Type = DefaultUpstreamType
@@ -203,7 +203,9 @@ func fillUpstreamDefaults(u *Upstream) {
 	if u.DialTimeout == 0 {
 		u.DialTimeout = DefaultDialTimeout
 	}
-	if len(u.Headers) > 0 {
+	if len(u.Headers) == 0 {
+		u.Headers = nil // "headers: {}" is the same as no headers
+	} else {
 		h := make(map[string]string, len(u.Headers))
 		for k, v := range u.Headers {
 			h[textproto.CanonicalMIMEHeaderKey(k)] = v

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // Load returns the configuration from the YAML file at path (none when path
@@ -36,6 +37,7 @@ import (
 func Load(path string) (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
+	var written map[string]any
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -50,20 +52,33 @@ func Load(path string) (*Config, error) {
 			}
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
+		// viper folds keys to lower case and drops keys whose value is
+		// null or an empty mapping, so keys are checked on the document as
+		// written: "Serverr: {}" is still an unknown key.
+		if err := yaml.Unmarshal(data, &written); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
 	for _, key := range envKeys() {
 		if err := v.BindEnv(key, envName(key)); err != nil {
 			return nil, fmt.Errorf("bind env for %s: %w", key, err)
 		}
 	}
-	return fromSettings(settingsOf(v))
+	return fromSettings(written, settingsOf(v))
 }
 
-// fromSettings decodes the merged file and environment settings on top of
-// Default, fills upstream defaults and validates, collecting every problem.
-func fromSettings(settings map[string]any) (*Config, error) {
-	var decodeProblems problems
-	checkKeys(&decodeProblems, settings, reflect.TypeFor[Config](), "")
+// fromSettings checks the keys of the file as written, decodes the merged
+// file and environment settings on top of Default, fills upstream defaults
+// and validates, collecting every problem.
+func fromSettings(written, settings map[string]any) (*Config, error) {
+	var keys keyCheck
+	checkKeys(&keys, written, reflect.TypeFor[Config](), "")
+	if keys.ambiguous {
+		// viper kept one of the clashing keys at random; decoding would
+		// report problems that change from run to run.
+		return nil, keys.problems.err()
+	}
+	decodeProblems := keys.problems
 
 	cfg := Default()
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
@@ -199,39 +214,88 @@ func tagName(f reflect.StructField) string {
 	return name
 }
 
+// keyCheck collects the problems found by checkKeys.
+type keyCheck struct {
+	problems
+	// ambiguous is set when two keys of one mapping differ only in case.
+	ambiguous bool
+}
+
 // checkKeys reports every key of data that t does not define, recursing into
-// nested mappings and list entries, and every empty entry in a list of
-// mappings. Values of the wrong kind are left to decodeHook.
-func checkKeys(ps *problems, data any, t reflect.Type, path string) {
-	switch {
-	case data == nil || t == durationType:
-	case t.Kind() == reflect.Struct:
-		m, ok := data.(map[string]any)
+// nested mappings and list entries; every key that repeats another but for
+// case (mapping keys are case-insensitive); and every empty entry in a list
+// of mappings. Values of the wrong kind are left to decodeHook.
+func checkKeys(kc *keyCheck, data any, t reflect.Type, path string) {
+	if data == nil || t == durationType {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := asStringMap(data)
 		if !ok {
 			return
 		}
+		seen := make(map[string]string, len(m)) // key -> spelling used
 		for _, k := range sortedKeys(m) {
 			f, ok := fieldByKey(t, k)
 			if !ok {
-				ps.add(joinKey(path, k), "unknown key (valid keys here: %s)", strings.Join(fieldKeys(t), ", "))
+				kc.add(joinKey(path, k), "unknown key (valid keys here: %s)", strings.Join(fieldKeys(t), ", "))
 				continue
 			}
-			checkKeys(ps, m[k], f.Type, joinKey(path, tagName(f)))
+			key := tagName(f)
+			if prev, dup := seen[key]; dup {
+				kc.add(joinKey(path, k), "same key as %q (keys are case-insensitive)", prev)
+				kc.ambiguous = true
+				continue
+			}
+			seen[key] = k
+			checkKeys(kc, m[k], f.Type, joinKey(path, key))
 		}
-	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
-		list, ok := data.([]any)
+	case reflect.Map:
+		m, ok := asStringMap(data)
 		if !ok {
+			return
+		}
+		seen := make(map[string]string, len(m))
+		for _, k := range sortedKeys(m) {
+			folded := strings.ToLower(k)
+			if prev, dup := seen[folded]; dup {
+				kc.add(path+"["+k+"]", "same name as %q (names are case-insensitive)", prev)
+				kc.ambiguous = true
+				continue
+			}
+			seen[folded] = k
+		}
+	case reflect.Slice:
+		list, ok := data.([]any)
+		if !ok || t.Elem().Kind() != reflect.Struct {
 			return
 		}
 		for i, e := range list {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			if e == nil {
-				ps.add(p, "empty entry; remove it or give its keys")
+				kc.add(p, "empty entry; remove it or give its keys")
 				continue
 			}
-			checkKeys(ps, e, t.Elem(), p)
+			checkKeys(kc, e, t.Elem(), p)
 		}
 	}
+}
+
+// asStringMap returns a YAML mapping with its keys as strings (YAML allows
+// other scalars as keys; viper renders them the same way).
+func asStringMap(data any) (map[string]any, bool) {
+	switch m := data.(type) {
+	case map[string]any:
+		return m, true
+	case map[any]any:
+		out := make(map[string]any, len(m))
+		for k, v := range m {
+			out[fmt.Sprintf("%v", k)] = v
+		}
+		return out, true
+	}
+	return nil, false
 }
 
 // fieldByKey finds the field of t whose key matches k as mapstructure

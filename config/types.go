@@ -110,7 +110,7 @@ type Upstream struct {
 	// Sec-WebSocket-*) are not allowed.
 	Headers map[string]string `mapstructure:"headers" yaml:"headers"`
 	// DialTimeout bounds one dial attempt, including the wait for the first
-	// event of realtime upstreams. Default: [DefaultDialTimeout].
+	// event of realtime upstreams. Default (also for 0): [DefaultDialTimeout].
 	DialTimeout time.Duration `mapstructure:"dial_timeout" yaml:"dial_timeout"`
 }
 

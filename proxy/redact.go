@@ -25,7 +25,7 @@ func NewRedactor(secrets ...string) *Redactor {
 const redacted = "[redacted]"
 
 // keyPrefixes start tokens that are credentials whatever their value.
-var keyPrefixes = []string{"sk-", "ek_", "sess-", "Bearer ", "bearer ", "openai-insecure-api-key.", "api-key=", "key="}
+var keyPrefixes = []string{"Bearer ", "bearer ", "openai-insecure-api-key.", "tether-token.", "api-key=", "key=", "sk-", "ek_"}
 
 // Redact returns s with every known secret and every key-shaped token replaced.
 func (r *Redactor) Redact(s string) string {

@@ -93,7 +93,7 @@ type vadState struct {
 	winSum     int64 // sum of their squares
 	totalMs    int64 // audio appended since the session started, in whole windows
 	inSpeech   bool
-	silenceMs  int   // trailing silence while in speech
+	silenceMs  int    // trailing silence while in speech
 	itemID     string // id the committed item will get
 }
 

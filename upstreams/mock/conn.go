@@ -50,16 +50,17 @@ type conn struct {
 	model  string
 	prefix string // random part of the ids the session hands out
 
-	seq      atomic.Uint64 // id counter; reader and streamer
-	pace     atomic.Int64  // nanoseconds between output deltas; set by mock.fault slow
-	quit     chan struct{} // closed once, by stop: the session is ending
-	quitOnce sync.Once
+	seq        atomic.Uint64 // id counter; reader and streamer
+	pace       atomic.Int64  // nanoseconds between output deltas; set by mock.fault slow
+	tokensUsed atomic.Int64  // total tokens of finished responses (rate_limits.updated)
+	quit       chan struct{} // closed once, by stop: the session is ending
+	quitOnce   sync.Once
 
 	// wmu serialises writes to nc (reader, streamer, Close).
 	wmu      sync.Mutex
-	wclosed  bool                    // guarded by wmu; no more writes
-	hw       headerWriter            // guarded by wmu
-	hscratch [ws.MaxHeaderSize]byte  // guarded by wmu
+	wclosed  bool                   // guarded by wmu; no more writes
+	hw       headerWriter           // guarded by wmu
+	hscratch [ws.MaxHeaderSize]byte // guarded by wmu
 
 	// mu guards the active response, shared by the reader (create, cancel)
 	// and the streamer (finish).
@@ -71,9 +72,9 @@ type conn struct {
 	rbuf       []byte // incoming message, headroom first (echo writes it back in place)
 	obuf       []byte // outgoing event being built, headroom first
 	ctl        [headroom + ws.MaxControlFramePayloadSize]byte
-	echo       bool   // mock.fault echo
-	closing    bool   // we sent a close frame and wait for the peer's
-	stalled    bool   // mock.fault stall
+	echo       bool // mock.fault echo
+	closing    bool // we sent a close frame and wait for the peer's
+	stalled    bool // mock.fault stall
 	session    map[string]any
 	cfg        sessionConfig
 	in         []byte // uncommitted input audio
@@ -354,11 +355,11 @@ func (c *conn) sendCloseBody(body []byte) error {
 }
 
 // closeWith starts the closing handshake from our side: close frame, then
-// read (discarding data) until the peer's close frame or closeWait.
+// read (discarding data) until the peer's close frame or Server.closeWait.
 func (c *conn) closeWith(code int, reason string) {
 	c.sendClose(ws.StatusCode(code), reason)
 	c.closing = true
-	_ = c.nc.SetReadDeadline(time.Now().Add(closeWait))
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.closeWait))
 }
 
 // stopWriting ends all writes without a close frame (mock.fault stall).

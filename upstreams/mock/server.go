@@ -55,9 +55,9 @@ const DefaultDeltaBytes = 4800
 const (
 	// handshakeTimeout bounds reading the upgrade request and writing its answer.
 	handshakeTimeout = 10 * time.Second
-	// closeWait is how long a session waits for the peer's close frame after
-	// sending its own.
-	closeWait = time.Second
+	// defaultCloseWait is how long a session waits for the peer's close
+	// frame after sending its own.
+	defaultCloseWait = time.Second
 	// killWriteTimeout bounds the going-away close frame Close sends.
 	killWriteTimeout = 100 * time.Millisecond
 )
@@ -67,6 +67,9 @@ const (
 type Server struct {
 	opts Options
 	log  *slog.Logger
+	// closeWait is how long a session waits for the peer's close frame
+	// after sending its own (defaultCloseWait; tests shorten it).
+	closeWait time.Duration
 
 	mu      sync.Mutex
 	closed  bool                      // guarded by mu; set once by Close
@@ -92,8 +95,9 @@ func New(opts Options) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		opts:    opts,
-		log:     log,
+		opts:      opts,
+		log:       log,
+		closeWait: defaultCloseWait,
 		servers: make(map[*http.Server]struct{}),
 		conns:   make(map[*conn]struct{}),
 	}

@@ -267,11 +267,11 @@ tether.container: the tether container. Input: (dict "ctx" <tether's context>
       containerPort: {{ $v.ports.admin }}
       protocol: TCP
   env:
-    - name: TETHER_POD_NAME
+    - name: K8S_POD_NAME
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
-    - name: TETHER_POD_NAMESPACE
+    - name: K8S_POD_NAMESPACE
       valueFrom:
         fieldRef:
           fieldPath: metadata.namespace
@@ -286,7 +286,7 @@ tether.container: the tether container. Input: (dict "ctx" <tether's context>
     - name: OTEL_EXPORTER_OTLP_ENDPOINT
       value: {{ $v.otel.endpoint | quote }}
     {{- end }}
-    {{- $attrs := list "k8s.pod.name=$(TETHER_POD_NAME)" "k8s.namespace.name=$(TETHER_POD_NAMESPACE)" }}
+    {{- $attrs := list "k8s.pod.name=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_POD_NAMESPACE)" }}
     {{- range $k, $val := $v.otel.resourceAttributes }}
     {{- $attrs = append $attrs (printf "%s=%s" $k $val) }}
     {{- end }}

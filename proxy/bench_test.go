@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/lifecycle"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(tb testing.TB) (net.Conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := ln.Accept(); ch <- res{c, err} }()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		tb.Fatal(r.err)
+	}
+	return a, r.c
+}
+
+// rawHarness is a relay between two loopback TCP legs whose peers are
+// driven directly by the benchmark (no reader goroutines of their own).
+type rawHarness struct {
+	clientPeer, upPeer net.Conn
+	mgr                *lifecycle.Manager
+	sess               *lifecycle.Session
+	done               chan struct{}
+}
+
+func newRawHarness(tb testing.TB) *rawHarness {
+	cp, cr := tcpPair(tb)
+	up, ur := tcpPair(tb)
+	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: lifecycle.NewManager(testLifecycle()), done: make(chan struct{})}
+	release, _ := h.mgr.Reserve()
+	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "bench"})
+	r := NewRelay(cr, nil, ur, nil, testRelayOptions())
+	h.sess.Start(r)
+	go func() {
+		defer close(h.done)
+		r.Run(h.sess)
+		h.mgr.Finished(h.sess, release)
+	}()
+	return h
+}
+
+func (h *rawHarness) close() {
+	h.sess.End(lifecycle.ReasonShutdown)
+	h.clientPeer.Close()
+	h.upPeer.Close()
+	<-h.done
+}
+
+// voiceFrame encodes a realistic event of about size bytes: an append
+// (client, masked) or an audio delta (upstream).
+func voiceFrame(size int, fromClient bool) []byte {
+	var ev string
+	if fromClient {
+		ev = `{"type":"input_audio_buffer.append","audio":"`
+	} else {
+		ev = `{"type":"response.output_audio.delta","response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,"delta":"`
+	}
+	pad := max(size-len(ev)-2, 0)
+	payload := []byte(ev + strings.Repeat("A", pad) + `"}`)
+	f := ws.NewTextFrame(payload)
+	if fromClient {
+		f = ws.MaskFrame(f)
+	}
+	var b bytes.Buffer
+	_ = ws.WriteFrame(&b, f)
+	return b.Bytes()
+}
+
+var relayCases = []struct {
+	name       string
+	size       int
+	fromClient bool
+}{
+	{"client_to_upstream/1KiB", 1 << 10, true},
+	{"client_to_upstream/64KiB", 64 << 10, true},
+	{"upstream_to_client/1KiB", 1 << 10, false},
+	{"upstream_to_client/64KiB", 64 << 10, false},
+}
+
+// relayOne sends one frame into the relay and reads it out the other side.
+func (h *rawHarness) relayOne(tb testing.TB, frame, sink []byte, fromClient bool) {
+	src, dst := h.upPeer, h.clientPeer
+	if fromClient {
+		src, dst = h.clientPeer, h.upPeer
+	}
+	if _, err := src.Write(frame); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.ReadFull(dst, sink[:len(frame)]); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func BenchmarkRelay(b *testing.B) {
+	for _, tc := range relayCases {
+		b.Run(tc.name, func(b *testing.B) {
+			h := newRawHarness(b)
+			defer h.close()
+			frame := voiceFrame(tc.size, tc.fromClient)
+			sink := make([]byte, len(frame))
+			h.relayOne(b, frame, sink, tc.fromClient) // warm the pools
+			b.SetBytes(int64(len(frame)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.relayOne(b, frame, sink, tc.fromClient)
+			}
+		})
+	}
+}
+
+// TestRelayZeroAllocs fails if a steady-state relayed data frame allocates,
+// in either direction, for small and large frames.
+func TestRelayZeroAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation test")
+	}
+	for _, tc := range relayCases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newRawHarness(t)
+			defer h.close()
+			frame := voiceFrame(tc.size, tc.fromClient)
+			sink := make([]byte, len(frame))
+			for range 10 {
+				h.relayOne(t, frame, sink, tc.fromClient)
+			}
+			allocs := testing.AllocsPerRun(200, func() { h.relayOne(t, frame, sink, tc.fromClient) })
+			if allocs != 0 {
+				t.Fatalf("%v allocations per relayed frame, want 0", allocs)
+			}
+			if !bytes.Equal(sink, frame) {
+				t.Fatal("frame changed in transit")
+			}
+		})
+	}
+	_ = fmt.Sprint
+}

@@ -1,0 +1,405 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/lifecycle"
+)
+
+// peer is the far end of one leg: the caller (client=true, sends masked
+// frames) or the backend (sends unmasked frames).
+type peer struct {
+	conn     net.Conn
+	client   bool
+	frames   chan ws.Frame // frames received, payload unmasked
+	raw      chan []byte   // exact bytes of each data frame received (header + payload)
+	autoPong atomic.Bool
+	done     chan struct{}
+}
+
+func newPeer(conn net.Conn, client bool) *peer {
+	p := &peer{conn: conn, client: client, frames: make(chan ws.Frame, 64), raw: make(chan []byte, 64), done: make(chan struct{})}
+	p.autoPong.Store(true)
+	go p.read()
+	return p
+}
+
+func (p *peer) read() {
+	defer close(p.done)
+	defer close(p.frames)
+	for {
+		h, err := ws.ReadHeader(p.conn)
+		if err != nil {
+			return
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(p.conn, payload); err != nil {
+			return
+		}
+		if !h.OpCode.IsControl() {
+			var hb [headerBufSize]byte
+			n := putHeader(hb[:], h)
+			p.raw <- append(append([]byte(nil), hb[:n]...), payload...)
+		}
+		if h.Masked {
+			ws.Cipher(payload, h.Mask, 0)
+		}
+		if h.OpCode == ws.OpPing && p.autoPong.Load() {
+			p.send(ws.NewPongFrame(payload))
+			continue
+		}
+		p.frames <- ws.Frame{Header: h, Payload: payload}
+	}
+}
+
+func (p *peer) send(f ws.Frame) {
+	if p.client {
+		f = ws.MaskFrameInPlace(f)
+	}
+	_ = ws.WriteFrame(p.conn, f)
+}
+
+func (p *peer) text(s string) { p.send(ws.NewTextFrame([]byte(s))) }
+
+// next returns the next frame that is not a ping/pong.
+func (p *peer) next(t *testing.T) ws.Frame {
+	t.Helper()
+	for {
+		select {
+		case f, ok := <-p.frames:
+			if !ok {
+				t.Fatal("leg closed before the expected frame")
+			}
+			if f.Header.OpCode == ws.OpPong || f.Header.OpCode == ws.OpPing {
+				continue
+			}
+			return f
+		case <-time.After(5 * time.Second):
+			t.Fatal("timed out waiting for a frame")
+		}
+	}
+}
+
+// expectClose reads until a close frame and returns its code and reason.
+func (p *peer) expectClose(t *testing.T) (uint16, string) {
+	t.Helper()
+	f := p.next(t)
+	for f.Header.OpCode != ws.OpClose {
+		f = p.next(t)
+	}
+	if len(f.Payload) < 2 {
+		return CloseNoStatus, ""
+	}
+	return binary.BigEndian.Uint16(f.Payload), string(f.Payload[2:])
+}
+
+// expectNoClose drains the leg until it ends and fails if a close frame came.
+func (p *peer) expectEnd(t *testing.T) {
+	t.Helper()
+	for range p.frames {
+	}
+}
+
+type harness struct {
+	client, upstream *peer
+	mgr              *lifecycle.Manager
+	sess             *lifecycle.Session
+	done             chan struct{}
+}
+
+func testLifecycle() lifecycle.Options {
+	return lifecycle.Options{
+		ClientHeartbeat:     lifecycle.HeartbeatOptions{Interval: time.Hour, Timeout: time.Minute},
+		UpstreamHeartbeat:   lifecycle.HeartbeatOptions{Interval: time.Hour, Timeout: time.Minute},
+		FatalUpstreamErrors: []string{"session_expired"},
+	}
+}
+
+func testRelayOptions() Options {
+	return Options{MaxFrameBytes: 8 << 20, CloseLinger: 200 * time.Millisecond, CloseWriteTimeout: 200 * time.Millisecond,
+		Redactor: NewRedactor("sk-test-SECRET")}
+}
+
+func newHarness(t testing.TB, lo lifecycle.Options, ro Options) *harness {
+	cp, cr := net.Pipe()
+	up, ur := net.Pipe()
+	return startHarness(t, cp, cr, up, ur, lo, ro)
+}
+
+func startHarness(t testing.TB, clientPeer, clientRelay, upPeer, upRelay net.Conn, lo lifecycle.Options, ro Options) *harness {
+	h := &harness{mgr: lifecycle.NewManager(lo), done: make(chan struct{})}
+	h.client = newPeer(clientPeer, true)
+	h.upstream = newPeer(upPeer, false)
+	release, err := h.mgr.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "test"})
+	r := NewRelay(clientRelay, nil, upRelay, nil, ro)
+	h.sess.Start(r)
+	go func() {
+		defer close(h.done)
+		r.Run(h.sess)
+		h.mgr.Finished(h.sess, release)
+	}()
+	return h
+}
+
+// wait waits for the relay to finish and closes the peers.
+func (h *harness) wait(t testing.TB) lifecycle.Summary {
+	t.Helper()
+	select {
+	case <-h.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay did not finish")
+	}
+	h.client.conn.Close()
+	h.upstream.conn.Close()
+	<-h.client.done
+	<-h.upstream.done
+	if n := h.mgr.Len(); n != 0 {
+		t.Fatalf("%d sessions still registered", n)
+	}
+	return h.sess.Summary()
+}
+
+func TestRelayForwardsFramesVerbatim(t *testing.T) {
+	h := newHarness(t, testLifecycle(), testRelayOptions())
+	// Client -> upstream: masked frames arrive byte for byte, mask included.
+	for _, size := range []int{0, 10, 125, 126, 65535, 65536, 3 << 20} {
+		payload := bytes.Repeat([]byte{'a'}, size)
+		f := ws.MaskFrameInPlace(ws.NewBinaryFrame(payload))
+		var want bytes.Buffer
+		_ = ws.WriteFrame(&want, f)
+		go func() { _ = ws.WriteFrame(h.client.conn, f) }()
+		got := <-h.upstream.raw
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("size %d: upstream got %d bytes, not the client's frame verbatim", size, len(got))
+		}
+	}
+	// Upstream -> client: unmasked frames, verbatim.
+	ev := `{"type":"response.output_audio.delta","response_id":"resp_1","delta":"` + strings.Repeat("QUJD", 3000) + `"}`
+	var want bytes.Buffer
+	_ = ws.WriteFrame(&want, ws.NewTextFrame([]byte(ev)))
+	h.upstream.text(ev)
+	if got := <-h.client.raw; !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("client did not get the upstream frame verbatim")
+	}
+	<-h.client.frames
+	// Fragmented message with an interleaved ping from the client.
+	h.client.send(ws.Frame{Header: ws.Header{OpCode: ws.OpText, Length: 5}, Payload: []byte(`{"typ`)})
+	h.client.send(ws.NewPingFrame([]byte("hi")))
+	h.client.send(ws.Frame{Header: ws.Header{Fin: true, OpCode: ws.OpContinuation, Length: 9}, Payload: []byte(`e":"x"}  `)})
+	if f := <-h.client.frames; f.Header.OpCode != ws.OpPong || string(f.Payload) != "hi" {
+		t.Fatalf("ping mid-message: got %v %q, want pong \"hi\"", f.Header.OpCode, f.Payload)
+	}
+	first, second := <-h.upstream.raw, <-h.upstream.raw
+	if first[0]&0x80 != 0 || second[0]&0x0f != byte(ws.OpContinuation) {
+		t.Fatal("fragments not relayed as fragments")
+	}
+	h.client.send(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "bye")))
+	sum := h.wait(t)
+	if sum.Reason != lifecycle.ReasonClientClosed {
+		t.Fatalf("reason %s", sum.Reason)
+	}
+	if sum.Frames[lifecycle.ClientToUpstream] != 9 || sum.Frames[lifecycle.UpstreamToClient] != 1 {
+		t.Fatalf("frames %v", sum.Frames)
+	}
+}
+
+func TestTeardownRows(t *testing.T) {
+	type want struct {
+		reason         lifecycle.Reason
+		clientCode     uint16 // 0: no close frame expected
+		upstreamCode   uint16
+		clientReason   string
+		upstreamReason string
+	}
+	cases := []struct {
+		name string
+		act  func(h *harness)
+		want want
+	}{
+		{"client closes", func(h *harness) {
+			h.client.send(ws.NewCloseFrame(ws.NewCloseFrameBody(4100, "done")))
+		}, want{lifecycle.ReasonClientClosed, 4100, 4100, "done", "done"}},
+		{"upstream closes with a secret in the reason", func(h *harness) {
+			h.upstream.send(ws.NewCloseFrame(ws.NewCloseFrameBody(3000, "invalid_api_key sk-test-SECRET")))
+		}, want{lifecycle.ReasonUpstreamClosed, 3000, 3000, "invalid_api_key [redacted]", "invalid_api_key [redacted]"}},
+		{"upstream resets", func(h *harness) { h.upstream.conn.Close() },
+			want{reason: lifecycle.ReasonUpstreamError, clientCode: 1014}},
+		{"client vanishes", func(h *harness) { h.client.conn.Close() },
+			want{reason: lifecycle.ReasonClientError, upstreamCode: 1001}},
+		{"frame too large", func(h *harness) {
+			h.client.send(ws.Frame{Header: ws.Header{Fin: true, OpCode: ws.OpBinary, Length: 9 << 20}})
+		}, want{reason: lifecycle.ReasonFrameTooLarge, clientCode: 1009, upstreamCode: 1000}},
+		{"unmasked client frame", func(h *harness) {
+			_ = ws.WriteFrame(h.client.conn, ws.NewTextFrame([]byte("x")))
+		}, want{reason: lifecycle.ReasonProtocolError, clientCode: 1002, upstreamCode: 1000}},
+		{"bad close code", func(h *harness) {
+			h.client.send(ws.NewCloseFrame([]byte{0x03, 0xed}))
+		}, want{reason: lifecycle.ReasonProtocolError, clientCode: 1002, upstreamCode: 1000}},
+		{"fatal upstream error event", func(h *harness) {
+			h.upstream.text(`{"type":"error","error":{"type":"invalid_request_error","code":"session_expired","message":"over"}}`)
+		}, want{reason: lifecycle.ReasonUpstreamFatalEvent, clientCode: 1014, upstreamCode: 1000}},
+		{"admin", func(h *harness) { h.sess.End(lifecycle.ReasonAdmin) },
+			want{reason: lifecycle.ReasonAdmin, clientCode: 4003, upstreamCode: 1000}},
+		{"shutdown", func(h *harness) { h.mgr.CloseAll(lifecycle.ReasonShutdown) },
+			want{reason: lifecycle.ReasonShutdown, clientCode: 1001, upstreamCode: 1001}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, testLifecycle(), testRelayOptions())
+			tc.act(h)
+			check := func(p *peer, code uint16, reason, leg string) {
+				if code == 0 {
+					for f := range p.frames {
+						if f.Header.OpCode == ws.OpClose {
+							t.Errorf("%s leg: unexpected close frame", leg)
+						}
+					}
+					return
+				}
+				got, r := p.expectClose(t)
+				if got != code {
+					t.Errorf("%s leg: close %d, want %d", leg, got, code)
+				}
+				if reason != "" && r != reason {
+					t.Errorf("%s leg: reason %q, want %q", leg, r, reason)
+				}
+			}
+			check(h.client, tc.want.clientCode, tc.want.clientReason, "client")
+			check(h.upstream, tc.want.upstreamCode, tc.want.upstreamReason, "upstream")
+			sum := h.wait(t)
+			if sum.Reason != tc.want.reason {
+				t.Fatalf("reason %s, want %s", sum.Reason, tc.want.reason)
+			}
+		})
+	}
+}
+
+// Timing rows run in a synctest bubble: fake time, in-memory pipes.
+func TestTimedTeardown(t *testing.T) {
+	cases := []struct {
+		name       string
+		lo         func(*lifecycle.Options)
+		setup      func(h *harness)
+		after      time.Duration
+		reason     lifecycle.Reason
+		clientCode uint16
+		upCode     uint16
+	}{
+		{"idle", func(o *lifecycle.Options) { o.IdleTimeout = 30 * time.Second }, nil,
+			30 * time.Second, lifecycle.ReasonIdleTimeout, 4000, 1000},
+		{"max duration", func(o *lifecycle.Options) { o.MaxDuration = time.Minute }, nil,
+			time.Minute, lifecycle.ReasonMaxDuration, 4001, 1000},
+		{"upstream stops answering pings", func(o *lifecycle.Options) {
+			o.UpstreamHeartbeat = lifecycle.HeartbeatOptions{Interval: 5 * time.Second, Timeout: 2 * time.Second}
+		}, func(h *harness) { h.upstream.autoPong.Store(false) },
+			7 * time.Second, lifecycle.ReasonUpstreamHeartbeatTimeout, 4002, 1001},
+		{"client stops answering pings", func(o *lifecycle.Options) {
+			o.ClientHeartbeat = lifecycle.HeartbeatOptions{Interval: 5 * time.Second, Timeout: 2 * time.Second}
+		}, func(h *harness) { h.client.autoPong.Store(false) },
+			7 * time.Second, lifecycle.ReasonClientHeartbeatTimeout, 1001, 1001},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				lo := testLifecycle()
+				tc.lo(&lo)
+				h := newHarness(t, lo, testRelayOptions())
+				if tc.setup != nil {
+					tc.setup(h)
+				}
+				start := time.Now()
+				synctest.Wait()
+				time.Sleep(tc.after - time.Millisecond)
+				synctest.Wait()
+				if h.sess.Ended() {
+					t.Fatalf("ended early, after %v", time.Since(start))
+				}
+				time.Sleep(2 * time.Millisecond)
+				synctest.Wait()
+				if !h.sess.Ended() {
+					t.Fatalf("not ended after %v", time.Since(start))
+				}
+				if c, _ := h.client.expectClose(t); c != tc.clientCode {
+					t.Errorf("client close %d, want %d", c, tc.clientCode)
+				}
+				if c, _ := h.upstream.expectClose(t); c != tc.upCode {
+					t.Errorf("upstream close %d, want %d", c, tc.upCode)
+				}
+				sum := h.wait(t)
+				if sum.Reason != tc.reason {
+					t.Fatalf("reason %s", sum.Reason)
+				}
+			})
+		})
+	}
+}
+
+func TestHeartbeatsKeepHealthySessionOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lo := testLifecycle()
+		lo.ClientHeartbeat = lifecycle.HeartbeatOptions{Interval: 5 * time.Second, Timeout: 2 * time.Second}
+		lo.UpstreamHeartbeat = lo.ClientHeartbeat
+		lo.IdleTimeout = time.Minute
+		h := newHarness(t, lo, testRelayOptions())
+		for range 20 { // 100 s of traffic: heartbeats answered, data keeps it busy
+			h.client.text(`{"type":"input_audio_buffer.append","audio":"AAAA"}`)
+			<-h.upstream.raw
+			time.Sleep(5 * time.Second)
+			synctest.Wait()
+		}
+		if h.sess.Ended() {
+			t.Fatalf("healthy session ended: %s", h.sess.Summary().Reason)
+		}
+		h.client.send(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "")))
+		if sum := h.wait(t); sum.Reason != lifecycle.ReasonClientClosed {
+			t.Fatalf("reason %s", sum.Reason)
+		}
+	})
+}
+
+func TestDrainWaitsForResponseBoundary(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lo := testLifecycle()
+		lo.DrainTimeout = 30 * time.Second
+		h := newHarness(t, lo, testRelayOptions())
+		h.upstream.text(`{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}`)
+		h.client.next(t)
+		drained := make(chan struct{})
+		go func() { h.mgr.Drain(t.Context()); close(drained) }()
+		synctest.Wait()
+		if h.sess.Ended() {
+			t.Fatal("session closed mid-response")
+		}
+		time.Sleep(3 * time.Second)
+		h.upstream.text(`{"type":"response.output_audio.delta","response_id":"resp_1","delta":"AAAA"}`)
+		h.upstream.text(`{"type":"response.done","response":{"id":"resp_1","status":"completed","usage":{"input_tokens":3,"output_tokens":5}}}`)
+		if f := h.client.next(t); !bytes.Contains(f.Payload, []byte("output_audio.delta")) {
+			t.Fatalf("got %s", f.Payload)
+		}
+		if f := h.client.next(t); !bytes.Contains(f.Payload, []byte("response.done")) {
+			t.Fatalf("got %s", f.Payload)
+		}
+		if c, _ := h.client.expectClose(t); c != 1001 {
+			t.Fatalf("client close %d", c)
+		}
+		<-drained
+		sum := h.wait(t)
+		if sum.Reason != lifecycle.ReasonShutdown || sum.Responses != 1 || sum.Tokens.Input != 3 || sum.Tokens.Output != 5 {
+			t.Fatalf("summary %+v", sum)
+		}
+	})
+}

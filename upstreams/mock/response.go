@@ -1,0 +1,423 @@
+package mock
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// response is one response, streamed by its own goroutine.
+type response struct {
+	id, itemID   string
+	prevItemID   string
+	convID       string
+	audio        []byte // what the deltas carry; owned by the response (or a shared tone, read-only)
+	audioFormat  audioFormat
+	inputMs      int // committed user audio answered
+	outAudio     map[string]any
+	textTokens   int
+	cachedTokens int
+	metadata     json.RawMessage
+	words        []string // transcript, one delta each
+	rateLimits   []rateLimit
+
+	cancel    chan struct{} // closed by cancelResponse
+	cancelled bool          // guarded by conn.mu
+	reason    string        // guarded by conn.mu
+	exited    chan struct{} // closed when the streamer returns
+}
+
+type rateLimit struct {
+	Name         string  `json:"name"`
+	Limit        int64   `json:"limit"`
+	Remaining    int64   `json:"remaining"`
+	ResetSeconds float64 `json:"reset_seconds"`
+}
+
+type statusDetails struct {
+	Type   string `json:"type"`
+	Reason string `json:"reason"`
+}
+
+type responseObj struct {
+	Object           string          `json:"object"`
+	ID               string          `json:"id"`
+	Status           string          `json:"status"`
+	StatusDetails    *statusDetails  `json:"status_details"`
+	Output           []item          `json:"output"`
+	ConversationID   string          `json:"conversation_id"`
+	OutputModalities []string        `json:"output_modalities"`
+	MaxOutputTokens  string          `json:"max_output_tokens"`
+	Audio            map[string]any  `json:"audio"`
+	Usage            *usage          `json:"usage"`
+	Metadata         json.RawMessage `json:"metadata"`
+}
+
+type usage struct {
+	TotalTokens        int           `json:"total_tokens"`
+	InputTokens        int           `json:"input_tokens"`
+	OutputTokens       int           `json:"output_tokens"`
+	InputTokenDetails  inputDetails  `json:"input_token_details"`
+	OutputTokenDetails outputDetails `json:"output_token_details"`
+}
+
+type inputDetails struct {
+	TextTokens          int          `json:"text_tokens"`
+	AudioTokens         int          `json:"audio_tokens"`
+	ImageTokens         int          `json:"image_tokens"`
+	CachedTokens        int          `json:"cached_tokens"`
+	CachedTokensDetails tokenDetails `json:"cached_tokens_details"`
+}
+
+type tokenDetails struct {
+	TextTokens  int `json:"text_tokens"`
+	AudioTokens int `json:"audio_tokens"`
+	ImageTokens int `json:"image_tokens"`
+}
+
+type outputDetails struct {
+	TextTokens  int `json:"text_tokens"`
+	AudioTokens int `json:"audio_tokens"`
+}
+
+const (
+	rateLimitRequests = 5000
+	rateLimitTokens   = 400000
+)
+
+// responseCreate handles response.create.
+func (c *conn) responseCreate(ev *clientEvent) error {
+	var p struct {
+		Instructions *string         `json:"instructions"`
+		Metadata     json.RawMessage `json:"metadata"`
+	}
+	if len(ev.Response) > 0 && string(ev.Response) != "null" {
+		if err := json.Unmarshal(ev.Response, &p); err != nil {
+			return c.sendError(ev.EventID, "invalid_request_error", "invalid_value", "Invalid 'response': expected an object.", "response")
+		}
+	}
+	instructions := c.cfg.instructions
+	if p.Instructions != nil {
+		instructions = *p.Instructions
+	}
+	return c.startResponse(ev.EventID, instructions, p.Metadata, false)
+}
+
+// startResponse starts streaming a response unless one is active (then it
+// answers conversation_already_has_active_response, or nothing when auto,
+// as after server VAD).
+func (c *conn) startResponse(clientEventID, instructions string, metadata json.RawMessage, auto bool) error {
+	c.mu.Lock()
+	if active := c.resp; active != nil {
+		c.mu.Unlock()
+		if auto {
+			return nil
+		}
+		return c.sendError(clientEventID, "invalid_request_error", "conversation_already_has_active_response",
+			fmt.Sprintf("Conversation already has an active response in progress: %s. Wait until the response is finished before creating a new one.", active.id), "")
+	}
+	r := &response{
+		id:         c.newID("resp"),
+		itemID:     c.newID("item"),
+		prevItemID: c.lastItem,
+		convID:     c.convID,
+		outAudio: map[string]any{"output": map[string]any{
+			"format": path(c.session, "audio", "output", "format"),
+			"voice":  c.cfg.voice,
+		}},
+		textTokens: 10 + len(instructions)/4,
+		metadata:   metadata,
+		cancel:     make(chan struct{}),
+		exited:     make(chan struct{}),
+	}
+	if c.responses > 0 {
+		r.cachedTokens = r.textTokens
+	}
+	var transcript string
+	if len(c.pending) > 0 {
+		r.audio, r.audioFormat, r.inputMs = c.pending, c.cfg.inFormat, c.pendingMs
+		c.pending, c.pendingMs = nil, 0
+		transcript = fmt.Sprintf("You said %d milliseconds of audio, and here it is back.", r.inputMs)
+	} else {
+		r.audio, r.audioFormat = tones()[c.cfg.outFormat], c.cfg.outFormat
+		transcript = "Hello from the mock upstream. Here is a short tone."
+	}
+	r.words = strings.Fields(transcript)
+	for i := 1; i < len(r.words); i++ {
+		r.words[i] = " " + r.words[i]
+	}
+	r.rateLimits = []rateLimit{
+		{"requests", rateLimitRequests, max(rateLimitRequests-int64(c.responses)-1, 0), 0.01},
+		{"tokens", rateLimitTokens, max(rateLimitTokens-c.tokensUsed.Load(), 0), 0.18},
+	}
+	c.responses++
+	c.lastItem = r.itemID
+	c.resp = r
+	c.mu.Unlock()
+
+	// The previous streamer has already given up c.resp; let it finish its
+	// last writes so at most one streamer runs and events stay in order.
+	if prev := c.lastExited; prev != nil {
+		<-prev
+	}
+	c.lastExited = r.exited
+	go c.stream(r)
+	return nil
+}
+
+// responseCancel handles response.cancel.
+func (c *conn) responseCancel(ev *clientEvent) error {
+	if c.cancelResponse("client_cancelled", ev.ResponseID) {
+		return nil
+	}
+	return c.sendError(ev.EventID, "invalid_request_error", "response_cancel_not_active",
+		"Cancellation failed: no active response found", "")
+}
+
+// cancelResponse asks the active response (the one with id, if given) to
+// stop; its streamer then sends response.done cancelled.
+func (c *conn) cancelResponse(reason, id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.resp
+	if r == nil || r.cancelled || (id != "" && id != r.id) {
+		return false
+	}
+	r.cancelled, r.reason = true, reason
+	close(r.cancel)
+	return true
+}
+
+// stream sends the events of r. It stops early on cancel (still finishing
+// with response.done), and at once when the session ends or a write fails.
+func (c *conn) stream(r *response) {
+	defer close(r.exited)
+	defer func() {
+		c.mu.Lock()
+		if c.resp == r {
+			c.resp = nil
+		}
+		c.mu.Unlock()
+	}()
+	deltaBytes := c.srv.opts.DeltaBytes
+	buf := make([]byte, headroom, headroom+base64.StdEncoding.EncodedLen(deltaBytes)+512)
+	emit := func(ev any) error {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		buf = append(buf[:headroom], b...)
+		return c.send(ws.OpText, buf)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+
+	resp := responseObj{
+		Object: "realtime.response", ID: r.id, Status: "in_progress", Output: []item{},
+		ConversationID: r.convID, OutputModalities: []string{"audio"}, MaxOutputTokens: "inf",
+		Audio: r.outAudio, Metadata: r.metadata,
+	}
+	it := item{ID: r.itemID, Object: "realtime.item", Type: "message", Status: "in_progress", Role: "assistant", Content: []content{}}
+	ids := partIDs{ResponseID: r.id, ItemID: r.itemID}
+	if emit(struct {
+		head
+		Response responseObj `json:"response"`
+	}{c.head("response.created"), resp}) != nil {
+		return
+	}
+	if emit(struct {
+		head
+		RateLimits []rateLimit `json:"rate_limits"`
+	}{c.head("rate_limits.updated"), r.rateLimits}) != nil {
+		return
+	}
+	if emit(struct {
+		head
+		ResponseID  string `json:"response_id"`
+		OutputIndex int    `json:"output_index"`
+		Item        item   `json:"item"`
+	}{c.head("response.output_item.added"), r.id, 0, it}) != nil {
+		return
+	}
+	if emit(itemEvent{c.head("conversation.item.added"), nullable(r.prevItemID), it}) != nil {
+		return
+	}
+	empty := ""
+	if emit(partEvent{c.head("response.content_part.added"), ids, content{Type: "output_audio", Transcript: &empty}}) != nil {
+		return
+	}
+
+	// Deltas: audio in DeltaBytes chunks, transcript words spread among them.
+	deltaHead := `","response_id":"` + r.id + `","item_id":"` + r.itemID + `","output_index":0,"content_index":0,"delta":`
+	n := (len(r.audio) + deltaBytes - 1) / deltaBytes
+	sent, words := 0, 0
+	cancelled := false
+	for i := 0; i < n && !cancelled; i++ {
+		if i > 0 {
+			if d := time.Duration(c.pace.Load()); d > 0 {
+				if timer == nil {
+					timer = time.NewTimer(d)
+				} else {
+					timer.Reset(d)
+				}
+				select {
+				case <-timer.C:
+				case <-r.cancel:
+					cancelled = true
+					continue
+				case <-c.quit:
+					return
+				}
+			}
+		}
+		select {
+		case <-r.cancel:
+			cancelled = true
+			continue
+		case <-c.quit:
+			return
+		default:
+		}
+		end := min(sent+deltaBytes, len(r.audio))
+		buf = append(buf[:headroom], `{"type":"response.output_audio.delta","event_id":"`...)
+		buf = c.appendID(buf, "event")
+		buf = append(buf, deltaHead...)
+		buf = append(buf, '"')
+		buf = base64.StdEncoding.AppendEncode(buf, r.audio[sent:end])
+		buf = append(buf, `"}`...)
+		if c.send(ws.OpText, buf) != nil {
+			return
+		}
+		sent = end
+		for due := (i + 1) * len(r.words) / n; words < due; words++ {
+			buf = append(buf[:headroom], `{"type":"response.output_audio_transcript.delta","event_id":"`...)
+			buf = c.appendID(buf, "event")
+			buf = append(buf, deltaHead...)
+			buf = appendJSONString(buf, r.words[words])
+			buf = append(buf, '}')
+			if c.send(ws.OpText, buf) != nil {
+				return
+			}
+		}
+	}
+
+	// Finish: from here the response is no longer active.
+	c.mu.Lock()
+	cancelled, reason := r.cancelled, r.reason
+	if c.resp == r {
+		c.resp = nil
+	}
+	c.mu.Unlock()
+	if !cancelled {
+		for ; words < len(r.words); words++ {
+			if emit(struct {
+				head
+				partIDs
+				Delta string `json:"delta"`
+			}{c.head("response.output_audio_transcript.delta"), ids, r.words[words]}) != nil {
+				return
+			}
+		}
+	}
+	transcript := strings.Join(r.words[:words], "")
+	part := content{Type: "output_audio", Transcript: &transcript}
+	it.Status, it.Content = "completed", []content{part}
+	resp.Status, resp.Output = "completed", []item{it}
+	if cancelled {
+		it.Status = "incomplete"
+		resp.Status, resp.StatusDetails, resp.Output = "cancelled", &statusDetails{"cancelled", reason}, []item{it}
+	}
+	if emit(struct {
+		head
+		partIDs
+	}{c.head("response.output_audio.done"), ids}) != nil {
+		return
+	}
+	if emit(struct {
+		head
+		partIDs
+		Transcript string `json:"transcript"`
+	}{c.head("response.output_audio_transcript.done"), ids, transcript}) != nil {
+		return
+	}
+	if emit(partEvent{c.head("response.content_part.done"), ids, part}) != nil {
+		return
+	}
+	if emit(struct {
+		head
+		ResponseID  string `json:"response_id"`
+		OutputIndex int    `json:"output_index"`
+		Item        item   `json:"item"`
+	}{c.head("response.output_item.done"), r.id, 0, it}) != nil {
+		return
+	}
+	if emit(itemEvent{c.head("conversation.item.done"), nullable(r.prevItemID), it}) != nil {
+		return
+	}
+	u := r.usage(sent, words)
+	resp.Usage = &u
+	c.tokensUsed.Add(int64(u.TotalTokens))
+	_ = emit(struct {
+		head
+		Response responseObj `json:"response"`
+	}{c.head("response.done"), resp})
+}
+
+// usage derives token counts from audio lengths (see the package doc).
+func (r *response) usage(sentBytes, words int) usage {
+	ceilDiv := func(a, b int) int { return (a + b - 1) / b }
+	in := inputDetails{
+		TextTokens:   r.textTokens,
+		AudioTokens:  ceilDiv(r.inputMs, 100),
+		CachedTokens: r.cachedTokens,
+	}
+	in.CachedTokensDetails.TextTokens = r.cachedTokens
+	out := outputDetails{TextTokens: words, AudioTokens: ceilDiv(r.audioFormat.millis(sentBytes), 50)}
+	u := usage{
+		InputTokens:        in.TextTokens + in.AudioTokens,
+		OutputTokens:       out.TextTokens + out.AudioTokens,
+		InputTokenDetails:  in,
+		OutputTokenDetails: out,
+	}
+	u.TotalTokens = u.InputTokens + u.OutputTokens
+	return u
+}
+
+// partIDs locate a content part.
+type partIDs struct {
+	ResponseID   string `json:"response_id"`
+	ItemID       string `json:"item_id"`
+	OutputIndex  int    `json:"output_index"`
+	ContentIndex int    `json:"content_index"`
+}
+
+type partEvent struct {
+	head
+	partIDs
+	Part content `json:"part"`
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case ch == '"' || ch == '\\':
+			b = append(b, '\\', ch)
+		case ch < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[ch>>4], hex[ch&0xf])
+		default:
+			b = append(b, ch)
+		}
+	}
+	return append(b, '"')
+}
