@@ -66,6 +66,8 @@ type app struct {
 	mgr     *lifecycle.Manager
 	dialer  *upstreams.Dialer
 	mock    *mock.Server
+	// mockURL is the built-in mock's address when it runs.
+	mockURL string
 
 	clientLn, adminLn net.Listener
 	clientSrv         *http.Server
@@ -129,9 +131,10 @@ func start(cfg *config.Config, log *slog.Logger) (a *app, err error) {
 				if err != nil {
 					return nil, fmt.Errorf("start built-in mock upstream: %w", err)
 				}
-				log.Debug("built-in mock upstream", "addr", addr.String())
+				a.mockURL = "ws://" + addr.String() + "/v1/realtime"
+				log.Debug("built-in mock upstream", "url", a.mockURL)
 			}
-			up.URL = "ws://" + a.mockAddr() + "/v1/realtime"
+			up.URL = a.mockURL
 		}
 		ups = append(ups, up)
 	}
@@ -208,10 +211,6 @@ func listen(key, addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return ln, nil
-}
-
-func (a *app) mockAddr() string {
-	return a.mock.Addr().String()
 }
 
 func (a *app) describeUpstreams() string {

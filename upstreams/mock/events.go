@@ -87,11 +87,8 @@ func (c *conn) handle(msg []byte) error {
 	if !ok {
 		return c.sendError("", "invalid_request_error", "invalid_value", "Invalid JSON: the event must be a JSON object.", "")
 	}
-	if !sc.escaped && sc.hasType && string(sc.typ) == "input_audio_buffer.append" {
-		if sc.hasAudio {
-			return c.appendBase64(sc.audio, msg)
-		}
-		return c.sendError(eventID(msg), "invalid_request_error", "missing_required_parameter", "Missing required parameter: 'audio'.", "audio")
+	if sc.hasType && sc.hasAudio && !sc.escaped && !sc.oddKeys && string(sc.typ) == "input_audio_buffer.append" {
+		return c.appendBase64(sc.audio, msg)
 	}
 	var ev clientEvent
 	if err := json.Unmarshal(msg, &ev); err != nil {

@@ -9,6 +9,7 @@ type scanned struct {
 	hasType  bool
 	hasAudio bool
 	escaped  bool // typ or audio contains a backslash escape: decode them with encoding/json
+	oddKeys  bool // a key contains an escape, so it was not recognised: use encoding/json
 }
 
 // maxScanDepth bounds the nesting scanEvent skips over, like encoding/json.
@@ -40,6 +41,7 @@ func scanEvent(p []byte) (sc scanned, ok bool) {
 			return sc, false
 		}
 		key := p[ks:ke]
+		sc.oddKeys = sc.oddKeys || kesc
 		i = skipWS(p, next)
 		if i >= len(p) || p[i] != ':' {
 			return sc, false

@@ -98,8 +98,8 @@ func New(opts Options) *Server {
 		opts:      opts,
 		log:       log,
 		closeWait: defaultCloseWait,
-		servers: make(map[*http.Server]struct{}),
-		conns:   make(map[*conn]struct{}),
+		servers:   make(map[*http.Server]struct{}),
+		conns:     make(map[*conn]struct{}),
 	}
 }
 

@@ -1,0 +1,573 @@
+// Package talk runs one voice turn against an OpenAI Realtime WebSocket
+// endpoint (tether, or anything that speaks the GA protocol) and reports
+// how it went. It backs `tether talk`, the smoke test of the Helm chart.
+//
+// The turn: connect offering the "realtime" subprotocol, wait for
+// session.created, send session.update (manual turns), stream the audio as
+// input_audio_buffer.append events, commit, response.create, and wait for
+// response.done. Run fails on a timeout, an error event, a close before
+// response.done, a response that did not complete, or a reply without audio.
+package talk
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// DefaultTimeout bounds a turn when Options.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// chunkBytes is the audio per input_audio_buffer.append event: 100 ms.
+const chunkBytes = bytesPerSecond / 10
+
+// maxTranscript bounds the transcript kept for the report.
+const maxTranscript = 400
+
+// Options configure Run.
+type Options struct {
+	// URL of the Realtime endpoint, ws:// or wss://, with its query
+	// (e.g. ?model=gpt-realtime).
+	URL string
+	// WAV is a file of 16-bit PCM, mono, 24 kHz audio to send. Empty sends
+	// ToneDuration seconds of a ToneHz tone.
+	WAV string
+	// Timeout bounds the whole turn, from dialing to response.done.
+	// Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Headers are added to the upgrade request (e.g. Authorization).
+	Headers http.Header
+	// InsecureSkipVerify skips the TLS certificate check of a wss:// URL.
+	InsecureSkipVerify bool
+	// Out receives a short report of the turn, also when it fails; nil
+	// discards it.
+	Out io.Writer
+
+	// netDial replaces the TCP dial (tests).
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// result is what a turn produced.
+type result struct {
+	SessionID        string
+	Model            string
+	AudioSentBytes   int
+	ResponseID       string
+	Status           string // response.done status: completed, incomplete, cancelled, failed
+	StatusDetails    string // reason or error of a response that did not complete
+	AudioBytes       int    // decoded output audio
+	AudioDeltas      int
+	TimeToFirstAudio time.Duration // from sending the commit to the first audio delta; 0 if none
+	Transcript       string
+	InputTokens      int
+	OutputTokens     int
+	TotalTokens      int
+	Elapsed          time.Duration
+	gotResponseDone  bool
+}
+
+// Run performs one voice turn and writes a report to opts.Out. It returns
+// nil only when response.done arrived with status completed or incomplete
+// and the reply held audio.
+func Run(ctx context.Context, opts Options) error {
+	_, err := run(ctx, opts)
+	return err
+}
+
+func run(ctx context.Context, opts Options) (*result, error) {
+	out := opts.Out
+	if out == nil {
+		out = io.Discard
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	u, err := url.Parse(opts.URL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return nil, fmt.Errorf("url %q: want ws://host[:port]/path or wss://...", redactURL(opts.URL))
+	}
+
+	var pcm []byte
+	source := fmt.Sprintf("%d Hz tone", ToneHz)
+	if opts.WAV != "" {
+		if pcm, err = ReadWAVFile(opts.WAV); err != nil {
+			return nil, err
+		}
+		source = opts.WAV
+	} else {
+		pcm = Tone(ToneDuration)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	t := &turn{res: &result{AudioSentBytes: len(pcm)}, start: time.Now(), phase: "the WebSocket handshake"}
+	fmt.Fprintf(out, "url:        %s\n", redactURL(opts.URL))
+	err = t.run(ctx, opts, u, pcm)
+	t.res.Elapsed = time.Since(t.start)
+	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		err = fmt.Errorf("timed out after %s waiting for %s", timeout, t.phase)
+	}
+	t.report(out, source)
+	if err != nil {
+		fmt.Fprintf(out, "FAILED:     %v\n", err)
+		return t.res, err
+	}
+	fmt.Fprintf(out, "ok:         one turn in %s\n", t.res.Elapsed.Round(time.Millisecond))
+	return t.res, nil
+}
+
+// turn is one run. Only Run's goroutine touches it, except conn writes,
+// which go through client.
+type turn struct {
+	res   *result
+	start time.Time
+	phase string // what the turn waits for, for the timeout message
+}
+
+func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) error {
+	var statusErr error
+	d := ws.Dialer{
+		Protocols: []string{"realtime"},
+		NetDial:   opts.netDial,
+		OnStatusError: func(status int, reason []byte, resp io.Reader) {
+			body, _ := io.ReadAll(io.LimitReader(resp, 512))
+			statusErr = fmt.Errorf("handshake: HTTP %d %s: %s", status, reason, strings.TrimSpace(string(body)))
+		},
+	}
+	if len(opts.Headers) > 0 {
+		d.Header = ws.HandshakeHeaderHTTP(opts.Headers)
+	}
+	if opts.InsecureSkipVerify {
+		d.TLSConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opt-in flag for self-signed test servers
+	}
+	conn, br, _, err := d.Dial(ctx, u.String())
+	if err != nil {
+		if statusErr != nil && ctx.Err() == nil {
+			return statusErr
+		}
+		return fmt.Errorf("connect %s: %w", redactURL(opts.URL), err)
+	}
+	c := newClient(conn, br)
+	// A timeout or cancellation unblocks any read or write in progress.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stop()
+		c.close()
+	}()
+
+	t.phase = "session.created"
+	for t.res.SessionID == "" {
+		ev, err := t.next(ctx, c)
+		if err != nil {
+			return err
+		}
+		if ev.Type == "session.created" && ev.Session != nil {
+			t.res.SessionID, t.res.Model = ev.Session.ID, ev.Session.Model
+			if t.res.SessionID == "" {
+				t.res.SessionID = "(no id)"
+			}
+		}
+	}
+
+	t.phase = "sending audio"
+	if err := c.sendJSON(sessionUpdate()); err != nil {
+		return err
+	}
+	for off := 0; off < len(pcm); off += chunkBytes {
+		chunk := pcm[off:min(off+chunkBytes, len(pcm))]
+		if err := c.sendJSON(map[string]any{
+			"type":  "input_audio_buffer.append",
+			"audio": base64.StdEncoding.EncodeToString(chunk),
+		}); err != nil {
+			return err
+		}
+	}
+	if err := c.sendJSON(map[string]any{"type": "input_audio_buffer.commit"}); err != nil {
+		return err
+	}
+	committed := time.Now()
+	if err := c.sendJSON(map[string]any{"type": "response.create"}); err != nil {
+		return err
+	}
+
+	t.phase = "response.done"
+	var transcript strings.Builder
+	for !t.res.gotResponseDone {
+		ev, err := t.next(ctx, c)
+		if err != nil {
+			return err
+		}
+		switch ev.Type {
+		case "response.created":
+			if ev.Response != nil {
+				t.res.ResponseID = ev.Response.ID
+			}
+		case "response.output_audio.delta", "response.audio.delta":
+			n, err := decodedLen(ev.Delta)
+			if err != nil {
+				return fmt.Errorf("%s: bad base64 audio: %w", ev.Type, err)
+			}
+			if t.res.AudioDeltas == 0 {
+				t.res.TimeToFirstAudio = time.Since(committed)
+			}
+			t.res.AudioDeltas++
+			t.res.AudioBytes += n
+		case "response.output_audio_transcript.delta", "response.audio_transcript.delta",
+			"response.output_text.delta", "response.text.delta":
+			if transcript.Len() < maxTranscript {
+				transcript.WriteString(ev.Delta)
+			}
+		case "response.done":
+			t.res.gotResponseDone = true
+			if r := ev.Response; r != nil {
+				if t.res.ResponseID == "" {
+					t.res.ResponseID = r.ID
+				}
+				t.res.Status = r.Status
+				t.res.StatusDetails = r.StatusDetails.String()
+				if r.Usage != nil {
+					t.res.InputTokens, t.res.OutputTokens, t.res.TotalTokens = r.Usage.InputTokens, r.Usage.OutputTokens, r.Usage.TotalTokens
+				}
+			}
+		}
+	}
+	t.res.Transcript = truncate(transcript.String(), maxTranscript)
+	c.closeGracefully()
+
+	switch {
+	case t.res.Status != "completed" && t.res.Status != "incomplete":
+		msg := fmt.Sprintf("response %s ended with status %q", t.res.ResponseID, t.res.Status)
+		if t.res.StatusDetails != "" {
+			msg += ": " + t.res.StatusDetails
+		}
+		return errors.New(msg)
+	case t.res.AudioBytes == 0:
+		return fmt.Errorf("response %s (%s) held no audio", t.res.ResponseID, t.res.Status)
+	}
+	return nil
+}
+
+// next returns the next server event; an error event, a close or a read
+// failure is an error.
+func (t *turn) next(ctx context.Context, c *client) (*event, error) {
+	select {
+	case data, ok := <-c.events:
+		if !ok {
+			return nil, t.closedErr(c.readErr)
+		}
+		var ev event
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return nil, fmt.Errorf("waiting for %s: server sent a frame that is not a JSON event: %w", t.phase, err)
+		}
+		if ev.Type == "error" {
+			return nil, fmt.Errorf("waiting for %s: error event: %s", t.phase, ev.Error)
+		}
+		return &ev, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+func (t *turn) closedErr(err error) error {
+	var closed wsutil.ClosedError
+	switch {
+	case errors.As(err, &closed):
+		return fmt.Errorf("server closed the WebSocket (code %d %q) while waiting for %s", closed.Code, closed.Reason, t.phase)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("connection dropped without a close frame while waiting for %s", t.phase)
+	default:
+		return fmt.Errorf("read while waiting for %s: %w", t.phase, err)
+	}
+}
+
+func (t *turn) report(out io.Writer, source string) {
+	r := t.res
+	if r.SessionID != "" {
+		model := ""
+		if r.Model != "" {
+			model = " (model " + r.Model + ")"
+		}
+		fmt.Fprintf(out, "session:    %s%s\n", r.SessionID, model)
+	}
+	fmt.Fprintf(out, "sent:       %s of audio (%d bytes, %s)\n", seconds(r.AudioSentBytes), r.AudioSentBytes, source)
+	if r.ResponseID != "" || r.Status != "" {
+		fmt.Fprintf(out, "response:   %s %s\n", r.ResponseID, r.Status)
+	}
+	if r.AudioDeltas > 0 {
+		fmt.Fprintf(out, "first audio: %s after commit\n", r.TimeToFirstAudio.Round(time.Millisecond))
+	}
+	fmt.Fprintf(out, "received:   %s of audio (%d bytes in %d deltas)\n", seconds(r.AudioBytes), r.AudioBytes, r.AudioDeltas)
+	if r.Transcript != "" {
+		fmt.Fprintf(out, "transcript: %q\n", r.Transcript)
+	}
+	if r.gotResponseDone {
+		fmt.Fprintf(out, "usage:      %d tokens (input %d, output %d)\n", r.TotalTokens, r.InputTokens, r.OutputTokens)
+	}
+}
+
+func seconds(pcmBytes int) string {
+	return fmt.Sprintf("%.2f s", float64(pcmBytes)/bytesPerSecond)
+}
+
+// sessionUpdate configures a GA realtime session for manual turns: audio
+// in and out as 24 kHz PCM, no server VAD (talk commits the turn itself).
+func sessionUpdate() map[string]any {
+	format := map[string]any{"type": "audio/pcm", "rate": SampleRate}
+	return map[string]any{
+		"type": "session.update",
+		"session": map[string]any{
+			"type":              "realtime",
+			"output_modalities": []string{"audio"},
+			"instructions":      "This is a connectivity test. Answer in one short sentence.",
+			"audio": map[string]any{
+				"input":  map[string]any{"format": format, "turn_detection": nil},
+				"output": map[string]any{"format": format},
+			},
+		},
+	}
+}
+
+// event is the part of a server event talk reads.
+type event struct {
+	Type     string    `json:"type"`
+	Session  *session  `json:"session"`
+	Response *response `json:"response"`
+	Delta    string    `json:"delta"`
+	Error    *apiError `json:"error"`
+}
+
+type session struct {
+	ID    string `json:"id"`
+	Model string `json:"model"`
+}
+
+type response struct {
+	ID            string         `json:"id"`
+	Status        string         `json:"status"`
+	StatusDetails *statusDetails `json:"status_details"`
+	Usage         *usage         `json:"usage"`
+}
+
+type statusDetails struct {
+	Reason string    `json:"reason"`
+	Error  *apiError `json:"error"`
+}
+
+func (d *statusDetails) String() string {
+	switch {
+	case d == nil:
+		return ""
+	case d.Error != nil:
+		return d.Error.String()
+	default:
+		return d.Reason
+	}
+}
+
+type usage struct {
+	TotalTokens  int `json:"total_tokens"`
+	InputTokens  int `json:"input_tokens"`
+	OutputTokens int `json:"output_tokens"`
+}
+
+type apiError struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) String() string {
+	if e == nil {
+		return "(no details)"
+	}
+	s := e.Type
+	if e.Code != "" {
+		s += "/" + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// decodedLen validates base64 audio and returns its decoded length.
+func decodedLen(s string) (int, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	return len(b), err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !isRuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}
+
+func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// redactURL hides query values that look like credentials (Azure's api-key,
+// tokens) so the URL can be printed.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	q := u.Query()
+	changed := false
+	for k := range q {
+		lk := strings.ToLower(k)
+		if strings.Contains(lk, "key") || strings.Contains(lk, "token") || strings.Contains(lk, "secret") || lk == "authorization" {
+			q[k] = []string{"REDACTED"}
+			changed = true
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// client is the WebSocket connection of a turn. A reader goroutine owns the
+// read side: it answers pings and closes and hands data messages to events;
+// every write, the reader's control replies included, holds wmu.
+type client struct {
+	conn net.Conn
+
+	wmu sync.Mutex // guards writes to conn
+
+	events  chan []byte   // reader -> Run; closed by the reader when it stops
+	readErr error         // why the reader stopped; written before events is closed
+	done    chan struct{} // closed by close(): the reader must not block on events
+	wg      sync.WaitGroup
+	once    sync.Once
+
+	closeSent atomic.Bool // our close frame is out: the server's close needs no reply
+}
+
+func newClient(conn net.Conn, br io.Reader) *client {
+	c := &client{conn: conn, events: make(chan []byte), done: make(chan struct{})}
+	var src io.Reader = conn
+	if br != nil {
+		// The handshake reader holds bytes the server sent right after the
+		// upgrade (session.created, usually); it reads on from conn.
+		src = br
+	}
+	c.wg.Add(1)
+	go c.readLoop(src)
+	return c
+}
+
+// readLoop reads messages until the connection fails or closes.
+func (c *client) readLoop(src io.Reader) {
+	defer c.wg.Done()
+	defer close(c.events)
+	rd := &wsutil.Reader{Source: src, State: ws.StateClientSide, CheckUTF8: true}
+	rd.OnIntermediate = c.control
+	for {
+		hdr, err := rd.NextFrame()
+		if err != nil {
+			c.readErr = err
+			return
+		}
+		if hdr.OpCode.IsControl() {
+			if err := c.control(hdr, rd); err != nil {
+				c.readErr = err
+				return
+			}
+			continue
+		}
+		if hdr.OpCode != ws.OpText {
+			// The Realtime protocol is JSON text; ignore anything else.
+			if err := rd.Discard(); err != nil {
+				c.readErr = err
+				return
+			}
+			continue
+		}
+		data, err := io.ReadAll(rd)
+		if err != nil {
+			c.readErr = err
+			return
+		}
+		select {
+		case c.events <- data:
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// control answers a ping with a pong and a close with a close, as one write.
+func (c *client) control(h ws.Header, r io.Reader) error {
+	var reply bytes.Buffer
+	err := wsutil.ControlHandler{Src: r, Dst: &reply, State: ws.StateClientSide, DisableSrcCiphering: true}.Handle(h)
+	if reply.Len() > 0 && !(h.OpCode == ws.OpClose && c.closeSent.Load()) {
+		c.wmu.Lock()
+		_, werr := c.conn.Write(reply.Bytes())
+		c.wmu.Unlock()
+		if err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+func (c *client) sendJSON(v any) error {
+	p, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := wsutil.WriteClientText(c.conn, p); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	return nil
+}
+
+// closeGracefully sends a normal close and gives the server a moment to
+// answer it before close() drops the connection.
+func (c *client) closeGracefully() {
+	body := ws.NewCloseFrameBody(ws.StatusNormalClosure, "tether talk: done")
+	c.wmu.Lock()
+	c.closeSent.Store(true)
+	err := ws.WriteFrame(c.conn, ws.MaskFrameInPlace(ws.NewCloseFrame(body)))
+	c.wmu.Unlock()
+	if err != nil {
+		return
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	for range c.events {
+		// Drain until the server's close (or the deadline) ends the reader.
+	}
+}
+
+// close stops the reader and closes the connection; it waits for the reader.
+func (c *client) close() {
+	c.once.Do(func() {
+		close(c.done)
+		_ = c.conn.Close()
+		c.wg.Wait()
+	})
+}
