@@ -304,12 +304,12 @@ lifecycle:
 			}
 		}},
 		{"numbers, bools and deep keys", map[string]string{
-			"TETHER_SERVER_MAX_SESSIONS":            "5",
-			"TETHER_ADMIN_PPROF":                    "false",
-			"TETHER_TELEMETRY_TRACES_SAMPLE_RATIO":  "0.25",
-			"TETHER_AUTH_MODE":                      "jwt",
-			"TETHER_AUTH_JWT_HMAC_SECRET_FILE":      "/run/secret",
-			"TETHER_TLS_ACME_DOMAINS":               "a.example.com,b.example.com",
+			"TETHER_SERVER_MAX_SESSIONS":             "5",
+			"TETHER_ADMIN_PPROF":                     "false",
+			"TETHER_TELEMETRY_TRACES_SAMPLE_RATIO":   "0.25",
+			"TETHER_AUTH_MODE":                       "jwt",
+			"TETHER_AUTH_JWT_HMAC_SECRET_FILE":       "/run/secret",
+			"TETHER_TLS_ACME_DOMAINS":                "a.example.com,b.example.com",
 			"TETHER_LIFECYCLE_FATAL_UPSTREAM_ERRORS": "session_expired",
 		}, "", func(t *testing.T, c *Config) {
 			if c.Server.MaxSessions != 5 || c.Admin.PProf || c.Telemetry.Traces.SampleRatio != 0.25 ||

@@ -99,7 +99,9 @@ func TestValidateRules(t *testing.T) {
 		{name: "client timeout equals interval", mutate: func(c *Config) { c.Lifecycle.Heartbeat.Client.Timeout = c.Lifecycle.Heartbeat.Client.Interval }, want: []string{"lifecycle.heartbeat.client.timeout"}, msg: "less than interval"},
 		{name: "upstream interval negative", mutate: func(c *Config) { c.Lifecycle.Heartbeat.Upstream.Interval = -time.Second }, want: []string{"lifecycle.heartbeat.upstream.interval"}},
 		{name: "upstream timeout over interval", mutate: func(c *Config) { c.Lifecycle.Heartbeat.Upstream.Timeout = time.Minute }, want: []string{"lifecycle.heartbeat.upstream.timeout"}, msg: "less than interval (15s), got 1m0s"},
-		{name: "short heartbeat ok", mutate: func(c *Config) { c.Lifecycle.Heartbeat.Upstream = Heartbeat{Interval: time.Second, Timeout: 999 * time.Millisecond} }},
+		{name: "short heartbeat ok", mutate: func(c *Config) {
+			c.Lifecycle.Heartbeat.Upstream = Heartbeat{Interval: time.Second, Timeout: 999 * time.Millisecond}
+		}},
 		{name: "idle_timeout negative", mutate: func(c *Config) { c.Lifecycle.IdleTimeout = -1 }, want: []string{"lifecycle.idle_timeout"}, msg: ">= 0"},
 		{name: "max_duration negative", mutate: func(c *Config) { c.Lifecycle.MaxDuration = -time.Hour }, want: []string{"lifecycle.max_duration"}},
 		{name: "drain_timeout negative", mutate: func(c *Config) { c.Lifecycle.DrainTimeout = -time.Second }, want: []string{"lifecycle.drain_timeout"}},
@@ -135,7 +137,10 @@ func TestValidateRules(t *testing.T) {
 		{name: "sample_ratio over one", mutate: func(c *Config) { c.Telemetry.Traces.SampleRatio = 1.5 }, want: []string{"telemetry.traces.sample_ratio"}},
 		{name: "sample_ratio NaN", mutate: func(c *Config) { c.Telemetry.Traces.SampleRatio = math.NaN() }, want: []string{"telemetry.traces.sample_ratio"}},
 		{name: "sample_ratio zero ok", mutate: func(c *Config) { c.Telemetry.Traces.SampleRatio = 0 }},
-		{name: "otlp without endpoint ok", mutate: func(c *Config) { c.Telemetry.Traces.Exporter = ExporterOTLP; c.Telemetry.Traces.Protocol = ProtocolHTTP }},
+		{name: "otlp without endpoint ok", mutate: func(c *Config) {
+			c.Telemetry.Traces.Exporter = ExporterOTLP
+			c.Telemetry.Traces.Protocol = ProtocolHTTP
+		}},
 		{name: "service_name empty", mutate: func(c *Config) { c.Telemetry.ServiceName = "" }, want: []string{"telemetry.service_name"}},
 
 		// log

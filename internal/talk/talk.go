@@ -10,6 +10,7 @@
 package talk
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -54,8 +55,8 @@ type Options struct {
 	Headers http.Header
 	// InsecureSkipVerify skips the TLS certificate check of a wss:// URL.
 	InsecureSkipVerify bool
-	// Out receives a short report of the turn, also when it fails; nil
-	// discards it.
+	// Out receives a short report of the turn, also of a failed one (whose
+	// error Run returns rather than prints); nil discards it.
 	Out io.Writer
 
 	// netDial replaces the TCP dial (tests).
@@ -126,7 +127,6 @@ func run(ctx context.Context, opts Options) (*result, error) {
 	}
 	t.report(out, source)
 	if err != nil {
-		fmt.Fprintf(out, "FAILED:     %v\n", err)
 		return t.res, err
 	}
 	fmt.Fprintf(out, "ok:         one turn in %s\n", t.res.Elapsed.Round(time.Millisecond))
@@ -465,7 +465,7 @@ type client struct {
 	closeSent atomic.Bool // our close frame is out: the server's close needs no reply
 }
 
-func newClient(conn net.Conn, br io.Reader) *client {
+func newClient(conn net.Conn, br *bufio.Reader) *client {
 	c := &client{conn: conn, events: make(chan []byte), done: make(chan struct{})}
 	var src io.Reader = conn
 	if br != nil {

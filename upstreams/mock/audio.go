@@ -48,15 +48,27 @@ func (f audioFormat) sampleBytes() int {
 	return 1
 }
 
-// sample decodes the sample at p[i:] to linear 16-bit.
-func (f audioFormat) sample(p []byte, i int) int32 {
+// sumSquares is the sum of the squares of the samples in p (whole samples).
+func (f audioFormat) sumSquares(p []byte) int64 {
+	var sum int64
 	switch f {
 	case formatPCMU:
-		return int32(ulawTable[p[i]])
+		for _, b := range p {
+			v := int64(ulawTable[b])
+			sum += v * v
+		}
 	case formatPCMA:
-		return int32(alawTable[p[i]])
+		for _, b := range p {
+			v := int64(alawTable[b])
+			sum += v * v
+		}
+	default:
+		for i := 0; i+1 < len(p); i += 2 {
+			v := int64(int16(binary.LittleEndian.Uint16(p[i:])))
+			sum += v * v
+		}
 	}
-	return int32(int16(binary.LittleEndian.Uint16(p[i:])))
+	return sum
 }
 
 const (
@@ -106,14 +118,15 @@ const (
 	vadStopped
 )
 
-// window feeds one sample to the detector; at the end of a window it reports
-// speech starting or stopping. silenceMs is the session's silence_duration_ms.
-func (v *vadState) window(s int32, perWindow, silenceMs int) vadEvent {
-	v.winSamples++
-	v.winSum += int64(s) * int64(s)
-	if v.winSamples < perWindow {
-		return vadNone
-	}
+// feed adds samples (their count and sum of squares) to the current window.
+func (v *vadState) feed(samples int, sumSquares int64) {
+	v.winSamples += samples
+	v.winSum += sumSquares
+}
+
+// endWindow classifies the full current window and reports speech starting
+// or stopping. silenceMs is the session's silence_duration_ms.
+func (v *vadState) endWindow(silenceMs int) vadEvent {
 	loud := v.winSum >= int64(vadLevel)*int64(vadLevel)*int64(v.winSamples)
 	v.winSamples, v.winSum = 0, 0
 	v.totalMs += vadWindowMillis
@@ -134,10 +147,10 @@ func (v *vadState) window(s int32, perWindow, silenceMs int) vadEvent {
 }
 
 // Tones synthesised for responses with no committed audio: one second of a
-// quiet 440 Hz sine in each output format.
+// quiet 440 Hz sine in each output format, below the VAD level.
 var tones = sync.OnceValue(func() [3][]byte {
 	var t [3][]byte
-	const amp, hz = 2000.0, 440.0
+	const amp, hz = 1000.0, 440.0 // RMS about 700: below vadLevel
 	pcm := make([]byte, 48000)
 	for i := range 24000 {
 		v := int16(amp * math.Sin(2*math.Pi*hz*float64(i)/24000))

@@ -179,11 +179,16 @@ func (c *conn) detect(start int) error {
 	perWindow := f.bytesPerSecond() * vadWindowMillis / 1000 / sb
 	prefixBytes := f.bytesPerSecond() * c.cfg.prefixMs / 1000
 	from := 0 // audio before from is dropped
-	for i := start; i+sb <= len(c.in); i += sb {
-		switch c.vad.window(f.sample(c.in, i), perWindow, c.cfg.silenceMs) {
+	for i := start; i+sb <= len(c.in); {
+		n := min(perWindow-c.vad.winSamples, (len(c.in)-i)/sb)
+		c.vad.feed(n, f.sumSquares(c.in[i:i+n*sb]))
+		i += n * sb
+		if c.vad.winSamples < perWindow {
+			break
+		}
+		switch c.vad.endWindow(c.cfg.silenceMs) {
 		case vadStarted:
-			winStart := i + sb - perWindow*sb
-			from = max(from, winStart-prefixBytes)
+			from = max(from, i-perWindow*sb-prefixBytes)
 			c.vad.itemID = c.newID("item")
 			startMs := max(c.vad.totalMs-vadWindowMillis-int64(c.cfg.prefixMs), 0)
 			if err := c.sendEvent(struct {
@@ -204,11 +209,10 @@ func (c *conn) detect(start int) error {
 			}{c.head("input_audio_buffer.speech_stopped"), c.vad.totalMs, c.vad.itemID}); err != nil {
 				return err
 			}
-			end := i + sb
-			if err := c.commitAudio(c.in[from:end], c.vad.itemID); err != nil {
+			if err := c.commitAudio(c.in[from:i], c.vad.itemID); err != nil {
 				return err
 			}
-			from = end
+			from = i
 			c.vad.itemID = ""
 			if c.cfg.autoResponse {
 				if err := c.startResponse("", c.cfg.instructions, nil, true); err != nil {

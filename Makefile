@@ -1,0 +1,48 @@
+# tether: build and test entry points. `make test` is what CI runs.
+GO        ?= go
+GOFLAGS   ?=
+PKGS      := ./...
+BIN       := bin/tether
+VERSION   ?= 0.1.0
+
+.PHONY: all build test vet unit e2e chart bench-lite fuzz-smoke run clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/tether
+
+run:
+	$(GO) run ./cmd/tether serve
+
+## test: everything CI checks (vet, unit tests with -race, e2e against the real binary, chart rendering, benchmarks compile and run)
+test: vet unit e2e chart bench-lite
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	cd e2e && $(GO) vet ./...
+	cd charts/test && $(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $(PKGS)
+
+e2e:
+	cd e2e && $(GO) test -race -count=1 -timeout 15m ./...
+
+chart:
+	cd charts/test && $(GO) test -count=1 ./...
+
+## bench-lite: every benchmark runs a few iterations so it keeps compiling and working
+bench-lite:
+	$(GO) test -run '^$$' -bench . -benchtime 100x $(PKGS)
+
+## fuzz-smoke: a short run of each fuzz target
+fuzz-smoke:
+	$(GO) test -run '^$$' -fuzz FuzzPeeker -fuzztime 20s ./proxy
+	$(GO) test -run '^$$' -fuzz FuzzFrameHeader -fuzztime 20s ./proxy
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 20s ./config
+
+clean:
+	rm -rf bin

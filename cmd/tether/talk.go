@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tetherproxy/tether/internal/talk"
+)
+
+func init() {
+	extraCommands = append(extraCommands, newTalkCmd)
+}
+
+// newTalkCmd is `tether talk`: one voice turn through tether (or any
+// OpenAI Realtime endpoint), as a smoke test. It exits non-zero when the turn
+// fails.
+func newTalkCmd() *cobra.Command {
+	var (
+		opts    talk.Options
+		headers []string
+	)
+	cmd := &cobra.Command{
+		Use:   "talk",
+		Short: "Run one voice turn against a realtime endpoint and report it (smoke test)",
+		Long: `talk connects to a Realtime WebSocket endpoint, streams audio (a WAV file of
+16-bit PCM, mono, 24 kHz, or one second of a 440 Hz tone), commits the turn,
+asks for a response and waits for response.done. It prints the session id, the
+time to first audio, the audio received, the response status and the token
+usage, and exits 1 on a timeout, an error event, a close before response.done,
+a response that did not complete, or a reply without audio.`,
+		Example: `  tether talk
+  tether talk --url ws://tether.voice.svc:8080/v1/realtime?model=gpt-realtime --wav hello.wav
+  tether talk --header "Authorization=Bearer $TOKEN"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			h, err := parseHeaders(headers)
+			if err != nil {
+				return err
+			}
+			opts.Headers = h
+			opts.Out = cmd.OutOrStdout()
+			return talk.Run(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.URL, "url", "ws://127.0.0.1:8080/v1/realtime?model=gpt-realtime", "realtime WebSocket URL (ws:// or wss://)")
+	f.StringVar(&opts.WAV, "wav", "", "WAV file to send: 16-bit PCM, mono, 24 kHz (default: 1 s of a 440 Hz tone)")
+	f.DurationVar(&opts.Timeout, "timeout", 30*time.Second, "time allowed for the whole turn")
+	f.StringArrayVar(&headers, "header", nil, "extra upgrade request header as name=value (repeatable)")
+	f.BoolVar(&opts.InsecureSkipVerify, "insecure", false, "skip TLS certificate verification for wss:// URLs")
+	return cmd
+}
+
+// parseHeaders turns name=value flags into an http.Header.
+func parseHeaders(kvs []string) (http.Header, error) {
+	h := make(http.Header, len(kvs))
+	for _, kv := range kvs {
+		name, value, ok := strings.Cut(kv, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--header %q: want name=value", kv)
+		}
+		h.Add(name, strings.TrimSpace(value))
+	}
+	return h, nil
+}

@@ -1,0 +1,300 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeTransport records what the session asked of the relay.
+type fakeTransport struct {
+	mu       sync.Mutex
+	pings    [2]int
+	pingErr  error
+	shutdown int
+	client   CloseFrame
+	upstream CloseFrame
+}
+
+func (f *fakeTransport) Ping(leg Leg) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pings[leg]++
+	return f.pingErr
+}
+
+func (f *fakeTransport) Shutdown(c, u CloseFrame) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shutdown++
+	f.client, f.upstream = c, u
+}
+
+func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
+	t.Helper()
+	release, err := m.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.Open(Info{Upstream: "u", ClientAddr: "1.2.3.4:5"})
+	ft := &fakeTransport{}
+	s.Start(ft)
+	return s, ft, func() { m.Finished(s, release) }
+}
+
+func TestEndIsExactlyOnce(t *testing.T) {
+	met := NewMetrics()
+	m := NewManager(Options{Metrics: met})
+	s, ft, finish := open(t, m)
+	if m.Get(s.ID) != s || m.Len() != 1 {
+		t.Fatal("session not registered")
+	}
+	var wg sync.WaitGroup
+	for _, r := range []Reason{ReasonAdmin, ReasonIdleTimeout, ReasonShutdown, ReasonClientError} {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.End(r) }()
+	}
+	wg.Wait()
+	finish()
+	if ft.shutdown != 1 {
+		t.Fatalf("Shutdown called %d times", ft.shutdown)
+	}
+	if m.Get(s.ID) != nil || m.Len() != 0 {
+		t.Fatal("registry entry not removed")
+	}
+	if got := testutil.ToFloat64(met.sessionsActive); got != 0 {
+		t.Fatalf("active = %v", got)
+	}
+	total := 0.0
+	for _, r := range AllReasons {
+		total += testutil.ToFloat64(met.sessionsTotal.WithLabelValues(string(r)))
+	}
+	if total != 1 {
+		t.Fatalf("sessions_total sums to %v", total)
+	}
+}
+
+func TestCloseCodesFollowTheContract(t *testing.T) {
+	cases := map[Reason][2]uint16{
+		ReasonClientError:              {CodeNone, 1001},
+		ReasonUpstreamError:            {1014, CodeNone},
+		ReasonClientHeartbeatTimeout:   {1001, 1001},
+		ReasonUpstreamHeartbeatTimeout: {4002, 1001},
+		ReasonIdleTimeout:              {4000, 1000},
+		ReasonMaxDuration:              {4001, 1000},
+		ReasonUpstreamFatalEvent:       {1014, 1000},
+		ReasonFrameTooLarge:            {1009, 1000},
+		ReasonProtocolError:            {1002, 1000},
+		ReasonAdmin:                    {4003, 1000},
+		ReasonShutdown:                 {1001, 1001},
+	}
+	for r, want := range cases {
+		m := NewManager(Options{})
+		s, ft, finish := open(t, m)
+		s.End(r)
+		finish()
+		if ft.client.Code != want[0] || ft.upstream.Code != want[1] {
+			t.Errorf("%s: client %d upstream %d, want %v", r, ft.client.Code, ft.upstream.Code, want)
+		}
+	}
+	m := NewManager(Options{})
+	s, ft, finish := open(t, m)
+	s.CloseReceived(Upstream, 3000, "invalid_api_key")
+	finish()
+	if ft.client != (CloseFrame{3000, "invalid_api_key"}) || ft.upstream.Code != 3000 || s.Summary().Reason != ReasonUpstreamClosed {
+		t.Fatalf("upstream close relayed as %+v / %+v", ft.client, ft.upstream)
+	}
+}
+
+func TestReserveLimitsAndDraining(t *testing.T) {
+	m := NewManager(Options{MaxSessions: 2})
+	r1, err1 := m.Reserve()
+	r2, err2 := m.Reserve()
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if _, err := m.Reserve(); !errors.Is(err, ErrFull) {
+		t.Fatalf("third reserve: %v", err)
+	}
+	r1()
+	r1() // idempotent
+	r3, err := m.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2()
+	r3()
+	m.Drain(context.Background())
+	if _, err := m.Reserve(); !errors.Is(err, ErrDraining) {
+		t.Fatalf("reserve while draining: %v", err)
+	}
+}
+
+func TestHeartbeatPingsAndTimesOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		met := NewMetrics()
+		m := NewManager(Options{Metrics: met,
+			ClientHeartbeat:   HeartbeatOptions{Interval: 10 * time.Second, Timeout: 3 * time.Second},
+			UpstreamHeartbeat: HeartbeatOptions{Interval: 10 * time.Second, Timeout: 3 * time.Second}})
+		s, ft, finish := open(t, m)
+		// Three healthy rounds: pongs 100 ms after each ping.
+		for round := 1; round <= 3; round++ {
+			time.Sleep(10*time.Second + 100*time.Millisecond)
+			synctest.Wait()
+			if ft.pings[Client] != round || ft.pings[Upstream] != round {
+				t.Fatalf("round %d: pings %v", round, ft.pings)
+			}
+			s.Pong(Client)
+			s.Pong(Upstream)
+		}
+		if s.Ended() {
+			t.Fatal("healthy session ended")
+		}
+		if n := testutil.CollectAndCount(met.Registry, "tether_heartbeat_rtt_seconds"); n != 2 {
+			t.Fatalf("rtt series %d", n)
+		}
+		// The upstream stops answering: the next ping goes out and 3 s later the session ends.
+		time.Sleep(9*time.Second + 800*time.Millisecond) // t = 40.1 s: the fourth ping is out, deadline 43 s
+		synctest.Wait()
+		s.Pong(Client)
+		time.Sleep(2*time.Second + 900*time.Millisecond - time.Millisecond)
+		synctest.Wait()
+		if s.Ended() {
+			t.Fatal("ended before the pong deadline")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if !s.Ended() || s.Summary().Reason != ReasonUpstreamHeartbeatTimeout {
+			t.Fatalf("ended=%v reason=%s", s.Ended(), s.Summary().Reason)
+		}
+		finish()
+		if got := testutil.ToFloat64(met.heartbeatTimeouts.WithLabelValues("upstream")); got != 1 {
+			t.Fatalf("heartbeat timeouts %v", got)
+		}
+	})
+}
+
+func TestIdleTimerCountsDataFrames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewManager(Options{IdleTimeout: 10 * time.Second})
+		s, _, finish := open(t, m)
+		for range 5 { // a frame every 6 s keeps it alive for 30 s
+			time.Sleep(6 * time.Second)
+			s.Frame(ClientToUpstream, 100)
+		}
+		synctest.Wait()
+		if s.Ended() {
+			t.Fatal("active session ended as idle")
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if s.Summary().Reason != ReasonIdleTimeout {
+			t.Fatalf("reason %q", s.Summary().Reason)
+		}
+		finish()
+	})
+}
+
+func TestDrainClosesIdleAtOnceAndBusyAtBoundaryOrDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewManager(Options{DrainTimeout: 20 * time.Second})
+		idle, _, f1 := open(t, m)
+		busy, _, f2 := open(t, m)
+		stuck, _, f3 := open(t, m)
+		busy.Captured(UpstreamToClient, []byte("response.created"), []byte(`{"type":"response.created","response":{"id":"r1"}}`))
+		stuck.Captured(UpstreamToClient, []byte("response.created"), []byte(`{"type":"response.created","response":{"id":"r2"}}`))
+		done := make(chan struct{})
+		start := time.Now()
+		go func() {
+			m.Drain(context.Background())
+			close(done)
+		}()
+		synctest.Wait()
+		if !idle.Ended() || busy.Ended() || stuck.Ended() {
+			t.Fatalf("after drain start: idle=%v busy=%v stuck=%v", idle.Ended(), busy.Ended(), stuck.Ended())
+		}
+		if snap := busy.Snapshot(); snap.State != stateDraining {
+			t.Fatalf("busy state %q", snap.State)
+		}
+		f1()
+		time.Sleep(5 * time.Second)
+		busy.Captured(UpstreamToClient, []byte("response.done"), []byte(`{"type":"response.done","response":{"id":"r1","status":"completed"}}`))
+		synctest.Wait()
+		if !busy.Ended() || busy.Summary().Reason != ReasonShutdown {
+			t.Fatal("busy session not closed at its response boundary")
+		}
+		f2()
+		go func() { // the relay exits once its session has ended
+			for !stuck.Ended() {
+				time.Sleep(100 * time.Millisecond)
+			}
+			f3()
+		}()
+		<-done
+		if d := time.Since(start); d < 20*time.Second || d > 22*time.Second {
+			t.Fatalf("drain took %v, want the 20 s deadline", d)
+		}
+		if stuck.Summary().Reason != ReasonShutdown {
+			t.Fatalf("stuck reason %q", stuck.Summary().Reason)
+		}
+	})
+}
+
+func TestTimeToFirstAudioAndTokens(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		met := NewMetrics()
+		m := NewManager(Options{Metrics: met})
+		s, _, finish := open(t, m)
+		s.Event(UpstreamToClient, []byte("input_audio_buffer.speech_stopped"), nil)
+		time.Sleep(200 * time.Millisecond)
+		s.Captured(UpstreamToClient, []byte("response.created"), []byte(`{"response":{"id":"resp_1"}}`))
+		time.Sleep(300 * time.Millisecond)
+		s.Event(UpstreamToClient, []byte("response.output_audio.delta"), []byte("resp_other"))
+		s.Event(UpstreamToClient, []byte("response.output_audio.delta"), []byte("resp_1"))
+		s.Event(UpstreamToClient, []byte("response.output_audio.delta"), []byte("resp_1"))
+		s.Captured(UpstreamToClient, []byte("response.done"), []byte(`{"response":{"id":"resp_1","status":"completed","usage":{"input_tokens":300,"output_tokens":112,"input_token_details":{"text_tokens":120,"audio_tokens":180,"cached_tokens":64},"output_token_details":{"text_tokens":25,"audio_tokens":87}}}}`))
+		if s.lastTTFA != 500*time.Millisecond {
+			t.Fatalf("ttfa %v, want 500ms from speech_stopped", s.lastTTFA)
+		}
+		if got := testutil.CollectAndCount(met.Registry, "tether_time_to_first_audio_seconds"); got != 1 {
+			t.Fatalf("ttfa samples %d", got)
+		}
+		for kind, want := range map[string]float64{"input_text": 120, "input_audio": 180, "cached": 64, "output_text": 25, "output_audio": 87} {
+			if got := testutil.ToFloat64(met.tokens.WithLabelValues(kind)); got != want {
+				t.Errorf("tokens %s = %v, want %v", kind, got, want)
+			}
+		}
+		s.End(ReasonClientClosed)
+		finish()
+		sum := s.Summary()
+		if sum.Tokens.Input != 300 || sum.Tokens.Output != 112 || sum.Responses != 1 {
+			t.Fatalf("summary %+v", sum)
+		}
+	})
+}
+
+func TestFatalUpstreamErrorEndsSession(t *testing.T) {
+	met := NewMetrics()
+	m := NewManager(Options{Metrics: met, FatalUpstreamErrors: []string{"session_expired"}})
+	s, ft, finish := open(t, m)
+	s.Captured(UpstreamToClient, []byte("error"), []byte(`{"type":"error","error":{"type":"invalid_request_error","code":"input_audio_buffer_commit_empty"}}`))
+	if s.Ended() {
+		t.Fatal("recoverable error ended the session")
+	}
+	s.Captured(UpstreamToClient, []byte("error"), []byte(`{"type":"error","error":{"type":"invalid_request_error","code":"session_expired"}}`))
+	finish()
+	if s.Summary().Reason != ReasonUpstreamFatalEvent || ft.client.Code != 1014 {
+		t.Fatalf("reason %s client %d", s.Summary().Reason, ft.client.Code)
+	}
+	if got := testutil.ToFloat64(met.upstreamErrors.WithLabelValues("input_audio_buffer_commit_empty")); got != 1 {
+		t.Fatalf("error count %v", got)
+	}
+}
