@@ -70,6 +70,8 @@ type app struct {
 	mockURL string
 
 	clientLn, adminLn net.Listener
+	// tlsClose stops certificate maintenance; nil when TLS is off or not started.
+	tlsClose func()
 	clientSrv         *http.Server
 	adminSrv          *http.Server
 }
@@ -178,6 +180,11 @@ func start(cfg *config.Config, log *slog.Logger) (a *app, err error) {
 	if a.clientLn, err = listen("server.listen", cfg.Server.Listen); err != nil {
 		return nil, err
 	}
+	tlsLn, tlsClose, err := tlsListener(cfg.TLS, a.clientLn, log)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err) // a.close closes the plain listener
+	}
+	a.clientLn, a.tlsClose = tlsLn, tlsClose
 	if a.adminLn, err = listen("admin.listen", cfg.Admin.Listen); err != nil {
 		return nil, err
 	}
@@ -246,6 +253,9 @@ func (a *app) close() {
 	if a.mgr != nil {
 		a.mgr.CloseAll(lifecycle.ReasonShutdown)
 		a.mgr.Wait()
+	}
+	if a.tlsClose != nil {
+		a.tlsClose()
 	}
 	if a.mock != nil {
 		_ = a.mock.Close()
