@@ -16,6 +16,9 @@ import (
 // outside the relay's frame loop, at most a few times per response; they
 // must not block.
 type Hooks interface {
+	// HandshakeFailed reports an upgrade refused after it was admitted
+	// (no upstream reachable): status is the HTTP status sent to the client.
+	HandshakeFailed(info Info, status int, reason string)
 	SessionStarted(s *Session)
 	ResponseStarted(s *Session, responseID string)
 	FirstAudio(s *Session, responseID string, ttfa time.Duration)
@@ -138,7 +141,7 @@ func (m *Manager) ended(s *Session) {
 		} else {
 			m.metrics.sessionsTotal.WithLabelValues(string(sum.Reason)).Inc()
 		}
-		m.metrics.sessionDuration.Observe(sum.Duration.Seconds())
+		observe(m.metrics.sessionDuration, sum.Duration.Seconds(), sum.TraceID)
 	}
 	for _, h := range m.opts.Hooks {
 		h.SessionEnded(s, sum)
@@ -150,7 +153,15 @@ func (m *Manager) ended(s *Session) {
 		"bytes_client_to_upstream", sum.Bytes[ClientToUpstream],
 		"bytes_upstream_to_client", sum.Bytes[UpstreamToClient],
 		"responses", sum.Responses,
-		"input_tokens", sum.Tokens.Input, "output_tokens", sum.Tokens.Output)
+		"input_tokens", sum.Tokens.Input, "output_tokens", sum.Tokens.Output,
+		"trace_id", sum.TraceID, "span_id", sum.SpanID)
+}
+
+// HandshakeFailed reports a failed handshake to the hooks.
+func (m *Manager) HandshakeFailed(info Info, status int, reason string) {
+	for _, h := range m.opts.Hooks {
+		h.HandshakeFailed(info, status, reason)
+	}
 }
 
 // Get returns the open session with id, or nil. O(1).

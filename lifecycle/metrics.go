@@ -96,6 +96,15 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// observe records v, with the trace id as an exemplar when there is one.
+func observe(h prometheus.Observer, v float64, traceID string) {
+	if eo, ok := h.(prometheus.ExemplarObserver); ok && traceID != "" {
+		eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": traceID})
+		return
+	}
+	h.Observe(v)
+}
+
 // ObserveDial records one upstream dial attempt.
 func (m *Metrics) ObserveDial(upstream, result string, d time.Duration) {
 	if m == nil {

@@ -21,13 +21,31 @@ type Transport interface {
 	Shutdown(client, upstream CloseFrame)
 }
 
-// Info describes a session at start.
+// Info describes a session at start (or a handshake that failed).
 type Info struct {
 	Upstream     string // name of the upstream that served it
 	UpstreamType string // openai, azure, generic, mock
 	ClientAddr   string
 	ServerAddr   string
 	Model        string // from the client's ?model= query, if any
+	// RequestedAt is when the client's upgrade request arrived.
+	RequestedAt time.Time
+	// TraceParent and TraceState are the client's W3C trace context headers.
+	TraceParent, TraceState string
+	// Dials are the upstream dial attempts of the handshake, in order.
+	Dials []Dial
+	// ClientID identifies an authenticated client (token name or JWT sub); empty without auth.
+	ClientID string
+}
+
+// Dial is one upstream dial attempt.
+type Dial struct {
+	Upstream string
+	Result   string // ok, auth, rate_limited, timeout, refused, http_4xx, http_5xx, error_event, closed, error
+	Status   int    // HTTP status of the upgrade answer, if any
+	Start    time.Time
+	Duration time.Duration
+	Err      string // redacted
 }
 
 // state values shown in GET /sessions.
@@ -78,6 +96,30 @@ type Session struct {
 	curResponse  string    // id of the response awaiting its first audio
 	respStart    time.Time // when curResponse was created
 	lastTTFA     time.Duration
+	traceID      string // set by a tracing hook; joins logs and traces
+	spanID       string
+	peerClose    *PeerClose // the close frame that ended the session, if one did
+}
+
+// PeerClose is a close frame received from one leg.
+type PeerClose struct {
+	Leg    Leg
+	Code   uint16
+	Reason string
+}
+
+// SetTrace records the session span's ids, for the end-of-session log line and exemplars.
+func (s *Session) SetTrace(traceID, spanID string) {
+	s.mu.Lock()
+	s.traceID, s.spanID = traceID, spanID
+	s.mu.Unlock()
+}
+
+// TraceID returns the id set by SetTrace, or "".
+func (s *Session) TraceID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.traceID
 }
 
 // Tokens sums response.done usage over a session.
@@ -173,13 +215,14 @@ func (s *Session) firstAudio(responseID []byte) {
 		ttfa = time.Since(s.turnStart)
 	}
 	s.lastTTFA = ttfa
+	traceID := s.traceID
 	id := s.curResponse
 	s.curResponse = ""
 	s.turnStart = time.Time{}
 	s.audioPending.Store(false)
 	s.mu.Unlock()
 	if m := s.mgr.metrics; m != nil {
-		m.timeToFirstAudio.Observe(ttfa.Seconds())
+		observe(m.timeToFirstAudio, ttfa.Seconds(), traceID)
 	}
 	for _, h := range s.mgr.opts.Hooks {
 		h.FirstAudio(s, id, ttfa)
@@ -329,6 +372,11 @@ func (t *Tokens) add(u Tokens) {
 // code; the sender gets it echoed.
 func (s *Session) CloseReceived(leg Leg, code uint16, reason string) {
 	cf := CloseFrame{Code: code, Reason: reason}
+	s.mu.Lock()
+	if !s.ended.Load() && s.peerClose == nil {
+		s.peerClose = &PeerClose{Leg: leg, Code: code, Reason: reason}
+	}
+	s.mu.Unlock()
 	if leg == Client {
 		s.end(ReasonClientClosed, cf, cf)
 		return
@@ -439,6 +487,12 @@ type Summary struct {
 	Tokens       Tokens
 	Conversation string
 	Model        string
+	// PeerClose is the close frame that ended the session (client_closed/upstream_closed).
+	PeerClose *PeerClose
+	// LastTTFA is the last time to first audio measured.
+	LastTTFA time.Duration
+	TraceID  string
+	SpanID   string
 }
 
 // Summary returns the session's figures; meaningful once it has ended.
@@ -460,6 +514,7 @@ func (s *Session) Summary() Summary {
 		Frames:    [2]int64{s.frames[0].Load(), s.frames[1].Load()},
 		Responses: s.responses.Load(), Tokens: s.tokens,
 		Conversation: s.conversation, Model: model,
+		PeerClose: s.peerClose, LastTTFA: s.lastTTFA, TraceID: s.traceID, SpanID: s.spanID,
 	}
 }
 

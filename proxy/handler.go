@@ -103,6 +103,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	requestedAt := time.Now()
 	// 1. The handshake itself: everything is checked before any upstream is dialed.
 	if !headerHasToken(r.Header, "Upgrade", "websocket") {
 		h.reject(w, http.StatusUpgradeRequired, "not_websocket",
@@ -166,6 +167,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if beta && ureq.Header.Get("OpenAI-Beta") == "" {
 		ureq.Header.Set("OpenAI-Beta", "realtime=v1")
 	}
+	var localAddr string
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		localAddr = la.String()
+	}
+	model := ""
+	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+		model = q.Get("model")
+	}
+	info := lifecycle.Info{
+		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: model, RequestedAt: requestedAt,
+		TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate"),
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
 	up, err := h.dialer.Dial(ctx, ureq)
 	cancel()
@@ -174,6 +187,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status, retry := http.StatusBadGateway, ""
 		if errors.As(err, &de) {
 			status, retry = de.Status, de.RetryAfter
+			info.Dials = dialRecords(de.Attempts)
 		}
 		h.log.Warn("upstream dial failed", "client", r.RemoteAddr, "err", err)
 		hdr := map[string]string{}
@@ -184,9 +198,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusTooManyRequests {
 			reason = "upstream_rate_limited"
 		}
+		h.mgr.HandshakeFailed(info, status, reason)
 		h.reject(w, status, reason, "no upstream could be reached", hdr)
 		return
 	}
+	info.Upstream, info.UpstreamType = up.Upstream.Name, up.Upstream.Kind
+	info.Dials = dialRecords(up.Attempts)
 
 	// 4. Answer 101.
 	u := ws.HTTPUpgrader{
@@ -199,18 +216,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
 		return
 	}
-	var localAddr string
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		localAddr = la.String()
-	}
-	model := ""
-	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
-		model = q.Get("model")
-	}
-	s := h.mgr.Open(lifecycle.Info{
-		Upstream: up.Upstream.Name, UpstreamType: up.Upstream.Kind,
-		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: model,
-	})
+	s := h.mgr.Open(info)
 	relay := NewRelay(conn, rw.Reader, up.Net, up.BR, h.opts.Relay)
 	relay.log = h.log
 	if up.First != nil {
@@ -224,6 +230,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.Start(relay)
 	relay.Run(s)
 	h.mgr.Finished(s, release)
+}
+
+// dialRecords converts dial attempts for the session's record.
+func dialRecords(as []upstreams.Attempt) []lifecycle.Dial {
+	out := make([]lifecycle.Dial, 0, len(as))
+	for _, a := range as {
+		d := lifecycle.Dial{Upstream: a.Upstream, Result: a.Result, Status: a.Status, Start: a.Start, Duration: a.Duration}
+		if a.Err != nil {
+			d.Err = a.Err.Error()
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // parseProtocols reads Sec-WebSocket-Protocol: whether `realtime` was

@@ -99,6 +99,8 @@ type Conn struct {
 	// FirstPayload is the first frame's payload (for the session to parse).
 	FirstPayload []byte
 	Upstream     *Upstream
+	// Attempts lists every dial of this request, the successful one last.
+	Attempts []Attempt
 }
 
 // Attempt records one dial for metrics and traces.
@@ -108,6 +110,7 @@ type Attempt struct {
 	Status   int    // upstream HTTP status, if any
 	// RetryAfter is the upstream's Retry-After header on a 429/503 answer.
 	RetryAfter string
+	Start      time.Time
 	Duration   time.Duration
 	Err        error
 }
@@ -195,11 +198,12 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 		}
 		start := time.Now()
 		c, a := d.dialOne(ctx, u, req)
-		a.Upstream, a.Duration = u.Name, time.Since(start)
+		a.Upstream, a.Start, a.Duration = u.Name, start, time.Since(start)
 		if d.OnAttempt != nil {
 			d.OnAttempt(a)
 		}
 		if c != nil {
+			c.Attempts = append(de.Attempts, a)
 			return c, nil
 		}
 		de.Attempts = append(de.Attempts, a)

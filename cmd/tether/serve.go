@@ -71,9 +71,9 @@ type app struct {
 
 	clientLn, adminLn net.Listener
 	// tlsClose stops certificate maintenance; nil when TLS is off or not started.
-	tlsClose func()
-	clientSrv         *http.Server
-	adminSrv          *http.Server
+	tlsClose  func()
+	clientSrv *http.Server
+	adminSrv  *http.Server
 }
 
 // serve runs tether until a signal drains it. The first signal drains; a

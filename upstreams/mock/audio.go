@@ -101,6 +101,7 @@ func boundAudio(buf []byte, limit int) []byte {
 // measures the audio timeline (bytes appended), not the wall clock, so a test
 // can send seconds of audio at once.
 type vadState struct {
+	rest       int   // bytes of a partial sample at the end of the input, not analysed yet
 	winSamples int   // samples in the current window so far
 	winSum     int64 // sum of their squares
 	totalMs    int64 // audio appended since the session started, in whole windows

@@ -179,7 +179,8 @@ func (c *conn) detect(start int) error {
 	perWindow := f.bytesPerSecond() * vadWindowMillis / 1000 / sb
 	prefixBytes := f.bytesPerSecond() * c.cfg.prefixMs / 1000
 	from := 0 // audio before from is dropped
-	for i := start; i+sb <= len(c.in); {
+	i := start - c.vad.rest
+	for i+sb <= len(c.in) {
 		n := min(perWindow-c.vad.winSamples, (len(c.in)-i)/sb)
 		c.vad.feed(n, f.sumSquares(c.in[i:i+n*sb]))
 		i += n * sb
@@ -224,6 +225,9 @@ func (c *conn) detect(start int) error {
 	if !c.vad.inSpeech {
 		from = max(from, len(c.in)-prefixBytes)
 	}
+	// Keep a partial sample for the next append.
+	from = min(from, i)
+	c.vad.rest = len(c.in) - i
 	if from > 0 {
 		c.in = c.in[:copy(c.in, c.in[from:])]
 	}

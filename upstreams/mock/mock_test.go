@@ -825,7 +825,7 @@ func TestServerVAD(t *testing.T) {
 	if f := c.mustFrame(); f.op != ws.OpPong {
 		t.Fatalf("silence produced %v %q", f.op, f.payload)
 	}
-	c.appendAudio(stream[48000:], 960) // 20 ms appends
+	c.appendAudio(stream[48000:], 959) // about 20 ms, odd: samples straddle appends
 
 	started := c.expect("input_audio_buffer.speech_started")
 	if ms := num(t, started, "audio_start_ms"); ms != 700 {
