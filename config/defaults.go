@@ -33,6 +33,13 @@ const (
 	// TLSModeACME obtains certificates automatically.
 	TLSModeACME = "acme"
 
+	// ACMELetsEncryptProduction is the ACME directory used when
+	// tls.acme.ca_url is empty.
+	ACMELetsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
+	// ACMELetsEncryptStaging is Let's Encrypt's staging directory: untrusted
+	// certificates, generous rate limits; for trying a setup.
+	ACMELetsEncryptStaging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
 	// ExporterNone disables tracing.
 	ExporterNone = "none"
 	// ExporterOTLP exports spans over OTLP.
@@ -99,6 +106,12 @@ const (
 	DefaultOpenAIAPIKeyEnv = "OPENAI_API_KEY"
 	// DefaultDialTimeout is the dial_timeout of an upstream without one.
 	DefaultDialTimeout = 10 * time.Second
+	// DefaultAzureAPIKeyEnv holds the key of an azure upstream without a credential setting.
+	DefaultAzureAPIKeyEnv = "AZURE_OPENAI_API_KEY"
+	// DefaultMaxFailures is the max_failures of an upstream without one.
+	DefaultMaxFailures = 3
+	// DefaultCooldown is the cooldown of an upstream without one.
+	DefaultCooldown = 30 * time.Second
 )
 
 // Limits enforced by Validate.
@@ -200,8 +213,23 @@ func fillUpstreamDefaults(u *Upstream) {
 			u.APIKeyEnv = DefaultOpenAIAPIKeyEnv
 		}
 	}
+	if u.Type == UpstreamAzure && u.APIKeyEnv == "" && u.APIKeyFile == "" && u.TokenFile == "" {
+		u.APIKeyEnv = DefaultAzureAPIKeyEnv
+	}
 	if u.DialTimeout == 0 {
 		u.DialTimeout = DefaultDialTimeout
+	}
+	if len(u.Subprotocols) == 0 {
+		u.Subprotocols = nil
+	}
+	if len(u.AllowedModels) == 0 {
+		u.AllowedModels = nil
+	}
+	if u.MaxFailures == 0 {
+		u.MaxFailures = DefaultMaxFailures
+	}
+	if u.Cooldown == 0 {
+		u.Cooldown = DefaultCooldown
 	}
 	if len(u.Headers) == 0 {
 		u.Headers = nil // "headers: {}" is the same as no headers

@@ -420,19 +420,24 @@ func TestLoadUpstreamDefaults(t *testing.T) {
 	}{
 		{"empty entry keys", "upstreams: [{}]", []Upstream{{
 			Name: "openai", Type: "openai", URL: "wss://api.openai.com/v1/realtime",
-			APIKeyEnv: "OPENAI_API_KEY", DialTimeout: 10 * time.Second,
+			APIKeyEnv: "OPENAI_API_KEY", DialTimeout: 10 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"mock has no url or key", "upstreams: [{type: mock}]", []Upstream{{
-			Name: "mock", Type: "mock", DialTimeout: 10 * time.Second,
+			Name: "mock", Type: "mock", DialTimeout: 10 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"api_key_file suppresses the env default", "upstreams: [{api_key_file: /k}]", []Upstream{{
-			Name: "openai", Type: "openai", URL: DefaultOpenAIURL, APIKeyFile: "/k", DialTimeout: DefaultDialTimeout,
+			Name: "openai", Type: "openai", URL: DefaultOpenAIURL, APIKeyFile: "/k", DialTimeout: DefaultDialTimeout, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"explicit values kept", `upstreams: [{name: primary, url: "wss://proxy.internal/v1/realtime", api_key_env: MY_KEY, dial_timeout: 3s}]`, []Upstream{{
-			Name: "primary", Type: "openai", URL: "wss://proxy.internal/v1/realtime", APIKeyEnv: "MY_KEY", DialTimeout: 3 * time.Second,
+			Name: "primary", Type: "openai", URL: "wss://proxy.internal/v1/realtime", APIKeyEnv: "MY_KEY", DialTimeout: 3 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
-		{"azure gets no key default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime"}]`, []Upstream{{
+		{"azure key from AZURE_OPENAI_API_KEY by default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime"}]`, []Upstream{{
 			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
+			APIKeyEnv: DefaultAzureAPIKeyEnv, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
+		}}},
+		{"azure with a token file gets no key default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime", token_file: /var/run/token}]`, []Upstream{{
+			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
+			TokenFile: "/var/run/token", MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"zero dial_timeout takes the default", "upstreams: [{type: mock, dial_timeout: 0s}]", []Upstream{mock("mock")}},
 		{"same type twice", "upstreams: [{}, {type: openai}]", []Upstream{openai("openai"), openai("openai-1")}},
@@ -441,7 +446,7 @@ func TestLoadUpstreamDefaults(t *testing.T) {
 		{"indexed name taken too", "upstreams: [{}, {}, {name: openai-1, type: mock}]",
 			[]Upstream{openai("openai"), openai("openai-2"), mock("openai-1")}},
 		{"header names canonical", "upstreams: [{type: mock, headers: {x-api-version: \"2\", OpenAI-Beta: realtime=v1}}]", []Upstream{{
-			Name: "mock", Type: "mock", DialTimeout: DefaultDialTimeout,
+			Name: "mock", Type: "mock", DialTimeout: DefaultDialTimeout, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 			Headers: map[string]string{"X-Api-Version": "2", "Openai-Beta": "realtime=v1"},
 		}}},
 	}

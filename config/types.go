@@ -49,6 +49,9 @@ type Server struct {
 	MaxFrameBytes int64 `mapstructure:"max_frame_bytes" yaml:"max_frame_bytes"`
 	// AllowedOrigins is an exact-match list of Origin values; empty allows any.
 	AllowedOrigins []string `mapstructure:"allowed_origins" yaml:"allowed_origins"`
+	// AllowMissingOrigin admits requests without an Origin header when
+	// AllowedOrigins is set (server-side clients send none).
+	AllowMissingOrigin bool `mapstructure:"allow_missing_origin" yaml:"allow_missing_origin"`
 }
 
 // Admin is the admin listener (/healthz, /readyz, /metrics, /sessions, /debug/pprof).
@@ -112,6 +115,30 @@ type Upstream struct {
 	// DialTimeout bounds one dial attempt, including the wait for the first
 	// event of realtime upstreams. Default (also for 0): [DefaultDialTimeout].
 	DialTimeout time.Duration `mapstructure:"dial_timeout" yaml:"dial_timeout"`
+	// Beta adds `OpenAI-Beta: realtime=v1` for servers that still speak the
+	// beta dialect.
+	Beta bool `mapstructure:"beta" yaml:"beta"`
+	// APIKeyHeader (generic) sends the credential in this header instead of
+	// `Authorization: Bearer` (e.g. x-goog-api-key).
+	APIKeyHeader string `mapstructure:"api_key_header" yaml:"api_key_header"`
+	// APIKeyQuery (generic) sends the credential as this query parameter
+	// (e.g. Gemini Live's "key").
+	APIKeyQuery string `mapstructure:"api_key_query" yaml:"api_key_query"`
+	// TokenFile (azure) holds a bearer token, re-read when it changes (the
+	// file workload identity keeps fresh). Alternative to an api-key.
+	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
+	// Subprotocols (generic) are offered to the upstream in Sec-WebSocket-Protocol.
+	Subprotocols []string `mapstructure:"subprotocols" yaml:"subprotocols"`
+	// AllowedModels limits the ?model= a client may ask for; empty allows any.
+	AllowedModels []string `mapstructure:"allowed_models" yaml:"allowed_models"`
+	// DefaultModel is used when the client asks for none.
+	DefaultModel string `mapstructure:"default_model" yaml:"default_model"`
+	// CARootFile is a PEM bundle of CAs trusted for this upstream (private CAs).
+	CARootFile string `mapstructure:"ca_root_file" yaml:"ca_root_file"`
+	// MaxFailures consecutive failed dials put the upstream in cool-down; 0 never does.
+	MaxFailures int `mapstructure:"max_failures" yaml:"max_failures"`
+	// Cooldown is how long an upstream is skipped after MaxFailures failures.
+	Cooldown time.Duration `mapstructure:"cooldown" yaml:"cooldown"`
 }
 
 // Lifecycle holds the session guarantees.
@@ -164,18 +191,26 @@ type TLS struct {
 type TLSACME struct {
 	// Email is the ACME account contact; optional.
 	Email string `mapstructure:"email" yaml:"email"`
-	// CAURL is the ACME directory URL; empty means the certmagic default (Let's Encrypt).
+	// CAURL is the ACME directory URL; empty means Let's Encrypt production
+	// ([ACMELetsEncryptProduction]).
 	CAURL string `mapstructure:"ca_url" yaml:"ca_url"`
-	// CARootFile is a PEM bundle trusted for the ACME server (private or test CAs).
+	// CARootFile is a PEM bundle trusted for the ACME server's HTTPS
+	// endpoint, in addition to the system roots (private or test CAs).
 	CARootFile string `mapstructure:"ca_root_file" yaml:"ca_root_file"`
 	// Domains are the names certificates are obtained for; with OnDemand they
-	// are the allowlist of names a certificate may be issued for.
+	// are the allowlist of names a certificate may be issued for, where a
+	// leading "*." label matches exactly one label ("*.example.com" allows
+	// "a.example.com", not "example.com" or "a.b.example.com").
 	Domains []string `mapstructure:"domains" yaml:"domains"`
 	// StorageDir is where certificates and ACME account keys are kept.
 	StorageDir string `mapstructure:"storage_dir" yaml:"storage_dir"`
 	// OnDemand obtains certificates during the first TLS handshake for a
 	// name instead of at startup.
 	OnDemand bool `mapstructure:"on_demand" yaml:"on_demand"`
+	// HTTPListen, when set, is a host:port on which tether answers ACME
+	// HTTP-01 challenges (usually ":80"); empty leaves only TLS-ALPN-01,
+	// answered on server.listen.
+	HTTPListen string `mapstructure:"http_listen" yaml:"http_listen"`
 }
 
 // Telemetry configures tracing.

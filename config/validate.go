@@ -1,10 +1,12 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,6 +133,10 @@ func (c *Config) validate(ps *problems) {
 	validateUpstreams(ps, c.Upstreams)
 	c.Lifecycle.validate(ps)
 	c.TLS.validate(ps)
+	if l := c.TLS.ACME.HTTPListen; c.TLS.Mode == TLSModeACME && l != "" && !strings.HasSuffix(l, ":0") &&
+		(l == c.Server.Listen || l == c.Admin.Listen) {
+		ps.add("tls.acme.http_listen", "must differ from server.listen and admin.listen (got %q)", l)
+	}
 	c.Telemetry.validate(ps)
 	c.Log.validate(ps)
 }
@@ -237,6 +243,58 @@ func validateUpstreams(ps *problems, list []Upstream) {
 			}
 		}
 		positive(ps, p+".dial_timeout", u.DialTimeout)
+		u.validateCredentials(ps, p)
+		if u.DefaultModel != "" && len(u.AllowedModels) > 0 && !slices.Contains(u.AllowedModels, u.DefaultModel) {
+			ps.add(p+".default_model", "%q is not in allowed_models", u.DefaultModel)
+		}
+		if u.CARootFile != "" {
+			checkPEMFile(ps, p+".ca_root_file", u.CARootFile)
+		}
+		if u.MaxFailures < 0 {
+			ps.add(p+".max_failures", "must be >= 0 (got %d); 0 never skips the upstream", u.MaxFailures)
+		}
+		nonNegative(ps, p+".cooldown", u.Cooldown)
+		for j, sp := range u.Subprotocols {
+			if sp == "" || strings.ContainsAny(sp, " ,\r\n\t") {
+				ps.add(fmt.Sprintf("%s.subprotocols[%d]", p, j), "must be a single token")
+			}
+		}
+	}
+}
+
+// validateCredentials checks where an upstream's credential comes from and goes.
+func (u *Upstream) validateCredentials(ps *problems, p string) {
+	if u.APIKeyHeader != "" && u.APIKeyQuery != "" {
+		ps.add(p+".api_key_query", "set either api_key_header or api_key_query, not both")
+	}
+	if (u.APIKeyHeader != "" || u.APIKeyQuery != "") && u.Type != UpstreamGeneric {
+		ps.add(p+".api_key_header", "only for type generic (openai uses Authorization: Bearer, azure the api-key header)")
+	}
+	if u.APIKeyHeader != "" && !validHeaderName(u.APIKeyHeader) {
+		ps.add(p+".api_key_header", "not a valid HTTP header name")
+	}
+	if u.TokenFile != "" {
+		if u.Type != UpstreamAzure {
+			ps.add(p+".token_file", "only for type azure")
+		}
+		if u.APIKeyEnv != "" || u.APIKeyFile != "" {
+			ps.add(p+".token_file", "set either token_file or api_key_env/api_key_file, not both")
+		}
+	}
+	if u.Type == UpstreamAzure && u.APIKeyEnv == "" && u.APIKeyFile == "" && u.TokenFile == "" {
+		ps.add(p+".api_key_env", "azure needs api_key_env, api_key_file or token_file")
+	}
+}
+
+// checkPEMFile reports an unreadable file or one without a PEM certificate.
+func checkPEMFile(ps *problems, path, file string) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		ps.add(path, "cannot read: %v", err)
+		return
+	}
+	if pool := x509.NewCertPool(); !pool.AppendCertsFromPEM(b) {
+		ps.add(path, "%s holds no PEM certificate", file)
 	}
 }
 
@@ -283,12 +341,26 @@ func (t *TLS) validate(ps *problems) {
 		if a.StorageDir == "" {
 			ps.add("tls.acme.storage_dir", "required when tls.mode is %q", TLSModeACME)
 		}
+		// The file is only read in acme mode: a bundle kept in the file
+		// for later must not break a configuration that does not use it.
+		if a.CARootFile != "" {
+			checkPEMFile(ps, "tls.acme.ca_root_file", a.CARootFile)
+		}
 	default:
 		oneOf(ps, "tls.mode", t.Mode, TLSModeOff, TLSModeFiles, TLSModeACME)
 	}
 	for i, d := range t.ACME.Domains {
-		if strings.TrimSpace(d) == "" || strings.ContainsAny(d, " \t/:") {
-			ps.add(fmt.Sprintf("tls.acme.domains[%d]", i), "must be a host name (got %q)", d)
+		path := fmt.Sprintf("tls.acme.domains[%d]", i)
+		switch {
+		case strings.TrimSpace(d) == "" || strings.ContainsAny(d, " \t/:"):
+			ps.add(path, "must be a host name (got %q)", d)
+		case strings.Contains(d, "*") && (!strings.HasPrefix(d, "*.") || strings.Count(d, "*") > 1 || len(d) < 3):
+			ps.add(path, "a wildcard must be the whole first label, as in \"*.example.com\" (got %q)", d)
+		case strings.HasPrefix(d, "*.") && t.Mode == TLSModeACME && !t.ACME.OnDemand:
+			// A wildcard certificate needs the DNS-01 challenge, which
+			// tether does not solve; on demand, the wildcard is a pattern
+			// of names that each get their own certificate.
+			ps.add(path, "a wildcard name needs tls.acme.on_demand: true (got %q)", d)
 		}
 	}
 	if t.ACME.CAURL != "" {
@@ -296,6 +368,9 @@ func (t *TLS) validate(ps *problems) {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			ps.add("tls.acme.ca_url", "must be an http or https URL (got %q)", t.ACME.CAURL)
 		}
+	}
+	if t.ACME.HTTPListen != "" {
+		checkListen(ps, "tls.acme.http_listen", t.ACME.HTTPListen)
 	}
 }
 

@@ -71,7 +71,22 @@ func TestValidateRules(t *testing.T) {
 		{name: "upstream names duplicate", mutate: func(c *Config) { c.Upstreams[2].Name = "openai" }, want: []string{"upstreams[2].name"}, msg: "also upstreams[0]"},
 		{name: "upstream name empty", mutate: func(c *Config) { c.Upstreams[0].Name = "" }, want: []string{"upstreams[0].name"}},
 		{name: "generic without url", mutate: func(c *Config) { c.Upstreams[1].URL = "" }, want: []string{"upstreams[1].url"}, msg: "required"},
-		{name: "azure without url", mutate: func(c *Config) { c.Upstreams[1].Type = UpstreamAzure; c.Upstreams[1].URL = "" }, want: []string{"upstreams[1].url"}},
+		{name: "azure without url", mutate: func(c *Config) {
+			c.Upstreams[1].Type, c.Upstreams[1].URL, c.Upstreams[1].APIKeyEnv = UpstreamAzure, "", "AZURE_KEY"
+		}, want: []string{"upstreams[1].url"}},
+		{name: "azure without credential", mutate: func(c *Config) { c.Upstreams[1].Type = UpstreamAzure }, want: []string{"upstreams[1].api_key_env"}},
+		{name: "azure token file and key", mutate: func(c *Config) {
+			c.Upstreams[1].Type, c.Upstreams[1].APIKeyEnv, c.Upstreams[1].TokenFile = UpstreamAzure, "K", "/t"
+		}, want: []string{"upstreams[1].token_file"}},
+		{name: "token file on generic", mutate: func(c *Config) { c.Upstreams[1].TokenFile = "/t" }, want: []string{"upstreams[1].token_file"}},
+		{name: "key header and query", mutate: func(c *Config) { c.Upstreams[1].APIKeyHeader, c.Upstreams[1].APIKeyQuery = "x-key", "key" }, want: []string{"upstreams[1].api_key_query"}},
+		{name: "key header on openai", mutate: func(c *Config) { c.Upstreams[0].APIKeyHeader = "x-key" }, want: []string{"upstreams[0].api_key_header"}},
+		{name: "default model not allowed", mutate: func(c *Config) {
+			c.Upstreams[0].AllowedModels, c.Upstreams[0].DefaultModel = []string{"a"}, "b"
+		}, want: []string{"upstreams[0].default_model"}},
+		{name: "unreadable ca root", mutate: func(c *Config) { c.Upstreams[0].CARootFile = "/nonexistent/ca.pem" }, want: []string{"upstreams[0].ca_root_file"}},
+		{name: "negative max failures", mutate: func(c *Config) { c.Upstreams[0].MaxFailures = -1 }, want: []string{"upstreams[0].max_failures"}},
+		{name: "bad subprotocol", mutate: func(c *Config) { c.Upstreams[1].Subprotocols = []string{"a b"} }, want: []string{"upstreams[1].subprotocols[0]"}},
 		{name: "mock without url ok", mutate: func(c *Config) { c.Upstreams[2].URL = "" }},
 		{name: "mock with url ok", mutate: func(c *Config) { c.Upstreams[2].URL = "ws://127.0.0.1:9000/" }},
 		{name: "url http scheme", mutate: func(c *Config) { c.Upstreams[0].URL = "https://api.openai.com/v1/realtime" }, want: []string{"upstreams[0].url"}, msg: "ws or wss"},

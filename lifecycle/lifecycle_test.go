@@ -40,7 +40,7 @@ func (f *fakeTransport) Shutdown(c, u CloseFrame) {
 
 func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
 	t.Helper()
-	release, err := m.Reserve()
+	release, err := m.Reserve("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,24 +116,46 @@ func TestCloseCodesFollowTheContract(t *testing.T) {
 
 func TestReserveLimitsAndDraining(t *testing.T) {
 	m := NewManager(Options{MaxSessions: 2})
-	r1, err1 := m.Reserve()
-	r2, err2 := m.Reserve()
+	r1, err1 := m.Reserve("")
+	r2, err2 := m.Reserve("")
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}
-	if _, err := m.Reserve(); !errors.Is(err, ErrFull) {
+	if _, err := m.Reserve(""); !errors.Is(err, ErrFull) {
 		t.Fatalf("third reserve: %v", err)
 	}
 	r1()
 	r1() // idempotent
-	r3, err := m.Reserve()
+	r3, err := m.Reserve("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r2()
 	r3()
+	pc := NewManager(Options{MaxSessionsPerClient: 1})
+	a1, err := pc.Reserve("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Reserve("alice"); !errors.Is(err, ErrClientLimit) {
+		t.Fatalf("second alice session: %v", err)
+	}
+	b1, err := pc.Reserve("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1()
+	a2, err := pc.Reserve("alice")
+	if err != nil {
+		t.Fatalf("alice after release: %v", err)
+	}
+	a2()
+	b1()
+	if len(pc.clients) != 0 {
+		t.Fatalf("client counts leak: %v", pc.clients)
+	}
 	m.Drain(context.Background())
-	if _, err := m.Reserve(); !errors.Is(err, ErrDraining) {
+	if _, err := m.Reserve(""); !errors.Is(err, ErrDraining) {
 		t.Fatalf("reserve while draining: %v", err)
 	}
 }

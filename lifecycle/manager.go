@@ -37,9 +37,11 @@ type Options struct {
 	DrainTimeout        time.Duration
 	FatalUpstreamErrors []string
 	MaxSessions         int // 0 = unlimited
-	Logger              *slog.Logger
-	Metrics             *Metrics // nil records nothing
-	Hooks               []Hooks
+	// MaxSessionsPerClient bounds sessions per client identity (0 = unlimited).
+	MaxSessionsPerClient int
+	Logger               *slog.Logger
+	Metrics              *Metrics // nil records nothing
+	Hooks                []Hooks
 }
 
 // ErrFull is returned by Reserve when max_sessions sessions are open.
@@ -47,6 +49,9 @@ var ErrFull = errors.New("session limit reached")
 
 // ErrDraining is returned by Reserve while tether drains.
 var ErrDraining = errors.New("draining")
+
+// ErrClientLimit is returned by Reserve when the client has max_sessions_per_client sessions.
+var ErrClientLimit = errors.New("per-client session limit reached")
 
 // Manager is the session registry: O(1) lookup by id, admission, drain.
 type Manager struct {
@@ -57,6 +62,9 @@ type Manager struct {
 
 	draining atomic.Bool
 	reserved atomic.Int64 // admitted upgrades (handshake in progress or session open)
+
+	clientsMu sync.Mutex
+	clients   map[string]int // admitted upgrades per client identity; guarded by clientsMu
 
 	mu       sync.Mutex
 	sessions map[string]*Session // open sessions (not yet ended)
@@ -71,16 +79,17 @@ func NewManager(opts Options) *Manager {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{opts: opts, log: opts.Logger, metrics: opts.Metrics,
-		fatal: make(map[string]bool), sessions: make(map[string]*Session)}
+		fatal: make(map[string]bool), sessions: make(map[string]*Session), clients: make(map[string]int)}
 	for _, c := range opts.FatalUpstreamErrors {
 		m.fatal[c] = true
 	}
 	return m
 }
 
-// Reserve admits one upgrade; the caller must call the returned release
-// unless the slot became a session through Open.
-func (m *Manager) Reserve() (release func(), err error) {
+// Reserve admits one upgrade from client (an identity: token subject or
+// remote IP; "" skips the per-client limit). The caller must call the
+// returned release once the handshake failed or the session finished.
+func (m *Manager) Reserve(client string) (release func(), err error) {
 	if m.draining.Load() {
 		return nil, ErrDraining
 	}
@@ -89,8 +98,30 @@ func (m *Manager) Reserve() (release func(), err error) {
 		m.reserved.Add(-1)
 		return nil, ErrFull
 	}
+	perClient := m.opts.MaxSessionsPerClient > 0 && client != ""
+	if perClient {
+		m.clientsMu.Lock()
+		if m.clients[client] >= m.opts.MaxSessionsPerClient {
+			m.clientsMu.Unlock()
+			m.reserved.Add(-1)
+			return nil, ErrClientLimit
+		}
+		m.clients[client]++
+		m.clientsMu.Unlock()
+	}
 	var once sync.Once
-	return func() { once.Do(func() { m.reserved.Add(-1) }) }, nil
+	return func() {
+		once.Do(func() {
+			m.reserved.Add(-1)
+			if perClient {
+				m.clientsMu.Lock()
+				if m.clients[client]--; m.clients[client] <= 0 {
+					delete(m.clients, client)
+				}
+				m.clientsMu.Unlock()
+			}
+		})
+	}, nil
 }
 
 // Open registers a new session for an admitted upgrade. The caller must

@@ -50,7 +50,7 @@ func newRawHarness(tb testing.TB) *rawHarness {
 	cp, cr := tcpPair(tb)
 	up, ur := tcpPair(tb)
 	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: lifecycle.NewManager(testLifecycle()), done: make(chan struct{})}
-	release, _ := h.mgr.Reserve()
+	release, _ := h.mgr.Reserve("")
 	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "bench"})
 	r := NewRelay(cr, nil, ur, nil, testRelayOptions())
 	h.sess.Start(r)

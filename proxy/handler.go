@@ -15,6 +15,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -22,6 +23,8 @@ import (
 // UpstreamDialer dials the upstream for one client (upstreams.Dialer).
 type UpstreamDialer interface {
 	Dial(ctx context.Context, req upstreams.Request) (*upstreams.Conn, error)
+	// CheckModel reports upstreams.ErrModelNotAllowed when no upstream serves the model.
+	CheckModel(model string) error
 }
 
 // HandlerOptions configure the client-facing upgrade handler.
@@ -30,6 +33,10 @@ type HandlerOptions struct {
 	HandshakeTimeout time.Duration
 	// AllowedOrigins is an exact-match Origin list; empty allows any.
 	AllowedOrigins []string
+	// AllowMissingOrigin admits requests without Origin when AllowedOrigins is set.
+	AllowMissingOrigin bool
+	// Auth authenticates clients; nil admits everyone (identity: remote IP).
+	Auth auth.Authenticator
 	// Relay tunes each session's relay.
 	Relay Options
 	// Logger receives handshake and panic logs; nil discards.
@@ -60,10 +67,9 @@ func NewHandler(mgr *lifecycle.Manager, dialer UpstreamDialer, opts HandlerOptio
 
 // Subprotocol handling (see the README).
 const (
-	protoRealtime   = "realtime"
-	protoKeyPrefix  = "openai-insecure-api-key."
-	protoBeta       = "openai-beta.realtime-v1"
-	protoTokenPrefx = "tether-token."
+	protoRealtime  = "realtime"
+	protoKeyPrefix = "openai-insecure-api-key."
+	protoBeta      = "openai-beta.realtime-v1"
 )
 
 // forwardHeaders may travel from the client to the upstream. Everything else
@@ -127,29 +133,51 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, http.StatusBadRequest, "bad_handshake", "missing or malformed Sec-WebSocket-Key", nil)
 		return
 	}
-	if len(h.opts.AllowedOrigins) > 0 {
-		origin := r.Header.Get("Origin")
-		ok := false
-		for _, o := range h.opts.AllowedOrigins {
-			if origin == o {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			h.reject(w, http.StatusForbidden, "origin", "origin not allowed", nil)
-			return
-		}
+	if !h.originAllowed(r.Header.Values("Origin")) {
+		h.reject(w, http.StatusForbidden, "origin", "origin not allowed", nil)
+		return
 	}
 	offered, beta := parseProtocols(r.Header)
 
-	// 2. Admission.
-	release, err := h.mgr.Reserve()
+	// 2. Who is calling, and what do they ask for.
+	clientID := ""
+	if h.opts.Auth != nil {
+		id, err := h.opts.Auth.Authenticate(r)
+		if err != nil {
+			reason := "unauthorized"
+			if errors.Is(err, auth.ErrMissing) {
+				reason = "unauthenticated"
+			}
+			h.reject(w, http.StatusUnauthorized, reason, err.Error(),
+				map[string]string{"WWW-Authenticate": `Bearer realm="tether"`})
+			return
+		}
+		clientID = id
+	}
+	identity := clientID
+	if identity == "" {
+		identity = remoteIP(r.RemoteAddr)
+	}
+	model := ""
+	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+		model = q.Get("model")
+	}
+	if err := h.dialer.CheckModel(model); err != nil {
+		h.reject(w, http.StatusBadRequest, "model_not_allowed", "model not served by this proxy", nil)
+		return
+	}
+
+	// 3. Admission.
+	release, err := h.mgr.Reserve(identity)
 	if err != nil {
-		if errors.Is(err, lifecycle.ErrDraining) {
+		switch {
+		case errors.Is(err, lifecycle.ErrDraining):
 			h.reject(w, http.StatusServiceUnavailable, "draining", "tether is shutting down; retry on another instance",
 				map[string]string{"Retry-After": "5"})
-		} else {
+		case errors.Is(err, lifecycle.ErrClientLimit):
+			h.reject(w, http.StatusTooManyRequests, "client_limit", "too many sessions for this client",
+				map[string]string{"Retry-After": "1"})
+		default:
 			h.reject(w, http.StatusServiceUnavailable, "max_sessions", "session limit reached",
 				map[string]string{"Retry-After": "1"})
 		}
@@ -157,8 +185,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 
-	// 3. Upstream first.
-	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery), Header: http.Header{}}
+	// 4. Upstream first.
+	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery), Model: model, Header: http.Header{}}
 	for _, k := range forwardHeaders {
 		if vs := r.Header.Values(k); len(vs) > 0 {
 			ureq.Header[http.CanonicalHeaderKey(k)] = vs
@@ -171,12 +199,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		localAddr = la.String()
 	}
-	model := ""
-	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
-		model = q.Get("model")
-	}
 	info := lifecycle.Info{
-		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: model, RequestedAt: requestedAt,
+		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: model, RequestedAt: requestedAt, ClientID: clientID,
 		TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate"),
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
@@ -205,7 +229,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.Upstream, info.UpstreamType = up.Upstream.Name, up.Upstream.Kind
 	info.Dials = dialRecords(up.Attempts)
 
-	// 4. Answer 101.
+	// 5. Answer 101.
 	u := ws.HTTPUpgrader{
 		Protocol: func(p string) bool { return p == protoRealtime && offered },
 	}
@@ -243,6 +267,34 @@ func dialRecords(as []upstreams.Attempt) []lifecycle.Dial {
 		out = append(out, d)
 	}
 	return out
+}
+
+// originAllowed applies server.allowed_origins (exact match).
+func (h *Handler) originAllowed(origins []string) bool {
+	if len(h.opts.AllowedOrigins) == 0 {
+		return true
+	}
+	if len(origins) == 0 {
+		return h.opts.AllowMissingOrigin
+	}
+	if len(origins) > 1 {
+		return false
+	}
+	for _, o := range h.opts.AllowedOrigins {
+		if origins[0] == o {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteIP is the host part of a remote address (the identity of an anonymous client).
+func remoteIP(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
 }
 
 // parseProtocols reads Sec-WebSocket-Protocol: whether `realtime` was

@@ -385,7 +385,14 @@ func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text 
 		if text {
 			r.inspect(d, h, p, off, peek, capture, capOK)
 		}
-		if _, err := dst.conn.Write(buf[:n+chunk]); err != nil {
+		out := buf[:n+chunk]
+		if d == lifecycle.UpstreamToClient && text && off == 0 && int64(chunk) == h.Length && h.Fin &&
+			string(peek.Type()) == "error" {
+			// A whole upstream error event is in hand: scrub credentials from
+			// its message before the client sees it (rare; may allocate).
+			out = r.scrubError(out[:n], p)
+		}
+		if _, err := dst.conn.Write(out); err != nil {
 			dst.partial = true
 			if !r.ended.Load() {
 				dstLeg := lifecycle.Upstream
@@ -403,6 +410,18 @@ func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text 
 			return nil
 		}
 	}
+}
+
+// scrubError returns the frame (header hdr, payload p) with credentials
+// redacted from the payload, re-framed if its length changed.
+func (r *Relay) scrubError(hdr, p []byte) []byte {
+	clean := r.opts.Redactor.Redact(string(p))
+	if clean == string(p) {
+		return hdr[:len(hdr)+len(p)]
+	}
+	frame := make([]byte, headerBufSize+len(clean))
+	n := putHeader(frame, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(clean))})
+	return append(frame[:n], clean...)
 }
 
 // inspect feeds a payload chunk to the peeker and, for rare events, the capture buffer.

@@ -140,7 +140,7 @@ func startHarness(t testing.TB, clientPeer, clientRelay, upPeer, upRelay net.Con
 	h := &harness{mgr: lifecycle.NewManager(lo), done: make(chan struct{})}
 	h.client = newPeer(clientPeer, true)
 	h.upstream = newPeer(upPeer, false)
-	release, err := h.mgr.Reserve()
+	release, err := h.mgr.Reserve("")
 	if err != nil {
 		t.Fatal(err)
 	}

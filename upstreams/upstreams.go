@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -44,15 +47,82 @@ type Upstream struct {
 	APIKeyFile  string // file holding the key, re-read at each dial
 	Headers     map[string]string
 	DialTimeout time.Duration
-	// TLSConfig for wss upstreams; nil uses the system roots.
+	// TLSConfig for wss upstreams; nil uses the system roots (or CARootFile).
 	TLSConfig *tls.Config
+	// Beta adds OpenAI-Beta: realtime=v1.
+	Beta bool
+	// APIKeyHeader / APIKeyQuery place a generic upstream's credential in a
+	// header or a query parameter instead of Authorization: Bearer.
+	APIKeyHeader string
+	APIKeyQuery  string
+	// TokenFile (azure) holds a bearer token, re-read at each dial.
+	TokenFile string
+	// Subprotocols are offered to the upstream.
+	Subprotocols []string
+	// AllowedModels limits ?model=; empty allows any. DefaultModel fills a missing one.
+	AllowedModels []string
+	DefaultModel  string
+	// CARootFile is a PEM bundle trusted for this upstream's TLS.
+	CARootFile string
+	// MaxFailures consecutive failures put the upstream in cool-down for Cooldown (0: never).
+	MaxFailures int
+	Cooldown    time.Duration
 
 	key string // from APIKeyEnv
+
+	mu            sync.Mutex
+	failures      int       // consecutive failed dials
+	coolUntil     time.Time // skipped until then
+	coolingLogged bool
 }
 
-// credential returns the key to inject, re-reading APIKeyFile so a rotated
-// file is used by the next dial.
+// ModelFor returns the model to request from u for a client that asked for
+// requested ("" = none), and whether u serves it.
+func (u *Upstream) ModelFor(requested string) (string, bool) {
+	if requested == "" {
+		return u.DefaultModel, true
+	}
+	if len(u.AllowedModels) == 0 || slices.Contains(u.AllowedModels, requested) {
+		return requested, true
+	}
+	return "", false
+}
+
+// Available reports whether u is outside its cool-down.
+func (u *Upstream) Available(now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return !now.Before(u.coolUntil)
+}
+
+// record updates the consecutive-failure count after a dial.
+func (u *Upstream) record(ok bool, now time.Time) (enteredCooldown bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if ok {
+		u.failures = 0
+		u.coolUntil = time.Time{}
+		return false
+	}
+	u.failures++
+	if u.MaxFailures > 0 && u.failures >= u.MaxFailures && u.Cooldown > 0 {
+		u.coolUntil = now.Add(u.Cooldown)
+		u.failures = 0
+		return true
+	}
+	return false
+}
+
+// credential returns the key to inject, re-reading APIKeyFile (or
+// TokenFile) so a rotated file is used by the next dial.
 func (u *Upstream) credential() (string, error) {
+	if u.TokenFile != "" {
+		b, err := os.ReadFile(u.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read token_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
 	if u.APIKeyFile != "" {
 		b, err := os.ReadFile(u.APIKeyFile)
 		if err != nil {
@@ -84,6 +154,8 @@ func (u *Upstream) realtime() bool {
 type Request struct {
 	// RawQuery is the client's query string (e.g. model=gpt-realtime).
 	RawQuery string
+	// Model is the client's ?model= value ("" when none).
+	Model string
 	// Header holds client headers that may travel upstream (OpenAI-Beta, traceparent, ...).
 	Header http.Header
 }
@@ -112,7 +184,9 @@ type Attempt struct {
 	RetryAfter string
 	Start      time.Time
 	Duration   time.Duration
-	Err        error
+	// EnteredCooldown is set when this failure started the upstream's cool-down.
+	EnteredCooldown bool
+	Err             error
 }
 
 // DialError is returned when every upstream failed. Status and RetryAfter
@@ -163,11 +237,40 @@ func NewDialer(list []*Upstream) (*Dialer, error) {
 		if u.APIKeyEnv != "" {
 			u.key = os.Getenv(u.APIKeyEnv)
 		}
-		if (u.Kind == KindOpenAI || u.Kind == KindAzure) && u.APIKeyFile == "" && u.key == "" {
+		if (u.Kind == KindOpenAI || u.Kind == KindAzure) && u.APIKeyFile == "" && u.TokenFile == "" && u.key == "" {
 			return nil, fmt.Errorf("upstream %s: no API key: set %s or api_key_file", u.Name, cmpOr(u.APIKeyEnv, "api_key_env"))
+		}
+		if u.CARootFile != "" {
+			pem, err := os.ReadFile(u.CARootFile)
+			if err != nil {
+				return nil, fmt.Errorf("upstream %s: ca_root_file: %w", u.Name, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("upstream %s: ca_root_file %s holds no PEM certificate", u.Name, u.CARootFile)
+			}
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+			if u.TLSConfig != nil {
+				cfg = u.TLSConfig.Clone()
+			}
+			cfg.RootCAs = pool
+			u.TLSConfig = cfg
 		}
 	}
 	return &Dialer{list: list}, nil
+}
+
+// ErrModelNotAllowed is returned by CheckModel when no upstream serves the model.
+var ErrModelNotAllowed = errors.New("model not allowed")
+
+// CheckModel reports whether some upstream serves the requested model.
+func (d *Dialer) CheckModel(requested string) error {
+	for _, u := range d.list {
+		if _, ok := u.ModelFor(requested); ok {
+			return nil
+		}
+	}
+	return ErrModelNotAllowed
 }
 
 func cmpOr(a, b string) string {
@@ -189,16 +292,40 @@ func (d *Dialer) Secrets() []string {
 	return out
 }
 
-// Dial tries each upstream in order within ctx.
+// Dial tries each upstream in order within ctx. Upstreams in cool-down are
+// skipped (recorded as result "cooldown"), unless every upstream is cooling
+// down: then all are tried, so a recovered backend is found at once.
 func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 	de := &DialError{Status: http.StatusBadGateway}
-	for _, u := range d.list {
+	now := time.Now()
+	skip := make([]bool, len(d.list))
+	all := true
+	for i, u := range d.list {
+		skip[i] = !u.Available(now)
+		all = all && skip[i]
+	}
+	for i, u := range d.list {
 		if ctx.Err() != nil {
 			break
 		}
+		model, ok := u.ModelFor(req.Model)
+		if !ok {
+			continue
+		}
+		if skip[i] && !all {
+			a := Attempt{Upstream: u.Name, Result: "cooldown", Start: time.Now()}
+			de.Attempts = append(de.Attempts, a)
+			if d.OnAttempt != nil {
+				d.OnAttempt(a)
+			}
+			continue
+		}
 		start := time.Now()
-		c, a := d.dialOne(ctx, u, req)
+		c, a := d.dialOne(ctx, u, req, model)
 		a.Upstream, a.Start, a.Duration = u.Name, start, time.Since(start)
+		if u.record(c != nil, time.Now()) {
+			a.EnteredCooldown = true
+		}
 		if d.OnAttempt != nil {
 			d.OnAttempt(a)
 		}
@@ -208,15 +335,29 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 		}
 		de.Attempts = append(de.Attempts, a)
 	}
-	// The last answer decides: an earlier 429 was worked around by failover.
-	if n := len(de.Attempts); n > 0 {
-		last := de.Attempts[n-1]
+	// The last real answer decides: an earlier 429 was worked around by failover.
+	for i := len(de.Attempts) - 1; i >= 0; i-- {
+		last := de.Attempts[i]
+		if last.Result == "cooldown" {
+			continue
+		}
 		if last.Status == http.StatusTooManyRequests || last.Status == http.StatusServiceUnavailable {
 			de.Status = last.Status
 			de.RetryAfter = cmpOr(last.RetryAfter, "1")
 		}
+		break
 	}
 	return nil, de
+}
+
+// setQuery sets key=value in a raw query string.
+func setQuery(raw, key, value string) string {
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		q = url.Values{}
+	}
+	q.Set(key, value)
+	return q.Encode()
 }
 
 // upstreamURL joins the upstream URL with the client's query string: the
@@ -241,10 +382,21 @@ func upstreamURL(base, clientQuery string) (string, error) {
 	return u.String(), nil
 }
 
-func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request) (*Conn, Attempt) {
+func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model string) (*Conn, Attempt) {
 	ctx, cancel := context.WithTimeout(ctx, u.DialTimeout)
 	defer cancel()
-	target, err := upstreamURL(u.URL, req.RawQuery)
+	key, err := u.credential()
+	if err != nil {
+		return nil, Attempt{Result: "error", Err: err}
+	}
+	q := req.RawQuery
+	if model != "" && model != req.Model {
+		q = setQuery(q, "model", model)
+	}
+	if key != "" && u.Kind == KindGeneric && u.APIKeyQuery != "" {
+		q = setQuery(q, u.APIKeyQuery, key)
+	}
+	target, err := upstreamURL(u.URL, q)
 	if err != nil {
 		return nil, Attempt{Result: "error", Err: err}
 	}
@@ -255,14 +407,19 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request) (*Conn, 
 	for k, v := range u.Headers {
 		h.Set(k, v)
 	}
-	key, err := u.credential()
-	if err != nil {
-		return nil, Attempt{Result: "error", Err: err}
+	if u.Beta {
+		h.Set("OpenAI-Beta", "realtime=v1")
 	}
 	if key != "" {
-		switch u.Kind {
-		case KindAzure:
+		switch {
+		case u.Kind == KindAzure && u.TokenFile != "":
+			h.Set("Authorization", "Bearer "+key)
+		case u.Kind == KindAzure:
 			h.Set("api-key", key)
+		case u.Kind == KindGeneric && u.APIKeyQuery != "":
+			// in the query string
+		case u.Kind == KindGeneric && u.APIKeyHeader != "":
+			h.Set(u.APIKeyHeader, key)
 		default:
 			h.Set("Authorization", "Bearer "+key)
 		}
@@ -273,6 +430,7 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request) (*Conn, 
 	)
 	dialer := ws.Dialer{
 		Header:    ws.HandshakeHeaderHTTP(h),
+		Protocols: u.Subprotocols,
 		TLSConfig: u.TLSConfig,
 		OnStatusError: func(st int, _ []byte, resp io.Reader) {
 			status = st

@@ -14,8 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/proxy"
@@ -125,7 +127,10 @@ func start(cfg *config.Config, log *slog.Logger) (a *app, err error) {
 	var ups []*upstreams.Upstream
 	for _, u := range list {
 		up := &upstreams.Upstream{Name: u.Name, Kind: u.Type, URL: u.URL, APIKeyEnv: u.APIKeyEnv,
-			APIKeyFile: u.APIKeyFile, Headers: u.Headers, DialTimeout: u.DialTimeout}
+			APIKeyFile: u.APIKeyFile, Headers: u.Headers, DialTimeout: u.DialTimeout,
+			Beta: u.Beta, APIKeyHeader: u.APIKeyHeader, APIKeyQuery: u.APIKeyQuery, TokenFile: u.TokenFile,
+			Subprotocols: u.Subprotocols, AllowedModels: u.AllowedModels, DefaultModel: u.DefaultModel,
+			CARootFile: u.CARootFile, MaxFailures: u.MaxFailures, Cooldown: u.Cooldown}
 		if u.Type == config.UpstreamMock && u.URL == "" {
 			if a.mock == nil {
 				a.mock = mock.New(mock.Options{Logger: log.With("component", "mock")})
@@ -145,27 +150,51 @@ func start(cfg *config.Config, log *slog.Logger) (a *app, err error) {
 		return nil, err
 	}
 	a.dialer.OnAttempt = func(at upstreams.Attempt) {
-		a.metrics.ObserveDial(at.Upstream, at.Result, at.Duration)
-		if at.Result != "ok" {
+		if at.Result != "cooldown" {
+			a.metrics.ObserveDial(at.Upstream, at.Result, at.Duration)
+		}
+		if at.Result != "ok" && at.Result != "cooldown" {
 			log.Warn("upstream dial attempt failed", "upstream", at.Upstream, "result", at.Result,
 				"status", at.Status, "err", at.Err)
 		}
+		if at.EnteredCooldown {
+			log.Warn("upstream skipped for its cool-down after repeated failures", "upstream", at.Upstream)
+		}
+	}
+	for _, u := range a.dialer.Upstreams() {
+		a.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "tether_upstream_available",
+			Help:        "1 when the upstream is dialed, 0 while it sits out its cool-down after repeated failures.",
+			ConstLabels: prometheus.Labels{"upstream": u.Name},
+		}, func() float64 {
+			if u.Available(time.Now()) {
+				return 1
+			}
+			return 0
+		}))
+	}
+	authn, err := newAuthenticator(cfg.Auth)
+	if err != nil {
+		return nil, err
 	}
 	lc := cfg.Lifecycle
 	a.mgr = lifecycle.NewManager(lifecycle.Options{
-		ClientHeartbeat:     lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Client.Interval, Timeout: lc.Heartbeat.Client.Timeout},
-		UpstreamHeartbeat:   lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Upstream.Interval, Timeout: lc.Heartbeat.Upstream.Timeout},
-		IdleTimeout:         lc.IdleTimeout,
-		MaxDuration:         lc.MaxDuration,
-		DrainTimeout:        lc.DrainTimeout,
-		FatalUpstreamErrors: lc.FatalUpstreamErrors,
-		MaxSessions:         cfg.Server.MaxSessions,
-		Logger:              log,
-		Metrics:             a.metrics,
+		ClientHeartbeat:      lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Client.Interval, Timeout: lc.Heartbeat.Client.Timeout},
+		UpstreamHeartbeat:    lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Upstream.Interval, Timeout: lc.Heartbeat.Upstream.Timeout},
+		IdleTimeout:          lc.IdleTimeout,
+		MaxDuration:          lc.MaxDuration,
+		DrainTimeout:         lc.DrainTimeout,
+		FatalUpstreamErrors:  lc.FatalUpstreamErrors,
+		MaxSessions:          cfg.Server.MaxSessions,
+		MaxSessionsPerClient: cfg.Auth.MaxSessionsPerClient,
+		Logger:               log,
+		Metrics:              a.metrics,
 	})
 	handler := proxy.NewHandler(a.mgr, a.dialer, proxy.HandlerOptions{
-		HandshakeTimeout: cfg.Server.HandshakeTimeout,
-		AllowedOrigins:   cfg.Server.AllowedOrigins,
+		HandshakeTimeout:   cfg.Server.HandshakeTimeout,
+		AllowedOrigins:     cfg.Server.AllowedOrigins,
+		AllowMissingOrigin: cfg.Server.AllowMissingOrigin,
+		Auth:               authn,
 		Relay: proxy.Options{
 			MaxFrameBytes: cfg.Server.MaxFrameBytes,
 			Redactor:      proxy.NewRedactor(a.dialer.Secrets()...),
@@ -207,6 +236,25 @@ func (a *app) run(srv *http.Server, ln net.Listener) {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
 	}
+}
+
+// newAuthenticator builds client authentication from the auth section.
+func newAuthenticator(c config.Auth) (auth.Authenticator, error) {
+	switch c.Mode {
+	case config.AuthModeToken:
+		t, err := auth.NewTokens(c.TokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		return t, nil
+	case config.AuthModeJWT:
+		j, err := auth.NewJWT(c.JWT.HMACSecretFile, c.JWT.Issuer, c.JWT.Audience)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt: %w", err)
+		}
+		return j, nil
+	}
+	return nil, nil
 }
 
 func listen(key, addr string) (net.Listener, error) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -329,9 +330,17 @@ func (c *conn) send(op ws.OpCode, buf []byte) error {
 	return nil
 }
 
-// sendClose sends a close frame with code and reason (cut to 123 bytes);
-// nothing is written after it.
+// sendClose sends a close frame with code and reason (cut to 123 bytes at
+// a rune boundary); nothing is written after it.
 func (c *conn) sendClose(code ws.StatusCode, reason string) error {
+	const maxReason = ws.MaxControlFramePayloadSize - 2
+	if len(reason) > maxReason {
+		cut := maxReason
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
+	}
 	return c.sendCloseBody(ws.NewCloseFrameBody(code, reason))
 }
 

@@ -357,7 +357,7 @@ func (c *conn) fault(ev *clientEvent) error {
 	switch ev.Fault {
 	case "close":
 		code := 1000
-		if n, ok := jsonInt(ev.Code); ok {
+		if n, ok := jsonInt(ev.Code); ok && n > 0 {
 			code = n
 		}
 		c.closeWith(code, ev.Reason)
@@ -365,10 +365,14 @@ func (c *conn) fault(ev *clientEvent) error {
 	case "rst":
 		c.wmu.Lock()
 		c.wclosed = true
-		if tc, ok := c.nc.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
+		nc := c.nc
+		if tc, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS
+			nc = tc.NetConn()
 		}
-		c.nc.Close()
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // close sends RST
+		}
+		nc.Close() // the raw connection: TLS would send close_notify first
 		c.wmu.Unlock()
 		return errRST
 	case "stall":

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"go.uber.org/goleak"
 )
@@ -397,6 +398,12 @@ func TestFaultClose(t *testing.T) {
 			code:   1000,
 			reason: "",
 		},
+		{
+			// Cut to the 123 bytes a close frame allows, at a rune boundary.
+			fault:  map[string]any{"type": "mock.fault", "fault": "close", "code": "4002", "reason": strings.Repeat("é", 100)},
+			code:   4002,
+			reason: strings.Repeat("é", 61),
+		},
 	} {
 		c := dial(t, url, ws.Dialer{})
 		c.expect("session.created")
@@ -442,6 +449,20 @@ func TestFaultRST(t *testing.T) {
 		t.Errorf("read: %v, want ECONNRESET", err)
 	}
 	waitFor(t, "session to end", func() bool { return s.ActiveSessions() == 0 })
+}
+
+func TestFaultRSTOverTLS(t *testing.T) {
+	s := New(Options{})
+	ts := httptest.NewTLSServer(s)
+	defer ts.Close()
+	defer s.Close()
+	d := ws.Dialer{TLSConfig: ts.Client().Transport.(*http.Transport).TLSClientConfig}
+	c := dial(t, "wss"+strings.TrimPrefix(ts.URL, "https"), d)
+	c.expect("session.created")
+	c.send(map[string]any{"type": "mock.fault", "fault": "rst"})
+	if f, err := c.readFrame(readTimeout); !isReset(err) {
+		t.Errorf("read: %v %v %q, want ECONNRESET", err, f.op, f.payload)
+	}
 }
 
 func TestFaultStall(t *testing.T) {
@@ -669,9 +690,13 @@ func TestSubprotocol(t *testing.T) {
 			want:    "",
 		},
 	} {
-		c := dial(t, url, ws.Dialer{Protocols: tc.offered})
+		deflate := httphead.Option{Name: []byte("permessage-deflate")}
+		c := dial(t, url, ws.Dialer{Protocols: tc.offered, Extensions: []httphead.Option{deflate}})
 		if c.hs.Protocol != tc.want {
 			t.Errorf("offered %v: answered %q, want %q", tc.offered, c.hs.Protocol, tc.want)
+		}
+		if len(c.hs.Extensions) != 0 {
+			t.Errorf("negotiated extensions %v, want none", c.hs.Extensions)
 		}
 		c.expect("session.created")
 	}

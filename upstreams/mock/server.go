@@ -8,6 +8,20 @@
 // It runs in-process as tether's default upstream, behind
 // `tether mock-upstream`, and in tests and load benchmarks.
 //
+// Faults, sent by the client as {"type":"mock.fault","fault":F,...}:
+//
+//   - close: close frame with "code" (default 1000) and "reason".
+//   - rst: drop the TCP connection without a close frame (RST).
+//   - stall: stop reading, writing and answering pings; the socket stays
+//     open until Server.Close (even if the peer goes away).
+//   - error: error event with "code" (default mock_error) and "error_type" (default
+//     invalid_request_error) and optional "message"; with "close_code", then
+//     a close frame with that code and reason "<error_type>.<code>".
+//   - expire: error session_expired, then close 1001 with its message.
+//   - echo: from now on every data frame is sent back verbatim, unparsed.
+//   - slow: "delta_interval_ms" (default 100) between this session's
+//     output deltas.
+//
 // Usage numbers in response.done are derived from audio lengths:
 // input audio_tokens = ceil(committed ms / 100), input text_tokens =
 // 10 + len(instructions)/4, cached_tokens = that text_tokens from the second
@@ -45,7 +59,8 @@ type Options struct {
 	// OnHandshake, if set, is called with every upgrade request before it is
 	// answered.
 	OnHandshake func(r *http.Request)
-	// Logger receives debug logs of sessions and faults; nil discards.
+	// Logger receives the mock's logs (sessions at debug, faults at info);
+	// nil discards them. Credentials are never logged.
 	Logger *slog.Logger
 }
 

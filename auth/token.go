@@ -1,0 +1,162 @@
+package auth
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// reloadEvery bounds how often a credentials file is stat'ed for changes.
+const reloadEvery = time.Second
+
+// fileWatch re-reads a file when its size or modification time changes.
+type fileWatch struct {
+	path    string
+	mu      sync.Mutex
+	checked time.Time
+	mod     time.Time
+	size    int64
+}
+
+// changed reports whether the file must be (re)loaded; it stats at most once per reloadEvery.
+func (w *fileWatch) changed(now time.Time, force bool) (bool, error) {
+	if !force && now.Sub(w.checked) < reloadEvery {
+		return false, nil
+	}
+	w.checked = now
+	fi, err := os.Stat(w.path)
+	if err != nil {
+		return false, err
+	}
+	if !force && fi.ModTime().Equal(w.mod) && fi.Size() == w.size {
+		return false, nil
+	}
+	w.mod, w.size = fi.ModTime(), fi.Size()
+	return true, nil
+}
+
+// tokenEntry is one accepted token: its SHA-256 and a label for logs.
+type tokenEntry struct {
+	sum   [sha256.Size]byte
+	label string
+}
+
+// Tokens accepts the tokens listed in a file, one per line: a plain token or
+// `sha256:<hex>` of one. Blank lines and lines starting with # are ignored;
+// an optional label follows the token after whitespace ("tok123 app-a").
+// The file is re-read when it changes.
+type Tokens struct {
+	w       fileWatch
+	entries []tokenEntry // guarded by w.mu
+}
+
+// NewTokens loads path; an unreadable or empty file is an error.
+func NewTokens(path string) (*Tokens, error) {
+	t := &Tokens{w: fileWatch{path: path}}
+	t.w.mu.Lock()
+	defer t.w.mu.Unlock()
+	if err := t.reload(true); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// reload re-reads the file when it changed. Caller holds w.mu. A broken
+// rewrite keeps the previous list, so a half-written file locks nobody out.
+func (t *Tokens) reload(force bool) error {
+	ch, err := t.w.changed(time.Now(), force)
+	if err != nil || !ch {
+		if err != nil && force {
+			return fmt.Errorf("tokens_file: %w", err)
+		}
+		return nil
+	}
+	data, err := os.ReadFile(t.w.path)
+	if err != nil {
+		if force {
+			return fmt.Errorf("tokens_file: %w", err)
+		}
+		return nil
+	}
+	entries, err := parseTokens(data)
+	if err != nil {
+		if force {
+			return fmt.Errorf("tokens_file %s: %w", t.w.path, err)
+		}
+		return nil
+	}
+	t.entries = entries
+	return nil
+}
+
+// parseTokens parses a tokens file.
+func parseTokens(data []byte) ([]tokenEntry, error) {
+	var out []tokenEntry
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		s := strings.TrimSpace(sc.Text())
+		if s == "" || strings.HasPrefix(s, "#") {
+			continue
+		}
+		fields := strings.Fields(s)
+		tok := fields[0]
+		label := fmt.Sprintf("token-%d", line)
+		if len(fields) > 1 {
+			label = fields[1]
+		}
+		var e tokenEntry
+		if hexSum, ok := strings.CutPrefix(tok, "sha256:"); ok {
+			b, err := hex.DecodeString(hexSum)
+			if err != nil || len(b) != sha256.Size {
+				return nil, fmt.Errorf("line %d: sha256: needs 64 hex digits", line)
+			}
+			copy(e.sum[:], b)
+		} else {
+			e.sum = sha256.Sum256([]byte(tok))
+		}
+		e.label = label
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no tokens")
+	}
+	return out, nil
+}
+
+// Authenticate implements Authenticator. Every entry is compared (constant
+// time per entry), so timing does not reveal which one matched.
+func (t *Tokens) Authenticate(r *http.Request) (string, error) {
+	cred, ok := Credential(r)
+	if !ok {
+		return "", ErrMissing
+	}
+	sum := sha256.Sum256([]byte(cred))
+	t.w.mu.Lock()
+	_ = t.reload(false)
+	entries := t.entries
+	t.w.mu.Unlock()
+	match := -1
+	for i := range entries {
+		if subtle.ConstantTimeCompare(sum[:], entries[i].sum[:]) == 1 && match < 0 {
+			match = i
+		}
+	}
+	if match < 0 {
+		return "", ErrInvalid
+	}
+	return entries[match].label, nil
+}
