@@ -68,6 +68,10 @@ type Session struct {
 
 	// t is set once by Start before any timer runs; read-only afterwards.
 	t Transport
+	// release frees the session's admission slot (set by ReleaseOnEnd,
+	// guarded by mu); called by end, so a client may reconnect as soon as its
+	// session has ended, not only after the sockets linger out.
+	release func()
 
 	// Hot-path counters (atomic).
 	bytes        [2]atomic.Int64 // by Direction
@@ -154,6 +158,14 @@ func (s *Session) Start(t Transport) {
 	if o.MaxDuration > 0 {
 		s.maxTimer = time.AfterFunc(o.MaxDuration, func() { s.End(ReasonMaxDuration) })
 	}
+}
+
+// ReleaseOnEnd makes End free the admission slot from Manager.Reserve
+// (release must be idempotent; Finished calls it too).
+func (s *Session) ReleaseOnEnd(release func()) {
+	s.mu.Lock()
+	s.release = release
+	s.mu.Unlock()
 }
 
 // Frame records one relayed data frame of n payload bytes. Hot path: atomics only.
@@ -441,6 +453,12 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	}
 	if s.t != nil {
 		s.t.Shutdown(client, upstream)
+	}
+	s.mu.Lock()
+	release := s.release
+	s.mu.Unlock()
+	if release != nil {
+		release()
 	}
 	s.mgr.ended(s)
 }

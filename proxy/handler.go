@@ -241,6 +241,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := h.mgr.Open(info)
+	s.ReleaseOnEnd(release)
 	relay := NewRelay(conn, rw.Reader, up.Net, up.BR, h.opts.Relay)
 	relay.log = h.log
 	if up.First != nil {

@@ -164,6 +164,7 @@ func TestHandshakeRejectionsNeverDial(t *testing.T) {
 	if bytes.Contains(raw, []byte(canaryToken)) || bytes.Contains(raw, []byte(canaryKey)) {
 		t.Fatal("secret in the 101 response or first event")
 	}
+	waitUntil(t, func() bool { return env.mgr.Len() == 0 }) // that client hung up
 	// Keep one session open, then ask for another with the same token.
 	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Origin": {"https://app.example"}}),
 		Protocols: []string{"realtime", "tether-token." + canaryToken}}

@@ -378,6 +378,7 @@ func TestDrainWaitsForResponseBoundary(t *testing.T) {
 		h := newHarness(t, lo, testRelayOptions())
 		h.upstream.text(`{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}`)
 		h.client.next(t)
+		synctest.Wait() // the relay records the event after forwarding it
 		drained := make(chan struct{})
 		go func() { h.mgr.Drain(t.Context()); close(drained) }()
 		synctest.Wait()
