@@ -27,6 +27,7 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 -tags tetherfaults ./proxy
 
 e2e:
 	cd e2e && $(GO) test -race -count=1 -timeout 15m ./...

@@ -317,6 +317,7 @@ func (r *Relay) pump(d lifecycle.Direction) {
 		r.obs.Frame(d, h.Length)
 		if h.Fin && st.text {
 			if typ := peek.Type(); typ != nil {
+				faultHook(d, typ)
 				r.obs.Event(d, typ, peek.ResponseID())
 				if capture != nil && capOK {
 					r.obs.Captured(d, typ, *capture)
