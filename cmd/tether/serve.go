@@ -73,9 +73,11 @@ type app struct {
 
 	clientLn, adminLn net.Listener
 	// tlsClose stops certificate maintenance; nil when TLS is off or not started.
-	tlsClose  func()
-	clientSrv *http.Server
-	adminSrv  *http.Server
+	tlsClose func()
+	// telShutdown flushes queued spans; nil when telemetry did not start.
+	telShutdown func(context.Context) error
+	clientSrv   *http.Server
+	adminSrv    *http.Server
 }
 
 // serve runs tether until a signal drains it. The first signal drains; a
@@ -177,8 +179,18 @@ func start(cfg *config.Config, log *slog.Logger) (a *app, err error) {
 	if err != nil {
 		return nil, err
 	}
+	traceHooks, telShutdown, err := setupTelemetry(cfg.Telemetry, a.metrics, log)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	a.telShutdown = telShutdown
+	var hooks []lifecycle.Hooks
+	if traceHooks != nil {
+		hooks = append(hooks, traceHooks)
+	}
 	lc := cfg.Lifecycle
 	a.mgr = lifecycle.NewManager(lifecycle.Options{
+		Hooks:                hooks,
 		ClientHeartbeat:      lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Client.Interval, Timeout: lc.Heartbeat.Client.Timeout},
 		UpstreamHeartbeat:    lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Upstream.Interval, Timeout: lc.Heartbeat.Upstream.Timeout},
 		IdleTimeout:          lc.IdleTimeout,
@@ -301,6 +313,20 @@ func (a *app) close() {
 	if a.mgr != nil {
 		a.mgr.CloseAll(lifecycle.ReasonShutdown)
 		a.mgr.Wait()
+	}
+	if a.telShutdown != nil {
+		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.telShutdown(fctx); err != nil {
+			a.log.Warn("flushing spans", "err", err)
+		}
+		fcancel()
+	}
+	if a.telShutdown != nil {
+		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.telShutdown(fctx); err != nil {
+			a.log.Warn("flushing spans", "err", err)
+		}
+		fcancel()
 	}
 	if a.tlsClose != nil {
 		a.tlsClose()
