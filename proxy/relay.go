@@ -306,10 +306,8 @@ func (r *Relay) pump(d lifecycle.Direction) {
 				putCapture(capture)
 				capture = nil
 			}
-			capOK = h.OpCode == ws.OpText
-			if !st.text && h.OpCode == ws.OpText {
-				capOK = false
-			}
+			// Only upstream events are ever captured whole (wantCapture).
+			capOK = st.text && d == lifecycle.UpstreamToClient
 		}
 		if err := r.forward(d, src, dst, h, st.text, &peek, &capture, &capOK); err != nil {
 			return
