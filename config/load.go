@@ -29,11 +29,15 @@ import (
 // Environment overrides: every key outside the upstreams list has a
 // variable, TETHER_ + the key path upper-cased with dots replaced by
 // underscores (lifecycle.heartbeat.client.interval is
-// TETHER_LIFECYCLE_HEARTBEAT_CLIENT_INTERVAL). Values are parsed like the
-// YAML scalar would be (durations "30s", numbers, true/false); list keys take
-// a comma-separated value whose items are trimmed. An empty variable is
+// TETHER_LIFECYCLE_HEARTBEAT_CLIENT_INTERVAL). A value is parsed for its
+// key's type (a duration such as "30s", an integer, a number, true/false);
+// a list key takes comma-separated items, trimmed. An empty variable is
 // ignored. An override wins over the file, except under a key that the file
 // sets to a non-mapping value (which is then reported as a problem).
+//
+// A key written with no value ("server:") keeps its default; so does an
+// upstream's dial_timeout of 0. Upstream header names are stored in
+// canonical form.
 func Load(path string) (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
@@ -382,7 +386,6 @@ func decodeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	if data == nil {
 		return nil, nil
 	}
-	s, isString := data.(string)
 	switch {
 	case to == durationType:
 		return toDuration(data)
@@ -394,13 +397,11 @@ func decodeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 			return fmt.Sprint(d), nil
 		}
 	case to.Kind() == reflect.Bool:
-		switch {
-		case isString:
-			if b, err := strconv.ParseBool(strings.TrimSpace(s)); err == nil {
-				return b, nil
-			}
-		default:
-			if b, ok := data.(bool); ok {
+		switch d := data.(type) {
+		case bool:
+			return d, nil
+		case string:
+			if b, err := strconv.ParseBool(strings.TrimSpace(d)); err == nil {
 				return b, nil
 			}
 		}

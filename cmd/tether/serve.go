@@ -110,11 +110,11 @@ func serve(cfg *config.Config, path string, log *slog.Logger, sigs <-chan os.Sig
 
 // start builds everything and starts the listeners. On error, whatever was
 // started is closed again.
-func start(cfg *config.Config, log *slog.Logger) (a *app, err error) {
-	a = &app{cfg: cfg, log: log, metrics: lifecycle.NewMetrics()}
+func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log, metrics: lifecycle.NewMetrics()}
 	defer func() {
 		if err != nil {
-			a.close()
+			a.close() // a itself, not the (nil) result
 		}
 	}()
 	list := cfg.Upstreams

@@ -350,3 +350,19 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func errorsAs(err error, target any) bool { return err != nil && errors.As(err, target) }
+
+func TestStartFailureReleasesEverything(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	t.Setenv("OPENAI_API_KEY", "")
+	cfg := testConfig(t)
+	cfg.Admin.Listen = busy.Addr().String() // the client listener and the mock start first
+	a, err := start(cfg, slog.New(slog.DiscardHandler))
+	if a != nil || err == nil || !strings.Contains(err.Error(), "admin.listen") || !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("start = %v, %v; want a clear admin.listen error", a, err)
+	}
+	// goleak in TestMain proves the mock and listeners were closed.
+}
