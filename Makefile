@@ -5,7 +5,7 @@ PKGS      := ./...
 BIN       := bin/tether
 VERSION   ?= 0.1.0
 
-.PHONY: all build test vet unit e2e chart bench-lite fuzz-smoke run clean
+.PHONY: all build test vet unit e2e chart bench-lite fuzz-smoke run clean jaeger
 
 all: build
 
@@ -29,8 +29,14 @@ unit:
 	$(GO) test -race -count=1 $(PKGS)
 	$(GO) test -race -count=1 -tags tetherfaults ./proxy
 
-e2e:
-	cd e2e && $(GO) test -race -count=1 -timeout 15m ./...
+e2e: jaeger
+	cd e2e && TETHER_JAEGER=$(CURDIR)/e2e/tools/bin/jaeger $(GO) test -race -count=1 -timeout 20m ./...
+
+## jaeger: build Jaeger v2 from its Go module for the tracing e2e test (minutes the first time, cached after)
+jaeger: e2e/tools/bin/jaeger
+
+e2e/tools/bin/jaeger: e2e/tools/jaeger/go.mod
+	cd e2e/tools/jaeger && $(GO) build -o ../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 chart:
 	cd charts/test && $(GO) test -count=1 ./...

@@ -321,13 +321,6 @@ func (a *app) close() {
 		}
 		fcancel()
 	}
-	if a.telShutdown != nil {
-		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := a.telShutdown(fctx); err != nil {
-			a.log.Warn("flushing spans", "err", err)
-		}
-		fcancel()
-	}
 	if a.tlsClose != nil {
 		a.tlsClose()
 	}
