@@ -320,3 +320,16 @@ func TestFatalUpstreamErrorEndsSession(t *testing.T) {
 		t.Fatalf("error count %v", got)
 	}
 }
+
+func TestEndBeforeStartStillShutsTheRelayDown(t *testing.T) {
+	m := NewManager(Options{})
+	release, _ := m.Reserve("")
+	s := m.Open(Info{})
+	s.End(ReasonShutdown) // e.g. drain began during the handshake
+	ft := &fakeTransport{}
+	s.Start(ft)
+	m.Finished(s, release)
+	if ft.shutdown != 1 || ft.client.Code != 1001 {
+		t.Fatalf("Shutdown calls %d, client close %d", ft.shutdown, ft.client.Code)
+	}
+}

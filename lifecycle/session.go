@@ -66,8 +66,10 @@ type Session struct {
 	mgr       *Manager
 	log       *slog.Logger
 
-	// t is set once by Start before any timer runs; read-only afterwards.
+	// t is set once by Start (guarded by mu) before any timer runs.
 	t Transport
+	// shutdownPending: End ran before Start, so Start must call Shutdown (guarded by mu).
+	shutdownPending bool
 	// release frees the session's admission slot (set by ReleaseOnEnd,
 	// guarded by mu); called by end, so a client may reconnect as soon as its
 	// session has ended, not only after the sockets linger out.
@@ -143,13 +145,21 @@ func (s *Session) since() time.Duration { return time.Since(s.StartedAt) }
 // Start arms the session's timers. The relay calls it once both legs are up
 // and before it reads the first frame.
 func (s *Session) Start(t Transport) {
-	s.t = t
 	o := &s.mgr.opts
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.t = t
 	if s.ended.Load() {
+		// Ended before the relay existed (drain began mid-handshake): the
+		// relay still needs its close frames, exactly once.
+		pending, c, u := s.shutdownPending, s.closeClient, s.closeUp
+		s.shutdownPending = false
+		s.mu.Unlock()
+		if pending {
+			t.Shutdown(c, u)
+		}
 		return
 	}
+	defer s.mu.Unlock()
 	s.hb[Client].start(s, Client, o.ClientHeartbeat)
 	s.hb[Upstream].start(s, Upstream, o.UpstreamHeartbeat)
 	if o.IdleTimeout > 0 {
@@ -451,12 +461,14 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 			h.HeartbeatTimeout(s, leg)
 		}
 	}
-	if s.t != nil {
-		s.t.Shutdown(client, upstream)
-	}
 	s.mu.Lock()
+	t := s.t
+	s.shutdownPending = t == nil
 	release := s.release
 	s.mu.Unlock()
+	if t != nil {
+		t.Shutdown(client, upstream)
+	}
 	if release != nil {
 		release()
 	}

@@ -9,6 +9,15 @@ import (
 // credentials by value and recognises OpenAI-style key shapes.
 type Redactor struct {
 	secrets []string
+	// more returns secrets that change at run time (keys re-read from files);
+	// called only when something is redacted, which is rare.
+	more func() []string
+}
+
+// WithDynamic returns r also redacting whatever more returns at each call
+// (e.g. an api_key_file read again after rotation).
+func (r *Redactor) WithDynamic(more func() []string) *Redactor {
+	return &Redactor{secrets: r.secrets, more: more}
 }
 
 // NewRedactor returns a Redactor for the given secret values; empty values are ignored.
@@ -30,8 +39,12 @@ var keyPrefixes = []string{"Bearer ", "bearer ", "openai-insecure-api-key.", "te
 // Redact returns s with every known secret and every key-shaped token replaced.
 func (r *Redactor) Redact(s string) string {
 	if r != nil {
-		for _, sec := range r.secrets {
-			if strings.Contains(s, sec) {
+		secrets := r.secrets
+		if r.more != nil {
+			secrets = append(secrets[:len(secrets):len(secrets)], r.more()...)
+		}
+		for _, sec := range secrets {
+			if len(sec) >= 4 && strings.Contains(s, sec) {
 				s = strings.ReplaceAll(s, sec, redacted)
 			}
 		}

@@ -138,6 +138,9 @@ type Relay struct {
 	legs  [2]*leg // index lifecycle.Leg
 	obs   Observer
 	ended atomic.Bool // set by Shutdown
+	// shutdownDone is closed when Shutdown has finished writing close frames;
+	// Run waits for it before closing the sockets.
+	shutdownDone chan struct{}
 	// log receives panic reports; nil is allowed.
 	log *slog.Logger
 }
@@ -154,7 +157,7 @@ func NewRelay(client net.Conn, clientBR *bufio.Reader, upstream net.Conn, upstre
 	if opts.CloseWriteTimeout <= 0 {
 		opts.CloseWriteTimeout = time.Second
 	}
-	r := &Relay{opts: opts}
+	r := &Relay{opts: opts, shutdownDone: make(chan struct{})}
 	r.legs[lifecycle.Client] = newLeg(client, clientBR, true)
 	r.legs[lifecycle.Upstream] = newLeg(upstream, upstreamBR, false)
 	return r
@@ -172,6 +175,9 @@ func (r *Relay) Run(obs Observer) {
 	if !obs.Ended() {
 		obs.End(lifecycle.ReasonClientError)
 	}
+	// The session has ended, so Shutdown runs (or ran) exactly once: let it
+	// finish its close frames before the sockets go.
+	<-r.shutdownDone
 	r.legs[0].close()
 	r.legs[1].close()
 }
@@ -215,6 +221,7 @@ func (r *Relay) Ping(which lifecycle.Leg) error {
 // bounded in time, then a short linger for the peers' answers.
 func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) {
 	r.ended.Store(true)
+	defer close(r.shutdownDone)
 	now := time.Now()
 	frames := [2]lifecycle.CloseFrame{client, upstream}
 	for i, l := range r.legs {

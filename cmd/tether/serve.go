@@ -209,7 +209,8 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 		Auth:               authn,
 		Relay: proxy.Options{
 			MaxFrameBytes: cfg.Server.MaxFrameBytes,
-			Redactor:      proxy.NewRedactor(a.dialer.Secrets()...),
+			// Keys from files are read again at each dial; so is the redactor's list.
+			Redactor: proxy.NewRedactor(a.dialer.Secrets()...).WithDynamic(a.dialer.Secrets),
 		},
 		Logger:  log,
 		Metrics: a.metrics,
