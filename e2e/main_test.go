@@ -24,7 +24,9 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	tetherBin = filepath.Join(dir, "tether")
-	build := exec.Command("go", "build", "-o", tetherBin, "../cmd/tether")
+	// Build in the root module (its go.mod and go.sum), as a user would.
+	build := exec.Command("go", "build", "-o", tetherBin, "./cmd/tether")
+	build.Dir = ".."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: go build ../cmd/tether:", err)

@@ -119,7 +119,7 @@ func run(ctx context.Context, opts Options) (*result, error) {
 	defer cancel()
 
 	t := &turn{res: &result{AudioSentBytes: len(pcm)}, start: time.Now(), phase: "the WebSocket handshake"}
-	fmt.Fprintf(out, "url:        %s\n", redactURL(opts.URL))
+	fmt.Fprintf(out, "%-13s%s\n", "url:", redactURL(opts.URL))
 	err = t.run(ctx, opts, u, pcm)
 	t.res.Elapsed = time.Since(t.start)
 	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
@@ -129,7 +129,7 @@ func run(ctx context.Context, opts Options) (*result, error) {
 	if err != nil {
 		return t.res, err
 	}
-	fmt.Fprintf(out, "ok:         one turn in %s\n", t.res.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(out, "%-13s%s\n", "ok:", "one turn in "+t.res.Elapsed.Round(time.Millisecond).String())
 	return t.res, nil
 }
 
@@ -267,22 +267,21 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 // next returns the next server event; an error event, a close or a read
 // failure is an error.
 func (t *turn) next(ctx context.Context, c *client) (*event, error) {
-	select {
-	case data, ok := <-c.events:
-		if !ok {
-			return nil, t.closedErr(c.readErr)
+	data, err := c.receive(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
 		}
-		var ev event
-		if err := json.Unmarshal(data, &ev); err != nil {
-			return nil, fmt.Errorf("waiting for %s: server sent a frame that is not a JSON event: %w", t.phase, err)
-		}
-		if ev.Type == "error" {
-			return nil, fmt.Errorf("waiting for %s: error event: %s", t.phase, ev.Error)
-		}
-		return &ev, nil
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+		return nil, t.closedErr(err)
 	}
+	var ev event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return nil, fmt.Errorf("waiting for %s: server sent a frame that is not a JSON event: %w", t.phase, err)
+	}
+	if ev.Type == "error" {
+		return nil, fmt.Errorf("waiting for %s: error event: %s", t.phase, ev.Error)
+	}
+	return &ev, nil
 }
 
 func (t *turn) closedErr(err error) error {
@@ -299,26 +298,30 @@ func (t *turn) closedErr(err error) error {
 
 func (t *turn) report(out io.Writer, source string) {
 	r := t.res
-	if r.SessionID != "" {
-		model := ""
-		if r.Model != "" {
-			model = " (model " + r.Model + ")"
-		}
-		fmt.Fprintf(out, "session:    %s%s\n", r.SessionID, model)
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(out, "%-13s%s\n", label+":", fmt.Sprintf(format, args...))
 	}
-	fmt.Fprintf(out, "sent:       %s of audio (%d bytes, %s)\n", seconds(r.AudioSentBytes), r.AudioSentBytes, source)
+	line("audio", "%s (%d bytes, %s)", seconds(r.AudioSentBytes), r.AudioSentBytes, source)
+	if r.SessionID == "" {
+		return
+	}
+	model := ""
+	if r.Model != "" {
+		model = " (model " + r.Model + ")"
+	}
+	line("session", "%s%s", r.SessionID, model)
 	if r.ResponseID != "" || r.Status != "" {
-		fmt.Fprintf(out, "response:   %s %s\n", r.ResponseID, r.Status)
+		line("response", "%s %s", r.ResponseID, r.Status)
 	}
 	if r.AudioDeltas > 0 {
-		fmt.Fprintf(out, "first audio: %s after commit\n", r.TimeToFirstAudio.Round(time.Millisecond))
+		line("first audio", "%s after commit", r.TimeToFirstAudio.Round(time.Millisecond))
 	}
-	fmt.Fprintf(out, "received:   %s of audio (%d bytes in %d deltas)\n", seconds(r.AudioBytes), r.AudioBytes, r.AudioDeltas)
+	line("received", "%s of audio (%d bytes in %d deltas)", seconds(r.AudioBytes), r.AudioBytes, r.AudioDeltas)
 	if r.Transcript != "" {
-		fmt.Fprintf(out, "transcript: %q\n", r.Transcript)
+		line("transcript", "%q", r.Transcript)
 	}
 	if r.gotResponseDone {
-		fmt.Fprintf(out, "usage:      %d tokens (input %d, output %d)\n", r.TotalTokens, r.InputTokens, r.OutputTokens)
+		line("usage", "%d tokens (input %d, output %d)", r.TotalTokens, r.InputTokens, r.OutputTokens)
 	}
 }
 
@@ -448,25 +451,31 @@ func redactURL(raw string) string {
 	return u.String()
 }
 
+// maxQueued bounds the server messages held while Run is busy sending.
+const maxQueued = 64 << 20
+
 // client is the WebSocket connection of a turn. A reader goroutine owns the
-// read side: it answers pings and closes and hands data messages to events;
-// every write, the reader's control replies included, holds wmu.
+// read side: it answers pings and closes and queues data messages, so the
+// server never waits on talk while talk streams audio; every write, the
+// reader's control replies included, holds wmu.
 type client struct {
 	conn net.Conn
 
-	wmu sync.Mutex // guards writes to conn
-
-	events  chan []byte   // reader -> Run; closed by the reader when it stops
-	readErr error         // why the reader stopped; written before events is closed
-	done    chan struct{} // closed by close(): the reader must not block on events
-	wg      sync.WaitGroup
-	once    sync.Once
-
+	wmu       sync.Mutex  // guards writes to conn
 	closeSent atomic.Bool // our close frame is out: the server's close needs no reply
+
+	mu       sync.Mutex    // guards the fields below
+	queue    [][]byte      // data messages not yet received
+	queued   int           // bytes in queue
+	readErr  error         // why the reader stopped; set once, with stopped
+	stopped  bool          // the reader has returned
+	notify   chan struct{} // capacity 1: poked after every change of the fields above
+	wg       sync.WaitGroup
+	closeOne sync.Once
 }
 
 func newClient(conn net.Conn, br *bufio.Reader) *client {
-	c := &client{conn: conn, events: make(chan []byte), done: make(chan struct{})}
+	c := &client{conn: conn, notify: make(chan struct{}, 1)}
 	var src io.Reader = conn
 	if br != nil {
 		// The handshake reader holds bytes the server sent right after the
@@ -481,39 +490,78 @@ func newClient(conn net.Conn, br *bufio.Reader) *client {
 // readLoop reads messages until the connection fails or closes.
 func (c *client) readLoop(src io.Reader) {
 	defer c.wg.Done()
-	defer close(c.events)
+	err := c.readMessages(src)
+	c.mu.Lock()
+	c.readErr, c.stopped = err, true
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (c *client) readMessages(src io.Reader) error {
 	rd := &wsutil.Reader{Source: src, State: ws.StateClientSide, CheckUTF8: true}
 	rd.OnIntermediate = c.control
 	for {
 		hdr, err := rd.NextFrame()
 		if err != nil {
-			c.readErr = err
-			return
+			return err
 		}
 		if hdr.OpCode.IsControl() {
 			if err := c.control(hdr, rd); err != nil {
-				c.readErr = err
-				return
+				return err
 			}
 			continue
 		}
 		if hdr.OpCode != ws.OpText {
 			// The Realtime protocol is JSON text; ignore anything else.
 			if err := rd.Discard(); err != nil {
-				c.readErr = err
-				return
+				return err
 			}
 			continue
 		}
 		data, err := io.ReadAll(rd)
 		if err != nil {
-			c.readErr = err
-			return
+			return err
+		}
+		c.mu.Lock()
+		c.queue = append(c.queue, data)
+		c.queued += len(data)
+		full := c.queued > maxQueued
+		c.mu.Unlock()
+		if full {
+			return fmt.Errorf("more than %d MiB of unread server messages", maxQueued>>20)
+		}
+		c.poke()
+	}
+}
+
+func (c *client) poke() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// receive returns the next data message, or why there will be none.
+func (c *client) receive(ctx context.Context) ([]byte, error) {
+	for {
+		c.mu.Lock()
+		if len(c.queue) > 0 {
+			data := c.queue[0]
+			c.queue[0] = nil
+			c.queue = c.queue[1:]
+			c.queued -= len(data)
+			c.mu.Unlock()
+			return data, nil
+		}
+		stopped, err := c.stopped, c.readErr
+		c.mu.Unlock()
+		if stopped {
+			return nil, err
 		}
 		select {
-		case c.events <- data:
-		case <-c.done:
-			return
+		case <-c.notify:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
 		}
 	}
 }
@@ -557,16 +605,14 @@ func (c *client) closeGracefully() {
 	if err != nil {
 		return
 	}
+	// The server's close (or the deadline) ends the reader.
 	_ = c.conn.SetReadDeadline(time.Now().Add(time.Second))
-	for range c.events {
-		// Drain until the server's close (or the deadline) ends the reader.
-	}
+	c.wg.Wait()
 }
 
-// close stops the reader and closes the connection; it waits for the reader.
+// close closes the connection and waits for the reader.
 func (c *client) close() {
-	c.once.Do(func() {
-		close(c.done)
+	c.closeOne.Do(func() {
 		_ = c.conn.Close()
 		c.wg.Wait()
 	})

@@ -350,7 +350,7 @@ func TestTurnWithWAV(t *testing.T) {
 		if res.AudioSentBytes != len(pcm) || res.AudioBytes != len(pcm)/3*3 {
 			t.Errorf("sent %d received %d, want %d", res.AudioSentBytes, res.AudioBytes, len(pcm))
 		}
-		if !strings.Contains(out, "2.50 s of audio ("+fmt.Sprint(len(pcm))+" bytes, "+path+")") {
+		if !strings.Contains(out, "2.50 s ("+fmt.Sprint(len(pcm))+" bytes, "+path+")") {
 			t.Errorf("report:\n%s", out)
 		}
 		checkClientEvents(t, s.events(), len(pcm))

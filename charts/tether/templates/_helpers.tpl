@@ -110,6 +110,15 @@ Input: (dict "key" <key path for messages> "value" <duration>).
 {{- if or (eq $host "localhost") (hasPrefix "127." $host) (eq $host "::1") }}true{{ end }}
 {{- end }}
 
+{{/* tether.acmeHTTPPort: the port of config.tls.acme.http_listen in acme mode, else nothing. */}}
+{{- define "tether.acmeHTTPPort" -}}
+{{- $tls := (.Values.config | default dict).tls | default dict }}
+{{- $acme := $tls.acme | default dict }}
+{{- if and (eq (toString $tls.mode) "acme") $acme.http_listen }}
+{{- include "tether.port" $acme.http_listen }}
+{{- end }}
+{{- end }}
+
 {{- define "tether.port" -}}
 {{- regexFind "[0-9]+$" . }}
 {{- end }}
@@ -199,6 +208,14 @@ template that depends on them; renders nothing.
 {{- if not (hasPrefix .Values.acmeStorage.mountPath $tls.acme.storage_dir) }}
 {{- fail (printf "config.tls.acme.storage_dir (%s) must be under acmeStorage.mountPath (%s), the only writable volume" $tls.acme.storage_dir .Values.acmeStorage.mountPath) }}
 {{- end }}
+{{- with include "tether.acmeHTTPPort" . }}
+{{- if has (int .) (list (int $.Values.ports.client) (int $.Values.ports.admin)) }}
+{{- fail (printf "config.tls.acme.http_listen (%s) must use a port other than ports.client and ports.admin" $tls.acme.http_listen) }}
+{{- end }}
+{{- if include "tether.loopback" $tls.acme.http_listen }}
+{{- fail (printf "config.tls.acme.http_listen (%s) is a loopback address the ACME CA cannot reach" $tls.acme.http_listen) }}
+{{- end }}
+{{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.acmeStorage.existingClaim) (not (has "ReadWriteMany" .Values.acmeStorage.accessModes)) }}
 {{- fail (printf "config.tls.mode acme with replicaCount %v needs storage all replicas can mount: set acmeStorage.accessModes to [ReadWriteMany], use an acmeStorage.existingClaim, or replicaCount=1" .Values.replicaCount) }}
 {{- end }}
@@ -215,7 +232,12 @@ template that depends on them; renders nothing.
 {{- if and .Values.upstream.existingSecret $cfg.upstreams }}
 {{- $found := false }}
 {{- range $cfg.upstreams }}
-{{- if eq (toString .api_key_env) $.Values.upstream.envName }}{{ $found = true }}{{ end }}
+{{- $env := toString (.api_key_env | default "") }}
+{{- if not (or $env .api_key_file .token_file) }}
+{{- /* tether's default credential variable of the type */}}
+{{- $env = get (dict "openai" "OPENAI_API_KEY" "azure" "AZURE_OPENAI_API_KEY") (toString (.type | default "openai")) }}
+{{- end }}
+{{- if eq $env $.Values.upstream.envName }}{{ $found = true }}{{ end }}
 {{- end }}
 {{- if not $found }}
 {{- fail (printf "upstream.existingSecret is exposed as $%s, but no entry of config.upstreams has api_key_env: %s" .Values.upstream.envName .Values.upstream.envName) }}
@@ -266,6 +288,11 @@ tether.container: the tether container. Input: (dict "ctx" <tether's context>
     - name: tether-admin
       containerPort: {{ $v.ports.admin }}
       protocol: TCP
+    {{- with include "tether.acmeHTTPPort" $ }}
+    - name: tether-acmehttp
+      containerPort: {{ . }}
+      protocol: TCP
+    {{- end }}
   env:
     - name: K8S_POD_NAME
       valueFrom:

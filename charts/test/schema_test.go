@@ -1,0 +1,232 @@
+package charttest
+
+import (
+	"encoding/json"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherproxy/tether/config"
+	"go.yaml.in/yaml/v3"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+)
+
+// TestSchemaRejects: a values mistake fails at install time, naming the key.
+func TestSchemaRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name, chart, values string
+		want                []string
+	}{
+		{"unknown top-level key", tetherChartDir, "replicas: 3", []string{"additional properties 'replicas' not allowed"}},
+		{"typo in a nested key", tetherChartDir, "sidecar: {nativ: true}", []string{"/sidecar", "'nativ' not allowed"}},
+		{"typo in a tether config key", tetherChartDir, "config: {lifecycle: {idle_timout: 30s}}", []string{"/config/lifecycle", "'idle_timout' not allowed"}},
+		{"bad mode", tetherChartDir, "mode: daemonset", []string{"/mode", "'standalone', 'sidecar'"}},
+		{"bad log level", tetherChartDir, "config: {log: {level: verbose}}", []string{"/config/log/level", "'debug', 'info', 'warn', 'error'"}},
+		{"bad tls mode", tetherChartDir, "config: {tls: {mode: letsencrypt}}", []string{"/config/tls/mode"}},
+		{"bad upstream type", tetherChartDir, "config: {upstreams: [{name: x, type: gemini}]}", []string{"/config/upstreams/0/type", "'openai', 'azure', 'generic', 'mock'"}},
+		{"duration without unit", tetherChartDir, "config: {lifecycle: {drain_timeout: 30}}", []string{"/config/lifecycle/drain_timeout"}},
+		{"bad duration", tetherChartDir, "config: {lifecycle: {drain_timeout: 30 seconds}}", []string{"/config/lifecycle/drain_timeout", "does not match pattern"}},
+		{"subchart typo from the app chart", exampleChartDir, "tether: {upstream: {existingSecrets: openai}}", []string{"tether:", "/upstream", "'existingSecrets' not allowed"}},
+		{"subchart bad enum from the app chart", exampleChartDir, "tether: {mode: both}", []string{"tether:", "/mode"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderChart(tc.chart, tc.values, "")
+			if err == nil {
+				t.Fatalf("values %q rendered; want a schema error", tc.values)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestImpossibleCombinations: values that cannot work fail with a message
+// that says what to change.
+func TestImpossibleCombinations(t *testing.T) {
+	for _, tc := range []struct {
+		name, chart, values, kube, want string
+	}{
+		{"acme without storage", tetherChartDir, "config: {tls: {mode: acme, acme: {domains: [a.example.com]}}}", "",
+			"config.tls.mode acme needs a storage volume"},
+		{"acme in a sidecar", tetherChartDir, "mode: sidecar\nacmeStorage: {enabled: true}\nconfig: {tls: {mode: acme}}", "",
+			"config.tls.mode acme needs mode standalone"},
+		{"acme on RWO storage with replicas", tetherChartDir, "replicaCount: 3\nacmeStorage: {enabled: true}\nconfig: {tls: {mode: acme}}", "",
+			"needs storage all replicas can mount"},
+		{"acme storage outside the volume", tetherChartDir, "replicaCount: 1\nacmeStorage: {enabled: true}\nconfig: {tls: {mode: acme, acme: {storage_dir: /data}}}", "",
+			"must be under acmeStorage.mountPath"},
+		{"tls files without files", tetherChartDir, "config: {tls: {mode: files}}", "",
+			"config.tls.mode files needs certificate files"},
+		{"grace period not above drain", tetherChartDir, "terminationGracePeriodSeconds: 30\nconfig: {lifecycle: {drain_timeout: 30s}}", "",
+			"terminationGracePeriodSeconds (30) must exceed config.lifecycle.drain_timeout (30 s)"},
+		{"grace period below a compound drain", tetherChartDir, "terminationGracePeriodSeconds: 60\nconfig: {lifecycle: {drain_timeout: 1m30s}}", "",
+			"must exceed config.lifecycle.drain_timeout (90 s)"},
+		{"standalone on loopback", tetherChartDir, "config: {server: {listen: 127.0.0.1:8080}}", "",
+			"is a loopback address the Service cannot reach"},
+		{"admin on loopback", exampleChartDir, "tether: {config: {admin: {listen: 127.0.0.1:9090}}}", "",
+			"kubelet probes cannot reach it"},
+		{"listen port not the container port", tetherChartDir, "config: {server: {listen: 0.0.0.0:7000}}", "",
+			"config.server.listen (0.0.0.0:7000) must use ports.client (8080)"},
+		{"secret no upstream reads", tetherChartDir, "upstream: {existingSecret: openai}\nconfig: {upstreams: [{name: local, type: generic, url: 'ws://llm:8000/v1/realtime'}]}", "",
+			"no entry of config.upstreams has api_key_env: OPENAI_API_KEY"},
+		{"token auth without tokens", tetherChartDir, "config: {auth: {mode: token}}", "",
+			"config.auth.mode token needs config.auth.tokens_file"},
+		{"service monitor in sidecar mode", tetherChartDir, "mode: sidecar\nmetrics: {serviceMonitor: {enabled: true}}", "",
+			"metrics.serviceMonitor needs mode standalone"},
+		{"pdb in sidecar mode", exampleChartDir, "tether: {podDisruptionBudget: {enabled: true}}", "",
+			"podDisruptionBudget needs mode standalone"},
+		{"pdb with both bounds", tetherChartDir, "podDisruptionBudget: {enabled: true, minAvailable: 1, maxUnavailable: 1}", "",
+			"set minAvailable or maxUnavailable, not both"},
+		{"native sidecar before 1.29", exampleChartDir, "", "v1.28.9",
+			"sidecar.native needs Kubernetes 1.29 or newer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderChart(tc.chart, tc.values, tc.kube)
+			if err == nil {
+				t.Fatalf("rendered; want an error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error:\n%v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnquotedOff: YAML 1.1 reads `mode: off` as false; the chart accepts
+// it and renders "off", which tether understands.
+func TestUnquotedOff(t *testing.T) {
+	r, err := renderChart(tetherChartDir, "config:\n  tls:\n    mode: off\n", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tetherYAML := tetherConfigMap(t, r)
+	if !strings.Contains(tetherYAML, "mode: \"off\"") && !strings.Contains(tetherYAML, "mode: 'off'") {
+		t.Errorf("tls.mode not rendered as the string off:\n%s", tetherYAML)
+	}
+	checkConfig(t, r, tetherYAML)
+}
+
+// TestSchemaMatchesConfigKeys: the schema's config section lists exactly
+// the keys tether's config package accepts, so the schema neither rejects a
+// valid tether.yaml nor lets a typo through.
+func TestSchemaMatchesConfigKeys(t *testing.T) {
+	data, err := os.ReadFile(tetherChartDir + "/values.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(data, &schema); err != nil {
+		t.Fatal(err)
+	}
+	cfgSchema := schema["properties"].(map[string]any)["config"].(map[string]any)
+	compareKeys(t, "config", cfgSchema, reflect.TypeFor[config.Config]())
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) {
+	t.Helper()
+	switch {
+	case typ == durationType:
+		return
+	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Struct:
+		items, _ := s["items"].(map[string]any)
+		if items == nil {
+			t.Errorf("%s: schema has no items for a list of %s", path, typ.Elem().Name())
+			return
+		}
+		compareKeys(t, path+"[]", items, typ.Elem())
+		return
+	case typ.Kind() != reflect.Struct:
+		return
+	}
+	if s["additionalProperties"] != false {
+		t.Errorf("%s: schema allows additional properties", path)
+	}
+	props, _ := s["properties"].(map[string]any)
+	var goKeys []string
+	for f := range typ.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if !f.IsExported() || name == "" || name == "-" {
+			continue
+		}
+		goKeys = append(goKeys, name)
+		sub, ok := props[name].(map[string]any)
+		if !ok {
+			t.Errorf("%s.%s: accepted by tether, missing from values.schema.json", path, name)
+			continue
+		}
+		compareKeys(t, path+"."+name, sub, f.Type)
+	}
+	for k := range props {
+		if !slices.Contains(goKeys, k) {
+			t.Errorf("%s.%s: in values.schema.json, unknown to tether's config", path, k)
+		}
+	}
+}
+
+// TestValuesDocumented: every key of values.yaml carries a comment, except
+// inside Kubernetes objects and tether's own config (documented by
+// `tether config defaults`).
+func TestValuesDocumented(t *testing.T) {
+	data, err := os.ReadFile(tetherChartDir + "/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	opaque := map[string]bool{
+		"config": true, "resources": true, "securityContext": true, "podSecurityContext": true,
+		"strategy": true, "grafanaDashboard.labels": true,
+	}
+	probeFields := map[string]bool{"periodSeconds": true, "timeoutSeconds": true, "failureThreshold": true}
+	var undocumented []string
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			path := k.Value
+			if prefix != "" {
+				path = prefix + "." + k.Value
+			}
+			if strings.TrimSpace(k.HeadComment) == "" && !(strings.HasPrefix(prefix, "probes.") && probeFields[k.Value]) {
+				undocumented = append(undocumented, path)
+			}
+			if v.Kind == yaml.MappingNode && !opaque[path] {
+				walk(v, path)
+			}
+		}
+	}
+	walk(doc.Content[0], "")
+	sort.Strings(undocumented)
+	if len(undocumented) > 0 {
+		t.Errorf("values.yaml keys without a comment: %s", strings.Join(undocumented, ", "))
+	}
+}
+
+// TestLint runs helm lint on the chart, with its defaults and in sidecar
+// mode, and fails on warnings as well as errors.
+func TestLint(t *testing.T) {
+	kv, err := chartutil.ParseKubeVersion(defaultKube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, values := range []map[string]any{nil, {"mode": "sidecar"}} {
+		l := lint.AllWithKubeVersion(tetherChartDir, values, namespace, kv)
+		for _, m := range l.Messages {
+			if m.Severity >= support.WarningSev {
+				t.Errorf("helm lint (values %v): %s", values, m)
+			}
+		}
+	}
+}
