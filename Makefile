@@ -5,7 +5,7 @@ PKGS      := ./...
 BIN       := bin/tether
 VERSION   ?= 0.1.0
 
-.PHONY: all build test vet unit e2e chart bench-lite fuzz-smoke run clean jaeger
+.PHONY: all build test vet unit e2e chart bench-lite fuzz-smoke run clean jaeger soak drain-test
 
 all: build
 
@@ -44,6 +44,16 @@ chart:
 ## bench-lite: every benchmark runs a few iterations so it keeps compiling and working
 bench-lite:
 	$(GO) test -run '^$$' -bench . -benchtime 100x $(PKGS)
+
+SOAK_SESSIONS ?= 2000
+
+## soak: the fault soak alone, figures printed (make soak SOAK_SESSIONS=20000 for a longer one)
+soak:
+	cd e2e && $(GO) test -count=1 -timeout 90m -v -run '^TestSoakFaults$$' . -soak.sessions=$(SOAK_SESSIONS)
+
+## drain-test: the turn-aware drain tests alone, timings printed
+drain-test:
+	cd e2e && $(GO) test -count=1 -timeout 10m -v -run '^TestDrain' .
 
 ## fuzz-smoke: a short run of each fuzz target
 fuzz-smoke:

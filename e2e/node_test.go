@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nodeTimeout bounds the whole `node --test` run (two short sessions).
+const nodeTimeout = 90 * time.Second
+
+// TestNodeOpenAIClient drives tether with the official `openai` npm
+// package's realtime WebSocket client (openai/realtime/ws, unmodified) under
+// Node: the tests in node/realtime.test.mjs complete a voice turn and see
+// close 1014 when the upstream resets mid-response. The client always dials
+// wss:// (it rewrites the base URL's scheme), so tether serves TLS from files
+// signed by a throwaway CA that Node trusts through NODE_EXTRA_CA_CERTS.
+//
+// It needs node (>= 20) and `npm ci` in e2e/node; without them it is skipped,
+// unless TETHER_REQUIRE_NODE is set (CI), when it fails.
+func TestNodeOpenAIClient(t *testing.T) {
+	t.Parallel()
+	node := requireNode(t)
+
+	ca := newTestCA(t)
+	certFile, keyFile, _ := ca.issue(t, "127.0.0.1", "localhost")
+	p := startTether(t, "node_tls.yaml", map[string]string{"CertFile": certFile, "KeyFile": keyFile})
+	waitLog(t, p, stepTimeout, "tls certificate loaded")
+
+	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "realtime.test.mjs")
+	cmd.Dir = "node"
+	cmd.Env = append(childEnv(),
+		"TETHER_BASE_URL=https://"+p.Listen+"/v1",
+		"NODE_EXTRA_CA_CERTS="+ca.file,
+		"OPENAI_BASE_URL=", "OPENAI_API_KEY=",
+	)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("node --test (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
+	if err != nil {
+		t.Fatalf("node --test failed: %v", err)
+	}
+	if !strings.Contains(out.String(), "pass 2") {
+		t.Fatalf("node --test did not report 2 passing tests")
+	}
+
+	// What tether saw: the voice turn ended by the client's close, the
+	// second session by the upstream's reset; nothing left open.
+	waitUntil(t, stepTimeout, "both sessions to be counted", func() bool {
+		n, _ := p.metric("tether_sessions_total")
+		return n == 2
+	})
+	for reason, want := range map[string]float64{"client_closed": 1, "upstream_error": 1} {
+		if got, _ := p.metric("tether_sessions_total", `reason="`+reason+`"`); got != want {
+			t.Errorf("tether_sessions_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if rows, raw := p.sessions(); len(rows) != 0 {
+		t.Errorf("GET /sessions after the node tests: %s", raw)
+	}
+	if got, _ := p.metric("tether_responses_total", `status="completed"`); got != 1 {
+		t.Errorf("tether_responses_total{status=\"completed\"} = %v, want 1 (the voice turn)", got)
+	}
+}
+
+// requireNode returns the node binary, or skips (fails with
+// TETHER_REQUIRE_NODE set) when node or e2e/node/node_modules is missing.
+func requireNode(t *testing.T) string {
+	t.Helper()
+	missing := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("TETHER_REQUIRE_NODE") != "" {
+			t.Fatalf("TETHER_REQUIRE_NODE is set but "+format, args...)
+		}
+		t.Skipf(format+" (set TETHER_REQUIRE_NODE=1 to make this a failure)", args...)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		missing("node is not installed: the official openai client test needs Node >= 20")
+		return ""
+	}
+	v, err := exec.Command(node, "--version").Output()
+	if err != nil {
+		missing("node --version: %v", err)
+		return ""
+	}
+	major, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(string(v)), "v"), ".")
+	if n, err := strconv.Atoi(major); err != nil || n < 20 {
+		missing("node %s is too old: the openai client test needs Node >= 20", strings.TrimSpace(string(v)))
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join("node", "node_modules", "openai", "realtime", "ws.js")); err != nil {
+		missing("e2e/node/node_modules is missing: run `cd e2e/node && npm ci`")
+		return ""
+	}
+	return node
+}

@@ -1,0 +1,361 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+var (
+	soakSessions = flag.Int("soak.sessions", 2000, "sessions in TestSoakFaults (env TETHER_SOAK_SESSIONS overrides)")
+	soakWave     = flag.Int("soak.wave", 250, "concurrent sessions per wave in TestSoakFaults")
+	soakSeed     = flag.Uint64("soak.seed", 0, "random seed of TestSoakFaults (0: from the clock; the seed is logged)")
+)
+
+// Soak timing: heartbeats and the idle limit short enough that every fault
+// is detected in seconds, and ordered so each fault ends by its own reason:
+// a dead leg is found (interval + timeout = 2.5 s) well before idle_timeout.
+const (
+	soakHBInterval  = 1500 * time.Millisecond
+	soakHBTimeout   = 1000 * time.Millisecond
+	soakIdle        = 4 * time.Second
+	soakMaxFrame    = 16 << 10
+	soakSessionWait = 20 * time.Second // per session, fault to end
+)
+
+// soakFault is one way a session dies.
+type soakFault struct {
+	name   string
+	reason string // the tether_sessions_total label it must be counted under
+	// code is the close code the client must receive; 0: none (the
+	// contract's "-"), -1: best effort (1001 or nothing).
+	code int
+	// mid: may be injected while a response streams (else always between turns).
+	mid    bool
+	inject func(g *goTB, c *rtClient)
+}
+
+var soakFaults = []soakFault{
+	{"upstream_rst", "upstream_error", 1014, true, func(g *goTB, c *rtClient) {
+		c.fault("rst", nil)
+	}},
+	{"upstream_close", "upstream_closed", 4321, true, func(g *goTB, c *rtClient) {
+		c.fault("close", map[string]any{"code": 4321, "reason": "soak"})
+	}},
+	{"upstream_stall", "upstream_heartbeat_timeout", 4002, true, func(g *goTB, c *rtClient) {
+		c.fault("stall", nil)
+	}},
+	{"upstream_fatal_error", "upstream_fatal_event", 1014, true, func(g *goTB, c *rtClient) {
+		c.fault("error", map[string]any{"code": "session_expired"})
+	}},
+	{"client_vanish", "client_error", 0, true, func(g *goTB, c *rtClient) {
+		c.Vanish() // TCP RST, no close frame
+	}},
+	{"client_unresponsive", "client_heartbeat_timeout", -1, true, func(g *goTB, c *rtClient) {
+		c.SetAnswerPings(false)
+		c.StopReading()
+	}},
+	{"client_half_close", "client_error", 0, true, func(g *goTB, c *rtClient) {
+		if err := c.tcp.CloseWrite(); err != nil {
+			g.Fatalf("CloseWrite: %v", err)
+		}
+	}},
+	{"client_oversized_frame", "frame_too_large", 1009, true, func(g *goTB, c *rtClient) {
+		big := `{"type":"input_audio_buffer.append","audio":"` + strings.Repeat("A", soakMaxFrame+4096) + `"}`
+		_ = c.write(ws.NewTextFrame([]byte(big))) // tether may reset before it is all written
+	}},
+	{"client_unmasked_frame", "protocol_error", 1002, true, func(g *goTB, c *rtClient) {
+		_ = c.writeRaw(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`)))
+	}},
+	{"client_reserved_opcode", "protocol_error", 1002, true, func(g *goTB, c *rtClient) {
+		_ = c.write(ws.Frame{Header: ws.Header{Fin: true, OpCode: ws.OpCode(0x3), Length: 2}, Payload: []byte("{}")})
+	}},
+	{"idle", "idle_timeout", 4000, false, func(g *goTB, c *rtClient) {}},
+}
+
+// soakRun drives one session to its fault and checks what the client saw.
+func soakRun(g *goTB, addr string, f soakFault, mid bool) {
+	c := dialClient(g, addr, clientOpts{})
+	c.waitEvent("session.created", stepTimeout)
+	if mid {
+		// A response in progress when the fault hits: two paced deltas,
+		// the fault right after the first.
+		c.fault("slow", map[string]any{"delta_interval_ms": 200})
+		c.send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(testAudio(200))})
+		c.send(map[string]any{"type": "input_audio_buffer.commit"})
+		c.waitEvent("input_audio_buffer.committed", stepTimeout)
+		c.send(map[string]any{"type": "response.create"})
+		c.waitEvent("response.output_audio.delta", stepTimeout)
+	}
+	f.inject(g, c)
+	switch {
+	case f.name == "client_vanish":
+		return
+	case f.name == "client_unresponsive":
+		// Not reading: tether's ping goes unanswered; read again once it
+		// must have given up, and find the connection closed.
+		time.Sleep(soakHBInterval + soakHBTimeout + time.Second)
+		c.ResumeReading()
+		c.waitEnd(soakSessionWait)
+	case f.code > 0:
+		ci := c.waitClose(soakSessionWait)
+		if ci.Code != f.code {
+			g.Errorf("%s: client got close %d %q, want %d", f.name, ci.Code, ci.Reason, f.code)
+		}
+		c.waitEnd(soakSessionWait)
+	default:
+		c.waitEnd(soakSessionWait)
+	}
+	c.mu.Lock()
+	got := c.closeF
+	c.mu.Unlock()
+	switch {
+	case f.code == 0 && got != nil:
+		g.Errorf("%s: client got close %d, want none (the connection is dropped)", f.name, got.Code)
+	case f.code == -1 && got != nil && got.Code != 1001:
+		g.Errorf("%s: client got close %d, want 1001 or none", f.name, got.Code)
+	}
+}
+
+// soakCounts tallies injected faults.
+type soakCounts struct {
+	byFault  map[string]int
+	midFault map[string]int
+	byReason map[string]int
+	total    int
+}
+
+func newSoakCounts() *soakCounts {
+	return &soakCounts{byFault: map[string]int{}, midFault: map[string]int{}, byReason: map[string]int{}}
+}
+
+// runWave runs the sessions (fault, mid) concurrently and waits for all.
+func runWave(t *testing.T, addr string, plan []soakFault, mids []bool, counts *soakCounts) {
+	t.Helper()
+	var wg sync.WaitGroup
+	gs := make([]*goTB, len(plan))
+	for i, f := range plan {
+		counts.byFault[f.name]++
+		counts.byReason[f.reason]++
+		counts.total++
+		if mids[i] {
+			counts.midFault[f.name]++
+		}
+		gs[i] = runGo(t, &wg, func(g *goTB) { soakRun(g, addr, f, mids[i]) })
+	}
+	wg.Wait()
+	var failed []string
+	for i, g := range gs {
+		if g.Failed() {
+			failed = append(failed, fmt.Sprintf("%s (mid-response %v): %s", plan[i].name, mids[i], g.Failures()))
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d sessions failed; first ones:\n%s", len(failed), len(plan),
+			strings.Join(failed[:min(len(failed), 10)], "\n"))
+	}
+}
+
+// TestSoakFaults: thousands of sessions in waves, each ending by a random
+// fault on either leg (upstream reset, close, stall, fatal error event;
+// client reset, silence, half-close, oversized frame, malformed frame,
+// idle), half of them mid-response. Afterwards nothing is left: no session,
+// every session counted once under the reason of its fault, goroutines and
+// heap back at their pre-soak baseline, no descriptor and no half-closed
+// socket of tether's. The figures are logged. Bounded by -soak.sessions
+// (default 2000, about a minute here; `make soak SOAK_SESSIONS=20000`).
+func TestSoakFaults(t *testing.T) {
+	n := *soakSessions
+	if v := os.Getenv("TETHER_SOAK_SESSIONS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
+			t.Fatalf("TETHER_SOAK_SESSIONS=%q: want a positive number", v)
+		}
+	}
+	if testing.Short() {
+		n = min(n, 300)
+	}
+	wave := max(*soakWave, 1)
+	seed := *soakSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	rng := rand.New(rand.NewPCG(seed, 7))
+	t.Logf("soak: %d sessions in waves of %d, seed %d (-soak.seed to replay)", n, wave, seed)
+	raiseNoFile(t, uint64(4*wave+256))
+
+	m := startMockProc(t)
+	hb := fmt.Sprintf("%dms", soakHBInterval.Milliseconds())
+	hbt := fmt.Sprintf("%dms", soakHBTimeout.Milliseconds())
+	p := startTether(t, "load.yaml", map[string]string{
+		"UpstreamURL":      m.URL,
+		"MaxSessions":      "10000",
+		"MaxFrameBytes":    strconv.Itoa(soakMaxFrame),
+		"ClientHBInterval": hb, "ClientHBTimeout": hbt,
+		"UpstreamHBInterval": hb, "UpstreamHBTimeout": hbt,
+		"IdleTimeout": soakIdle.String(),
+	}, heapGODEBUG)
+	ports := []int{portOf(t, p.Listen), portOf(t, p.Admin)}
+	counts := newSoakCounts()
+	idleG := p.baseline()
+	// settle waits (up to stepTimeout) until tether runs no more goroutines
+	// than when idle: the sessions' relays have finished their close
+	// linger, so their buffers are free before heap or descriptors are read.
+	settle := func() int {
+		deadline := time.Now().Add(stepTimeout)
+		for {
+			g := p.goroutines()
+			if g <= idleG+1 || time.Now().After(deadline) {
+				return g
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// Warm-up: every fault twice (between turns and mid-response), so
+	// one-time allocations (pools, metric series, runtime structures) are
+	// in the baseline and what is measured is what sessions leave behind.
+	var warm []soakFault
+	var warmMid []bool
+	for _, f := range soakFaults {
+		warm = append(warm, f, f)
+		warmMid = append(warmMid, false, f.mid)
+	}
+	// All in one wave a fifth larger than the soak's, so the high-water
+	// marks of concurrency (the runtime keeps the structs of exited
+	// goroutines for reuse, maps keep their size) are reached before the
+	// baseline too.
+	for len(warm) < wave+wave/5 {
+		f := soakFaults[rng.IntN(len(soakFaults))]
+		warm = append(warm, f)
+		warmMid = append(warmMid, f.mid && rng.IntN(2) == 0)
+	}
+	runWave(t, p.Listen, warm, warmMid, counts)
+	waitSessionsGone(t, p, counts.total)
+	settle()
+	baseG := p.baseline()
+	baseHeap := p.heapLow()
+	baseFDs := p.fds()
+	baseSocks := tetherSockets(t, ports, m.Port)
+	t.Logf("baseline after %d warm-up sessions: goroutines %d, heap in use %.2f MiB, fds %d, sockets %v",
+		counts.total, baseG, baseHeap/(1<<20), baseFDs, baseSocks)
+
+	start := time.Now()
+	waves := 0
+	for done := 0; done < n; {
+		k := min(wave, n-done)
+		plan := make([]soakFault, k)
+		mids := make([]bool, k)
+		for i := range plan {
+			plan[i] = soakFaults[rng.IntN(len(soakFaults))]
+			mids[i] = plan[i].mid && rng.IntN(2) == 0
+		}
+		runWave(t, p.Listen, plan, mids, counts)
+		done += k
+		waves++
+		waitSessionsGone(t, p, counts.total)
+		g := settle()
+		t.Logf("after wave %d (%d sessions): goroutines %d, heap in use after GC %.2f MiB, fds %d",
+			waves, counts.total, g, p.heapLow()/(1<<20), p.fds())
+	}
+	elapsed := time.Since(start)
+
+	// Every session ended, exactly once, under its fault's reason.
+	waitSessionsGone(t, p, counts.total)
+	code, metrics := p.get("/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	if v, _ := parseMetric(string(metrics), "tether_sessions_active"); v != 0 {
+		t.Errorf("tether_sessions_active = %v after the soak, want 0", v)
+	}
+	total, _ := parseMetric(string(metrics), "tether_sessions_total")
+	if int(total) != counts.total {
+		t.Errorf("tether_sessions_total over all reasons = %v, want %d (sessions started)", total, counts.total)
+	}
+	reasons := slices.Sorted(maps.Keys(counts.byReason))
+	var table strings.Builder
+	for _, r := range reasons {
+		got, _ := parseMetric(string(metrics), "tether_sessions_total", `reason="`+r+`"`)
+		fmt.Fprintf(&table, "\n  %-28s injected %5d  counted %5.0f", r, counts.byReason[r], got)
+		if int(got) != counts.byReason[r] {
+			t.Errorf("tether_sessions_total{reason=%q} = %v, want %d", r, got, counts.byReason[r])
+		}
+	}
+	var faults strings.Builder
+	for _, f := range slices.Sorted(maps.Keys(counts.byFault)) {
+		fmt.Fprintf(&faults, "\n  %-24s %5d (mid-response %d)", f, counts.byFault[f], counts.midFault[f])
+	}
+
+	// tether has closed every socket of its own: none in CLOSE_WAIT, and
+	// the only FIN_WAIT2 left are orphans (closed, inode 0) whose peer is a
+	// stalled mock session, which keeps its socket open until the mock stops.
+	g := settle()
+	var before map[string]int
+	waitUntil(t, stepTimeout, "no tether socket in CLOSE_WAIT, and no open one in FIN_WAIT2", func() bool {
+		before = tetherSockets(t, ports, m.Port)
+		return before["CLOSE_WAIT"] == 0 && before["CLOSE_WAIT (orphan)"] == 0 && before["FIN_WAIT2"] == 0
+	})
+	if orphans, stalls := before["FIN_WAIT2 (orphan)"], counts.byFault["upstream_stall"]; orphans > stalls {
+		t.Errorf("%d orphaned tether sockets in FIN_WAIT2, but only %d sessions had a stalled upstream", orphans, stalls)
+	}
+	// Stop the mock: the orphans get its FIN and go, and an upstream socket
+	// tether had failed to close would now sit in CLOSE_WAIT.
+	stopProc(t, m.proc, "mock-upstream")
+	var socks map[string]int
+	waitUntil(t, stepTimeout, "no tether socket in CLOSE_WAIT or FIN_WAIT2", func() bool {
+		socks = tetherSockets(t, ports, m.Port)
+		for state, n := range socks {
+			if n > 0 && (strings.HasPrefix(state, "CLOSE_WAIT") || strings.HasPrefix(state, "FIN_WAIT2")) {
+				return false
+			}
+		}
+		return true
+	})
+	var fds int
+	waitUntil(t, stepTimeout, fmt.Sprintf("tether's fds back to %d", baseFDs), func() bool {
+		fds = p.fds()
+		return fds <= baseFDs
+	})
+	if g = settle(); g > baseG+5 {
+		_, dump := p.get("/debug/pprof/goroutine?debug=1")
+		t.Errorf("goroutines %d after the soak, baseline %d (+5 allowed); profile:\n%s", g, baseG, tail(string(dump), 16<<10))
+	}
+	heap := p.heapLow()
+	if heap > baseHeap*1.10 {
+		t.Errorf("heap in use after GC %.2f MiB, baseline %.2f MiB: +%.1f%% (10%% allowed)",
+			heap/(1<<20), baseHeap/(1<<20), 100*(heap/baseHeap-1))
+	}
+	t.Logf("soak figures: %d sessions (%d warm-up) in %d waves of up to %d, %v (%.0f sessions/s)\nfaults injected:%s\nteardown reasons:%s\n"+
+		"tether_sessions_total %v, tether_sessions_active 0, GET /sessions []\n"+
+		"goroutines: baseline %d, after %d\nheap in use after GC: baseline %.2f MiB, after %.2f MiB (%+.1f%%)\n"+
+		"file descriptors: baseline %d, after %d\ntether's TCP sockets: before stopping the mock %v; after %v (CLOSE_WAIT 0, FIN_WAIT2 0)",
+		counts.total, len(warm), waves, wave, elapsed.Round(time.Millisecond), float64(counts.total-len(warm))/elapsed.Seconds(),
+		faults.String(), table.String(), total, baseG, g, baseHeap/(1<<20), heap/(1<<20), 100*(heap/baseHeap-1),
+		baseFDs, fds, before, socks)
+}
+
+// waitSessionsGone waits until tether lists no session and has counted want
+// ended sessions.
+func waitSessionsGone(t *testing.T, p *proc, want int) {
+	t.Helper()
+	waitUntil(t, 30*time.Second, "GET /sessions to be []", func() bool {
+		rows, raw := p.sessions()
+		return len(rows) == 0 && strings.TrimSpace(raw) == "[]"
+	})
+	waitUntil(t, stepTimeout, fmt.Sprintf("tether_sessions_total to reach %d", want), func() bool {
+		n, _ := p.metric("tether_sessions_total")
+		return int(n) >= want
+	})
+}
