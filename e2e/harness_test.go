@@ -198,42 +198,7 @@ func startTether(t testing.TB, fixture string, vars map[string]string, env ...st
 // checks it exits 0 (SIGKILL if it does not).
 func startProc(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, exited: make(chan struct{}),
-		http: &http.Client{Timeout: stepTimeout, Transport: &http.Transport{DisableKeepAlives: true}}}
-	p.cmd = exec.Command(tetherBin, args...)
-	p.cmd.Env = childEnv(env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start tether: %v", err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		if !p.hasExited() {
-			if t.Failed() {
-				_ = p.cmd.Process.Kill()
-			} else {
-				_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			}
-			select {
-			case <-p.exited:
-				if !t.Failed() && p.code != 0 {
-					t.Errorf("tether exited with %d after SIGTERM; stderr:\n%s", p.code, p.stderr.String())
-				}
-			case <-time.After(exitTimeout):
-				t.Errorf("tether did not exit within %v of SIGTERM; stderr:\n%s", exitTimeout, p.stderr.String())
-				_ = p.cmd.Process.Kill()
-				<-p.exited
-			}
-		}
-		if t.Failed() {
-			t.Logf("tether %s stderr:\n%s", strings.Join(args, " "), p.stderr.String())
-		}
-	})
-	return p
+	return startProcBin(t, tetherBin, env, args...)
 }
 
 func (p *proc) hasExited() bool {
