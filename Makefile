@@ -5,7 +5,7 @@ PKGS      := ./...
 BIN       := bin/tether
 VERSION   ?= 0.1.0
 
-.PHONY: all build test vet unit e2e chart bench-lite fuzz-smoke run clean jaeger soak drain-test
+.PHONY: all build test vet unit e2e chart bench-lite bench-compare fuzz-smoke run clean jaeger soak drain-test
 
 all: build
 
@@ -55,10 +55,17 @@ soak:
 drain-test:
 	cd e2e && $(GO) test -count=1 -timeout 10m -v -run '^TestDrain' .
 
+## bench-compare: direct vs nginx vs tether under the same voice load (installs nginx from Debian if absent)
+bench-compare: build
+	TETHER=$(BIN) bash bench/compare.sh $(BENCH_ARGS)
+
 ## fuzz-smoke: a short run of each fuzz target
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz FuzzPeeker -fuzztime 20s ./proxy
 	$(GO) test -run '^$$' -fuzz FuzzFrameHeader -fuzztime 20s ./proxy
+	$(GO) test -run '^$$' -fuzz FuzzPeekerFastPath -fuzztime 20s ./proxy
+	$(GO) test -run '^$$' -fuzz FuzzCredential -fuzztime 10s ./auth
+	$(GO) test -run '^$$' -fuzz FuzzVerifyHS256 -fuzztime 10s ./auth
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 20s ./config
 
 clean:

@@ -183,7 +183,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	defer release()
+	handedOff := false // once the relay runs, it releases the slot
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
 
 	// 4. Upstream first.
 	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery), Model: model, Header: http.Header{}}
@@ -253,8 +258,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Start(relay)
+	// The relay runs on its own goroutine and ServeHTTP returns, so net/http's
+	// per-connection goroutine (and its grown stack and buffers) goes away:
+	// an idle session holds only its two pumps.
+	handedOff = true
+	go h.runSession(s, relay, release)
+}
+
+// runSession relays one session to its end and tells the manager.
+func (h *Handler) runSession(s *lifecycle.Session, relay *Relay, release func()) {
+	defer h.mgr.Finished(s, release)
 	relay.Run(s)
-	h.mgr.Finished(s, release)
 }
 
 // dialRecords converts dial attempts for the session's record.

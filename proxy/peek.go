@@ -1,5 +1,7 @@
 package proxy
 
+import "bytes"
+
 // Event peeking: a streaming scanner that finds the top-level "type" and
 // "response_id" string fields of a JSON text message while its bytes flow
 // through the relay. It never decodes values it does not need (audio stays
@@ -52,7 +54,8 @@ type Peeker struct {
 }
 
 // Reset prepares the peeker for a new message. wantResponseID asks it to keep
-// scanning for "response_id" after "type" has been found.
+// scanning for "response_id" after "type" has been found, when the type is a
+// response.* event (the only events that carry one).
 func (p *Peeker) Reset(wantResponseID bool) {
 	*p = Peeker{wantResp: wantResponseID}
 }
@@ -70,6 +73,7 @@ func (p *Peeker) Type() []byte {
 }
 
 // ResponseID returns the top-level "response_id" value found so far, or nil.
+// After a "type" that is not response.*, the scan stops without looking for it.
 func (p *Peeker) ResponseID() []byte {
 	if !p.respOK {
 		return nil
@@ -85,6 +89,21 @@ func (p *Peeker) Feed(b []byte, mask [4]byte, maskOff int) {
 	}
 	masked := mask != [4]byte{}
 	for i := 0; i < len(b); i++ {
+		if !masked && p.field == 0 && (p.state == psStrValue || p.state == psNestedStr) {
+			// Inside a string nobody captures (base64 audio): jump to its
+			// next quote or backslash at memchr speed. Skipped bytes change
+			// no state, so the result is the byte-by-byte one.
+			skip := plainRun(b[i:])
+			if int(p.scanned)+skip > peekLimit {
+				p.scanned = peekLimit
+				p.state = psDone
+				return
+			}
+			p.scanned += int32(skip)
+			if i += skip; i == len(b) {
+				return
+			}
+		}
 		if p.scanned >= peekLimit {
 			p.state = psDone
 			return
@@ -102,6 +121,22 @@ func (p *Peeker) Feed(b []byte, mask [4]byte, maskOff int) {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// plainRun returns the length of the prefix of b (inside a JSON string)
+// that holds no quote and no backslash.
+func plainRun(b []byte) int {
+	n := len(b)
+	if q := bytes.IndexByte(b, '"'); q >= 0 {
+		n = q
+	}
+	if e := bytes.IndexByte(b[:n], '\\'); e >= 0 {
+		n = e
+	}
+	return n
+}
+
+// responsePrefix starts the types of the events that carry a response_id.
+const responsePrefix = "response."
 
 func (p *Peeker) step(c byte) {
 	switch p.state {
@@ -189,7 +224,7 @@ func (p *Peeker) step(c byte) {
 			}
 			p.field = 0
 			p.state = psAfterValue
-			if p.typOK && (!p.wantResp || p.respOK) {
+			if p.typOK && (!p.wantResp || p.respOK || !bytes.HasPrefix(p.Type(), []byte(responsePrefix))) {
 				p.state = psDone
 			}
 		default:

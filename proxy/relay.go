@@ -48,9 +48,10 @@ var capturePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); retu
 // leg is one WebSocket connection of a session.
 type leg struct {
 	conn net.Conn
-	// br reads from conn; it may hold bytes that arrived with the handshake.
+	// rd reads from conn, starting with bytes that arrived with the
+	// handshake; it holds a read buffer only while bytes are buffered.
 	// Owned by this leg's reading pump.
-	br *bufio.Reader
+	rd legReader
 	// isClient: peer frames are masked and tether writes unmasked frames.
 	isClient bool
 	// wsem is the write lock (capacity 1): held while one whole frame is
@@ -59,22 +60,24 @@ type leg struct {
 	// partial is set (under wsem) when a frame was left half-written: no
 	// further frame may be written on this leg.
 	partial bool
-	// ctl is the control frame buffer, used under wsem.
-	ctl [headerBufSize + 125]byte
 	// hdr is the header read buffer, owned by the reading pump.
 	hdr [headerBufSize]byte
-	// in is the control payload read buffer, owned by the reading pump.
-	in [125]byte
 	// closed is set once conn.Close has been called.
 	closed atomic.Bool
 }
 
 func newLeg(conn net.Conn, br *bufio.Reader, isClient bool) *leg {
-	if br == nil {
-		br = bufio.NewReaderSize(conn, 4096)
-	}
-	return &leg{conn: conn, br: br, isClient: isClient, wsem: make(chan struct{}, 1)}
+	l := &leg{conn: conn, isClient: isClient, wsem: make(chan struct{}, 1)}
+	l.rd.init(conn, br)
+	return l
 }
+
+// ctlBuf holds one encoded control frame or a control payload being read.
+type ctlBuf [headerBufSize + 125]byte
+
+// ctlPool holds control frame buffers: control frames are rare, so a leg
+// does not keep one of its own.
+var ctlPool = sync.Pool{New: func() any { return new(ctlBuf) }}
 
 func (l *leg) lock()   { l.wsem <- struct{}{} }
 func (l *leg) unlock() { <-l.wsem }
@@ -107,12 +110,14 @@ func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 		h.Masked = true
 		binary.LittleEndian.PutUint32(h.Mask[:], rand.Uint32())
 	}
-	n := putHeader(l.ctl[:], h)
-	m := copy(l.ctl[n:], payload)
+	buf := ctlPool.Get().(*ctlBuf)
+	defer ctlPool.Put(buf)
+	n := putHeader(buf[:], h)
+	m := copy(buf[n:], payload)
 	if h.Masked {
-		ws.Cipher(l.ctl[n:n+m], h.Mask, 0)
+		ws.Cipher(buf[n:n+m], h.Mask, 0)
 	}
-	_, err := l.conn.Write(l.ctl[:n+m])
+	_, err := l.conn.Write(buf[:n+m])
 	return err
 }
 
@@ -268,8 +273,9 @@ func (r *Relay) pump(d lifecycle.Direction) {
 		capOK   bool    // capture holds the message from its first byte
 	)
 	wantResp := d == lifecycle.UpstreamToClient
+	defer src.rd.release()
 	for {
-		h, err := readHeader(src.br, src.hdr[:])
+		h, err := readHeader(&src.rd, src.hdr[:])
 		if err != nil {
 			if r.ended.Load() {
 				return
@@ -286,7 +292,7 @@ func (r *Relay) pump(d lifecycle.Direction) {
 			if h.OpCode == ws.OpClose {
 				return
 			}
-			if _, err := src.br.Discard(int(min(h.Length, 1<<30))); err != nil {
+			if _, err := src.rd.Discard(int(min(h.Length, 1<<30))); err != nil {
 				return
 			}
 			continue
@@ -374,7 +380,7 @@ func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text 
 	}
 	for {
 		chunk := int(min(remaining, int64(chunkSize)))
-		if _, err := io.ReadFull(src.br, buf[n:n+chunk]); err != nil {
+		if _, err := io.ReadFull(&src.rd, buf[n:n+chunk]); err != nil {
 			if n == 0 || off > 0 {
 				dst.partial = true
 			}
@@ -474,8 +480,10 @@ func (r *Relay) inspect(d lifecycle.Direction, h ws.Header, p []byte, off int, p
 
 // control handles a control frame from leg src. It returns false when the pump must stop.
 func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
-	p := src.in[:h.Length]
-	if _, err := io.ReadFull(src.br, p); err != nil {
+	in := ctlPool.Get().(*ctlBuf)
+	defer ctlPool.Put(in)
+	p := in[:h.Length]
+	if _, err := io.ReadFull(&src.rd, p); err != nil {
 		r.obs.LegError(which, err)
 		return false
 	}

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# bench/compare.sh: the same open-loop voice load against tether's mock
+# upstream directly, through nginx (a plain WebSocket reverse proxy) and
+# through tether, measured in one `tether bench` run (targets take turns of
+# --slot), printed side by side with tether/nginx ratios.
+#
+#   bash bench/compare.sh                      # 500 sessions x 50 frames/s x 1350 B, 20 s each
+#   bash bench/compare.sh --sessions 100 --duration 10s --plot cdf.png
+#
+# Extra arguments go to `tether bench` and override the defaults. Environment:
+#   TETHER   tether binary to use (default: built from this checkout)
+#   NGINX    nginx binary (default: nginx on PATH; installed from Debian if absent)
+# Every process started here is stopped on exit.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d /tmp/tether-compare.XXXXXX)"
+pids=()
+
+# cleanup stops what this script started, the last started first (the bench,
+# then tether, nginx and the mock), each with TERM and, after 5 s, KILL.
+cleanup() {
+	local status=$? i pid
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		pid="${pids[i]}"
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { echo "compare: $*" >&2; }
+
+# wait_line FILE PATTERN: wait (up to 15 s) for a line matching PATTERN in FILE.
+wait_line() {
+	for _ in $(seq 150); do
+		if grep -q -- "$2" "$1" 2>/dev/null; then
+			grep -m1 -- "$2" "$1"
+			return 0
+		fi
+		sleep 0.1
+	done
+	say "timed out waiting for '$2' in $1:"
+	cat "$1" >&2 || true
+	return 1
+}
+
+# free_port: a loopback TCP port nothing listens on.
+free_port() {
+	local port
+	for _ in $(seq 100); do
+		port=$((20000 + RANDOM % 20000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			echo "$port"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# tether: build it from this checkout unless given.
+tether="${TETHER:-}"
+if [ -z "$tether" ]; then
+	say "building tether"
+	(cd "$root" && go build -trimpath -o "$work/tether" ./cmd/tether)
+	tether="$work/tether"
+fi
+
+# nginx: from PATH, else from Debian (without letting the package start a
+# system nginx of its own).
+nginx="${NGINX:-$(command -v nginx || true)}"
+if [ -z "$nginx" ] && [ -x /usr/sbin/nginx ]; then
+	nginx=/usr/sbin/nginx
+fi
+if [ -z "$nginx" ]; then
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+		say "nginx is not installed; install it (Debian: apt-get install nginx-light) or set NGINX"
+		exit 1
+	fi
+	say "installing nginx from Debian"
+	policy=""
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+		policy=/usr/sbin/policy-rc.d
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	apt-get install -y -qq nginx-light >&2 || apt-get install -y -qq nginx >&2
+	[ -n "$policy" ] && rm -f "$policy"
+	nginx=/usr/sbin/nginx
+fi
+say "$("$nginx" -v 2>&1)"
+
+# Sessions need two descriptors each in every proxy (root may raise the hard limit).
+ulimit -Hn 200000 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile="$(ulimit -n)"
+
+# 1. The mock upstream, in echo-capable form.
+"$tether" mock-upstream --listen 127.0.0.1:0 --log-level info 2>"$work/mock.log" &
+pids+=($!)
+mock_url="$(wait_line "$work/mock.log" 'mock upstream listening' | sed -n 's/.*url=\([^ ]*\).*/\1/p')"
+mock_hostport="${mock_url#ws://}"
+mock_hostport="${mock_hostport%%/*}"
+say "mock upstream at $mock_url"
+
+# 2. nginx in front of it.
+mkdir -p "$work/nginx/tmp" "$work/nginx/logs"
+nginx_port="$(free_port)"
+sed -e "s|@PREFIX@|$work/nginx|g" -e "s|@LISTEN@|127.0.0.1:$nginx_port|g" -e "s|@UPSTREAM@|$mock_hostport|g" \
+	-e "s|@NOFILE@|$nofile|g" \
+	"$root/bench/nginx.conf.tmpl" >"$work/nginx/nginx.conf"
+"$nginx" -p "$work/nginx" -c "$work/nginx/nginx.conf" -t >/dev/null 2>"$work/nginx-t.log" || {
+	cat "$work/nginx-t.log" >&2
+	exit 1
+}
+"$nginx" -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
+nginx_pid=$!
+pids+=("$nginx_pid")
+up=""
+for _ in $(seq 100); do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null; then
+		up=1
+		break
+	fi
+	kill -0 "$nginx_pid" 2>/dev/null || break
+	sleep 0.1
+done
+if [ -z "$up" ]; then
+	say "nginx did not start:"
+	cat "$work/nginx/error.log" >&2
+	exit 1
+fi
+say "nginx (master pid $nginx_pid) at 127.0.0.1:$nginx_port"
+
+# 3. tether in front of the same mock.
+cat >"$work/tether.yaml" <<YAML
+server:
+  listen: "127.0.0.1:0"
+  max_sessions: 60000
+admin:
+  listen: "127.0.0.1:0"
+upstreams:
+  - name: mock
+    type: mock
+    url: "$mock_url"
+lifecycle:
+  drain_timeout: 2s
+log:
+  level: info
+YAML
+"$tether" serve --config "$work/tether.yaml" 2>"$work/tether.log" &
+tether_pid=$!
+pids+=("$tether_pid")
+started="$(wait_line "$work/tether.log" '"tether started"')"
+tether_listen="$(sed -n 's/.*"listen":"\([^"]*\)".*/\1/p' <<<"$started")"
+tether_admin="$(sed -n 's/.*"admin":"\([^"]*\)".*/\1/p' <<<"$started")"
+say "tether (pid $tether_pid) at $tether_listen, admin $tether_admin"
+
+# 4. One run, three targets in turns. It runs in the background so that a
+# signal to this script is handled at once (cleanup stops it first).
+say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$tether" bench \
+	--url "ws://$tether_listen/v1/realtime?model=gpt-realtime" --name tether \
+	--pid "tether=$tether_pid" --admin "tether=$tether_admin" \
+	--baseline "$mock_url" \
+	--compare "nginx=ws://127.0.0.1:$nginx_port/v1/realtime?model=gpt-realtime" --pid "nginx=$nginx_pid" \
+	--sessions 500 --rate 50 --frame-bytes 1350 --ramp 10s --duration 20s --slot 1s \
+	"$@" &
+pids+=($!)
+wait "$!"

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tetherproxy/tether/internal/bench"
+)
+
+func init() {
+	extraCommands = append(extraCommands, newBenchCmd)
+}
+
+// newBenchCmd is `tether bench`: open-loop load through tether with
+// latency, CPU and memory figures (see internal/bench).
+func newBenchCmd() *cobra.Command {
+	var (
+		o                     bench.Options
+		baseline, size        string
+		compare, pids, admins []string
+		jsonOut, quiet        bool
+		plotFile              string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure tether under open-loop voice load: round trips, added latency, CPU and memory",
+		Long: `bench opens N WebSocket sessions and sends R input_audio_buffer.append events
+per second on each (S bytes, 20 ms of pcm16 audio by default) on a fixed
+schedule that never waits for replies (open loop; late sends are counted).
+Each session is set up as a client does (session.created, then
+session.update answered by session.updated); the upstream must be tether's
+mock, whose echo fault (the mock.fault event sent next) sends every frame
+back, so each frame's round trip is measured from its send time to its echo.
+
+Without --url, bench starts the mock upstream and tether as child processes
+of its own executable, measures tether's CPU and memory from /proc, and uses
+the mock itself as the direct baseline: the added latency is tether's.
+With --url, point it at a running tether (or another proxy) in front of a
+mock started with 'tether mock-upstream', and give --baseline with the mock's
+own URL; --pid lets it read those processes' CPU and memory.
+
+Several targets (--baseline, --compare) are measured in the same run, taking
+turns of --slot so each sees the same machine load; with --rate 0 sessions
+stay idle (for memory per session, heartbeats still run; tether needs two
+open files per session, and bench raises its limit as far as it may). Only
+loopback addresses are accepted, and every run is bounded by its flags.`,
+		Example: `  # 500 voice sessions through a local tether, against the mock directly
+  tether bench --sessions 500 --rate 50 --duration 30s --plot cdf.png
+  # memory of 10,000 idle sessions
+  tether bench --sessions 10000 --rate 0 --ramp 20s --duration 40s
+  # one 15 MiB append
+  tether bench --sessions 1 --rate 0.5 --frame-bytes 15MiB --duration 4s
+  # a running tether and nginx in front of one mock
+  tether bench --url ws://127.0.0.1:8080/v1/realtime --pid tether=$TETHER_PID \
+    --baseline ws://127.0.0.1:8081/v1/realtime \
+    --compare nginx=ws://127.0.0.1:8082/v1/realtime --pid nginx=$NGINX_PID`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if o.FrameBytes, err = bench.ParseSize(size); err != nil {
+				return err
+			}
+			if baseline == "none" {
+				o.NoBaseline = true
+			} else {
+				o.Baseline.URL = baseline
+			}
+			for _, c := range compare {
+				name, u, ok := strings.Cut(c, "=")
+				if !ok || name == "" || u == "" {
+					return fmt.Errorf("--compare %q: want NAME=URL", c)
+				}
+				o.Compare = append(o.Compare, bench.Target{Name: name, URL: u})
+			}
+			targets := map[string]*bench.Target{o.Target.Name: &o.Target, o.Baseline.Name: &o.Baseline}
+			for i := range o.Compare {
+				targets[o.Compare[i].Name] = &o.Compare[i]
+			}
+			for _, p := range pids {
+				name, list, ok := strings.Cut(p, "=")
+				t := targets[name]
+				if !ok || t == nil {
+					return fmt.Errorf("--pid %q: want TARGET=PID[,PID...] with a target name (%s)", p, targetNames(targets))
+				}
+				for f := range strings.SplitSeq(list, ",") {
+					pid, err := strconv.Atoi(strings.TrimSpace(f))
+					if err != nil || pid <= 0 {
+						return fmt.Errorf("--pid %q: %q is not a process id", p, f)
+					}
+					t.PIDs = append(t.PIDs, pid)
+				}
+			}
+			for _, a := range admins {
+				name, addr, ok := strings.Cut(a, "=")
+				t := targets[name]
+				if !ok || t == nil || addr == "" {
+					return fmt.Errorf("--admin %q: want TARGET=HOST:PORT with a target name (%s)", a, targetNames(targets))
+				}
+				t.Admin = addr
+			}
+			if o.Target.URL != "" && o.Exe != "" {
+				return fmt.Errorf("--exe starts a local tether; it does not go with --url")
+			}
+			if o.Target.URL == "" && (len(o.Target.PIDs) > 0 || o.Target.Admin != "") {
+				return fmt.Errorf("--pid/--admin for %s need --url (without it bench starts its own tether)", o.Target.Name)
+			}
+			if !quiet {
+				o.Progress = cmd.ErrOrStderr()
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			rep, err := bench.Run(ctx, o)
+			if err != nil {
+				return &exitError{code: 1, msg: "tether bench: " + err.Error()}
+			}
+			out := cmd.OutOrStdout()
+			if jsonOut {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else if err := rep.WriteText(out); err != nil {
+				return err
+			}
+			if plotFile != "" {
+				if err := rep.WritePlot(plotFile); err != nil {
+					return &exitError{code: 1, msg: "tether bench: " + err.Error()}
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "bench: latency CDF written to %s\n", plotFile)
+			}
+			if ctx.Err() != nil {
+				return &exitError{code: 1, msg: "tether bench: interrupted; the figures above are partial"}
+			}
+			for _, t := range rep.Targets {
+				if t.Connected == 0 {
+					return &exitError{code: 1, msg: fmt.Sprintf("tether bench: no session to %s could be set up", t.Name)}
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Target.URL, "url", "", "target ws:// URL (default: start the mock upstream and tether locally)")
+	f.StringVar(&o.Target.Name, "name", "tether", "name of the target in the report")
+	f.StringVar(&baseline, "baseline", "", "ws:// URL of the same mock upstream, direct, for added latency (local default: the local mock; \"none\" to skip)")
+	f.StringArrayVar(&compare, "compare", nil, "another proxy of the same mock as NAME=URL, measured in the same run (repeatable)")
+	f.StringArrayVar(&pids, "pid", nil, "processes of a target to measure as TARGET=PID[,PID...]; descendants included (repeatable)")
+	f.StringArrayVar(&admins, "admin", nil, "tether admin address of a target as TARGET=HOST:PORT, for runtime figures and --cpuprofile (repeatable)")
+	f.IntVar(&o.Sessions, "sessions", 100, fmt.Sprintf("sessions per target (1..%d)", bench.MaxSessions))
+	f.Float64Var(&o.Rate, "rate", 50, "append events per second per session (0: idle sessions)")
+	f.StringVar(&size, "frame-bytes", strconv.Itoa(bench.DefaultFrameBytes), "payload bytes of each append event (e.g. 1350, 15MiB)")
+	f.DurationVar(&o.Ramp, "ramp", 5*time.Second, "spread the connects over this time")
+	f.DurationVar(&o.Duration, "duration", 20*time.Second, "measured time per target")
+	f.DurationVar(&o.Slot, "slot", time.Second, "with several targets, the length of each target's turn (0: all at once)")
+	f.DurationVar(&o.LateAfter, "late", time.Millisecond, "count a send this much behind its schedule as late")
+	f.DurationVar(&o.Drain, "drain", 5*time.Second, "longest wait for outstanding echoes after the last send")
+	f.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 10*time.Second, "bound on each session's dial and first event")
+	f.StringVar(&o.Exe, "exe", "", "tether binary to start without --url (default: this executable)")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write the target's CPU profile over the measurement to this file (needs its admin address)")
+	f.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
+	f.StringVar(&plotFile, "plot", "", "draw the round-trip CDF into this .png (or .svg, .pdf) file")
+	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	return cmd
+}
+
+func targetNames(m map[string]*bench.Target) string {
+	var n []string
+	for k := range m {
+		n = append(n, k)
+	}
+	slices.Sort(n)
+	return strings.Join(n, ", ")
+}

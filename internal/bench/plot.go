@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// WritePlot draws the round-trip CDF of every target (latency on a log
+// axis) into file; the format follows the extension (.png, .svg, .pdf).
+func (rep *Report) WritePlot(file string) error {
+	p := plot.New()
+	c := rep.Config
+	p.Title.Text = fmt.Sprintf("round trip CDF: %d sessions x %g frames/s x %d B", c.Sessions, c.Rate, c.FrameBytes)
+	p.X.Label.Text = "round trip (µs, log scale)"
+	p.Y.Label.Text = "fraction of frames"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Legend.Top = false
+	p.Legend.Left = false
+	p.Add(plotter.NewGrid())
+	drawn := 0
+	for i, t := range rep.Targets {
+		cdf := rep.cdfs[t.Name]
+		if len(cdf) == 0 {
+			continue
+		}
+		pts := make(plotter.XYs, 0, len(cdf)+1)
+		first := float64(cdf[0].Value) / 1e3
+		pts = append(pts, plotter.XY{X: max(first, 1), Y: 0})
+		for _, pt := range cdf {
+			pts = append(pts, plotter.XY{X: max(float64(pt.Value)/1e3, 1), Y: pt.Fraction})
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return err
+		}
+		l.Color = plotutil.Color(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("%s (p50 %s, p99 %s)", t.Name, fmtUS(t.RTT.P50), fmtUS(t.RTT.P99)), l)
+		drawn++
+	}
+	if drawn == 0 {
+		return fmt.Errorf("plot: no round trips were measured")
+	}
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".png", ".svg", ".pdf", ".jpg", ".jpeg":
+	default:
+		return fmt.Errorf("plot %s: use a .png, .svg or .pdf file name", file)
+	}
+	return p.Save(8*vg.Inch, 5*vg.Inch, file)
+}

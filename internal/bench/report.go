@@ -1,0 +1,444 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of a run; it marshals to the --json output.
+type Report struct {
+	Config          ConfigReport   `json:"config"`
+	LoadAvgStart    float64        `json:"loadavg_1m_start"`
+	LoadAvgEnd      float64        `json:"loadavg_1m_end"`
+	ConnectTime     time.Duration  `json:"-"`
+	ConnectSeconds  float64        `json:"connect_seconds"`
+	MeasuredSeconds float64        `json:"measured_seconds"`
+	Targets         []TargetReport `json:"targets"`
+	// GeneratorCPUSeconds is the load generator's (this process's) CPU
+	// time over the measurement; UpstreamCPUSeconds the local mock's, when
+	// bench started it. With the targets' they show how busy the machine was.
+	GeneratorCPUSeconds float64  `json:"generator_cpu_seconds"`
+	UpstreamCPUSeconds  float64  `json:"upstream_cpu_seconds,omitempty"`
+	Ratios              []Ratio  `json:"ratios,omitempty"`
+	Notes               []string `json:"notes,omitempty"`
+	cdfs                map[string][]CDFPoint
+}
+
+// ConfigReport echoes the load.
+type ConfigReport struct {
+	Sessions        int     `json:"sessions_per_target"`
+	Rate            float64 `json:"frames_per_second_per_session"`
+	FrameBytes      int     `json:"frame_payload_bytes"`
+	RampSeconds     float64 `json:"ramp_seconds"`
+	DurationSeconds float64 `json:"duration_seconds_per_target"`
+	SlotSeconds     float64 `json:"slot_seconds"`
+	LateAfterMs     float64 `json:"late_after_ms"`
+	CPUs            int     `json:"cpus"`
+}
+
+// Latency summarises a distribution, in microseconds.
+type Latency struct {
+	Count uint64  `json:"count"`
+	Mean  float64 `json:"mean_us"`
+	P50   float64 `json:"p50_us"`
+	P90   float64 `json:"p90_us"`
+	P99   float64 `json:"p99_us"`
+	P999  float64 `json:"p999_us"`
+	Max   float64 `json:"max_us"`
+}
+
+func latencyOf(s *Snapshot) Latency {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	return Latency{Count: s.Count, Mean: us(s.Mean()), P50: us(s.Quantile(0.5)), P90: us(s.Quantile(0.9)),
+		P99: us(s.Quantile(0.99)), P999: us(s.Quantile(0.999)), Max: us(s.Max)}
+}
+
+// TargetReport is what one target did.
+type TargetReport struct {
+	Name              string            `json:"name"`
+	URL               string            `json:"url"`
+	Role              string            `json:"role"`
+	Sessions          int               `json:"sessions"`
+	Connected         int64             `json:"connected"`
+	ConnectFailed     int64             `json:"connect_failed"`
+	Dropped           int64             `json:"dropped"`
+	ConnectsPerSecond float64           `json:"connects_per_second"`
+	Connect           Latency           `json:"connect"`
+	Setup             Latency           `json:"setup"`
+	FramesSent        uint64            `json:"frames_sent"`
+	FramesReceived    uint64            `json:"frames_received"`
+	BytesSent         uint64            `json:"bytes_sent"`
+	BytesReceived     uint64            `json:"bytes_received"`
+	Lost              uint64            `json:"frames_lost"`
+	LateSends         uint64            `json:"late_sends"`
+	Lateness          Latency           `json:"send_lateness"`
+	Errors            uint64            `json:"errors"`
+	ErrorKinds        map[string]uint64 `json:"error_kinds,omitempty"`
+	RTT               Latency           `json:"rtt"`
+	Added             *Added            `json:"added,omitempty"`
+	Process           *Process          `json:"process,omitempty"`
+}
+
+// Added is the latency a target adds over the baseline, in microseconds:
+// the difference of the two distributions' percentiles.
+type Added struct {
+	P50      float64 `json:"p50_us"`
+	P90      float64 `json:"p90_us"`
+	P99      float64 `json:"p99_us"`
+	P999     float64 `json:"p999_us"`
+	SetupP50 float64 `json:"setup_p50_us"`
+	SetupP99 float64 `json:"setup_p99_us"`
+}
+
+// Process holds /proc figures of a target's processes.
+type Process struct {
+	PIDs            []int   `json:"pids"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUPercent      float64 `json:"cpu_percent"`
+	RelayedMB       float64 `json:"relayed_mb"`
+	CPUSecondsPerMB float64 `json:"cpu_seconds_per_mb"`
+	// ReadCallsPerFrame and WriteCallsPerFrame are the read(v) and
+	// write(v) system calls per relayed frame (both directions), from
+	// /proc/<pid>/io; Linux does not count recv/send there, so they are 0
+	// for a process that uses those (nginx).
+	ReadCallsPerFrame  float64 `json:"read_syscalls_per_frame,omitempty"`
+	WriteCallsPerFrame float64 `json:"write_syscalls_per_frame,omitempty"`
+	RSSBeforeKiB       uint64  `json:"rss_before_kib"`
+	RSSConnectedKiB    uint64  `json:"rss_connected_kib"`
+	RSSEndKiB          uint64  `json:"rss_end_kib"`
+	// RSSPeakKiB is the peak during the measurement (VmHWM reset at its
+	// start), or 0 when it could not be reset.
+	RSSPeakKiB uint64 `json:"rss_peak_kib,omitempty"`
+	// PeakGrowthKiB is RSSPeakKiB minus the RSS at the start of the measurement.
+	PeakGrowthKiB       int64    `json:"peak_growth_kib,omitempty"`
+	RSSPerSessionKiB    float64  `json:"rss_per_session_kib"`
+	RSSPerSessionEndKiB float64  `json:"rss_per_session_end_kib"`
+	Runtime             *Runtime `json:"runtime,omitempty"`
+}
+
+// Runtime holds Go runtime figures per session (connected minus before),
+// from the admin listener after a forced GC.
+type Runtime struct {
+	GoroutinesPerSession float64 `json:"goroutines_per_session"`
+	HeapPerSessionKiB    float64 `json:"heap_inuse_per_session_kib"`
+	StackPerSessionKiB   float64 `json:"stack_inuse_per_session_kib"`
+}
+
+// Ratio compares the target with another proxy: values below 1 mean the
+// target does better. A ratio is omitted when its denominator is not positive.
+type Ratio struct {
+	Of       string   `json:"of"`
+	To       string   `json:"to"`
+	AddedP50 *float64 `json:"added_p50,omitempty"`
+	AddedP99 *float64 `json:"added_p99,omitempty"`
+	CPUPerMB *float64 `json:"cpu_per_mb,omitempty"`
+}
+
+func ratio(a, b float64) *float64 {
+	if b <= 0 || math.IsNaN(a) {
+		return nil
+	}
+	v := a / b
+	return &v
+}
+
+// report builds the Report from the run's counters.
+func (r *runner) report(rep *Report, measured time.Duration) *Report {
+	o := r.opts
+	rep.Config = ConfigReport{Sessions: o.Sessions, Rate: o.Rate, FrameBytes: o.FrameBytes,
+		RampSeconds: o.Ramp.Seconds(), DurationSeconds: o.Duration.Seconds(), SlotSeconds: o.Slot.Seconds(),
+		LateAfterMs: float64(o.LateAfter) / float64(time.Millisecond), CPUs: runtime.NumCPU()}
+	rep.ConnectSeconds = rep.ConnectTime.Seconds()
+	rep.MeasuredSeconds = measured.Seconds()
+	cpu := func(a, b procSample) float64 {
+		if a.PIDs == nil || b.PIDs == nil || b.CPUTicks < a.CPUTicks {
+			return 0
+		}
+		return float64(b.CPUTicks-a.CPUTicks) / clockTicks
+	}
+	rep.GeneratorCPUSeconds = cpu(r.selfStart, r.selfEnd)
+	rep.UpstreamCPUSeconds = cpu(r.upStart, r.upEnd)
+	rep.cdfs = map[string][]CDFPoint{}
+	var base *TargetReport
+	for _, t := range r.targets {
+		st := t.stats
+		rtt := st.rtt.Snapshot()
+		tr := TargetReport{Name: t.Name, URL: redactQuery(t.URL), Role: t.role, Sessions: o.Sessions,
+			Connected: st.connected.Load(), ConnectFailed: st.failed.Load(), Dropped: st.dropped.Load(),
+			Connect: latencyOf(st.connect.Snapshot()), Setup: latencyOf(st.setup.Snapshot()),
+			FramesSent: st.sent.Load(), FramesReceived: st.recv.Load(),
+			BytesSent: st.sentBytes.Load(), BytesReceived: st.recvBytes.Load(),
+			LateSends: st.late.Load(), Lateness: latencyOf(st.lateness.Snapshot()), RTT: latencyOf(rtt)}
+		tr.Lost = tr.FramesSent - min(tr.FramesSent, tr.FramesReceived)
+		tr.Errors, tr.ErrorKinds = st.errors()
+		if first, last := st.firstDial.Load(), st.lastUp.Load(); first >= 0 && last > first && tr.Connected > 0 {
+			tr.ConnectsPerSecond = float64(tr.Connected) / time.Duration(last-first).Seconds()
+		}
+		tr.Process = t.process(int(tr.Connected), tr.BytesSent+tr.BytesReceived, o.Rate > 0)
+		if pr := tr.Process; pr != nil && o.Rate > 0 {
+			if frames := float64(tr.FramesSent + tr.FramesReceived); frames > 0 && t.proc.end.SyscR > 0 {
+				pr.ReadCallsPerFrame = float64(t.proc.end.SyscR-min(t.proc.end.SyscR, t.proc.start.SyscR)) / frames
+				pr.WriteCallsPerFrame = float64(t.proc.end.SyscW-min(t.proc.end.SyscW, t.proc.start.SyscW)) / frames
+			}
+		}
+		rep.cdfs[t.Name] = rtt.CDF()
+		rep.Targets = append(rep.Targets, tr)
+	}
+	for i := range rep.Targets {
+		if rep.Targets[i].Role == "baseline" {
+			base = &rep.Targets[i]
+		}
+	}
+	if base != nil && base.Connected > 0 {
+		for i := range rep.Targets {
+			tr := &rep.Targets[i]
+			if tr.Role == "baseline" || tr.Connected == 0 || (o.Rate > 0 && (tr.RTT.Count == 0 || base.RTT.Count == 0)) {
+				continue
+			}
+			tr.Added = &Added{
+				P50: tr.RTT.P50 - base.RTT.P50, P90: tr.RTT.P90 - base.RTT.P90,
+				P99: tr.RTT.P99 - base.RTT.P99, P999: tr.RTT.P999 - base.RTT.P999,
+				SetupP50: tr.Setup.P50 - base.Setup.P50, SetupP99: tr.Setup.P99 - base.Setup.P99,
+			}
+		}
+	}
+	main := &rep.Targets[0]
+	for i := range rep.Targets {
+		c := &rep.Targets[i]
+		if c.Role != "compare" {
+			continue
+		}
+		ra := Ratio{Of: main.Name, To: c.Name}
+		if main.Added != nil && c.Added != nil {
+			ra.AddedP50 = ratio(main.Added.P50, c.Added.P50)
+			ra.AddedP99 = ratio(main.Added.P99, c.Added.P99)
+		}
+		if main.Process != nil && c.Process != nil {
+			ra.CPUPerMB = ratio(main.Process.CPUSecondsPerMB, c.Process.CPUSecondsPerMB)
+		}
+		rep.Ratios = append(rep.Ratios, ra)
+	}
+	for _, tr := range rep.Targets {
+		if tr.Process != nil && tr.Process.RSSPeakKiB == 0 && o.Rate > 0 {
+			rep.Notes = append(rep.Notes, tr.Name+": peak RSS not measured (VmHWM could not be reset)")
+		}
+	}
+	return rep
+}
+
+// process computes the /proc figures of t, or nil when it has no processes.
+func (t *target) process(sessions int, relayed uint64, load bool) *Process {
+	p := &t.proc
+	if len(t.PIDs) == 0 || p.mem[atBefore].PIDs == nil || p.end.PIDs == nil {
+		return nil
+	}
+	ticks := float64(p.end.CPUTicks-min(p.end.CPUTicks, p.start.CPUTicks)) / clockTicks
+	pr := &Process{PIDs: p.end.PIDs, CPUSeconds: ticks, RelayedMB: float64(relayed) / 1e6,
+		RSSBeforeKiB: p.mem[atBefore].RSSKiB, RSSConnectedKiB: p.mem[atConnected].RSSKiB, RSSEndKiB: p.mem[atEnd].RSSKiB}
+	if pr.RelayedMB > 0 && load {
+		pr.CPUSecondsPerMB = pr.CPUSeconds / pr.RelayedMB
+	}
+	if p.peakReset {
+		pr.RSSPeakKiB = p.end.HWMKiB
+		pr.PeakGrowthKiB = int64(p.end.HWMKiB) - int64(p.start.RSSKiB)
+	}
+	n := float64(max(sessions, 1)) // per session that was up
+	pr.RSSPerSessionKiB = (float64(pr.RSSConnectedKiB) - float64(pr.RSSBeforeKiB)) / n
+	pr.RSSPerSessionEndKiB = (float64(pr.RSSEndKiB) - float64(pr.RSSBeforeKiB)) / n
+	if b, c := p.rt[atBefore], p.rt[atConnected]; b != nil && c != nil {
+		pr.Runtime = &Runtime{
+			GoroutinesPerSession: (c.Goroutines - b.Goroutines) / n,
+			HeapPerSessionKiB:    (c.HeapInuseBytes - b.HeapInuseBytes) / 1024 / n,
+			StackPerSessionKiB:   (c.StackInuse - b.StackInuse) / 1024 / n,
+		}
+	}
+	return pr
+}
+
+func redactQuery(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
+
+// fmtDur prints a duration with three significant digits in a fitting unit.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d)
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.3gµs", float64(d)/1e3)
+	case d < time.Second:
+		return fmt.Sprintf("%.3gms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%.3gs", d.Seconds())
+	}
+}
+
+// fmtUS prints microseconds (possibly negative) like fmtDur.
+func fmtUS(us float64) string {
+	if us < 0 {
+		return "-" + fmtDur(time.Duration(-us*1e3))
+	}
+	return fmtDur(time.Duration(us * 1e3))
+}
+
+func fmtRatio(v *float64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", *v)
+}
+
+// WriteText prints the report as a table, one column per target.
+func (rep *Report) WriteText(w io.Writer) error {
+	c := rep.Config
+	fmt.Fprintf(w, "\ntether bench: %d sessions per target", c.Sessions)
+	if c.Rate > 0 {
+		fmt.Fprintf(w, " x %g frames/s x %d B each way", c.Rate, c.FrameBytes)
+	} else {
+		fmt.Fprint(w, ", idle")
+	}
+	fmt.Fprintf(w, "; ramp %gs, %gs per target", c.RampSeconds, c.DurationSeconds)
+	if len(rep.Targets) > 1 && c.Rate > 0 {
+		if c.SlotSeconds > 0 {
+			fmt.Fprintf(w, " in turns of %gs", c.SlotSeconds)
+		} else {
+			fmt.Fprint(w, ", all at once")
+		}
+	}
+	fmt.Fprintf(w, "; %d CPUs, load average %.2f -> %.2f\n\n", c.CPUs, rep.LoadAvgStart, rep.LoadAvgEnd)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(label string, f func(t *TargetReport) string) {
+		fmt.Fprint(tw, label+"\t")
+		for i := range rep.Targets {
+			fmt.Fprint(tw, f(&rep.Targets[i])+"\t")
+		}
+		fmt.Fprintln(tw)
+	}
+	anyTarget := func(f func(t *TargetReport) bool) bool {
+		for i := range rep.Targets {
+			if f(&rep.Targets[i]) {
+				return true
+			}
+		}
+		return false
+	}
+	row("", func(t *TargetReport) string { return t.Name })
+	row("sessions up", func(t *TargetReport) string { return fmt.Sprintf("%d/%d", t.Connected, t.Sessions) })
+	row("connects/s", func(t *TargetReport) string { return fmt.Sprintf("%.0f", t.ConnectsPerSecond) })
+	row("setup p50", func(t *TargetReport) string { return fmtUS(t.Setup.P50) })
+	row("setup p99", func(t *TargetReport) string { return fmtUS(t.Setup.P99) })
+	if c.Rate > 0 {
+		row("frames sent", func(t *TargetReport) string { return fmt.Sprint(t.FramesSent) })
+		row("frames received", func(t *TargetReport) string { return fmt.Sprint(t.FramesReceived) })
+		row("frames lost", func(t *TargetReport) string { return fmt.Sprint(t.Lost) })
+		row(fmt.Sprintf("late sends (>%gms)", c.LateAfterMs), func(t *TargetReport) string { return fmt.Sprint(t.LateSends) })
+	}
+	row("errors", func(t *TargetReport) string { return fmt.Sprint(t.Errors) })
+	if c.Rate > 0 {
+		row("rtt p50", func(t *TargetReport) string { return fmtUS(t.RTT.P50) })
+		row("rtt p90", func(t *TargetReport) string { return fmtUS(t.RTT.P90) })
+		row("rtt p99", func(t *TargetReport) string { return fmtUS(t.RTT.P99) })
+		row("rtt p99.9", func(t *TargetReport) string { return fmtUS(t.RTT.P999) })
+		row("rtt max", func(t *TargetReport) string { return fmtUS(t.RTT.Max) })
+	}
+	if anyTarget(func(t *TargetReport) bool { return t.Added != nil }) {
+		added := func(f func(a *Added) float64) func(t *TargetReport) string {
+			return func(t *TargetReport) string {
+				if t.Added == nil {
+					return "-"
+				}
+				return fmtUS(f(t.Added))
+			}
+		}
+		if c.Rate > 0 {
+			row("added p50", added(func(a *Added) float64 { return a.P50 }))
+			row("added p90", added(func(a *Added) float64 { return a.P90 }))
+			row("added p99", added(func(a *Added) float64 { return a.P99 }))
+			row("added p99.9", added(func(a *Added) float64 { return a.P999 }))
+		}
+		row("added setup p50", added(func(a *Added) float64 { return a.SetupP50 }))
+		row("added setup p99", added(func(a *Added) float64 { return a.SetupP99 }))
+	}
+	if anyTarget(func(t *TargetReport) bool { return t.Process != nil }) {
+		proc := func(f func(p *Process) string) func(t *TargetReport) string {
+			return func(t *TargetReport) string {
+				if t.Process == nil {
+					return "-"
+				}
+				return f(t.Process)
+			}
+		}
+		mib := func(k uint64) string { return fmt.Sprintf("%.1fMiB", float64(k)/1024) }
+		if c.Rate > 0 {
+			row("cpu seconds", proc(func(p *Process) string { return fmt.Sprintf("%.2f", p.CPUSeconds) }))
+			row("relayed MB", proc(func(p *Process) string { return fmt.Sprintf("%.1f", p.RelayedMB) }))
+			row("cpu ms per relayed MB", proc(func(p *Process) string { return fmt.Sprintf("%.2f", p.CPUSecondsPerMB*1000) }))
+			row("read/write calls per frame", proc(func(p *Process) string {
+				if p.ReadCallsPerFrame == 0 && p.WriteCallsPerFrame == 0 {
+					return "n/a" // recv/send are not counted by /proc/<pid>/io
+				}
+				return fmt.Sprintf("%.2f/%.2f", p.ReadCallsPerFrame, p.WriteCallsPerFrame)
+			}))
+		}
+		row("rss before", proc(func(p *Process) string { return mib(p.RSSBeforeKiB) }))
+		row("rss connected", proc(func(p *Process) string { return mib(p.RSSConnectedKiB) }))
+		row("rss end", proc(func(p *Process) string { return mib(p.RSSEndKiB) }))
+		if c.Rate > 0 {
+			row("rss peak growth", proc(func(p *Process) string {
+				if p.RSSPeakKiB == 0 {
+					return "n/a"
+				}
+				return fmt.Sprintf("%.2fMiB", float64(p.PeakGrowthKiB)/1024)
+			}))
+		}
+		row("rss per session", proc(func(p *Process) string { return fmt.Sprintf("%.1fKiB", p.RSSPerSessionKiB) }))
+		row("rss per session (end)", proc(func(p *Process) string { return fmt.Sprintf("%.1fKiB", p.RSSPerSessionEndKiB) }))
+		if anyTarget(func(t *TargetReport) bool { return t.Process != nil && t.Process.Runtime != nil }) {
+			rt := func(f func(r *Runtime) string) func(t *TargetReport) string {
+				return proc(func(p *Process) string {
+					if p.Runtime == nil {
+						return "-"
+					}
+					return f(p.Runtime)
+				})
+			}
+			row("heap per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.1fKiB", r.HeapPerSessionKiB) }))
+			row("stacks per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.1fKiB", r.StackPerSessionKiB) }))
+			row("goroutines per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.2f", r.GoroutinesPerSession) }))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nmeasured %.1fs; load generator cpu %.2fs", rep.MeasuredSeconds, rep.GeneratorCPUSeconds)
+	if rep.UpstreamCPUSeconds > 0 {
+		fmt.Fprintf(w, ", mock upstream cpu %.2fs", rep.UpstreamCPUSeconds)
+	}
+	fmt.Fprintln(w)
+	for _, ra := range rep.Ratios {
+		fmt.Fprintf(w, "\n%s/%s: added p50 %s, added p99 %s, cpu per MB %s", ra.Of, ra.To,
+			fmtRatio(ra.AddedP50), fmtRatio(ra.AddedP99), fmtRatio(ra.CPUPerMB))
+	}
+	if len(rep.Ratios) > 0 {
+		fmt.Fprintln(w, "   (below 1: "+rep.Targets[0].Name+" does better)")
+	}
+	for _, t := range rep.Targets {
+		for _, k := range sortedKinds(t.ErrorKinds) {
+			fmt.Fprintf(w, "%s error: %s x%d\n", t.Name, k, t.ErrorKinds[k])
+		}
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintln(w, "note: "+n)
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
