@@ -24,6 +24,7 @@ type heartbeat struct {
 	awaiting bool        // a ping is out and its deadline timer is armed
 	waiting  bool        // no pong yet for the ping that is out
 	sentAt   time.Time
+	progress uint64 // the leg's write progress when the ping was sent
 	stopped  bool
 }
 
@@ -45,6 +46,14 @@ func (h *heartbeat) fire() {
 	}
 	if h.awaiting {
 		if h.waiting {
+			if p := h.s.t.WriteProgress(h.leg); p != h.progress {
+				// No pong yet, but the leg took bytes of a frame in flight
+				// (the ping waits behind it): alive; wait another timeout.
+				h.progress = p
+				h.timer.Reset(h.opts.Timeout)
+				h.mu.Unlock()
+				return
+			}
 			h.mu.Unlock()
 			reason := ReasonClientHeartbeatTimeout
 			if h.leg == Upstream {
@@ -64,6 +73,7 @@ func (h *heartbeat) fire() {
 	h.awaiting = true
 	h.waiting = true
 	h.sentAt = time.Now()
+	h.progress = h.s.t.WriteProgress(h.leg)
 	h.timer.Reset(h.opts.Timeout)
 	h.mu.Unlock()
 	if err := h.s.t.Ping(h.leg); err != nil {

@@ -18,6 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeTransport struct {
 	mu       sync.Mutex
 	pings    [2]int
+	progress [2]uint64
 	pingErr  error
 	shutdown int
 	client   CloseFrame
@@ -29,6 +30,12 @@ func (f *fakeTransport) Ping(leg Leg) error {
 	defer f.mu.Unlock()
 	f.pings[leg]++
 	return f.pingErr
+}
+
+func (f *fakeTransport) WriteProgress(leg Leg) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.progress[leg]
 }
 
 func (f *fakeTransport) Shutdown(c, u CloseFrame) {

@@ -12,9 +12,13 @@ import (
 // Transport is what a session needs from the relay that carries it. The
 // relay (package proxy) implements it; lifecycle never imports the relay.
 type Transport interface {
-	// Ping sends a ping on leg at a frame boundary. It may block until the
-	// frame in flight on that leg is written.
+	// Ping sends a ping on leg at a frame boundary: now, or right after the
+	// frame in flight on that leg. It does not block.
 	Ping(leg Leg) error
+	// WriteProgress returns the data bytes written to leg so far. A leg that
+	// keeps accepting bytes of a long frame is alive while its pong waits
+	// behind that frame.
+	WriteProgress(leg Leg) uint64
 	// Shutdown sends the given close frames (best effort, bounded in time),
 	// then closes both legs once their peers answer or a short linger passes.
 	// It is called exactly once per session.

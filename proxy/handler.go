@@ -110,14 +110,23 @@ func headerHasToken(h http.Header, name, token string) bool {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	requestedAt := time.Now()
-	// 1. The handshake itself: everything is checked before any upstream is dialed.
-	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+	// 1. The handshake itself: everything is checked before any upstream is
+	// dialed, at least as strictly as the upgrader that answers 101 later.
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		h.reject(w, http.StatusUpgradeRequired, "not_websocket",
 			"this endpoint accepts WebSocket upgrades only", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"})
 		return
 	}
 	if r.Method != http.MethodGet {
 		h.reject(w, http.StatusMethodNotAllowed, "bad_method", "WebSocket upgrades use GET", map[string]string{"Allow": "GET"})
+		return
+	}
+	if !r.ProtoAtLeast(1, 1) {
+		h.reject(w, http.StatusHTTPVersionNotSupported, "bad_handshake", "WebSocket upgrades need HTTP/1.1", nil)
+		return
+	}
+	if !validProtocolList(r.Header.Values("Sec-WebSocket-Protocol")) {
+		h.reject(w, http.StatusBadRequest, "bad_handshake", "malformed Sec-WebSocket-Protocol", nil)
 		return
 	}
 	if !headerHasToken(r.Header, "Connection", "upgrade") {
@@ -241,12 +250,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, rw, _, err := u.Upgrade(r, w)
 	if err != nil {
 		_ = up.Net.Close()
+		if conn != nil {
+			_ = conn.Close() // hijacked: net/http no longer owns it
+		}
 		h.opts.Metrics.HandshakeRejected("bad_handshake")
 		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
 		return
 	}
 	s := h.mgr.Open(info)
 	s.ReleaseOnEnd(release)
+	defer func() {
+		if !handedOff {
+			// Something between Open and the hand-off panicked (net/http
+			// recovers it): end the session so nothing stays registered.
+			s.End(lifecycle.ReasonPanic)
+			_ = conn.Close()
+			_ = up.Net.Close()
+			h.mgr.Finished(s, release)
+		}
+	}()
 	relay := NewRelay(conn, rw.Reader, up.Net, up.BR, h.opts.Relay)
 	relay.log = h.log
 	if up.First != nil {
@@ -310,6 +332,33 @@ func remoteIP(addr string) string {
 		return addr
 	}
 	return host
+}
+
+// validProtocolList reports whether Sec-WebSocket-Protocol values are
+// comma-separated lists of HTTP tokens (RFC 6455 4.1).
+func validProtocolList(values []string) bool {
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				return false
+			}
+			for i := 0; i < len(p); i++ {
+				if !isTokenChar(p[i]) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// isTokenChar: RFC 7230 tchar.
+func isTokenChar(c byte) bool {
+	if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // parseProtocols reads Sec-WebSocket-Protocol: whether `realtime` was

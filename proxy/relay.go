@@ -64,6 +64,15 @@ type leg struct {
 	hdr [headerBufSize]byte
 	// closed is set once conn.Close has been called.
 	closed atomic.Bool
+	// written counts data bytes written to conn (liveness while a frame is long).
+	written atomic.Uint64
+	// pendMu guards the control frames waiting for the frame in flight to end.
+	pendMu   sync.Mutex
+	pendPing [8]byte
+	hasPing  bool
+	pendPong [125]byte
+	pongLen  int
+	hasPong  bool
 }
 
 func newLeg(conn net.Conn, br *bufio.Reader, isClient bool) *leg {
@@ -81,6 +90,83 @@ var ctlPool = sync.Pool{New: func() any { return new(ctlBuf) }}
 
 func (l *leg) lock()   { l.wsem <- struct{}{} }
 func (l *leg) unlock() { <-l.wsem }
+
+// tryLock takes the write lock if it is free.
+func (l *leg) tryLock() bool {
+	select {
+	case l.wsem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// sendControl writes a ping or pong now if the leg is between frames;
+// otherwise it leaves it for the writer of the frame in flight, which flushes
+// it at the frame boundary. It never waits for a frame to finish.
+func (l *leg) sendControl(op ws.OpCode, payload []byte) error {
+	l.pendMu.Lock()
+	if op == ws.OpPing {
+		copy(l.pendPing[:], payload)
+		l.hasPing = true
+	} else {
+		l.pongLen = copy(l.pendPong[:], payload) // only the latest ping needs an answer
+		l.hasPong = true
+	}
+	l.pendMu.Unlock()
+	// Whoever holds the lock flushes before releasing it; if nobody does, we do.
+	if !l.tryLock() {
+		return nil
+	}
+	err := l.flushPendingLocked()
+	l.unlock()
+	return err
+}
+
+// unlockFlush releases the write lock, then writes any control frame queued
+// after the holder's last flush (so none is stranded on an idle leg).
+func (l *leg) unlockFlush() {
+	l.unlock()
+	for {
+		l.pendMu.Lock()
+		pending := l.hasPing || l.hasPong
+		l.pendMu.Unlock()
+		if !pending || !l.tryLock() {
+			return // nothing waits, or the new holder flushes it
+		}
+		err := l.flushPendingLocked()
+		l.unlock()
+		if err != nil {
+			return // the pumps see the broken leg on their next read or write
+		}
+	}
+}
+
+// flushPendingLocked writes waiting control frames; the caller holds wsem.
+func (l *leg) flushPendingLocked() error {
+	l.pendMu.Lock()
+	ping, pong := l.hasPing, l.hasPong
+	var pingP [8]byte
+	var pongP [125]byte
+	n := l.pongLen
+	if ping {
+		pingP = l.pendPing
+	}
+	if pong {
+		copy(pongP[:n], l.pendPong[:n])
+	}
+	l.hasPing, l.hasPong = false, false
+	l.pendMu.Unlock()
+	if pong {
+		if err := l.writeControlLocked(ws.OpPong, pongP[:n]); err != nil {
+			return err
+		}
+	}
+	if ping {
+		return l.writeControlLocked(ws.OpPing, pingP[:])
+	}
+	return nil
+}
 
 // lockWithin takes the write lock, giving up after d.
 func (l *leg) lockWithin(d time.Duration) bool {
@@ -206,20 +292,22 @@ func (l *leg) close() {
 	}
 }
 
-// Ping implements lifecycle.Transport.
+// Ping implements lifecycle.Transport: the ping goes out now if the leg is
+// between frames, else right after the frame in flight. It never blocks.
 func (r *Relay) Ping(which lifecycle.Leg) error {
-	l := r.legs[which]
 	if r.ended.Load() {
 		return nil
 	}
 	var p [8]byte
 	binary.BigEndian.PutUint64(p[:], uint64(time.Now().UnixNano()))
-	l.lock()
-	defer l.unlock()
-	if r.ended.Load() {
-		return nil
-	}
-	return l.writeControlLocked(ws.OpPing, p[:])
+	return r.legs[which].sendControl(ws.OpPing, p[:])
+}
+
+// WriteProgress implements lifecycle.Transport: bytes of data frames written
+// to the leg so far. While a long frame is being written, a leg that accepts
+// bytes is alive even if its pong waits behind that frame.
+func (r *Relay) WriteProgress(which lifecycle.Leg) uint64 {
+	return r.legs[which].written.Load()
 }
 
 // Shutdown implements lifecycle.Transport: close frames at a frame boundary,
@@ -322,7 +410,12 @@ func (r *Relay) pump(d lifecycle.Direction) {
 			// Only upstream events are ever captured whole (wantCapture).
 			capOK = st.text && d == lifecycle.UpstreamToClient
 		}
-		if err := r.forward(d, src, dst, h, st.text, &peek, &capture, &capOK); err != nil {
+		if failed, err := r.forward(d, src, dst, h, st.text, &peek, &capture, &capOK); err != nil {
+			// Reported here, after forward released dst's write lock: ending
+			// the session writes close frames, which needs that lock.
+			if !r.ended.Load() && err != errPartialFrame {
+				r.obs.LegError(failed, err)
+			}
 			return
 		}
 		r.obs.Frame(d, h.Length)
@@ -367,16 +460,20 @@ func wantCapture(d lifecycle.Direction, typ []byte) bool {
 // received (mask included), chunk by chunk through a pooled buffer, under
 // dst's write lock. It reports failures to the observer and returns non-nil
 // when the pump must stop.
-func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text bool, peek *Peeker, capture **[]byte, capOK *bool) error {
+func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text bool, peek *Peeker, capture **[]byte, capOK *bool) (failed lifecycle.Leg, err error) {
+	srcLeg, dstLeg := lifecycle.Client, lifecycle.Upstream
+	if d == lifecycle.UpstreamToClient {
+		srcLeg, dstLeg = lifecycle.Upstream, lifecycle.Client
+	}
 	buf := bufPool.Get().(*[headerBufSize + chunkSize]byte)
 	defer bufPool.Put(buf)
 	n := putHeader(buf[:], h)
 	remaining := h.Length
 	var off int // payload offset within this frame, for the mask
 	dst.lock()
-	defer dst.unlock()
+	defer dst.unlockFlush()
 	if dst.partial {
-		return errPartialFrame
+		return dstLeg, errPartialFrame
 	}
 	for {
 		chunk := int(min(remaining, int64(chunkSize)))
@@ -384,14 +481,7 @@ func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text 
 			if n == 0 || off > 0 {
 				dst.partial = true
 			}
-			if !r.ended.Load() {
-				srcLeg := lifecycle.Client
-				if d == lifecycle.UpstreamToClient {
-					srcLeg = lifecycle.Upstream
-				}
-				r.obs.LegError(srcLeg, err)
-			}
-			return err
+			return srcLeg, err
 		}
 		p := buf[n : n+chunk]
 		if text {
@@ -406,20 +496,18 @@ func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text 
 		}
 		if _, err := dst.conn.Write(out); err != nil {
 			dst.partial = true
-			if !r.ended.Load() {
-				dstLeg := lifecycle.Upstream
-				if d == lifecycle.UpstreamToClient {
-					dstLeg = lifecycle.Client
-				}
-				r.obs.LegError(dstLeg, err)
-			}
-			return err
+			return dstLeg, err
 		}
+		dst.written.Add(uint64(len(out)))
 		remaining -= int64(chunk)
 		off += chunk
 		n = 0
 		if remaining == 0 {
-			return nil
+			// Frame boundary: pings and pongs that waited for it go out now.
+			if err := dst.flushPendingLocked(); err != nil {
+				return dstLeg, err
+			}
+			return dstLeg, nil
 		}
 	}
 }
@@ -492,11 +580,9 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 	}
 	switch h.OpCode {
 	case ws.OpPing:
-		// Answer on the same leg, at a frame boundary.
-		src.lock()
-		err := src.writeControlLocked(ws.OpPong, p)
-		src.unlock()
-		if err != nil && !r.ended.Load() {
+		// Answer on the same leg at a frame boundary, without waiting for a
+		// long frame in flight there (that would stall this direction).
+		if err := src.sendControl(ws.OpPong, p); err != nil && !r.ended.Load() {
 			r.obs.LegError(which, err)
 			return false
 		}
