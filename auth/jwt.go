@@ -40,7 +40,7 @@ func NewJWT(path, issuer, audience string) (*JWT, error) {
 }
 
 func (j *JWT) reload(force bool) error {
-	ch, err := j.w.changed(time.Now(), force)
+	fi, ch, err := j.w.changed(time.Now(), force)
 	if err != nil || !ch {
 		if err != nil && force {
 			return fmt.Errorf("hmac_secret_file: %w", err)
@@ -62,6 +62,7 @@ func (j *JWT) reload(force bool) error {
 		return nil
 	}
 	j.secret = b
+	j.w.loaded(fi)
 	return nil
 }
 

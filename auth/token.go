@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -26,22 +27,26 @@ type fileWatch struct {
 	size    int64
 }
 
-// changed reports whether the file must be (re)loaded; it stats at most once per reloadEvery.
-func (w *fileWatch) changed(now time.Time, force bool) (bool, error) {
+// changed reports whether the file must be (re)loaded; it stats at most
+// once per reloadEvery. The caller calls loaded(fi) once the new content is
+// in use, so a failed load is retried at the next check.
+func (w *fileWatch) changed(now time.Time, force bool) (os.FileInfo, bool, error) {
 	if !force && now.Sub(w.checked) < reloadEvery {
-		return false, nil
+		return nil, false, nil
 	}
 	w.checked = now
 	fi, err := os.Stat(w.path)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if !force && fi.ModTime().Equal(w.mod) && fi.Size() == w.size {
-		return false, nil
+		return nil, false, nil
 	}
-	w.mod, w.size = fi.ModTime(), fi.Size()
-	return true, nil
+	return fi, true, nil
 }
+
+// loaded records the file version now in use.
+func (w *fileWatch) loaded(fi os.FileInfo) { w.mod, w.size = fi.ModTime(), fi.Size() }
 
 // tokenEntry is one accepted token: its SHA-256 and a label for logs.
 type tokenEntry struct {
@@ -69,10 +74,11 @@ func NewTokens(path string) (*Tokens, error) {
 	return t, nil
 }
 
-// reload re-reads the file when it changed. Caller holds w.mu. A broken
-// rewrite keeps the previous list, so a half-written file locks nobody out.
+// reload re-reads the file when it changed. Caller holds w.mu. A file that
+// cannot be read or parsed (a rewrite caught half-way) keeps the previous
+// list and is tried again; a file that parses to no token revokes them all.
 func (t *Tokens) reload(force bool) error {
-	ch, err := t.w.changed(time.Now(), force)
+	fi, ch, err := t.w.changed(time.Now(), force)
 	if err != nil || !ch {
 		if err != nil && force {
 			return fmt.Errorf("tokens_file: %w", err)
@@ -87,15 +93,22 @@ func (t *Tokens) reload(force bool) error {
 		return nil
 	}
 	entries, err := parseTokens(data)
-	if err != nil {
+	switch {
+	case errors.Is(err, errNoTokens) && !force:
+		entries = nil // every token revoked
+	case err != nil:
 		if force {
 			return fmt.Errorf("tokens_file %s: %w", t.w.path, err)
 		}
 		return nil
 	}
 	t.entries = entries
+	t.w.loaded(fi)
 	return nil
 }
+
+// errNoTokens: the file lists no token.
+var errNoTokens = errors.New("no tokens")
 
 // parseTokens parses a tokens file.
 func parseTokens(data []byte) ([]tokenEntry, error) {
@@ -132,7 +145,7 @@ func parseTokens(data []byte) ([]tokenEntry, error) {
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no tokens")
+		return nil, errNoTokens
 	}
 	return out, nil
 }

@@ -261,10 +261,21 @@ func (m *Manager) Drain(ctx context.Context) {
 		timer.Stop()
 	}
 	m.CloseAll(ReasonShutdown)
+	// Upgrades admitted before the drain may still be dialing: they open,
+	// end at once (draining) and release their slot. Once no slot is held,
+	// no session can open any more and running is final.
+	for m.reserved.Load() > 0 {
+		if ctx.Err() != nil {
+			m.CloseAll(ReasonShutdown)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	m.running.Wait()
 }
 
-// CloseAll ends every open session with reason.
+// CloseAll ends every open session with reason, many at a time: ending one
+// may wait up to a second for a close frame to get out, and a thousand of
+// them must not take a thousand seconds.
 func (m *Manager) CloseAll(reason Reason) {
 	m.mu.Lock()
 	list := make([]*Session, 0, len(m.sessions))
@@ -272,9 +283,23 @@ func (m *Manager) CloseAll(reason Reason) {
 		list = append(list, s)
 	}
 	m.mu.Unlock()
-	for _, s := range list {
-		s.End(reason)
+	const workers = 64
+	var wg sync.WaitGroup
+	next := make(chan *Session)
+	for range min(workers, len(list)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range next {
+				s.End(reason)
+			}
+		}()
 	}
+	for _, s := range list {
+		next <- s
+	}
+	close(next)
+	wg.Wait()
 }
 
 // Wait blocks until every session's goroutines have exited.

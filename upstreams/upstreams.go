@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/internal/redact"
 )
 
 // Kinds of upstream.
@@ -475,7 +477,8 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 		if isTimeout(err) {
 			result = "timeout"
 		}
-		return nil, Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: err}
+		// The upstream's close reason may quote the key ("Incorrect API key provided: sk-...").
+		return nil, Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: redactErr(err, key)}
 	}
 	return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
 }
@@ -551,10 +554,16 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// redactErr keeps a dial error from carrying the credential into logs.
+// redactErr keeps a dial error from carrying the credential (whole, or
+// quoted in part by the upstream) into logs and spans.
 func redactErr(err error, key string) error {
-	if key == "" || err == nil || !strings.Contains(err.Error(), key) {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	clean := redact.New(key).Redact(msg)
+	if clean == msg {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), key, "[redacted]"))
+	return errors.New(clean)
 }
