@@ -2,8 +2,8 @@
 #
 # tether: a static binary on distroless, running as non-root.
 #
-#   docker build -t ghcr.io/tetherproxy/tether:0.1.0 .
-#   docker run --rm -p 8080:8080 -p 9090:9090 -e OPENAI_API_KEY ghcr.io/tetherproxy/tether:0.1.0
+#   docker build -t tetherproxy/tether:0.1.0 .
+#   docker run --rm -p 8080:8080 -p 9090:9090 -e OPENAI_API_KEY tetherproxy/tether:0.1.0
 #
 # The image runs `tether serve --config /etc/tether/tether.yaml`. It ships a
 # small default /etc/tether/tether.yaml that listens on all interfaces (tether's

@@ -462,7 +462,7 @@ func checkTetherPod(t *testing.T, d *appsv1.Deployment, want role, cm *corev1.Co
 			t.Errorf("tether in containers has restartPolicy %v", *c.RestartPolicy)
 		}
 	}
-	if c.Image != "ghcr.io/tetherproxy/tether:0.1.0" {
+	if c.Image != "tetherproxy/tether:0.1.0" {
 		t.Errorf("image = %s", c.Image)
 	}
 	if want := []string{"serve", "--config", "/etc/tether/tether.yaml"}; !reflect.DeepEqual(c.Args, want) || len(c.Command) != 0 {
