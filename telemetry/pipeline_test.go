@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -370,6 +371,47 @@ func TestEndpointHelpers(t *testing.T) {
 	} {
 		if got := redactEndpoint(in); got != want {
 			t.Errorf("redactEndpoint(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// An https:// endpoint is dialed with TLS even though insecure defaults to true:
+// the collector's auth header must never travel in plaintext.
+func TestHTTPSEndpointIsNeverPlaintext(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		b := make([]byte, 5)
+		n, _ := io.ReadFull(c, b)
+		got <- b[:n]
+	}()
+	for _, proto := range []string{ProtocolHTTP} {
+		exp, err := newOTLP(context.Background(), Options{Endpoint: "https://" + ln.Addr().String(), Insecure: true,
+			Getenv: func(string) string { return "" }}, proto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = exp.ExportSpans(ctx, tracetest.SpanStubs{{Name: "x"}}.Snapshots())
+		cancel()
+		_ = exp.Shutdown(context.Background())
+		select {
+		case b := <-got:
+			if len(b) > 0 && b[0] != 0x16 { // a TLS handshake record starts with 0x16
+				t.Fatalf("%s: first bytes %q are not a TLS handshake", proto, b)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("exporter never connected")
 		}
 	}
 }

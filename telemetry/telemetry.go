@@ -194,8 +194,10 @@ func resolveExporter(o Options) (exporter, protocol string) {
 // certificates) itself; options set here win over them.
 func newOTLP(ctx context.Context, o Options, protocol string) (sdktrace.SpanExporter, error) {
 	envEndpoint := o.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || o.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
-	insecure := o.Insecure && (o.Endpoint != "" || !envEndpoint)
 	isURL := strings.Contains(o.Endpoint, "://")
+	// A URL's scheme decides TLS (https:// is never sent in plaintext);
+	// `insecure` applies to host:port endpoints only.
+	insecure := o.Insecure && !isURL && (o.Endpoint != "" || !envEndpoint)
 	switch protocol {
 	case ProtocolGRPC:
 		var opts []otlptracegrpc.Option

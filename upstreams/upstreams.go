@@ -75,7 +75,7 @@ type Upstream struct {
 	mu            sync.Mutex
 	failures      int       // consecutive failed dials
 	coolUntil     time.Time // skipped until then
-	coolingLogged bool
+	fileKeys      []string // credential values read from files so far (guarded by mu)
 }
 
 // ModelFor returns the model to request from u for a client that asked for
@@ -118,32 +118,41 @@ func (u *Upstream) record(ok bool, now time.Time) (enteredCooldown bool) {
 // credential returns the key to inject, re-reading APIKeyFile (or
 // TokenFile) so a rotated file is used by the next dial.
 func (u *Upstream) credential() (string, error) {
+	file, what := u.APIKeyFile, "api_key_file"
 	if u.TokenFile != "" {
-		b, err := os.ReadFile(u.TokenFile)
-		if err != nil {
-			return "", fmt.Errorf("read token_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
+		file, what = u.TokenFile, "token_file"
 	}
-	if u.APIKeyFile != "" {
-		b, err := os.ReadFile(u.APIKeyFile)
-		if err != nil {
-			return "", fmt.Errorf("read api_key_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
+	if file == "" {
+		return u.key, nil
 	}
-	return u.key, nil
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	k := strings.TrimSpace(string(b))
+	u.mu.Lock()
+	if k != "" && !slices.Contains(u.fileKeys, k) {
+		// Remember the last few values (a rotated key may still be quoted
+		// by the upstream for sessions dialed before the rotation).
+		u.fileKeys = append(u.fileKeys, k)
+		if len(u.fileKeys) > 4 {
+			u.fileKeys = u.fileKeys[1:]
+		}
+	}
+	u.mu.Unlock()
+	return k, nil
 }
 
-// Secrets returns the credential values currently known, for redaction.
+// Secrets returns the credential values known so far, for redaction. It
+// reads no file: values from files are recorded when a dial reads them.
 func (u *Upstream) Secrets() []string {
 	var out []string
 	if u.key != "" {
 		out = append(out, u.key)
 	}
-	if k, err := u.credential(); err == nil && k != "" && k != u.key {
-		out = append(out, k)
-	}
+	u.mu.Lock()
+	out = append(out, u.fileKeys...)
+	u.mu.Unlock()
 	return out
 }
 
@@ -239,6 +248,7 @@ func NewDialer(list []*Upstream) (*Dialer, error) {
 		if u.APIKeyEnv != "" {
 			u.key = os.Getenv(u.APIKeyEnv)
 		}
+		_, _ = u.credential() // learn a file's key now, so redaction knows it before the first dial
 		if (u.Kind == KindOpenAI || u.Kind == KindAzure) && u.APIKeyFile == "" && u.TokenFile == "" && u.key == "" {
 			return nil, fmt.Errorf("upstream %s: no API key: set %s or api_key_file", u.Name, cmpOr(u.APIKeyEnv, "api_key_env"))
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -44,7 +45,9 @@ func newServeCmd() *cobra.Command {
 			path := configPath(file)
 			cfg, err := config.Load(path)
 			if err != nil {
-				return &exitError{code: 1, msg: fmt.Sprintf("tether: invalid config %s:\n%v", displayPath(path), err)}
+				// One line for serve (logs, kubectl describe); `config validate` lists them one per line.
+				return &exitError{code: 1, msg: fmt.Sprintf("tether: invalid config %s: %s", displayPath(path),
+					strings.ReplaceAll(err.Error(), "\n", "; "))}
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format)
 			sigs := make(chan os.Signal, 2)
@@ -289,12 +292,14 @@ func (a *app) describeUpstreams() string {
 	return strings.Join(parts, ", ")
 }
 
-// redactURL drops the query string, which may carry a credential.
+// redactURL drops the query string and user info, which may carry a credential.
 func redactURL(raw string) string {
-	if i := strings.IndexByte(raw, '?'); i >= 0 {
-		return raw[:i]
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable url)"
 	}
-	return raw
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment = nil, "", false, ""
+	return u.String()
 }
 
 // close stops listeners and the built-in mock. Safe after a partial start.

@@ -62,7 +62,9 @@ func parseHeaders(kvs []string) (http.Header, error) {
 		name, value, ok := strings.Cut(kv, "=")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" {
-			return nil, fmt.Errorf("--header %q: want name=value", kv)
+			// Never echo the value: it is usually a token.
+			shown, _, _ := strings.Cut(name, ":")
+			return nil, fmt.Errorf("--header %q...: want name=value (value not shown)", strings.TrimSpace(shown))
 		}
 		h.Add(name, strings.TrimSpace(value))
 	}

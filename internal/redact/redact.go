@@ -3,6 +3,7 @@
 package redact
 
 import (
+	"net/url"
 	"strings"
 )
 
@@ -12,7 +13,8 @@ import (
 type Redactor struct {
 	secrets []string
 	// more returns secrets that change at run time (keys re-read from files);
-	// called only when something is redacted, which is rare.
+	// called at each Redact, so it must be cheap (no I/O): Redact runs for
+	// close reasons and upstream error events, inside the relay.
 	more func() []string
 }
 
@@ -46,8 +48,15 @@ func (r *Redactor) Redact(s string) string {
 			secrets = append(secrets[:len(secrets):len(secrets)], r.more()...)
 		}
 		for _, sec := range secrets {
-			if len(sec) >= 4 && strings.Contains(s, sec) {
+			if len(sec) < 4 {
+				continue
+			}
+			if strings.Contains(s, sec) {
 				s = strings.ReplaceAll(s, sec, redacted)
+			}
+			// The same key as it appears in a URL query string.
+			if esc := url.QueryEscape(sec); esc != sec && strings.Contains(s, esc) {
+				s = strings.ReplaceAll(s, esc, redacted)
 			}
 		}
 	}
