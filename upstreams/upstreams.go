@@ -72,10 +72,10 @@ type Upstream struct {
 
 	key string // from APIKeyEnv
 
-	mu            sync.Mutex
-	failures      int       // consecutive failed dials
-	coolUntil     time.Time // skipped until then
-	fileKeys      []string // credential values read from files so far (guarded by mu)
+	mu        sync.Mutex
+	failures  int       // consecutive failed dials
+	coolUntil time.Time // skipped until then
+	fileKeys  []string  // credential values read from files so far (guarded by mu)
 }
 
 // ModelFor returns the model to request from u for a client that asked for
