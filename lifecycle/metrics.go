@@ -86,9 +86,20 @@ func NewMetrics() *Metrics {
 	for _, reason := range AllReasons {
 		m.sessionsByReason[reason] = m.sessionsTotal.WithLabelValues(string(reason))
 	}
+	// Every series a dashboard or alert may look for exists from the start, at 0.
 	for _, k := range []string{"input_text", "input_audio", "output_text", "output_audio", "cached"} {
 		m.tokens.WithLabelValues(k)
 	}
+	for _, r := range []string{"not_websocket", "bad_handshake", "bad_version", "bad_method", "origin",
+		"unauthenticated", "unauthorized", "model_not_allowed", "client_limit", "draining", "max_sessions",
+		"upstream_unavailable", "upstream_rate_limited"} {
+		m.handshakeRejected.WithLabelValues(r)
+	}
+	for _, code := range []string{"session_expired", "invalid_api_key", "beta_api_shape_disabled"} {
+		m.upstreamErrors.WithLabelValues(code)
+	}
+	m.heartbeatTimeouts.WithLabelValues("client")
+	m.heartbeatTimeouts.WithLabelValues("upstream")
 	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration, frames, bytes,
 		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens,
 		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts,
