@@ -348,17 +348,7 @@ func TestTeardown(t *testing.T) {
 		if code := errorCode(ev); code != "session_expired" {
 			t.Errorf("relayed error event code %q, want session_expired", code)
 		}
-		ci := c.waitClose(stepTimeout)
-		if ci.Code != 1014 {
-			t.Errorf("client got close %d after session_expired, want 1014", ci.Code)
-		}
-		if d := ci.At.Sub(sent); d > time.Second {
-			t.Errorf("client closed %v after session_expired, want promptly (1s)", d)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
-		r.p.assertSessionGone("upstream_fatal_event", r.base)
+		expectFatalTeardown(t, r, c, sent)
 	})
 
 	t.Run("upstream_fatal_event_error", func(t *testing.T) {
@@ -378,17 +368,7 @@ func TestTeardown(t *testing.T) {
 		if code := errorCode(c.waitEvent("error", stepTimeout)); code != "session_expired" {
 			t.Errorf("relayed error code %q, want session_expired", code)
 		}
-		ci := c.waitClose(stepTimeout)
-		if ci.Code != 1014 {
-			t.Errorf("client got close %d after a fatal error event, want 1014", ci.Code)
-		}
-		if d := ci.At.Sub(sent); d > time.Second {
-			t.Errorf("client closed %v after the fatal error event, want promptly (1s)", d)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
-		r.p.assertSessionGone("upstream_fatal_event", r.base)
+		expectFatalTeardown(t, r, c, sent)
 	})
 
 	t.Run("frame_too_large", func(t *testing.T) {
@@ -643,4 +623,22 @@ func TestShutdownSecondSignal(t *testing.T) {
 	if code := r.p.waitExit(exitTimeout); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
+}
+
+// expectFatalTeardown checks the upstream_fatal_event row after the fatal
+// error event was provoked at sent: the client gets 1014 within 1 s, the
+// upstream 1000, and the session is gone.
+func expectFatalTeardown(t *testing.T, r *rig, c *rtClient, sent time.Time) {
+	t.Helper()
+	ci := c.waitClose(stepTimeout)
+	if ci.Code != 1014 {
+		t.Errorf("client got close %d after the fatal error event, want 1014", ci.Code)
+	}
+	if d := ci.At.Sub(sent); d > time.Second {
+		t.Errorf("client closed %v after the fatal error event, want promptly (1s)", d)
+	}
+	if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		t.Errorf("upstream got close %d, want 1000", code)
+	}
+	r.p.assertSessionGone("upstream_fatal_event", r.base)
 }
