@@ -5,26 +5,34 @@ import (
 	"time"
 )
 
-// HeartbeatOptions: a ping every Interval; the leg fails when no pong arrives
-// within Timeout (Timeout < Interval). A zero Interval disables the heartbeat.
+// HeartbeatOptions: a ping every Interval; the leg is dead when its peer
+// sent nothing at all (no pong, ping, data frame or part of one) for
+// Interval + Timeout, or when a write to it made no progress for Timeout.
+// A zero Interval disables the heartbeat.
 type HeartbeatOptions struct {
 	Interval time.Duration
 	Timeout  time.Duration
 }
 
-// heartbeat drives one leg's pings with a single timer and no goroutine of
-// its own: the timer alternates between "time to ping" (after Interval -
-// Timeout of quiet) and "pong deadline" (Timeout after the ping).
+// Liveness causes, for the log line of a heartbeat timeout.
+const (
+	causeSilent       = "peer_silent"   // nothing received for interval + timeout
+	causeWriteStalled = "write_stalled" // a write made no progress for timeout
+)
+
+// heartbeat drives one leg's pings and liveness checks with a single timer
+// and no goroutine of its own. The timer wakes at the next ping, at the
+// moment the peer's silence would reach Interval + Timeout, and, while a
+// write is blocked, when that write would reach Timeout.
 type heartbeat struct {
 	mu       sync.Mutex
 	s        *Session
 	leg      Leg
 	opts     HeartbeatOptions
 	timer    *time.Timer // nil when disabled; guarded by mu
-	awaiting bool        // a ping is out and its deadline timer is armed
-	waiting  bool        // no pong yet for the ping that is out
+	nextPing time.Time
+	waiting  bool // no pong yet for the ping that is out (for the RTT)
 	sentAt   time.Time
-	progress uint64 // the leg's write progress when the ping was sent
 	stopped  bool
 }
 
@@ -35,6 +43,7 @@ func (h *heartbeat) start(s *Session, leg Leg, o HeartbeatOptions) {
 	if o.Interval <= 0 || o.Timeout <= 0 || h.stopped {
 		return
 	}
+	h.nextPing = time.Now().Add(o.Interval)
 	h.timer = time.AfterFunc(o.Interval, h.fire)
 }
 
@@ -44,40 +53,42 @@ func (h *heartbeat) fire() {
 		h.mu.Unlock()
 		return
 	}
-	if h.awaiting {
-		if h.waiting {
-			if p := h.s.t.WriteProgress(h.leg); p != h.progress {
-				// No pong yet, but the leg took bytes of a frame in flight
-				// (the ping waits behind it): alive; wait another timeout.
-				h.progress = p
-				h.timer.Reset(h.opts.Timeout)
-				h.mu.Unlock()
-				return
-			}
-			h.mu.Unlock()
-			reason := ReasonClientHeartbeatTimeout
-			if h.leg == Upstream {
-				reason = ReasonUpstreamHeartbeatTimeout
-			}
-			h.s.End(reason)
-			return
-		}
-		// The pong came in time: next ping one interval after the last.
-		h.awaiting = false
-		h.timer.Reset(h.opts.Interval - h.opts.Timeout)
+	now := time.Now()
+	heard, writing := h.s.t.Liveness(h.leg)
+	silentLimit := heard.Add(h.opts.Interval + h.opts.Timeout)
+	cause := ""
+	switch {
+	case !now.Before(silentLimit):
+		cause = causeSilent
+	case !writing.IsZero() && now.Sub(writing) >= h.opts.Timeout:
+		cause = causeWriteStalled
+	}
+	if cause != "" {
 		h.mu.Unlock()
+		h.s.heartbeatTimeout(h.leg, cause, now.Sub(heard))
 		return
 	}
-	// Arm the deadline before sending, so a ping stuck behind a blocked
-	// write still times out.
-	h.awaiting = true
-	h.waiting = true
-	h.sentAt = time.Now()
-	h.progress = h.s.t.WriteProgress(h.leg)
-	h.timer.Reset(h.opts.Timeout)
+	ping := !now.Before(h.nextPing)
+	if ping {
+		h.nextPing = now.Add(h.opts.Interval)
+		h.waiting = true
+		h.sentAt = now
+	}
+	next := h.nextPing
+	if silentLimit.Before(next) {
+		next = silentLimit
+	}
+	if !writing.IsZero() {
+		if w := writing.Add(h.opts.Timeout); w.Before(next) {
+			next = w
+		}
+	}
+	h.timer.Reset(max(next.Sub(now), time.Millisecond))
 	h.mu.Unlock()
-	if err := h.s.t.Ping(h.leg); err != nil {
-		h.s.LegError(h.leg, err)
+	if ping {
+		if err := h.s.t.Ping(h.leg); err != nil {
+			h.s.LegError(h.leg, err)
+		}
 	}
 }
 

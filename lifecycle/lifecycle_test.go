@@ -14,15 +14,24 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeTransport records what the session asked of the relay.
+// fakeTransport records what the session asked of the relay. Its peers
+// are heard from when the test says so (hear), as the relay's readers would.
 type fakeTransport struct {
 	mu       sync.Mutex
 	pings    [2]int
-	progress [2]uint64
+	heard    [2]time.Time
+	writing  [2]time.Time
 	pingErr  error
 	shutdown int
 	client   CloseFrame
 	upstream CloseFrame
+	// unsent makes Shutdown report that leg's close frame as not written.
+	unsent [2]bool
+}
+
+func newFakeTransport() *fakeTransport {
+	now := time.Now()
+	return &fakeTransport{heard: [2]time.Time{now, now}}
 }
 
 func (f *fakeTransport) Ping(leg Leg) error {
@@ -32,17 +41,35 @@ func (f *fakeTransport) Ping(leg Leg) error {
 	return f.pingErr
 }
 
-func (f *fakeTransport) WriteProgress(leg Leg) uint64 {
+// hear records bytes from leg's peer now.
+func (f *fakeTransport) hear(leg Leg) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.progress[leg]
+	f.heard[leg] = time.Now()
+	f.mu.Unlock()
 }
 
-func (f *fakeTransport) Shutdown(c, u CloseFrame) {
+// setWriting marks a write to leg in progress since now (or none with false).
+func (f *fakeTransport) setWriting(leg Leg, on bool) {
+	f.mu.Lock()
+	f.writing[leg] = time.Time{}
+	if on {
+		f.writing[leg] = time.Now()
+	}
+	f.mu.Unlock()
+}
+
+func (f *fakeTransport) Liveness(leg Leg) (heard, writing time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.heard[leg], f.writing[leg]
+}
+
+func (f *fakeTransport) Shutdown(c, u CloseFrame) (sent [2]bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.shutdown++
 	f.client, f.upstream = c, u
+	return [2]bool{!f.unsent[Client], !f.unsent[Upstream]}
 }
 
 func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
@@ -52,7 +79,7 @@ func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
 		t.Fatal(err)
 	}
 	s := m.Open(Info{Upstream: "u", ClientAddr: "1.2.3.4:5"})
-	ft := &fakeTransport{}
+	ft := newFakeTransport()
 	s.Start(ft)
 	return s, ft, func() { m.Finished(s, release) }
 }
@@ -181,8 +208,10 @@ func TestHeartbeatPingsAndTimesOut(t *testing.T) {
 			if ft.pings[Client] != round || ft.pings[Upstream] != round {
 				t.Fatalf("round %d: pings %v", round, ft.pings)
 			}
-			s.Pong(Client)
-			s.Pong(Upstream)
+			for _, leg := range []Leg{Client, Upstream} {
+				ft.hear(leg)
+				s.Pong(leg)
+			}
 		}
 		if s.Ended() {
 			t.Fatal("healthy session ended")
@@ -190,16 +219,19 @@ func TestHeartbeatPingsAndTimesOut(t *testing.T) {
 		if n := testutil.CollectAndCount(met.Registry, "tether_heartbeat_rtt_seconds"); n != 2 {
 			t.Fatalf("rtt series %d", n)
 		}
-		// The upstream stops answering: the next ping goes out and 3 s later the session ends.
-		time.Sleep(9*time.Second + 800*time.Millisecond) // t = 40.1 s: the fourth ping is out, deadline 43 s
-		synctest.Wait()
-		s.Pong(Client)
-		time.Sleep(2*time.Second + 900*time.Millisecond - time.Millisecond)
+		// t = 30.3 s. The upstream falls silent (last heard at 30.3 s): it is
+		// dead at 30.3 + 10 + 3 = 43.3 s; the client keeps answering.
+		for time.Sleep(9*time.Second + 800*time.Millisecond); ; time.Sleep(time.Second) {
+			ft.hear(Client)
+			if time.Since(ft.heard[Upstream]) > 12*time.Second {
+				break
+			}
+		}
 		synctest.Wait()
 		if s.Ended() {
-			t.Fatal("ended before the pong deadline")
+			t.Fatalf("ended %v after the upstream's last bytes, before interval+timeout", time.Since(ft.heard[Upstream]))
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Until(ft.heard[Upstream].Add(13 * time.Second)))
 		synctest.Wait()
 		if !s.Ended() || s.Summary().Reason != ReasonUpstreamHeartbeatTimeout {
 			t.Fatalf("ended=%v reason=%s", s.Ended(), s.Summary().Reason)
@@ -209,6 +241,104 @@ func TestHeartbeatPingsAndTimesOut(t *testing.T) {
 			t.Fatalf("heartbeat timeouts %v", got)
 		}
 	})
+}
+
+// A peer that streams data but never answers a ping is alive: liveness is
+// "the peer sent something", not "a pong came back".
+func TestHeartbeatDataKeepsLegAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hb := HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+		m := NewManager(Options{ClientHeartbeat: hb, UpstreamHeartbeat: hb})
+		s, ft, finish := open(t, m)
+		for range 3000 { // 60 s of 20 ms audio frames both ways, no pongs
+			time.Sleep(20 * time.Millisecond)
+			ft.hear(Client)
+			ft.hear(Upstream)
+		}
+		synctest.Wait()
+		if s.Ended() {
+			t.Fatalf("streaming session ended: %s", s.Summary().Reason)
+		}
+		if ft.pings[Client] < 50 {
+			t.Fatalf("pings %v: heartbeats stopped while data flowed", ft.pings)
+		}
+		// The client stops sending anything: dead 1.5 s after its last frame.
+		last := time.Now()
+		for !s.Ended() {
+			time.Sleep(20 * time.Millisecond)
+			ft.hear(Upstream)
+			synctest.Wait()
+		}
+		if got := time.Since(last); got < 1500*time.Millisecond || got > 1520*time.Millisecond {
+			t.Fatalf("client silence noticed after %v, want 1.5 s", got)
+		}
+		if r := s.Summary().Reason; r != ReasonClientHeartbeatTimeout {
+			t.Fatalf("reason %s", r)
+		}
+		finish()
+	})
+}
+
+// A write that makes no progress for the timeout is the written leg's
+// failure, even while that peer keeps sending (it stopped reading).
+func TestHeartbeatStalledWriteFailsLeg(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hb := HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+		m := NewManager(Options{ClientHeartbeat: hb, UpstreamHeartbeat: hb})
+		s, ft, finish := open(t, m)
+		// Slow but moving writes (each takes 300 ms) never trip it.
+		for range 40 {
+			ft.setWriting(Client, true)
+			for range 15 {
+				time.Sleep(20 * time.Millisecond)
+				ft.hear(Client)
+				ft.hear(Upstream)
+			}
+			ft.setWriting(Client, false)
+		}
+		synctest.Wait()
+		if s.Ended() {
+			t.Fatalf("slow writer ended: %s", s.Summary().Reason)
+		}
+		ft.setWriting(Client, true) // this one never returns
+		stuck := time.Now()
+		for !s.Ended() {
+			time.Sleep(20 * time.Millisecond)
+			ft.hear(Client) // the client still talks
+			ft.hear(Upstream)
+			synctest.Wait()
+		}
+		if got := time.Since(stuck); got < 500*time.Millisecond || got > hb.Interval+20*time.Millisecond {
+			t.Fatalf("stalled write noticed after %v", got)
+		}
+		if r := s.Summary().Reason; r != ReasonClientHeartbeatTimeout {
+			t.Fatalf("reason %s", r)
+		}
+		finish()
+	})
+}
+
+// The session reports the close frames the relay wrote, not the ones it meant to.
+func TestSummaryReportsCloseFramesWritten(t *testing.T) {
+	met := NewMetrics()
+	m := NewManager(Options{Metrics: met})
+	release, _ := m.Reserve("")
+	s := m.Open(Info{})
+	ft := newFakeTransport()
+	ft.unsent[Upstream] = true
+	s.Start(ft)
+	s.End(ReasonClientHeartbeatTimeout)
+	m.Finished(s, release)
+	sum := s.Summary()
+	if sum.CloseClient.Code != 1001 || sum.CloseUp.Code != CodeNone {
+		t.Fatalf("summary close codes %d/%d, want 1001/none", sum.CloseClient.Code, sum.CloseUp.Code)
+	}
+	if got := testutil.ToFloat64(met.closeFramesTotal[Upstream][0]); got != 1 {
+		t.Fatalf("upstream not_sent %v", got)
+	}
+	if got := testutil.ToFloat64(met.closeFramesTotal[Client][1]); got != 1 {
+		t.Fatalf("client sent %v", got)
+	}
 }
 
 func TestIdleTimerCountsDataFrames(t *testing.T) {
@@ -333,7 +463,7 @@ func TestEndBeforeStartStillShutsTheRelayDown(t *testing.T) {
 	release, _ := m.Reserve("")
 	s := m.Open(Info{})
 	s.End(ReasonShutdown) // e.g. drain began during the handshake
-	ft := &fakeTransport{}
+	ft := newFakeTransport()
 	s.Start(ft)
 	m.Finished(s, release)
 	if ft.shutdown != 1 || ft.client.Code != 1001 {

@@ -25,6 +25,7 @@ type Metrics struct {
 	upstreamErrors    *prometheus.CounterVec
 	responsesTotal    *prometheus.CounterVec
 	heartbeatTimeouts *prometheus.CounterVec
+	closeFramesTotal  [2][2]prometheus.Counter // by Leg, then 0 = not sent, 1 = sent
 	sessionsByReason  map[Reason]prometheus.Counter
 }
 
@@ -82,6 +83,14 @@ func NewMetrics() *Metrics {
 	m.heartbeatTimeouts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tether_heartbeat_timeouts_total", Help: "Heartbeat timeouts, by leg.",
 	}, []string{"leg"})
+	closeFrames := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_close_frames_total",
+		Help: "Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
+	}, []string{"leg", "result"})
+	for _, leg := range []Leg{Client, Upstream} {
+		m.closeFramesTotal[leg][0] = closeFrames.WithLabelValues(leg.String(), "not_sent")
+		m.closeFramesTotal[leg][1] = closeFrames.WithLabelValues(leg.String(), "sent")
+	}
 	m.sessionsByReason = make(map[Reason]prometheus.Counter, len(AllReasons))
 	for _, reason := range AllReasons {
 		m.sessionsByReason[reason] = m.sessionsTotal.WithLabelValues(string(reason))
@@ -102,9 +111,18 @@ func NewMetrics() *Metrics {
 	m.heartbeatTimeouts.WithLabelValues("upstream")
 	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration, frames, bytes,
 		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens,
-		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts,
+		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, closeFrames,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// closeFrames counts a close frame tether meant to send on leg.
+func (m *Metrics) closeFrames(leg Leg, sent bool) {
+	i := 0
+	if sent {
+		i = 1
+	}
+	m.closeFramesTotal[leg][i].Inc()
 }
 
 // observe records v, with the trace id as an exemplar when there is one.

@@ -13,16 +13,18 @@ import (
 // relay (package proxy) implements it; lifecycle never imports the relay.
 type Transport interface {
 	// Ping sends a ping on leg at a frame boundary: now, or right after the
-	// frame in flight on that leg. It does not block.
+	// fragment in flight on that leg. It does not block.
 	Ping(leg Leg) error
-	// WriteProgress returns the data bytes written to leg so far. A leg that
-	// keeps accepting bytes of a long frame is alive while its pong waits
-	// behind that frame.
-	WriteProgress(leg Leg) uint64
+	// Liveness reports when leg's peer last sent bytes (any part of any
+	// frame) and, while a write to leg is in progress, when it began (the
+	// zero time between writes). Bytes tether wrote prove nothing about the
+	// peer and never count.
+	Liveness(leg Leg) (heard, writing time.Time)
 	// Shutdown sends the given close frames (best effort, bounded in time),
 	// then closes both legs once their peers answer or a short linger passes.
-	// It is called exactly once per session.
-	Shutdown(client, upstream CloseFrame)
+	// It reports which close frames were written (index Leg). It is called
+	// exactly once per session.
+	Shutdown(client, upstream CloseFrame) (sent [2]bool)
 }
 
 // Info describes a session at start (or a handshake that failed).
@@ -159,7 +161,7 @@ func (s *Session) Start(t Transport) {
 		s.shutdownPending = false
 		s.mu.Unlock()
 		if pending {
-			t.Shutdown(c, u)
+			s.recordSent(t.Shutdown(c, u))
 		}
 		return
 	}
@@ -471,12 +473,47 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	release := s.release
 	s.mu.Unlock()
 	if t != nil {
-		t.Shutdown(client, upstream)
+		s.recordSent(t.Shutdown(client, upstream))
 	}
 	if release != nil {
 		release()
 	}
 	s.mgr.ended(s)
+}
+
+// recordSent keeps, as the session's close codes, only the close frames the
+// relay actually wrote: logs, spans and metrics report what the peers got.
+func (s *Session) recordSent(sent [2]bool) {
+	s.mu.Lock()
+	planned := [2]CloseFrame{s.closeClient, s.closeUp}
+	if !sent[Client] {
+		s.closeClient = CloseFrame{}
+	}
+	if !sent[Upstream] {
+		s.closeUp = CloseFrame{}
+	}
+	s.mu.Unlock()
+	if m := s.mgr.metrics; m != nil {
+		for leg, f := range planned {
+			if f.Code != CodeNone {
+				m.closeFrames(Leg(leg), sent[leg])
+			}
+		}
+	}
+}
+
+// heartbeatTimeout ends the session because leg's liveness check failed.
+func (s *Session) heartbeatTimeout(leg Leg, cause string, quiet time.Duration) {
+	if s.ended.Load() {
+		return
+	}
+	s.log.Info("heartbeat timeout", "session", s.ID, "leg", leg.String(), "cause", cause,
+		"quiet_ms", quiet.Milliseconds())
+	if leg == Client {
+		s.End(ReasonClientHeartbeatTimeout)
+		return
+	}
+	s.End(ReasonUpstreamHeartbeatTimeout)
 }
 
 // idleFired checks for data activity and ends the session when idle too long.

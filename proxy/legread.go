@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // readBufSize is a leg's read-ahead: one read brings a frame header and a
@@ -32,10 +34,15 @@ type legReader struct {
 	buf  *[readBufSize]byte
 	r, w int   // unread bytes are buf[r:w]; buf is nil when r == w
 	err  error // a read error to return once the buffered bytes are consumed
+	// heard is set to the time since base after every read that returned
+	// bytes: the peer is alive while it sends anything.
+	heard *atomic.Int64
+	base  time.Time
 }
 
-func (lr *legReader) init(conn net.Conn, hs *bufio.Reader) {
+func (lr *legReader) init(conn net.Conn, hs *bufio.Reader, heard *atomic.Int64, base time.Time) {
 	lr.conn = conn
+	lr.heard, lr.base = heard, base
 	if hs != nil && hs.Buffered() > 0 {
 		lr.hs = hs
 	}
@@ -49,6 +56,13 @@ func (lr *legReader) release() {
 		lr.buf = nil
 	}
 	lr.r, lr.w = 0, 0
+}
+
+// touch records that the peer sent bytes.
+func (lr *legReader) touch() {
+	if lr.heard != nil {
+		lr.heard.Store(int64(time.Since(lr.base)))
+	}
 }
 
 // takeErr returns and clears the kept read error.
@@ -114,6 +128,9 @@ func (lr *legReader) fill(dst []byte) (int, error) {
 			if n == 0 {
 				lr.release()
 			}
+		}
+		if n > 0 {
+			lr.touch()
 		}
 		if n > 0 || err != nil {
 			return n, err

@@ -43,7 +43,7 @@ func legPair(t *testing.T, pipe bool, hs func(net.Conn) *bufio.Reader) (*legRead
 	if hs != nil {
 		br = hs(b)
 	}
-	lr.init(b, br)
+	lr.init(b, br, nil, time.Time{})
 	if pipe == lr.raw.ok() {
 		t.Fatalf("raw access = %v on pipe=%v", lr.raw.ok(), pipe)
 	}
@@ -113,7 +113,7 @@ func legPairWithLeftover(t *testing.T, pipe bool, leftover string, g **guardRead
 	}
 	(*g).armed.Store(true)
 	lr := &legReader{}
-	lr.init(b, br)
+	lr.init(b, br, nil, time.Time{})
 	return lr, a
 }
 

@@ -80,6 +80,9 @@ func (rr *rawReader) rawRead(fd uintptr) bool {
 		if pooled && n == 0 {
 			lr.release()
 		}
+		if n > 0 {
+			lr.touch()
+		}
 		rr.n, rr.err = n, err
 		return true
 	}

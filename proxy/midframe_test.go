@@ -36,9 +36,9 @@ func TestClientDiesMidFrameUpstreamGets1001(t *testing.T) {
 	}
 }
 
-// A client uploading one large frame slowly holds the upstream leg's write
-// lock: tether's ping waits for the frame boundary, and the upstream, which
-// keeps accepting bytes, must not be declared dead (4002).
+// A client uploading one large frame slowly: the frame goes upstream as
+// fragments, tether's pings to the upstream go out between them, and the
+// upstream, which answers them, is not declared dead (4002).
 func TestSlowUploadKeepsHealthyUpstream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		lo := testLifecycle()

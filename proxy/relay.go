@@ -54,18 +54,26 @@ type leg struct {
 	rd legReader
 	// isClient: peer frames are masked and tether writes unmasked frames.
 	isClient bool
-	// wsem is the write lock (capacity 1): held while one whole frame is
-	// written, so pings and closes go out at frame boundaries.
+	// base is the relay's start on the monotonic clock: heard and writing
+	// hold offsets from it.
+	base time.Time
+	// heard is when the peer last sent bytes (any part of any frame), as
+	// nanoseconds since base. Set by rd after every read that returned bytes.
+	heard atomic.Int64
+	// writing is when the write in progress on conn began (nanoseconds since
+	// base, plus one), or 0 between writes.
+	writing atomic.Int64
+	// wsem is the write lock (capacity 1): held while one frame (a fragment
+	// of at most chunkSize payload bytes) is written, never while waiting
+	// for the other leg, so pings and closes go out between fragments.
 	wsem chan struct{}
-	// partial is set (under wsem) when a frame was left half-written: no
-	// further frame may be written on this leg.
+	// partial is set (under wsem) once a write failed: the leg may hold half
+	// a frame, so nothing more may be written on it.
 	partial bool
 	// hdr is the header read buffer, owned by the reading pump.
 	hdr [headerBufSize]byte
 	// closed is set once conn.Close has been called.
 	closed atomic.Bool
-	// written counts data bytes written to conn (liveness while a frame is long).
-	written atomic.Uint64
 	// pendMu guards the control frames waiting for the frame in flight to end.
 	pendMu   sync.Mutex
 	pendPing [8]byte
@@ -75,10 +83,27 @@ type leg struct {
 	hasPong  bool
 }
 
-func newLeg(conn net.Conn, br *bufio.Reader, isClient bool) *leg {
-	l := &leg{conn: conn, isClient: isClient, wsem: make(chan struct{}, 1)}
-	l.rd.init(conn, br)
+func newLeg(conn net.Conn, br *bufio.Reader, isClient bool, base time.Time) *leg {
+	l := &leg{conn: conn, isClient: isClient, base: base, wsem: make(chan struct{}, 1)}
+	l.rd.init(conn, br, &l.heard, base)
+	limitUnsent(conn)
 	return l
+}
+
+// writeLocked writes b to the leg; the caller holds wsem. While it runs,
+// writing tells the heartbeat when it began, so a peer that stopped reading
+// is found out (the write makes no progress) whatever else it sends.
+func (l *leg) writeLocked(b []byte) error {
+	if l.partial {
+		return errPartialFrame
+	}
+	l.writing.Store(int64(time.Since(l.base)) + 1)
+	_, err := l.conn.Write(b)
+	l.writing.Store(0)
+	if err != nil {
+		l.partial = true
+	}
+	return err
 }
 
 // ctlBuf holds one encoded control frame or a control payload being read.
@@ -203,11 +228,15 @@ func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 	if h.Masked {
 		ws.Cipher(buf[n:n+m], h.Mask, 0)
 	}
-	_, err := l.conn.Write(buf[:n+m])
-	return err
+	return l.writeLocked(buf[:n+m])
 }
 
-var errPartialFrame = errors.New("leg has a partially written frame")
+var (
+	errPartialFrame = errors.New("leg has a partially written frame")
+	// errErrorEventTooLarge: an upstream error event too long to hold and
+	// scrub before the client sees it.
+	errErrorEventTooLarge = errors.New("upstream error event over the scrubbing bound")
+)
 
 // Options tune a relay.
 type Options struct {
@@ -249,8 +278,9 @@ func NewRelay(client net.Conn, clientBR *bufio.Reader, upstream net.Conn, upstre
 		opts.CloseWriteTimeout = time.Second
 	}
 	r := &Relay{opts: opts, shutdownDone: make(chan struct{})}
-	r.legs[lifecycle.Client] = newLeg(client, clientBR, true)
-	r.legs[lifecycle.Upstream] = newLeg(upstream, upstreamBR, false)
+	base := time.Now()
+	r.legs[lifecycle.Client] = newLeg(client, clientBR, true, base)
+	r.legs[lifecycle.Upstream] = newLeg(upstream, upstreamBR, false, base)
 	return r
 }
 
@@ -277,13 +307,15 @@ func (r *Relay) Run(obs Observer) {
 func (r *Relay) pumpUpstreamToClient(done chan<- struct{}) {
 	defer close(done)
 	defer r.recoverSession()
-	r.pump(lifecycle.UpstreamToClient)
+	p := newPump(r, lifecycle.UpstreamToClient)
+	p.run()
 }
 
 // pumpClientToUpstream runs on the handler's goroutine.
 func (r *Relay) pumpClientToUpstream() {
 	defer r.recoverSession()
-	r.pump(lifecycle.ClientToUpstream)
+	p := newPump(r, lifecycle.ClientToUpstream)
+	p.run()
 }
 
 func (l *leg) close() {
@@ -293,7 +325,7 @@ func (l *leg) close() {
 }
 
 // Ping implements lifecycle.Transport: the ping goes out now if the leg is
-// between frames, else right after the frame in flight. It never blocks.
+// between frames, else right after the fragment in flight. It never blocks.
 func (r *Relay) Ping(which lifecycle.Leg) error {
 	if r.ended.Load() {
 		return nil
@@ -303,16 +335,22 @@ func (r *Relay) Ping(which lifecycle.Leg) error {
 	return r.legs[which].sendControl(ws.OpPing, p[:])
 }
 
-// WriteProgress implements lifecycle.Transport: bytes of data frames written
-// to the leg so far. While a long frame is being written, a leg that accepts
-// bytes is alive even if its pong waits behind that frame.
-func (r *Relay) WriteProgress(which lifecycle.Leg) uint64 {
-	return r.legs[which].written.Load()
+// Liveness implements lifecycle.Transport: when the leg's peer last sent
+// bytes, and when the write in progress on the leg began (zero between
+// writes).
+func (r *Relay) Liveness(which lifecycle.Leg) (heard, writing time.Time) {
+	l := r.legs[which]
+	heard = l.base.Add(time.Duration(l.heard.Load()))
+	if w := l.writing.Load(); w != 0 {
+		writing = l.base.Add(time.Duration(w - 1))
+	}
+	return heard, writing
 }
 
 // Shutdown implements lifecycle.Transport: close frames at a frame boundary,
-// bounded in time, then a short linger for the peers' answers.
-func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) {
+// bounded in time, then a short linger for the peers' answers. It reports
+// which close frames were written.
+func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 	r.ended.Store(true)
 	defer close(r.shutdownDone)
 	now := time.Now()
@@ -327,41 +365,80 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) {
 		_ = l.conn.SetReadDeadline(now.Add(r.opts.CloseLinger))
 		_ = l.conn.SetWriteDeadline(now.Add(r.opts.CloseWriteTimeout))
 	}
+	// Both legs at once: a leg whose peer stopped reading must not delay the
+	// other leg's close frame.
+	var wg sync.WaitGroup
 	for i, l := range r.legs {
 		f := frames[i]
 		if f.Code == lifecycle.CodeNone || l.closed.Load() {
 			continue
 		}
-		if !l.lockWithin(r.opts.CloseWriteTimeout / 4) {
-			l.close() // a frame is stuck mid-way: no valid close frame can follow it
-			continue
-		}
-		var buf [125]byte
-		payload := appendClosePayload(buf[:0], f.Code, f.Reason)
-		err := l.writeControlLocked(ws.OpClose, payload)
-		l.unlock()
-		if err != nil {
-			l.close()
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent[i] = r.writeClose(l, f)
+		}()
 	}
+	wg.Wait()
+	return sent
 }
 
-// pump reads frames from one leg and writes them to the other until an
-// error, a close, or the end of the session.
-func (r *Relay) pump(d lifecycle.Direction) {
-	srcLeg, dstLeg := lifecycle.Client, lifecycle.Upstream
-	if d == lifecycle.UpstreamToClient {
-		srcLeg, dstLeg = lifecycle.Upstream, lifecycle.Client
+// writeClose writes close frame f on l at a frame boundary. The lock is held
+// only while a fragment is being written, so failing to get it means the
+// peer stopped reading: the leg is closed without a frame.
+func (r *Relay) writeClose(l *leg, f lifecycle.CloseFrame) bool {
+	if !l.lockWithin(r.opts.CloseWriteTimeout / 4) {
+		l.close()
+		return false
 	}
-	src, dst := r.legs[srcLeg], r.legs[dstLeg]
-	var (
-		st      frameState
-		peek    Peeker
-		capture *[]byte // captured message so far (unmasked); nil when not capturing
-		capOK   bool    // capture holds the message from its first byte
-	)
-	wantResp := d == lifecycle.UpstreamToClient
+	var buf [125]byte
+	payload := appendClosePayload(buf[:0], f.Code, f.Reason)
+	err := l.writeControlLocked(ws.OpClose, payload)
+	l.unlock()
+	if err != nil {
+		l.close()
+		return false
+	}
+	return true
+}
+
+// pump relays one direction: it reads frames from src and writes them to dst.
+type pump struct {
+	r              *Relay
+	d              lifecycle.Direction
+	srcLeg, dstLeg lifecycle.Leg
+	src, dst       *leg
+	st             frameState
+	peek           Peeker
+	// started: a frame of the message in progress went out on dst, so the
+	// next one is a continuation.
+	started bool
+	// capture holds the message so far (unmasked) while it may be a rare
+	// event the session parses whole; nil when not capturing. capOK: it
+	// holds the message from its first byte.
+	capture *[]byte
+	capOK   bool
+	// holding: upstream text whose type is not known yet is held back, so an
+	// error event is scrubbed of credentials before any of it reaches the
+	// client; held is what was held (nil when not holding).
+	holding bool
+	held    *[]byte
+}
+
+func newPump(r *Relay, d lifecycle.Direction) *pump {
+	p := &pump{r: r, d: d, srcLeg: lifecycle.Client, dstLeg: lifecycle.Upstream}
+	if d == lifecycle.UpstreamToClient {
+		p.srcLeg, p.dstLeg = lifecycle.Upstream, lifecycle.Client
+	}
+	p.src, p.dst = r.legs[p.srcLeg], r.legs[p.dstLeg]
+	return p
+}
+
+// run reads frames until an error, a close, or the end of the session.
+func (p *pump) run() {
+	r, src := p.r, p.src
 	defer src.rd.release()
+	defer p.releaseBuffers()
 	for {
 		h, err := readHeader(&src.rd, src.hdr[:])
 		if err != nil {
@@ -372,7 +449,7 @@ func (r *Relay) pump(d lifecycle.Direction) {
 				r.obs.End(lifecycle.ReasonProtocolError)
 				return
 			}
-			r.obs.LegError(srcLeg, err)
+			r.obs.LegError(p.srcLeg, err)
 			return
 		}
 		if r.ended.Load() {
@@ -385,7 +462,7 @@ func (r *Relay) pump(d lifecycle.Direction) {
 			}
 			continue
 		}
-		if err := st.checkHeader(h, src.isClient, r.opts.MaxFrameBytes); err != nil {
+		if err := p.st.checkHeader(h, src.isClient, r.opts.MaxFrameBytes); err != nil {
 			if err == ErrFrameTooLarge {
 				r.obs.End(lifecycle.ReasonFrameTooLarge)
 			} else {
@@ -394,45 +471,59 @@ func (r *Relay) pump(d lifecycle.Direction) {
 			return
 		}
 		if h.OpCode.IsControl() {
-			if !r.control(srcLeg, src, h) {
+			if !r.control(p.srcLeg, src, h) {
 				return
 			}
 			continue
 		}
-
-		// Data frame. A new message starts with text/binary; continuations extend it.
 		if h.OpCode != ws.OpContinuation {
-			peek.Reset(wantResp)
-			if capture != nil {
-				putCapture(capture)
-				capture = nil
-			}
-			// Only upstream events are ever captured whole (wantCapture).
-			capOK = st.text && d == lifecycle.UpstreamToClient
+			p.startMessage()
 		}
-		if failed, err := r.forward(d, src, dst, h, st.text, &peek, &capture, &capOK); err != nil {
-			// Reported here, after forward released dst's write lock: ending
-			// the session writes close frames, which needs that lock.
-			if !r.ended.Load() && err != errPartialFrame {
+		if failed, err := p.forward(h); err != nil {
+			switch {
+			case r.ended.Load() || err == errPartialFrame:
+			case err == errErrorEventTooLarge:
+				r.obs.End(lifecycle.ReasonFrameTooLarge)
+			default:
 				r.obs.LegError(failed, err)
 			}
 			return
 		}
-		r.obs.Frame(d, h.Length)
-		if h.Fin && st.text {
-			if typ := peek.Type(); typ != nil {
-				faultHook(d, typ)
-				r.obs.Event(d, typ, peek.ResponseID())
-				if capture != nil && capOK {
-					r.obs.Captured(d, typ, *capture)
+		r.obs.Frame(p.d, h.Length)
+		if h.Fin && p.st.text {
+			if typ := p.peek.Type(); typ != nil {
+				faultHook(p.d, typ)
+				r.obs.Event(p.d, typ, p.peek.ResponseID())
+				if p.capture != nil && p.capOK {
+					r.obs.Captured(p.d, typ, *p.capture)
 				}
 			}
-			if capture != nil {
-				putCapture(capture)
-				capture = nil
-			}
+			p.releaseBuffers()
 		}
 	}
+}
+
+// startMessage resets the per-message state at a text or binary frame.
+func (p *pump) startMessage() {
+	p.peek.Reset(p.d == lifecycle.UpstreamToClient)
+	p.releaseBuffers()
+	p.started = false
+	// Only upstream events are captured whole, or held (wantCapture).
+	upText := p.st.text && p.d == lifecycle.UpstreamToClient
+	p.capOK = upText
+	p.holding = upText
+}
+
+func (p *pump) releaseBuffers() {
+	if p.capture != nil {
+		putCapture(p.capture)
+		p.capture = nil
+	}
+	if p.held != nil {
+		putCapture(p.held)
+		p.held = nil
+	}
+	p.holding = false
 }
 
 func putCapture(b *[]byte) {
@@ -456,114 +547,218 @@ func wantCapture(d lifecycle.Direction, typ []byte) bool {
 	return false
 }
 
-// forward streams one data frame from src to dst: header and payload as
-// received (mask included), chunk by chunk through a pooled buffer, under
-// dst's write lock. It reports failures to the observer and returns non-nil
-// when the pump must stop.
-func (r *Relay) forward(d lifecycle.Direction, src, dst *leg, h ws.Header, text bool, peek *Peeker, capture **[]byte, capOK *bool) (failed lifecycle.Leg, err error) {
-	srcLeg, dstLeg := lifecycle.Client, lifecycle.Upstream
-	if d == lifecycle.UpstreamToClient {
-		srcLeg, dstLeg = lifecycle.Upstream, lifecycle.Client
-	}
+// forward relays one data frame. A frame of up to chunkSize payload bytes is
+// read whole and written in one write, header and payload as received (mask
+// included). A longer one goes out as fragments of at most chunkSize bytes,
+// each written as soon as its bytes are read; a masked frame is split
+// without copying by rotating its mask to each fragment's offset. dst's
+// write lock is held only while a fragment is written. It returns the leg
+// that failed and the error when the pump must stop.
+func (p *pump) forward(h ws.Header) (failed lifecycle.Leg, err error) {
 	buf := bufPool.Get().(*[headerBufSize + chunkSize]byte)
 	defer bufPool.Put(buf)
-	n := putHeader(buf[:], h)
+	pay := buf[headerBufSize:]
 	remaining := h.Length
-	var off int // payload offset within this frame, for the mask
-	dst.lock()
-	defer dst.unlockFlush()
-	if dst.partial {
-		return dstLeg, errPartialFrame
-	}
-	for {
-		chunk := int(min(remaining, int64(chunkSize)))
-		if _, err := io.ReadFull(&src.rd, buf[n:n+chunk]); err != nil {
-			if n == 0 || off > 0 {
-				dst.partial = true
+	off := 0 // payload offset within this frame, for the mask
+	for first := true; first || remaining > 0; first = false {
+		var n int
+		if h.Length <= chunkSize {
+			n = int(h.Length)
+			if _, err := io.ReadFull(&p.src.rd, pay[:n]); err != nil {
+				return p.srcLeg, err
 			}
-			return srcLeg, err
-		}
-		p := buf[n : n+chunk]
-		if text {
-			r.inspect(d, h, p, off, peek, capture, capOK)
-		}
-		out := buf[:n+chunk]
-		if d == lifecycle.UpstreamToClient && text && off == 0 && int64(chunk) == h.Length && h.Fin &&
-			string(peek.Type()) == "error" {
-			// A whole upstream error event is in hand: scrub credentials from
-			// its message before the client sees it (rare; may allocate).
-			out = r.scrubError(out[:n], p)
-		}
-		if _, err := dst.conn.Write(out); err != nil {
-			dst.partial = true
-			return dstLeg, err
-		}
-		dst.written.Add(uint64(len(out)))
-		remaining -= int64(chunk)
-		off += chunk
-		n = 0
-		if remaining == 0 {
-			// Frame boundary: pings and pongs that waited for it go out now.
-			if err := dst.flushPendingLocked(); err != nil {
-				return dstLeg, err
+		} else {
+			n, err = p.src.rd.Read(pay[:min(remaining, chunkSize)])
+			if n == 0 {
+				if err == nil {
+					err = io.ErrNoProgress
+				}
+				return p.srcLeg, err
 			}
-			return dstLeg, nil
 		}
+		chunk := pay[:n]
+		fin := h.Fin && int64(n) == remaining
+		if p.st.text {
+			p.inspect(h, chunk, off)
+		}
+		if p.holding {
+			if err := p.releaseHold(); err != nil {
+				return p.dstLeg, err
+			}
+		}
+		if p.holding {
+			if err := p.hold(chunk, fin); err != nil {
+				return p.dstLeg, err
+			}
+		} else if err := p.emit(buf, n, fin, h, off); err != nil {
+			return p.dstLeg, err
+		}
+		remaining -= int64(n)
+		off += n
 	}
+	return p.dstLeg, nil
 }
 
-// scrubError returns the frame (header hdr, payload p) with credentials
-// redacted from the payload, re-framed if its length changed.
-func (r *Relay) scrubError(hdr, p []byte) []byte {
-	clean := r.opts.Redactor.Redact(string(p))
-	if clean == string(p) {
-		return hdr[:len(hdr)+len(p)]
+// emit writes the n payload bytes at buf[headerBufSize:] as one frame of the
+// message in progress, with the header put in front of them.
+func (p *pump) emit(buf *[headerBufSize + chunkSize]byte, n int, fin bool, h ws.Header, off int) error {
+	out := ws.Header{Fin: fin, OpCode: ws.OpContinuation, Length: int64(n), Masked: h.Masked}
+	if !p.started {
+		out.OpCode = ws.OpText
+		if !p.st.text {
+			out.OpCode = ws.OpBinary
+		}
 	}
-	frame := make([]byte, headerBufSize+len(clean))
-	n := putHeader(frame, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(clean))})
-	return append(frame[:n], clean...)
+	if h.Masked {
+		out.Mask = rotateMask(h.Mask, off)
+	}
+	var hb [headerBufSize]byte
+	hn := putHeader(hb[:], out)
+	start := headerBufSize - hn
+	copy(buf[start:], hb[:hn])
+	p.started = true
+	return p.write(buf[start : headerBufSize+n])
+}
+
+// rotateMask returns the masking key for the bytes of a frame masked with
+// mask starting at payload offset off.
+func rotateMask(mask [4]byte, off int) [4]byte {
+	s := off & 3
+	return [4]byte{mask[s], mask[(s+1)&3], mask[(s+2)&3], mask[(s+3)&3]}
+}
+
+// write writes one encoded frame to dst under its write lock, then the
+// control frames that waited for the boundary.
+func (p *pump) write(frame []byte) error {
+	dst := p.dst
+	dst.lock()
+	err := dst.writeLocked(frame)
+	if err == nil {
+		err = dst.flushPendingLocked()
+	}
+	dst.unlockFlush()
+	return err
+}
+
+// releaseHold ends holding once the peeked type shows the message is not an
+// error event (or has no type): what was held goes out, and the rest of the
+// message streams as usual.
+func (p *pump) releaseHold() error {
+	typ := p.peek.Type()
+	if typ == nil && !p.peek.Done() || string(typ) == "error" {
+		return nil
+	}
+	p.holding = false
+	if p.held == nil {
+		return nil
+	}
+	var err error
+	if len(*p.held) > 0 {
+		err = p.writeMessage(*p.held, false)
+	}
+	putCapture(p.held)
+	p.held = nil
+	return err
+}
+
+// hold keeps upstream text back while its type is unknown or "error": an
+// error event is held whole, scrubbed of credentials and then written as
+// one message. Upstream frames are unmasked, so held bytes are plain.
+func (p *pump) hold(chunk []byte, fin bool) error {
+	isError := string(p.peek.Type()) == "error"
+	if p.held == nil {
+		if fin {
+			// The whole message is in hand (the common case: one frame).
+			p.holding = false
+			return p.writeMessage(p.scrub(chunk, isError), true)
+		}
+		p.held = capturePool.Get().(*[]byte)
+	}
+	if len(*p.held)+len(chunk) > captureMax {
+		return errErrorEventTooLarge
+	}
+	*p.held = append(*p.held, chunk...)
+	if !fin {
+		return nil
+	}
+	p.holding = false
+	return p.writeMessage(p.scrub(*p.held, isError), true)
+}
+
+// scrub returns msg with credentials redacted when it is an error event.
+func (p *pump) scrub(msg []byte, isError bool) []byte {
+	if !isError || p.r.opts.Redactor == nil {
+		return msg
+	}
+	clean := p.r.opts.Redactor.Redact(string(msg))
+	if clean == string(msg) {
+		return msg
+	}
+	return []byte(clean)
+}
+
+// writeMessage writes unmasked bytes of the upstream message in progress as
+// frames of at most chunkSize (rare: held or scrubbed text; it copies).
+func (p *pump) writeMessage(b []byte, fin bool) error {
+	for {
+		n := min(len(b), chunkSize)
+		last := n == len(b)
+		h := ws.Header{Fin: fin && last, OpCode: ws.OpContinuation, Length: int64(n)}
+		if !p.started {
+			h.OpCode = ws.OpText
+		}
+		buf := bufPool.Get().(*[headerBufSize + chunkSize]byte)
+		hn := putHeader(buf[:], h)
+		hn += copy(buf[hn:], b[:n])
+		p.started = true
+		err := p.write(buf[:hn])
+		bufPool.Put(buf)
+		if err != nil || last {
+			return err
+		}
+		b = b[n:]
+	}
 }
 
 // inspect feeds a payload chunk to the peeker and, for rare events, the capture buffer.
-func (r *Relay) inspect(d lifecycle.Direction, h ws.Header, p []byte, off int, peek *Peeker, capture **[]byte, capOK *bool) {
+func (p *pump) inspect(h ws.Header, b []byte, off int) {
 	var mask [4]byte
 	if h.Masked {
 		mask = h.Mask
 	}
-	before := peek.Done()
-	if !before {
-		peek.Feed(p, mask, off)
+	if !p.peek.Done() {
+		p.peek.Feed(b, mask, off)
 	}
-	if !*capOK {
+	if !p.capOK {
 		return
 	}
-	typ := peek.Type()
-	if typ != nil && !wantCapture(d, typ) {
-		*capOK = false
-		if *capture != nil {
-			putCapture(*capture)
-			*capture = nil
+	typ := p.peek.Type()
+	if typ != nil && !wantCapture(p.d, typ) {
+		p.capOK = false
+		if p.capture != nil {
+			putCapture(p.capture)
+			p.capture = nil
 		}
 		return
 	}
-	if typ == nil && peek.Done() {
-		*capOK = false // no type: nothing to parse
+	if typ == nil && p.peek.Done() {
+		p.capOK = false // no type: nothing to parse
 		return
 	}
-	if *capture == nil {
-		*capture = capturePool.Get().(*[]byte)
+	if p.capture == nil {
+		p.capture = capturePool.Get().(*[]byte)
 	}
-	b := **capture
-	if len(b)+len(p) > captureMax {
-		*capOK = false
+	c := *p.capture
+	if len(c)+len(b) > captureMax {
+		p.capOK = false
 		return
 	}
-	start := len(b)
-	b = append(b, p...)
+	start := len(c)
+	c = append(c, b...)
 	if h.Masked {
-		ws.Cipher(b[start:], mask, off)
+		ws.Cipher(c[start:], mask, off)
 	}
-	**capture = b
+	*p.capture = c
 }
 
 // control handles a control frame from leg src. It returns false when the pump must stop.
@@ -581,7 +776,7 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 	switch h.OpCode {
 	case ws.OpPing:
 		// Answer on the same leg at a frame boundary, without waiting for a
-		// long frame in flight there (that would stall this direction).
+		// fragment in flight there.
 		if err := src.sendControl(ws.OpPong, p); err != nil && !r.ended.Load() {
 			r.obs.LegError(which, err)
 			return false
@@ -610,6 +805,5 @@ func (r *Relay) WriteFirst(frame []byte) error {
 	l := r.legs[lifecycle.Client]
 	l.lock()
 	defer l.unlock()
-	_, err := l.conn.Write(frame)
-	return err
+	return l.writeLocked(frame)
 }

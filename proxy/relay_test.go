@@ -173,18 +173,65 @@ func (h *harness) wait(t testing.TB) lifecycle.Summary {
 	return h.sess.Summary()
 }
 
+// reassemble reads the raw frames of one message from p and returns its
+// unmasked payload and the number of frames. It fails unless the first
+// frame has opcode op and the rest are continuations, only the last has FIN,
+// every payload is at most chunkSize, and each is masked iff masked.
+func reassemble(t *testing.T, p *peer, op ws.OpCode, masked bool) ([]byte, int) {
+	t.Helper()
+	var out []byte
+	for n := 0; ; n++ {
+		raw := <-p.raw
+		<-p.frames // the same frame, decoded
+		h, err := ws.ReadHeader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ws.OpContinuation
+		if n == 0 {
+			want = op
+		}
+		if h.OpCode != want || h.Masked != masked || h.Length > chunkSize {
+			t.Fatalf("fragment %d: opcode %v masked %v length %d", n, h.OpCode, h.Masked, h.Length)
+		}
+		pay := bytes.Clone(raw[len(raw)-int(h.Length):])
+		if h.Masked {
+			ws.Cipher(pay, h.Mask, 0)
+		}
+		out = append(out, pay...)
+		if h.Fin {
+			return out, n + 1
+		}
+	}
+}
+
 func TestRelayForwardsFramesVerbatim(t *testing.T) {
 	h := newHarness(t, testLifecycle(), testRelayOptions())
-	// Client -> upstream: masked frames arrive byte for byte, mask included.
-	for _, size := range []int{0, 10, 125, 126, 65535, 65536, 3 << 20} {
-		payload := bytes.Repeat([]byte{'a'}, size)
-		f := ws.MaskFrameInPlace(ws.NewBinaryFrame(payload))
+	// Client -> upstream: masked frames up to 32 KiB arrive byte for byte,
+	// mask included; longer ones as fragments of at most 32 KiB, each masked
+	// with the client's key rotated to its offset.
+	for _, size := range []int{0, 10, 125, 126, chunkSize, chunkSize + 1, 65535, 65536, 3 << 20} {
+		payload := make([]byte, size)
+		for i := range payload {
+			payload[i] = byte(i * 7)
+		}
+		f := ws.MaskFrameInPlace(ws.NewBinaryFrame(bytes.Clone(payload)))
 		var want bytes.Buffer
 		_ = ws.WriteFrame(&want, f)
 		go func() { _ = ws.WriteFrame(h.client.conn, f) }()
-		got := <-h.upstream.raw
-		if !bytes.Equal(got, want.Bytes()) {
-			t.Fatalf("size %d: upstream got %d bytes, not the client's frame verbatim", size, len(got))
+		if size <= chunkSize {
+			if got := <-h.upstream.raw; !bytes.Equal(got, want.Bytes()) {
+				t.Fatalf("size %d: upstream got %d bytes, not the client's frame verbatim", size, len(got))
+			}
+			<-h.upstream.frames
+			continue
+		}
+		got, frags := reassemble(t, h.upstream, ws.OpBinary, true)
+		if !bytes.Equal(got, payload) {
+			t.Fatalf("size %d: reassembled %d bytes differ from the client's payload", size, len(got))
+		}
+		if min := (size + chunkSize - 1) / chunkSize; frags < min {
+			t.Fatalf("size %d: %d fragments, want at least %d", size, frags, min)
 		}
 	}
 	// Upstream -> client: unmasked frames, verbatim.
@@ -212,7 +259,7 @@ func TestRelayForwardsFramesVerbatim(t *testing.T) {
 	if sum.Reason != lifecycle.ReasonClientClosed {
 		t.Fatalf("reason %s", sum.Reason)
 	}
-	if sum.Frames[lifecycle.ClientToUpstream] != 9 || sum.Frames[lifecycle.UpstreamToClient] != 1 {
+	if sum.Frames[lifecycle.ClientToUpstream] != 11 || sum.Frames[lifecycle.UpstreamToClient] != 1 {
 		t.Fatalf("frames %v", sum.Frames)
 	}
 }
