@@ -397,9 +397,9 @@ func upstreamURL(base, clientQuery string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("client query: %w", err)
 	}
-	q := u.Query()
+	own, q := u.Query(), u.Query()
 	for k, v := range cq {
-		if !hasKeyFold(q, k) {
+		if !hasKeyFold(own, k) {
 			q[k] = v
 		}
 	}
