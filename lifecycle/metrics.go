@@ -125,6 +125,50 @@ func (m *Metrics) closeFrames(leg Leg, sent bool) {
 	m.closeFramesTotal[leg][i].Inc()
 }
 
+// Label values read from upstream events are bounded (an upstream, or a
+// client steering one, must not be able to grow the series set): a value
+// outside these sets, and outside the configured fatal_upstream_errors, is
+// counted as "other".
+var (
+	// knownErrorCodes are the Realtime error codes seen in practice
+	// (shared/realtime-protocol.md 2.4 and 6.5).
+	knownErrorCodes = map[string]bool{
+		"session_expired": true, "invalid_api_key": true, "beta_api_shape_disabled": true,
+		"input_audio_buffer_commit_empty": true, "conversation_already_has_active_response": true,
+		"response_cancel_not_active": true, "invalid_value": true, "unknown_parameter": true,
+		"missing_required_parameter": true, "insufficient_quota": true,
+	}
+	// knownResponseStatuses are the values of response.status.
+	knownResponseStatuses = map[string]bool{
+		"completed": true, "cancelled": true, "failed": true, "incomplete": true, "in_progress": true,
+	}
+)
+
+// errorCodeLabel is the tether_upstream_errors_total code label for an
+// upstream error code: "none" when missing, the code when known or in
+// fatal, else "other".
+func errorCodeLabel(code string, fatal map[string]bool) string {
+	switch {
+	case code == "":
+		return "none"
+	case knownErrorCodes[code] || fatal[code]:
+		return code
+	}
+	return "other"
+}
+
+// responseStatusLabel is the tether_responses_total status label:
+// "unknown" when missing, the status when known, else "other".
+func responseStatusLabel(status string) string {
+	switch {
+	case status == "":
+		return "unknown"
+	case knownResponseStatuses[status]:
+		return status
+	}
+	return "other"
+}
+
 // observe records v, with the trace id as an exemplar when there is one.
 func observe(h prometheus.Observer, v float64, traceID string) {
 	if eo, ok := h.(prometheus.ExemplarObserver); ok && traceID != "" {

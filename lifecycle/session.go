@@ -339,11 +339,7 @@ func (s *Session) Captured(d Direction, typ []byte, payload []byte) {
 		drain := s.drainPending && s.inResponse.Load() == 0
 		s.mu.Unlock()
 		if m := s.mgr.metrics; m != nil {
-			status := ev.Response.Status
-			if status == "" {
-				status = "unknown"
-			}
-			m.responsesTotal.WithLabelValues(status).Inc()
+			m.responsesTotal.WithLabelValues(responseStatusLabel(ev.Response.Status)).Inc()
 			m.tokens.WithLabelValues("input_text").Add(float64(u.InputText))
 			m.tokens.WithLabelValues("input_audio").Add(float64(u.InputAudio))
 			m.tokens.WithLabelValues("output_text").Add(float64(u.OutputText))
@@ -369,11 +365,7 @@ func (s *Session) Captured(d Direction, typ []byte, payload []byte) {
 			code = *ev.Error.Code
 		}
 		if m := s.mgr.metrics; m != nil {
-			label := code
-			if label == "" {
-				label = "none"
-			}
-			m.upstreamErrors.WithLabelValues(label).Inc()
+			m.upstreamErrors.WithLabelValues(errorCodeLabel(code, s.mgr.fatal)).Inc()
 		}
 		for _, h := range s.mgr.opts.Hooks {
 			h.UpstreamError(s, ev.Error.Type, code)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,14 +74,16 @@ const (
 )
 
 // forwardHeaders may travel from the client to the upstream. Everything else
-// (Authorization, Cookie, Sec-WebSocket-*, hop-by-hop headers) stays behind.
+// (Authorization, Cookie, Sec-WebSocket-*, hop-by-hop headers, and
+// OpenAI-Organization / OpenAI-Project, which pick whose account pays) stays
+// behind; an upstream's own `headers` may still set them.
 var forwardHeaders = []string{
-	"OpenAI-Beta", "OpenAI-Safety-Identifier", "OpenAI-Organization", "OpenAI-Project",
-	"X-Request-Id", "Traceparent", "Tracestate", "User-Agent",
+	"OpenAI-Beta", "OpenAI-Safety-Identifier", "X-Request-Id", "Traceparent", "Tracestate", "User-Agent",
 }
 
-// strippedQuery are client query parameters that carry credentials.
-var strippedQuery = []string{"api-key", "api_key"}
+// strippedQuery are client query parameters that carry credentials; they are
+// dropped whatever their case (API-KEY, Api-Key).
+var strippedQuery = []string{"api-key", "api_key", "apikey", "key", "token", "access_token", "authorization"}
 
 func (h *Handler) reject(w http.ResponseWriter, status int, reason, msg string, hdr map[string]string) {
 	h.opts.Metrics.HandshakeRejected(reason)
@@ -167,9 +170,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if identity == "" {
 		identity = remoteIP(r.RemoteAddr)
 	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		h.reject(w, http.StatusBadRequest, "bad_handshake", "malformed query string", nil)
+		return
+	}
+	models := modelValues(query)
+	if len(models) > 1 {
+		// Which one would the upstream read? Refuse rather than guess.
+		h.reject(w, http.StatusBadRequest, "model_not_allowed", "the query names more than one model", nil)
+		return
+	}
 	model := ""
-	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
-		model = q.Get("model")
+	if len(models) == 1 {
+		model = models[0]
 	}
 	if err := h.dialer.CheckModel(model); err != nil {
 		h.reject(w, http.StatusBadRequest, "model_not_allowed", "model not served by this proxy", nil)
@@ -200,7 +214,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	// 4. Upstream first.
-	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery), Model: model, Header: http.Header{}}
+	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery, query), Model: model, Header: http.Header{}}
 	for _, k := range forwardHeaders {
 		if vs := r.Header.Values(k); len(vs) > 0 {
 			ureq.Header[http.CanonicalHeaderKey(k)] = vs
@@ -379,19 +393,35 @@ func parseProtocols(h http.Header) (realtime, beta bool) {
 	return realtime, beta
 }
 
-// filterQuery drops credential parameters from the client's query string.
-func filterQuery(raw string) string {
+// modelValues returns every value of the query's model parameter, whatever
+// the key's case (model, Model, MODEL).
+func modelValues(q url.Values) []string {
+	var out []string
+	for k, vs := range q {
+		if strings.EqualFold(k, "model") {
+			out = append(out, vs...)
+		}
+	}
+	return out
+}
+
+// filterQuery returns the client's query string (raw, parsed as q) as it
+// may travel upstream: credential parameters are dropped whatever their
+// case, and the model parameter is spelled "model". The upstream URL's own
+// parameters win over the client's (upstreams.Dialer).
+func filterQuery(raw string, q url.Values) string {
 	if raw == "" {
 		return ""
 	}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return ""
-	}
 	changed := false
-	for _, k := range strippedQuery {
-		if q.Has(k) {
-			q.Del(k)
+	for k, vs := range q {
+		switch {
+		case slices.ContainsFunc(strippedQuery, func(s string) bool { return strings.EqualFold(s, k) }):
+			delete(q, k)
+			changed = true
+		case k != "model" && strings.EqualFold(k, "model"):
+			delete(q, k)
+			q["model"] = vs // at most one value in all: checked by the handler
 			changed = true
 		}
 	}

@@ -34,22 +34,33 @@ const (
 type handlerEnv struct {
 	url     string // ws://.../v1/realtime
 	dials   *atomic.Int64
+	lastReq *atomic.Pointer[http.Request] // the upstream's last upgrade request
 	mgr     *lifecycle.Manager
 	metrics *lifecycle.Metrics
 	handler http.Handler
 }
 
-func newHandlerEnv(t *testing.T, opts HandlerOptions, lo lifecycle.Options, allowed []string) *handlerEnv {
+// newHandlerEnv serves a Handler in front of a mock upstream; tweak, if
+// given, adjusts the upstream's configuration.
+func newHandlerEnv(t *testing.T, opts HandlerOptions, lo lifecycle.Options, allowed []string, tweak ...func(*upstreams.Upstream)) *handlerEnv {
 	t.Helper()
 	dials := &atomic.Int64{}
-	m := mock.New(mock.Options{APIKey: canaryKey, OnHandshake: func(*http.Request) { dials.Add(1) }})
+	lastReq := &atomic.Pointer[http.Request]{}
+	m := mock.New(mock.Options{APIKey: canaryKey, OnHandshake: func(r *http.Request) {
+		lastReq.Store(r.Clone(context.Background()))
+		dials.Add(1)
+	}})
 	addr, err := m.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("HANDLER_TEST_KEY", canaryKey)
-	d, err := upstreams.NewDialer([]*upstreams.Upstream{{Name: "mock", Kind: upstreams.KindOpenAI,
-		URL: "ws://" + addr.String() + "/v1/realtime", APIKeyEnv: "HANDLER_TEST_KEY", AllowedModels: allowed}})
+	up := &upstreams.Upstream{Name: "mock", Kind: upstreams.KindOpenAI,
+		URL: "ws://" + addr.String() + "/v1/realtime", APIKeyEnv: "HANDLER_TEST_KEY", AllowedModels: allowed}
+	for _, f := range tweak {
+		f(up)
+	}
+	d, err := upstreams.NewDialer([]*upstreams.Upstream{up})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +78,8 @@ func newHandlerEnv(t *testing.T, opts HandlerOptions, lo lifecycle.Options, allo
 		srv.Close()
 		m.Close()
 	})
-	return &handlerEnv{url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/realtime", dials: dials, mgr: mgr, metrics: met, handler: handler}
+	return &handlerEnv{url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/realtime", dials: dials, lastReq: lastReq,
+		mgr: mgr, metrics: met, handler: handler}
 }
 
 // upgrade sends a WebSocket upgrade with extra headers and returns the raw response.

@@ -362,18 +362,29 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 	return nil, de
 }
 
-// setQuery sets key=value in a raw query string.
+// setQuery sets key=value in a raw query string, replacing the key in any
+// case (a client's KEY= must not ride along beside tether's key=). An empty
+// value only removes the key.
 func setQuery(raw, key, value string) string {
 	q, err := url.ParseQuery(raw)
 	if err != nil {
 		q = url.Values{}
 	}
-	q.Set(key, value)
+	for k := range q {
+		if strings.EqualFold(k, key) {
+			delete(q, k)
+		}
+	}
+	if value != "" {
+		q.Set(key, value)
+	}
 	return q.Encode()
 }
 
-// upstreamURL joins the upstream URL with the client's query string: the
-// client's parameters (model=...) win, the upstream's own are kept otherwise.
+// upstreamURL joins the upstream URL with the client's query string. The
+// configured URL's own parameters (api-version, deployment, ...) win: a
+// client parameter with the same name, in any case, is dropped. The
+// client's other parameters (model=...) are passed on.
 func upstreamURL(base, clientQuery string) (string, error) {
 	u, err := url.Parse(base)
 	if err != nil {
@@ -386,12 +397,24 @@ func upstreamURL(base, clientQuery string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("client query: %w", err)
 	}
-	q := u.Query()
+	own, q := u.Query(), u.Query()
 	for k, v := range cq {
-		q[k] = v
+		if !hasKeyFold(own, k) {
+			q[k] = v
+		}
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// hasKeyFold reports whether q has key, compared case-insensitively.
+func hasKeyFold(q url.Values, key string) bool {
+	for k := range q {
+		if strings.EqualFold(k, key) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model string) (*Conn, Attempt) {
@@ -405,7 +428,8 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	if model != "" && model != req.Model {
 		q = setQuery(q, "model", model)
 	}
-	if key != "" && u.Kind == KindGeneric && u.APIKeyQuery != "" {
+	if u.Kind == KindGeneric && u.APIKeyQuery != "" {
+		// The credential parameter is tether's alone: a client's, in any case, never rides along.
 		q = setQuery(q, u.APIKeyQuery, key)
 	}
 	target, err := upstreamURL(u.URL, q)

@@ -236,6 +236,7 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 	a.clientSrv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.Server.HandshakeTimeout,
+		IdleTimeout:       cfg.Server.HandshakeTimeout, // idle keep-alives; net/http clears the read deadline before a hijack
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	a.adminSrv = &http.Server{
