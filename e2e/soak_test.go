@@ -41,7 +41,8 @@ type soakFault struct {
 	// code is the close code the client must receive; 0: none (the
 	// contract's "-"), -1: best effort (1001 or nothing).
 	code int
-	// mid: may be injected while a response streams (else always between turns).
+	// mid: may be injected while audio streams both ways (else always
+	// between turns).
 	mid    bool
 	inject func(g *goTB, c *rtClient)
 }
@@ -84,19 +85,47 @@ var soakFaults = []soakFault{
 	{"idle", "idle_timeout", 4000, false, func(g *goTB, c *rtClient) {}},
 }
 
+// pickSoakFault picks the fault of the i-th session of a wave: every other
+// one lands while audio streams both ways (a fault that can), the others
+// are drawn from every fault, between turns.
+func pickSoakFault(rng *rand.Rand, i int) (soakFault, bool) {
+	if i%2 == 0 {
+		var mids []soakFault
+		for _, f := range soakFaults {
+			if f.mid {
+				mids = append(mids, f)
+			}
+		}
+		return mids[rng.IntN(len(mids))], true
+	}
+	return soakFaults[rng.IntN(len(soakFaults))], false
+}
+
 // soakRun drives one session to its fault and checks what the client saw.
 func soakRun(g *goTB, addr string, f soakFault, mid bool) {
 	c := dialClient(g, addr, clientOpts{})
 	c.waitEvent("session.created", stepTimeout)
+	var audio *ticker
 	if mid {
-		// A response in progress when the fault hits: two paced deltas,
-		// the fault right after the first.
-		c.fault("slow", map[string]any{"delta_interval_ms": 200})
-		c.send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(testAudio(200))})
+		// Audio flows both ways when the fault hits: a 2 s answer streams
+		// (100 ms deltas in real time; the fault right after the first)
+		// while the client appends 20 ms of audio 50 times a second, on
+		// until the session ends. 200 ms per append before the commit
+		// keeps each frame under the soak's max_frame_bytes.
+		c.fault("slow", map[string]any{"delta_interval_ms": 100})
+		chunk := base64.StdEncoding.EncodeToString(testAudio(200))
+		for range 10 {
+			c.send(map[string]any{"type": "input_audio_buffer.append", "audio": chunk})
+		}
 		c.send(map[string]any{"type": "input_audio_buffer.commit"})
 		c.waitEvent("input_audio_buffer.committed", stepTimeout)
+		audio = startTicker(g, lvAppendEvery, lvAppend, rtSend(c))
 		c.send(map[string]any{"type": "response.create"})
 		c.waitEvent("response.output_audio.delta", stepTimeout)
+		waitUntil(g, stepTimeout, "the client's audio to flow", func() bool { return audio.sent.Load() >= 5 })
+		if f.name == "client_unresponsive" {
+			audio.stop() // a silent client sends nothing: no pongs, no audio
+		}
 	}
 	f.inject(g, c)
 	switch {
@@ -158,7 +187,7 @@ func runWave(t *testing.T, addr string, plan []soakFault, mids []bool, counts *s
 	var failed []string
 	for i, g := range gs {
 		if g.Failed() {
-			failed = append(failed, fmt.Sprintf("%s (mid-response %v): %s", plan[i].name, mids[i], g.Failures()))
+			failed = append(failed, fmt.Sprintf("%s (with audio both ways %v): %s", plan[i].name, mids[i], g.Failures()))
 		}
 	}
 	if len(failed) > 0 {
@@ -170,10 +199,11 @@ func runWave(t *testing.T, addr string, plan []soakFault, mids []bool, counts *s
 // TestSoakFaults: thousands of sessions in waves, each ending by a random
 // fault on either leg (upstream reset, close, stall, fatal error event;
 // client reset, silence, half-close, oversized frame, malformed frame,
-// idle), half of them mid-response. Afterwards nothing is left: no session,
-// every session counted once under the reason of its fault, goroutines and
-// heap back at their pre-soak baseline, no descriptor and no half-closed
-// socket of tether's. The figures are logged. Bounded by -soak.sessions
+// idle), half of them while audio streams both ways (a response streaming
+// to the client, the client appending 20 ms of audio at 50/s). Afterwards
+// nothing is left: no session, every session counted once under the
+// reason of its fault, goroutines and heap back at their pre-soak
+// baseline, no descriptor and no half-closed socket of tether's. The figures are logged. Bounded by -soak.sessions
 // (default 2000, about a minute here; `make soak SOAK_SESSIONS=20000`).
 func TestSoakFaults(t *testing.T) {
 	n := *soakSessions
@@ -223,9 +253,10 @@ func TestSoakFaults(t *testing.T) {
 		}
 	}
 
-	// Warm-up: every fault twice (between turns and mid-response), so
-	// one-time allocations (pools, metric series, runtime structures) are
-	// in the baseline and what is measured is what sessions leave behind.
+	// Warm-up: every fault twice (between turns and with audio both
+	// ways), so one-time allocations (pools, metric series, runtime
+	// structures) are in the baseline and what is measured is what
+	// sessions leave behind.
 	var warm []soakFault
 	var warmMid []bool
 	for _, f := range soakFaults {
@@ -237,9 +268,9 @@ func TestSoakFaults(t *testing.T) {
 	// goroutines for reuse, maps keep their size) are reached before the
 	// baseline too.
 	for len(warm) < wave+wave/5 {
-		f := soakFaults[rng.IntN(len(soakFaults))]
+		f, mid := pickSoakFault(rng, len(warm))
 		warm = append(warm, f)
-		warmMid = append(warmMid, f.mid && rng.IntN(2) == 0)
+		warmMid = append(warmMid, mid)
 	}
 	runWave(t, p.Listen, warm, warmMid, counts)
 	waitSessionsGone(t, p, counts.total)
@@ -258,8 +289,7 @@ func TestSoakFaults(t *testing.T) {
 		plan := make([]soakFault, k)
 		mids := make([]bool, k)
 		for i := range plan {
-			plan[i] = soakFaults[rng.IntN(len(soakFaults))]
-			mids[i] = plan[i].mid && rng.IntN(2) == 0
+			plan[i], mids[i] = pickSoakFault(rng, i)
 		}
 		runWave(t, p.Listen, plan, mids, counts)
 		done += k
@@ -295,7 +325,7 @@ func TestSoakFaults(t *testing.T) {
 	}
 	var faults strings.Builder
 	for _, f := range slices.Sorted(maps.Keys(counts.byFault)) {
-		fmt.Fprintf(&faults, "\n  %-24s %5d (mid-response %d)", f, counts.byFault[f], counts.midFault[f])
+		fmt.Fprintf(&faults, "\n  %-24s %5d (with audio both ways %d)", f, counts.byFault[f], counts.midFault[f])
 	}
 
 	// tether has closed every socket of its own: none in CLOSE_WAIT, and
