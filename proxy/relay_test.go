@@ -451,3 +451,155 @@ func TestDrainWaitsForResponseBoundary(t *testing.T) {
 		}
 	})
 }
+
+// Upstream error events are scrubbed before the client sees any of them,
+// whatever their size or framing, and arrive as one message; events that
+// are not errors stream on unheld.
+func TestErrorEventsScrubbedWhateverTheirFraming(t *testing.T) {
+	h := newHarness(t, testLifecycle(), testRelayOptions())
+	// msg is an error event with the key in its message; with a pad the
+	// type comes first (the peeker looks for it in the first 64 KiB).
+	msg := func(pad int) string {
+		if pad > 0 {
+			return `{"type":"error","error":{"message":"Incorrect API key provided: sk-test-SECRET.` +
+				strings.Repeat(" ", pad) + `","code":"invalid_request_error"},"event_id":"ev_1"}`
+		}
+		return `{"error":{"message":"Incorrect API key provided: sk-test-SECRET.","code":"invalid_request_error"},` +
+			`"event_id":"ev_1","type":"error"}`
+	}
+	// readMessage returns the next data message the client got, reassembled.
+	readMessage := func() (string, int) {
+		var b []byte
+		for n := 1; ; n++ {
+			f := h.client.next(t)
+			b = append(b, f.Payload...)
+			if f.Header.Fin {
+				return string(b), n
+			}
+		}
+	}
+	cases := []struct {
+		name  string
+		pad   int
+		split []int // frame boundaries within the message
+	}{
+		{"one small frame", 0, nil},
+		{"three fragments, type in the last", 0, []int{5, 40}},
+		{"one 200 KB frame", 200 << 10, nil},
+		{"200 KB in 7 fragments", 200 << 10, []int{1, 1000, 40 << 10, 41 << 10, 100 << 10, 199 << 10}},
+	}
+	for _, tc := range cases {
+		ev := msg(tc.pad)
+		cuts := append(append([]int{0}, tc.split...), len(ev))
+		for i := 0; i+1 < len(cuts); i++ {
+			op := ws.OpContinuation
+			if i == 0 {
+				op = ws.OpText
+			}
+			p := []byte(ev[cuts[i]:cuts[i+1]])
+			h.upstream.send(ws.Frame{Header: ws.Header{Fin: i+2 == len(cuts), OpCode: op, Length: int64(len(p))}, Payload: p})
+		}
+		got, frames := readMessage()
+		if strings.Contains(got, "SECRET") || !strings.Contains(got, "[redacted]") {
+			t.Fatalf("%s: client got an unscrubbed error event (%d bytes)", tc.name, len(got))
+		}
+		if want := strings.Replace(ev, "sk-test-SECRET", "[redacted]", 1); got != want {
+			t.Fatalf("%s: message changed beyond the redaction", tc.name)
+		}
+		t.Logf("%s: %d bytes in %d frames, scrubbed", tc.name, len(got), frames)
+	}
+	// A long audio delta in fragments is not held: its first fragment
+	// reaches the client before the upstream sends the rest.
+	delta := `{"type":"response.output_audio.delta","delta":"` + strings.Repeat("A", 100<<10)
+	h.upstream.send(ws.Frame{Header: ws.Header{OpCode: ws.OpText, Length: int64(len(delta))}, Payload: []byte(delta)})
+	if f := h.client.next(t); f.Header.OpCode != ws.OpText || f.Header.Fin {
+		t.Fatalf("first fragment of a delta: %v fin=%v", f.Header.OpCode, f.Header.Fin)
+	}
+	for f := h.client.next(t); ; f = h.client.next(t) {
+		if f.Header.Length < chunkSize {
+			break // the last piece of the first fragment
+		}
+	}
+	tail := []byte(`"}`)
+	h.upstream.send(ws.Frame{Header: ws.Header{Fin: true, OpCode: ws.OpContinuation, Length: 2}, Payload: tail})
+	if f := h.client.next(t); !f.Header.Fin || string(f.Payload) != `"}` {
+		t.Fatalf("last fragment %q fin=%v", f.Payload, f.Header.Fin)
+	}
+	h.upstream.send(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "")))
+	if sum := h.wait(t); sum.Reason != lifecycle.ReasonUpstreamClosed {
+		t.Fatalf("reason %s", sum.Reason)
+	}
+}
+
+// An upstream that stalls in the middle of a long frame, while the client
+// streams audio, is named: upstream_heartbeat_timeout, and the client gets
+// its 4002 close frame between the fragments already relayed.
+func TestMidFrameStallNamesTheStalledLeg(t *testing.T) {
+	for _, stalled := range []lifecycle.Leg{lifecycle.Upstream, lifecycle.Client} {
+		t.Run(stalled.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				hb := lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+				lo := testLifecycle()
+				lo.ClientHeartbeat, lo.UpstreamHeartbeat = hb, hb
+				h := newHarness(t, lo, testRelayOptions())
+				bad, good := h.upstream, h.client
+				want, wantCode := lifecycle.ReasonUpstreamHeartbeatTimeout, uint16(4002)
+				hdr := ws.Header{Fin: true, OpCode: ws.OpText, Length: 200 << 10}
+				if stalled == lifecycle.Client {
+					bad, good = h.client, h.upstream
+					want, wantCode = lifecycle.ReasonClientHeartbeatTimeout, 1001
+					hdr.Masked, hdr.Mask = true, [4]byte{9, 8, 7, 6}
+				}
+				var b [headerBufSize]byte
+				n := putHeader(b[:], hdr)
+				bad.autoPong.Store(false)
+				go func() { // whatever the stalled peer receives is dropped
+					for {
+						select {
+						case <-bad.frames:
+						case <-bad.raw:
+						case <-bad.done:
+							return
+						}
+					}
+				}()
+				go func() {
+					for {
+						select {
+						case <-good.raw:
+						case <-good.done:
+							return
+						}
+					}
+				}()
+				start := time.Now()
+				go func() {
+					_, _ = bad.conn.Write(b[:n])
+					_, _ = bad.conn.Write(bytes.Repeat([]byte{' '}, 1024)) // then nothing
+				}()
+				// The good peer keeps streaming 20 ms frames.
+				stop := make(chan struct{})
+				go func() {
+					for {
+						select {
+						case <-stop:
+							return
+						case <-time.After(20 * time.Millisecond):
+							good.text(`{"type":"input_audio_buffer.append","audio":"AAAA"}`)
+						}
+					}
+				}()
+				code, _ := good.expectClose(t)
+				close(stop)
+				took := time.Since(start)
+				sum := h.wait(t)
+				if sum.Reason != want || code != wantCode {
+					t.Fatalf("reason %s, good peer got close %d; want %s / %d", sum.Reason, code, want, wantCode)
+				}
+				if took > hb.Interval+hb.Timeout {
+					t.Fatalf("stall noticed after %v", took)
+				}
+			})
+		})
+	}
+}
