@@ -92,11 +92,14 @@ func voiceFrame(size int, fromClient bool) []byte {
 	return b.Bytes()
 }
 
-var relayCases = []struct {
+// relayCase is one frame size and direction.
+type relayCase struct {
 	name       string
 	size       int
 	fromClient bool
-}{
+}
+
+var relayCases = []relayCase{
 	{"client_to_upstream/1KiB", 1 << 10, true},
 	{"client_to_upstream/64KiB", 64 << 10, true},
 	{"upstream_to_client/1KiB", 1 << 10, false},
@@ -158,11 +161,7 @@ func payloadOf(frame []byte) []byte {
 
 // largeCases are benchmarked only: a 15 MiB append (the largest a client
 // sends) goes out as fragments of at most 32 KiB.
-var largeCases = []struct {
-	name       string
-	size       int
-	fromClient bool
-}{
+var largeCases = []relayCase{
 	{"client_to_upstream/15MiB", 15 << 20, true},
 	{"upstream_to_client/15MiB", 15 << 20, false},
 }

@@ -24,16 +24,23 @@ type rawReader struct {
 }
 
 func (rr *rawReader) init(c net.Conn) {
+	if rr.rc = rawConn(c); rr.rc != nil {
+		rr.readFn = rr.rawRead
+	}
+}
+
+// rawConn returns c's socket for raw access, or nil when c has none (TLS,
+// pipes).
+func rawConn(c net.Conn) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return
+		return nil
 	}
-	rr.rc = rc
-	rr.readFn = rr.rawRead
+	return rc
 }
 
 func (rr *rawReader) ok() bool { return rr.rc != nil }

@@ -21,12 +21,8 @@ func limitUnsent(conn net.Conn) {
 	if tc, ok := conn.(*tls.Conn); ok {
 		conn = tc.NetConn()
 	}
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc := rawConn(conn)
+	if rc == nil {
 		return
 	}
 	_ = rc.Control(func(fd uintptr) {
