@@ -17,20 +17,16 @@ func TestUpstreamLabelValuesAreBounded(t *testing.T) {
 	}
 	m := NewManager(Options{Metrics: met, FatalUpstreamErrors: []string{"session_expired", "site_specific_fatal"}})
 	s, _, finish := open(t, m)
-	errEv := func(code string) []byte {
-		return fmt.Appendf(nil, `{"type":"error","error":{"type":"invalid_request_error","code":%q}}`, code)
-	}
 	for i := range 200 {
-		s.Captured(UpstreamToClient, []byte("error"), errEv(fmt.Sprintf("made_up_code_%d", i)))
-		s.Captured(UpstreamToClient, []byte("response.created"), fmt.Appendf(nil, `{"type":"response.created","response":{"id":"resp_%d"}}`, i))
-		s.Captured(UpstreamToClient, []byte("response.done"),
-			fmt.Appendf(nil, `{"type":"response.done","response":{"id":"resp_%d","status":"weird_status_%d"}}`, i, i))
+		s.UpstreamError("invalid_request_error", fmt.Sprintf("made_up_code_%d", i))
+		s.AnswerStarted(fmt.Sprintf("resp_%d", i))
+		s.AnswerDone(fmt.Sprintf("resp_%d", i), fmt.Sprintf("weird_status_%d", i), Tokens{})
 	}
-	s.Captured(UpstreamToClient, []byte("error"), errEv("input_audio_buffer_commit_empty"))
-	s.Captured(UpstreamToClient, []byte("error"), []byte(`{"type":"error","error":{"type":"server_error","code":null}}`))
-	s.Captured(UpstreamToClient, []byte("response.done"), []byte(`{"type":"response.done","response":{"id":"r","status":"cancelled"}}`))
-	s.Captured(UpstreamToClient, []byte("response.done"), []byte(`{"type":"response.done","response":{"id":"r2"}}`))
-	s.Captured(UpstreamToClient, []byte("error"), errEv("site_specific_fatal")) // configured: its own series, and it ends the session
+	s.UpstreamError("invalid_request_error", "input_audio_buffer_commit_empty")
+	s.UpstreamError("server_error", "") // code null
+	s.AnswerDone("r", "cancelled", Tokens{})
+	s.AnswerDone("r2", "", Tokens{})                                // no status
+	s.UpstreamError("invalid_request_error", "site_specific_fatal") // configured: its own series, and it ends the session
 	finish()
 	if s.Summary().Reason != ReasonUpstreamFatalEvent {
 		t.Fatalf("reason %s, want upstream_fatal_event", s.Summary().Reason)

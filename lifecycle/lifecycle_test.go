@@ -368,8 +368,8 @@ func TestDrainClosesIdleAtOnceAndBusyAtBoundaryOrDeadline(t *testing.T) {
 		idle, _, f1 := open(t, m)
 		busy, _, f2 := open(t, m)
 		stuck, _, f3 := open(t, m)
-		busy.Captured(UpstreamToClient, []byte("response.created"), []byte(`{"type":"response.created","response":{"id":"r1"}}`))
-		stuck.Captured(UpstreamToClient, []byte("response.created"), []byte(`{"type":"response.created","response":{"id":"r2"}}`))
+		busy.AnswerStarted("r1")
+		stuck.AnswerStarted("r2")
 		done := make(chan struct{})
 		start := time.Now()
 		go func() {
@@ -385,7 +385,7 @@ func TestDrainClosesIdleAtOnceAndBusyAtBoundaryOrDeadline(t *testing.T) {
 		}
 		f1()
 		time.Sleep(5 * time.Second)
-		busy.Captured(UpstreamToClient, []byte("response.done"), []byte(`{"type":"response.done","response":{"id":"r1","status":"completed"}}`))
+		busy.AnswerDone("r1", "completed", Tokens{})
 		synctest.Wait()
 		if !busy.Ended() || busy.Summary().Reason != ReasonShutdown {
 			t.Fatal("busy session not closed at its response boundary")
@@ -412,14 +412,14 @@ func TestTimeToFirstAudioAndTokens(t *testing.T) {
 		met := NewMetrics()
 		m := NewManager(Options{Metrics: met})
 		s, _, finish := open(t, m)
-		s.Event(UpstreamToClient, []byte("input_audio_buffer.speech_stopped"), nil)
+		s.SpeechEnded()
 		time.Sleep(200 * time.Millisecond)
-		s.Captured(UpstreamToClient, []byte("response.created"), []byte(`{"response":{"id":"resp_1"}}`))
+		s.AnswerStarted("resp_1")
 		time.Sleep(300 * time.Millisecond)
-		s.Event(UpstreamToClient, []byte("response.output_audio.delta"), []byte("resp_other"))
-		s.Event(UpstreamToClient, []byte("response.output_audio.delta"), []byte("resp_1"))
-		s.Event(UpstreamToClient, []byte("response.output_audio.delta"), []byte("resp_1"))
-		s.Captured(UpstreamToClient, []byte("response.done"), []byte(`{"response":{"id":"resp_1","status":"completed","usage":{"input_tokens":300,"output_tokens":112,"input_token_details":{"text_tokens":120,"audio_tokens":180,"cached_tokens":64},"output_token_details":{"text_tokens":25,"audio_tokens":87}}}}`))
+		s.AnswerAudio([]byte("resp_other"))
+		s.AnswerAudio([]byte("resp_1"))
+		s.AnswerAudio([]byte("resp_1"))
+		s.AnswerDone("resp_1", "completed", Tokens{Input: 300, Output: 112, InputText: 120, InputAudio: 180, Cached: 64, OutputText: 25, OutputAudio: 87})
 		if s.lastTTFA != 500*time.Millisecond {
 			t.Fatalf("ttfa %v, want 500ms from speech_stopped", s.lastTTFA)
 		}
@@ -444,11 +444,11 @@ func TestFatalUpstreamErrorEndsSession(t *testing.T) {
 	met := NewMetrics()
 	m := NewManager(Options{Metrics: met, FatalUpstreamErrors: []string{"session_expired"}})
 	s, ft, finish := open(t, m)
-	s.Captured(UpstreamToClient, []byte("error"), []byte(`{"type":"error","error":{"type":"invalid_request_error","code":"input_audio_buffer_commit_empty"}}`))
+	s.UpstreamError("invalid_request_error", "input_audio_buffer_commit_empty")
 	if s.Ended() {
 		t.Fatal("recoverable error ended the session")
 	}
-	s.Captured(UpstreamToClient, []byte("error"), []byte(`{"type":"error","error":{"type":"invalid_request_error","code":"session_expired"}}`))
+	s.UpstreamError("invalid_request_error", "session_expired")
 	finish()
 	if s.Summary().Reason != ReasonUpstreamFatalEvent || ft.client.Code != 1014 {
 		t.Fatalf("reason %s client %d", s.Summary().Reason, ft.client.Code)

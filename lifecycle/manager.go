@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tetherproxy/tether/dialect"
 )
 
 // Hooks observe sessions (tracing, tests). Methods are called synchronously
@@ -127,7 +129,10 @@ func (m *Manager) Reserve(client string) (release func(), err error) {
 // Open registers a new session for an admitted upgrade. The caller must
 // call Start, and Finished once the relay's goroutines have exited.
 func (m *Manager) Open(info Info) *Session {
-	s := &Session{ID: newID(), Info: info, StartedAt: time.Now(), mgr: m, log: m.log}
+	s := &Session{ID: newID(), Info: info, StartedAt: time.Now(), mgr: m, log: m.log, dialect: info.Dialect}
+	if s.dialect == nil {
+		s.dialect = dialect.None{}
+	}
 	m.running.Add(1)
 	m.mu.Lock()
 	m.sessions[s.ID] = s

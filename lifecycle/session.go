@@ -2,11 +2,12 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tetherproxy/tether/dialect"
 )
 
 // Transport is what a session needs from the relay that carries it. The
@@ -42,6 +43,8 @@ type Info struct {
 	Dials []Dial
 	// ClientID identifies an authenticated client (token name or JWT sub); empty without auth.
 	ClientID string
+	// Dialect is the session's voice protocol; nil knows no events.
+	Dialect dialect.Dialect
 }
 
 // Dial is one upstream dial attempt.
@@ -71,6 +74,8 @@ type Session struct {
 	StartedAt time.Time
 	mgr       *Manager
 	log       *slog.Logger
+	// dialect knows the session's protocol events (never nil).
+	dialect dialect.Dialect
 
 	// t is set once by Start (guarded by mu) before any timer runs.
 	t Transport
@@ -110,7 +115,8 @@ type Session struct {
 	lastTTFA     time.Duration
 	traceID      string // set by a tracing hook; joins logs and traces
 	spanID       string
-	peerClose    *PeerClose // the close frame that ended the session, if one did
+	peerClose    *PeerClose          // the close frame that ended the session, if one did
+	rateLimits   []dialect.RateLimit // the upstream's latest rate limits
 }
 
 // PeerClose is a close frame received from one leg.
@@ -134,16 +140,8 @@ func (s *Session) TraceID() string {
 	return s.traceID
 }
 
-// Tokens sums response.done usage over a session.
-type Tokens struct {
-	Input       int64 `json:"input_tokens"`
-	Output      int64 `json:"output_tokens"`
-	InputText   int64 `json:"input_text_tokens"`
-	InputAudio  int64 `json:"input_audio_tokens"`
-	OutputText  int64 `json:"output_text_tokens"`
-	OutputAudio int64 `json:"output_audio_tokens"`
-	Cached      int64 `json:"cached_tokens"`
-}
+// Tokens is token usage (see package dialect).
+type Tokens = dialect.Tokens
 
 // now returns the time since the session started on the monotonic clock.
 func (s *Session) since() time.Duration { return time.Since(s.StartedAt) }
@@ -202,189 +200,6 @@ func (s *Session) Pong(leg Leg) {
 			m.heartbeatRTT[leg].Observe(rtt.Seconds())
 		}
 	}
-}
-
-// Event records a text message whose type the relay peeked, after it was
-// forwarded. responseID is the top-level response_id, if any. Hot path for
-// audio deltas: no allocation, a lock only while a response awaits its first audio.
-func (s *Session) Event(d Direction, typ, responseID []byte) {
-	if d == ClientToUpstream {
-		switch string(typ) {
-		case "input_audio_buffer.commit", "response.create":
-			s.mu.Lock()
-			if s.turnStart.IsZero() {
-				s.turnStart = time.Now()
-			}
-			s.mu.Unlock()
-		}
-		return
-	}
-	switch string(typ) {
-	case "response.output_audio.delta", "response.audio.delta":
-		if s.audioPending.Load() {
-			s.firstAudio(responseID)
-		}
-	case "input_audio_buffer.speech_stopped", "input_audio_buffer.timeout_triggered":
-		s.mu.Lock()
-		s.turnStart = time.Now()
-		s.mu.Unlock()
-	}
-}
-
-// firstAudio completes the time-to-first-audio measurement of the pending response.
-func (s *Session) firstAudio(responseID []byte) {
-	s.mu.Lock()
-	if s.curResponse == "" || (len(responseID) > 0 && string(responseID) != s.curResponse) {
-		s.mu.Unlock()
-		return
-	}
-	ttfa := time.Since(s.respStart)
-	if !s.turnStart.IsZero() {
-		ttfa = time.Since(s.turnStart)
-	}
-	s.lastTTFA = ttfa
-	traceID := s.traceID
-	id := s.curResponse
-	s.curResponse = ""
-	s.turnStart = time.Time{}
-	s.audioPending.Store(false)
-	s.mu.Unlock()
-	if m := s.mgr.metrics; m != nil {
-		observe(m.timeToFirstAudio, ttfa.Seconds(), traceID)
-	}
-	for _, h := range s.mgr.opts.Hooks {
-		h.FirstAudio(s, id, ttfa)
-	}
-}
-
-// Captured is called with the whole payload of a rare upstream event
-// (error, response.created, response.done, session.created, session.updated)
-// after it was forwarded. The payload must not be retained.
-func (s *Session) Captured(d Direction, typ []byte, payload []byte) {
-	if d != UpstreamToClient {
-		return
-	}
-	switch string(typ) {
-	case "session.created", "session.updated":
-		var ev struct {
-			Session struct {
-				ID    string `json:"id"`
-				Model string `json:"model"`
-			} `json:"session"`
-		}
-		if json.Unmarshal(payload, &ev) == nil {
-			s.mu.Lock()
-			if ev.Session.ID != "" {
-				s.conversation = ev.Session.ID
-			}
-			if ev.Session.Model != "" {
-				s.model = ev.Session.Model
-			}
-			s.mu.Unlock()
-		}
-	case "response.created":
-		var ev struct {
-			Response struct {
-				ID string `json:"id"`
-			} `json:"response"`
-		}
-		_ = json.Unmarshal(payload, &ev)
-		s.responses.Add(1)
-		s.inResponse.Add(1)
-		s.mu.Lock()
-		s.curResponse = ev.Response.ID
-		s.respStart = time.Now()
-		s.mu.Unlock()
-		s.audioPending.Store(true)
-		for _, h := range s.mgr.opts.Hooks {
-			h.ResponseStarted(s, ev.Response.ID)
-		}
-	case "response.done":
-		var ev struct {
-			Response struct {
-				ID     string `json:"id"`
-				Status string `json:"status"`
-				Usage  *struct {
-					InputTokens       int64 `json:"input_tokens"`
-					OutputTokens      int64 `json:"output_tokens"`
-					InputTokenDetails struct {
-						TextTokens   int64 `json:"text_tokens"`
-						AudioTokens  int64 `json:"audio_tokens"`
-						CachedTokens int64 `json:"cached_tokens"`
-					} `json:"input_token_details"`
-					OutputTokenDetails struct {
-						TextTokens  int64 `json:"text_tokens"`
-						AudioTokens int64 `json:"audio_tokens"`
-					} `json:"output_token_details"`
-				} `json:"usage"`
-			} `json:"response"`
-		}
-		_ = json.Unmarshal(payload, &ev)
-		var u Tokens
-		if us := ev.Response.Usage; us != nil {
-			u = Tokens{Input: us.InputTokens, Output: us.OutputTokens,
-				InputText: us.InputTokenDetails.TextTokens, InputAudio: us.InputTokenDetails.AudioTokens,
-				Cached: us.InputTokenDetails.CachedTokens, OutputText: us.OutputTokenDetails.TextTokens,
-				OutputAudio: us.OutputTokenDetails.AudioTokens}
-		}
-		if s.inResponse.Add(-1) < 0 {
-			s.inResponse.Store(0)
-		}
-		s.mu.Lock()
-		s.tokens.add(u)
-		if s.curResponse == ev.Response.ID {
-			s.curResponse = ""
-			s.audioPending.Store(false)
-		}
-		drain := s.drainPending && s.inResponse.Load() == 0
-		s.mu.Unlock()
-		if m := s.mgr.metrics; m != nil {
-			m.responsesTotal.WithLabelValues(responseStatusLabel(ev.Response.Status)).Inc()
-			m.tokens.WithLabelValues("input_text").Add(float64(u.InputText))
-			m.tokens.WithLabelValues("input_audio").Add(float64(u.InputAudio))
-			m.tokens.WithLabelValues("output_text").Add(float64(u.OutputText))
-			m.tokens.WithLabelValues("output_audio").Add(float64(u.OutputAudio))
-			m.tokens.WithLabelValues("cached").Add(float64(u.Cached))
-		}
-		for _, h := range s.mgr.opts.Hooks {
-			h.ResponseDone(s, ev.Response.ID, ev.Response.Status, u)
-		}
-		if drain {
-			s.End(ReasonShutdown)
-		}
-	case "error":
-		var ev struct {
-			Error struct {
-				Type string  `json:"type"`
-				Code *string `json:"code"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(payload, &ev)
-		code := ""
-		if ev.Error.Code != nil {
-			code = *ev.Error.Code
-		}
-		if m := s.mgr.metrics; m != nil {
-			m.upstreamErrors.WithLabelValues(errorCodeLabel(code, s.mgr.fatal)).Inc()
-		}
-		for _, h := range s.mgr.opts.Hooks {
-			h.UpstreamError(s, ev.Error.Type, code)
-		}
-		if code != "" && s.mgr.fatal[code] {
-			s.log.Info("fatal upstream error event", "session", s.ID, "code", code)
-			s.End(ReasonUpstreamFatalEvent)
-		}
-	}
-}
-
-func (t *Tokens) add(u Tokens) {
-	t.Input += u.Input
-	t.Output += u.Output
-	t.InputText += u.InputText
-	t.InputAudio += u.InputAudio
-	t.OutputText += u.OutputText
-	t.OutputAudio += u.OutputAudio
-	t.Cached += u.Cached
 }
 
 // CloseReceived ends the session because leg sent a close frame with code
@@ -595,6 +410,9 @@ type Snapshot struct {
 	LastActivity          time.Time `json:"last_activity"`
 	Conversation          string    `json:"conversation_id,omitempty"`
 	Model                 string    `json:"model,omitempty"`
+	Dialect               string    `json:"dialect"`
+	// RateLimits are the upstream's latest rate limits, when it reports them.
+	RateLimits []dialect.RateLimit `json:"rate_limits,omitempty"`
 }
 
 // Snapshot returns the session's current row for GET /sessions.
@@ -610,6 +428,7 @@ func (s *Session) Snapshot() Snapshot {
 		state = stateResponding
 	}
 	conv, model := s.conversation, s.model
+	limits := append([]dialect.RateLimit(nil), s.rateLimits...)
 	s.mu.Unlock()
 	if model == "" {
 		model = s.Info.Model
@@ -621,6 +440,6 @@ func (s *Session) Snapshot() Snapshot {
 		BytesClientToUpstream: s.bytes[ClientToUpstream].Load(),
 		BytesUpstreamToClient: s.bytes[UpstreamToClient].Load(),
 		Responses:             s.responses.Load(), LastActivity: last.UTC(),
-		Conversation: conv, Model: model,
+		Conversation: conv, Model: model, Dialect: s.dialect.Name(), RateLimits: limits,
 	}
 }

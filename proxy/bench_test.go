@@ -10,6 +10,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -52,7 +53,7 @@ func newRawHarness(tb testing.TB) *rawHarness {
 	up, ur := tcpPair(tb)
 	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: lifecycle.NewManager(testLifecycle()), done: make(chan struct{})}
 	release, _ := h.mgr.Reserve("")
-	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "bench"})
+	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "bench", Dialect: realtime.Dialect{}})
 	ro := testRelayOptions()
 	ro.MaxFrameBytes = 16 << 20
 	r := NewRelay(cr, nil, ur, nil, ro)

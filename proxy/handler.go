@@ -17,6 +17,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -230,6 +231,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := lifecycle.Info{
 		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: model, RequestedAt: requestedAt, ClientID: clientID,
 		TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate"),
+		Dialect: realtime.Dialect{},
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
 	up, err := h.dialer.Dial(ctx, ureq)
@@ -290,7 +292,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.LegError(lifecycle.Client, err)
 		} else {
 			s.Frame(lifecycle.UpstreamToClient, int64(len(up.FirstPayload)))
-			s.Captured(lifecycle.UpstreamToClient, []byte("session.created"), up.FirstPayload)
+			s.Captured([]byte(up.FirstType), up.FirstPayload)
 		}
 	}
 	s.Start(relay)

@@ -22,7 +22,12 @@ import (
 type Observer interface {
 	Frame(d lifecycle.Direction, n int64)
 	Event(d lifecycle.Direction, typ, responseID []byte)
-	Captured(d lifecycle.Direction, typ, payload []byte)
+	// Capture and Hold ask the session's dialect about an upstream
+	// message's type: capture it whole for Captured; hold it whole and
+	// scrub it before forwarding.
+	Capture(typ []byte) bool
+	Hold(typ []byte) bool
+	Captured(typ, payload []byte)
 	Pong(leg lifecycle.Leg)
 	CloseReceived(leg lifecycle.Leg, code uint16, reason string)
 	LegError(leg lifecycle.Leg, err error)
@@ -495,7 +500,7 @@ func (p *pump) run() {
 				faultHook(p.d, typ)
 				r.obs.Event(p.d, typ, p.peek.ResponseID())
 				if p.capture != nil && p.capOK {
-					r.obs.Captured(p.d, typ, *p.capture)
+					r.obs.Captured(typ, *p.capture)
 				}
 			}
 			p.releaseBuffers()
@@ -508,7 +513,7 @@ func (p *pump) startMessage() {
 	p.peek.Reset(p.d == lifecycle.UpstreamToClient)
 	p.releaseBuffers()
 	p.started = false
-	// Only upstream events are captured whole, or held (wantCapture).
+	// Only upstream events are captured whole, or held (the dialect says which).
 	upText := p.st.text && p.d == lifecycle.UpstreamToClient
 	p.capOK = upText
 	p.holding = upText
@@ -532,19 +537,6 @@ func putCapture(b *[]byte) {
 	}
 	*b = (*b)[:0]
 	capturePool.Put(b)
-}
-
-// wantCapture reports whether a peeked upstream event type is one of the rare
-// events the session parses whole.
-func wantCapture(d lifecycle.Direction, typ []byte) bool {
-	if d != lifecycle.UpstreamToClient {
-		return false
-	}
-	switch string(typ) {
-	case "error", "response.created", "response.done", "session.created", "session.updated":
-		return true
-	}
-	return false
 }
 
 // forward relays one data frame. A frame of up to chunkSize payload bytes is
@@ -645,7 +637,7 @@ func (p *pump) write(frame []byte) error {
 // message streams as usual.
 func (p *pump) releaseHold() error {
 	typ := p.peek.Type()
-	if typ == nil && !p.peek.Done() || string(typ) == "error" {
+	if typ == nil && !p.peek.Done() || typ != nil && p.r.obs.Hold(typ) {
 		return nil
 	}
 	p.holding = false
@@ -661,16 +653,18 @@ func (p *pump) releaseHold() error {
 	return err
 }
 
-// hold keeps upstream text back while its type is unknown or "error": an
-// error event is held whole, scrubbed of credentials and then written as
-// one message. Upstream frames are unmasked, so held bytes are plain.
+// hold keeps upstream text back while its type is unknown or one the
+// dialect holds (an error event): such a message is held whole, scrubbed of
+// credentials and then written as one message. Upstream frames are
+// unmasked, so held bytes are plain.
 func (p *pump) hold(chunk []byte, fin bool) error {
-	isError := string(p.peek.Type()) == "error"
+	typ := p.peek.Type()
+	sensitive := typ != nil && p.r.obs.Hold(typ)
 	if p.held == nil {
 		if fin {
 			// The whole message is in hand (the common case: one frame).
 			p.holding = false
-			return p.writeMessage(p.scrub(chunk, isError), true)
+			return p.writeMessage(p.scrub(chunk, sensitive), true)
 		}
 		p.held = capturePool.Get().(*[]byte)
 	}
@@ -682,12 +676,13 @@ func (p *pump) hold(chunk []byte, fin bool) error {
 		return nil
 	}
 	p.holding = false
-	return p.writeMessage(p.scrub(*p.held, isError), true)
+	return p.writeMessage(p.scrub(*p.held, sensitive), true)
 }
 
-// scrub returns msg with credentials redacted when it is an error event.
-func (p *pump) scrub(msg []byte, isError bool) []byte {
-	if !isError || p.r.opts.Redactor == nil {
+// scrub returns msg with credentials redacted when its type is one the
+// dialect holds (an error event).
+func (p *pump) scrub(msg []byte, sensitive bool) []byte {
+	if !sensitive || p.r.opts.Redactor == nil {
 		return msg
 	}
 	clean := p.r.opts.Redactor.Redact(string(msg))
@@ -733,7 +728,7 @@ func (p *pump) inspect(h ws.Header, b []byte, off int) {
 		return
 	}
 	typ := p.peek.Type()
-	if typ != nil && !wantCapture(p.d, typ) {
+	if typ != nil && !p.r.obs.Capture(typ) {
 		p.capOK = false
 		if p.capture != nil {
 			putCapture(p.capture)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -144,7 +145,7 @@ func startHarness(t testing.TB, clientPeer, clientRelay, upPeer, upRelay net.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "test"})
+	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})
 	r := NewRelay(clientRelay, nil, upRelay, nil, ro)
 	h.sess.Start(r)
 	go func() {

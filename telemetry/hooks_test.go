@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -72,13 +73,16 @@ func (r *rig) open(inf lifecycle.Info) (*lifecycle.Session, func()) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	if inf.Dialect == nil {
+		inf.Dialect = realtime.Dialect{}
+	}
 	s := r.mgr.Open(inf)
 	return s, func() { r.mgr.Finished(s, release) }
 }
 
 // up feeds a captured upstream event.
 func up(s *lifecycle.Session, typ, payload string) {
-	s.Captured(lifecycle.UpstreamToClient, []byte(typ), []byte(payload))
+	s.Captured([]byte(typ), []byte(payload))
 }
 
 // turn runs one voice turn: commit, response.created, first audio delta,

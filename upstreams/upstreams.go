@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/redact"
 )
 
@@ -181,6 +181,8 @@ type Conn struct {
 	First []byte
 	// FirstPayload is the first frame's payload (for the session to parse).
 	FirstPayload []byte
+	// FirstType is the first event's type.
+	FirstType string
 	Upstream     *Upstream
 	// Attempts lists every dial of this request, the successful one last.
 	Attempts []Attempt
@@ -535,40 +537,30 @@ func (c *Conn) readFirst() (string, error) {
 	switch h.OpCode {
 	case ws.OpClose:
 		code, reason := ws.ParseCloseFrameData(payload)
-		return "closed", fmt.Errorf("upstream closed before session.created: %d %s", code, reason)
+		return "closed", fmt.Errorf("upstream closed before %s: %d %s", realtime.SessionCreated, code, reason)
 	case ws.OpText:
 	default:
 		return "error", fmt.Errorf("unexpected first frame opcode %d", h.OpCode)
 	}
-	var ev struct {
-		Type  string `json:"type"`
-		Error *struct {
-			Type string `json:"type"`
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(payload, &ev); err != nil {
+	first, err := realtime.CheckFirst(payload)
+	if err != nil {
 		return "error", fmt.Errorf("first event: %w", err)
 	}
-	switch ev.Type {
-	case "session.created":
-	case "error":
-		code := ""
-		if ev.Error != nil {
-			code = ev.Error.Code
-		}
-		if code == "invalid_api_key" {
-			return "auth", fmt.Errorf("upstream rejected the credential (%s)", code)
-		}
-		return "error_event", fmt.Errorf("upstream error event before session.created: %s", code)
+	switch {
+	case first.OK:
+	case first.Type == realtime.Error && first.Code == realtime.CodeInvalidAPIKey:
+		return "auth", fmt.Errorf("upstream rejected the credential (%s)", first.Code)
+	case first.Type == realtime.Error:
+		return "error_event", fmt.Errorf("upstream error event before %s: %s", realtime.SessionCreated, first.Code)
 	default:
-		return "error", fmt.Errorf("first event %q, want session.created", ev.Type)
+		return "error", fmt.Errorf("first event %q, want %s", first.Type, realtime.SessionCreated)
 	}
 	frame := make([]byte, ws.HeaderSize(h)+len(payload))
 	n := putFrameHeader(frame, h)
 	copy(frame[n:], payload)
 	c.First = frame
 	c.FirstPayload = payload
+	c.FirstType = first.Type
 	return "ok", nil
 }
 

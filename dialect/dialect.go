@@ -1,0 +1,94 @@
+// Package dialect is the seam between a voice protocol and the session
+// lifecycle. A Dialect is the one place that knows a protocol's event names
+// and shapes; it turns the events the relay peeks (and the few it captures
+// whole) into Signals. Package lifecycle implements Signals and names no
+// event; each protocol lives in a package of its own (dialect/realtime).
+package dialect
+
+// Dialect turns one voice protocol's events into session signals.
+type Dialect interface {
+	// Name labels the dialect in metrics, spans and GET /sessions.
+	Name() string
+	// ClientEvent is called with the type of each client text message,
+	// after it was forwarded. Hot path: it must not allocate.
+	ClientEvent(s Signals, typ []byte)
+	// UpstreamEvent is called with the type (and top-level response_id, if
+	// any) of each upstream text message, after it was forwarded. Hot path
+	// for audio: it must not allocate.
+	UpstreamEvent(s Signals, typ, responseID []byte)
+	// Capture reports whether the relay should capture an upstream message
+	// of this type whole (bounded) and hand it to Captured.
+	Capture(typ []byte) bool
+	// Hold reports whether an upstream message of this type must be held
+	// whole and scrubbed of credentials before any of it reaches the client.
+	Hold(typ []byte) bool
+	// Captured decodes a captured upstream event, after it was forwarded.
+	// payload must not be retained.
+	Captured(s Signals, typ, payload []byte)
+}
+
+// Signals is what a dialect tells the session it serves.
+type Signals interface {
+	// SessionStarted reports the upstream's session id and model.
+	SessionStarted(conversationID, model string)
+	// AnswerRequested: the caller asked for an answer (committed its audio
+	// or requested a response). Time to first audio starts here unless the
+	// upstream already saw the caller stop speaking.
+	AnswerRequested()
+	// SpeechEnded: the upstream saw the caller stop speaking. Time to first
+	// audio starts here.
+	SpeechEnded()
+	// AnswerStarted: an answer (response) is in progress from now on.
+	AnswerStarted(responseID string)
+	// AnswerAudio: audio of an answer was relayed. Hot path: called for
+	// every audio delta; responseID aliases the relay's buffer.
+	AnswerAudio(responseID []byte)
+	// AnswerDone: the answer ended with status; usage is its token usage.
+	AnswerDone(responseID, status string, usage Tokens)
+	// UpstreamError: the upstream sent an error event (type and code; the
+	// message never leaves the dialect).
+	UpstreamError(errType, code string)
+	// RateLimits reports the upstream's latest rate limits.
+	RateLimits(limits []RateLimit)
+}
+
+// Tokens is token usage, per answer or summed over a session.
+type Tokens struct {
+	Input       int64 `json:"input_tokens"`
+	Output      int64 `json:"output_tokens"`
+	InputText   int64 `json:"input_text_tokens"`
+	InputAudio  int64 `json:"input_audio_tokens"`
+	OutputText  int64 `json:"output_text_tokens"`
+	OutputAudio int64 `json:"output_audio_tokens"`
+	Cached      int64 `json:"cached_tokens"`
+}
+
+// Add adds u to t.
+func (t *Tokens) Add(u Tokens) {
+	t.Input += u.Input
+	t.Output += u.Output
+	t.InputText += u.InputText
+	t.InputAudio += u.InputAudio
+	t.OutputText += u.OutputText
+	t.OutputAudio += u.OutputAudio
+	t.Cached += u.Cached
+}
+
+// RateLimit is one of the upstream's rate limits as it last reported it.
+type RateLimit struct {
+	Name         string  `json:"name"`
+	Limit        int64   `json:"limit"`
+	Remaining    int64   `json:"remaining"`
+	ResetSeconds float64 `json:"reset_seconds"`
+}
+
+// None is a dialect that knows no events: sessions relay and time out by
+// frames alone.
+type None struct{}
+
+func (None) Name() string                          { return "none" }
+func (None) ClientEvent(Signals, []byte)           {}
+func (None) UpstreamEvent(Signals, []byte, []byte) {}
+func (None) Capture([]byte) bool                   { return false }
+func (None) Hold([]byte) bool                      { return false }
+func (None) Captured(Signals, []byte, []byte)      {}

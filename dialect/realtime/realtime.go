@@ -1,0 +1,269 @@
+// Package realtime is the OpenAI Realtime API's event vocabulary (GA names,
+// and the beta names where they differ) and its dialect: the typed events
+// tether decodes, the first-event check of an upstream dial, and the
+// translation of peeked events into session signals. The relay, the
+// upstream dialer, the mock, `tether talk` and the bench all use these names
+// and types; nothing else in tether spells a Realtime event name.
+package realtime
+
+import (
+	"encoding/json"
+
+	"github.com/tetherproxy/tether/dialect"
+)
+
+// Event types.
+const (
+	// Client events.
+	SessionUpdate          = "session.update"
+	InputAudioAppend       = "input_audio_buffer.append"
+	InputAudioCommit       = "input_audio_buffer.commit"
+	InputAudioClear        = "input_audio_buffer.clear"
+	ConversationItemCreate = "conversation.item.create"
+	ResponseCreate         = "response.create"
+	ResponseCancel         = "response.cancel"
+
+	// Server events.
+	Error                 = "error"
+	SessionCreated        = "session.created"
+	SessionUpdated        = "session.updated"
+	SpeechStarted         = "input_audio_buffer.speech_started"
+	SpeechStopped         = "input_audio_buffer.speech_stopped"
+	InputAudioCommitted   = "input_audio_buffer.committed"
+	InputAudioTimeout     = "input_audio_buffer.timeout_triggered"
+	ResponseCreated       = "response.created"
+	ResponseDone          = "response.done"
+	RateLimitsUpdated     = "rate_limits.updated"
+	OutputAudioDelta      = "response.output_audio.delta"
+	OutputAudioDone       = "response.output_audio.done"
+	OutputTranscriptDelta = "response.output_audio_transcript.delta"
+	OutputTranscriptDone  = "response.output_audio_transcript.done"
+	OutputTextDelta       = "response.output_text.delta"
+	OutputTextDone        = "response.output_text.done"
+
+	// Beta names of the same server events.
+	BetaAudioDelta      = "response.audio.delta"
+	BetaAudioDone       = "response.audio.done"
+	BetaTranscriptDelta = "response.audio_transcript.delta"
+	BetaTranscriptDone  = "response.audio_transcript.done"
+	BetaTextDelta       = "response.text.delta"
+	BetaTextDone        = "response.text.done"
+
+	// MockFault is the built-in mock's fault injection event (not OpenAI's).
+	MockFault = "mock.fault"
+)
+
+// Error codes tether acts on.
+const (
+	CodeInvalidAPIKey        = "invalid_api_key"
+	CodeSessionExpired       = "session_expired"
+	CodeBetaAPIShapeDisabled = "beta_api_shape_disabled"
+	CodeCommitEmpty          = "input_audio_buffer_commit_empty"
+	CodeActiveResponse       = "conversation_already_has_active_response"
+	CodeCancelNotActive      = "response_cancel_not_active"
+	CodeInvalidValue         = "invalid_value"
+	CodeUnknownParameter     = "unknown_parameter"
+	CodeMissingRequiredParam = "missing_required_parameter"
+	CodeInsufficientQuota    = "insufficient_quota"
+)
+
+// KnownErrorCodes are the error codes the Realtime API is seen to send.
+var KnownErrorCodes = []string{
+	CodeSessionExpired, CodeInvalidAPIKey, CodeBetaAPIShapeDisabled, CodeCommitEmpty,
+	CodeActiveResponse, CodeCancelNotActive, CodeInvalidValue, CodeUnknownParameter,
+	CodeMissingRequiredParam, CodeInsufficientQuota,
+}
+
+// ResponseStatuses are the values of response.status.
+var ResponseStatuses = []string{"completed", "cancelled", "failed", "incomplete", "in_progress"}
+
+// IsAudioDelta reports whether typ is an answer's audio delta (GA or beta).
+func IsAudioDelta(typ string) bool { return typ == OutputAudioDelta || typ == BetaAudioDelta }
+
+// IsTextDelta reports whether typ is a transcript or text delta of an answer (GA or beta).
+func IsTextDelta(typ string) bool {
+	switch typ {
+	case OutputTranscriptDelta, BetaTranscriptDelta, OutputTextDelta, BetaTextDelta:
+		return true
+	}
+	return false
+}
+
+// Session is the part of a session object tether reads.
+type Session struct {
+	ID    string `json:"id,omitempty"`
+	Model string `json:"model,omitempty"`
+}
+
+// SessionEvent is session.created or session.updated.
+type SessionEvent struct {
+	Type    string  `json:"type"`
+	Session Session `json:"session"`
+}
+
+// Usage is a response's token usage; every field is optional on the wire.
+type Usage struct {
+	TotalTokens       int64 `json:"total_tokens"`
+	InputTokens       int64 `json:"input_tokens"`
+	OutputTokens      int64 `json:"output_tokens"`
+	InputTokenDetails struct {
+		TextTokens   int64 `json:"text_tokens"`
+		AudioTokens  int64 `json:"audio_tokens"`
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"input_token_details"`
+	OutputTokenDetails struct {
+		TextTokens  int64 `json:"text_tokens"`
+		AudioTokens int64 `json:"audio_tokens"`
+	} `json:"output_token_details"`
+}
+
+// Tokens converts u to the session's token figures.
+func (u *Usage) Tokens() dialect.Tokens {
+	if u == nil {
+		return dialect.Tokens{}
+	}
+	return dialect.Tokens{Input: u.InputTokens, Output: u.OutputTokens,
+		InputText: u.InputTokenDetails.TextTokens, InputAudio: u.InputTokenDetails.AudioTokens,
+		Cached: u.InputTokenDetails.CachedTokens, OutputText: u.OutputTokenDetails.TextTokens,
+		OutputAudio: u.OutputTokenDetails.AudioTokens}
+}
+
+// Response is the part of a response object tether reads.
+type Response struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Usage  *Usage `json:"usage"`
+}
+
+// ResponseEvent is response.created or response.done.
+type ResponseEvent struct {
+	Type     string   `json:"type"`
+	Response Response `json:"response"`
+}
+
+// ErrorDetail is the error object of an error event.
+type ErrorDetail struct {
+	Type    string  `json:"type"`
+	Code    *string `json:"code"`
+	Message string  `json:"message,omitempty"`
+	EventID string  `json:"event_id,omitempty"`
+}
+
+// CodeString returns the code, or "" when there is none.
+func (e *ErrorDetail) CodeString() string {
+	if e == nil || e.Code == nil {
+		return ""
+	}
+	return *e.Code
+}
+
+// ErrorEvent is an error event.
+type ErrorEvent struct {
+	Type  string       `json:"type"`
+	Error *ErrorDetail `json:"error"`
+}
+
+// RateLimitsEvent is rate_limits.updated.
+type RateLimitsEvent struct {
+	Type       string              `json:"type"`
+	RateLimits []dialect.RateLimit `json:"rate_limits"`
+}
+
+// First is the verdict on an upstream's first event.
+type First struct {
+	// OK: session.created, the dial worked.
+	OK bool
+	// Type is the first event's type.
+	Type string
+	// ErrType and Code describe an error event in place of session.created.
+	ErrType, Code string
+}
+
+// CheckFirst decodes the first event of a Realtime upstream: session.created
+// is success; an error event (OpenAI reports a bad key in-band) or anything
+// else is a failed dial.
+func CheckFirst(payload []byte) (First, error) {
+	var ev struct {
+		Type  string       `json:"type"`
+		Error *ErrorDetail `json:"error"`
+	}
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return First{}, err
+	}
+	f := First{Type: ev.Type, OK: ev.Type == SessionCreated}
+	if ev.Error != nil {
+		f.ErrType, f.Code = ev.Error.Type, ev.Error.CodeString()
+	}
+	return f, nil
+}
+
+// Dialect is the Realtime API's dialect.
+type Dialect struct{}
+
+var _ dialect.Dialect = Dialect{}
+
+// Name implements dialect.Dialect.
+func (Dialect) Name() string { return "realtime" }
+
+// ClientEvent implements dialect.Dialect: a commit or a response request
+// asks for an answer.
+func (Dialect) ClientEvent(s dialect.Signals, typ []byte) {
+	switch string(typ) {
+	case InputAudioCommit, ResponseCreate:
+		s.AnswerRequested()
+	}
+}
+
+// UpstreamEvent implements dialect.Dialect.
+func (Dialect) UpstreamEvent(s dialect.Signals, typ, responseID []byte) {
+	switch string(typ) {
+	case OutputAudioDelta, BetaAudioDelta:
+		s.AnswerAudio(responseID)
+	case SpeechStopped, InputAudioTimeout:
+		s.SpeechEnded()
+	}
+}
+
+// Capture implements dialect.Dialect: the rare events the session reads whole.
+func (Dialect) Capture(typ []byte) bool {
+	switch string(typ) {
+	case Error, ResponseCreated, ResponseDone, SessionCreated, SessionUpdated, RateLimitsUpdated:
+		return true
+	}
+	return false
+}
+
+// Hold implements dialect.Dialect: error events may quote a credential.
+func (Dialect) Hold(typ []byte) bool { return string(typ) == Error }
+
+// Captured implements dialect.Dialect.
+func (Dialect) Captured(s dialect.Signals, typ, payload []byte) {
+	switch string(typ) {
+	case SessionCreated, SessionUpdated:
+		var ev SessionEvent
+		if json.Unmarshal(payload, &ev) == nil {
+			s.SessionStarted(ev.Session.ID, ev.Session.Model)
+		}
+	case ResponseCreated:
+		var ev ResponseEvent
+		_ = json.Unmarshal(payload, &ev)
+		s.AnswerStarted(ev.Response.ID)
+	case ResponseDone:
+		var ev ResponseEvent
+		_ = json.Unmarshal(payload, &ev)
+		s.AnswerDone(ev.Response.ID, ev.Response.Status, ev.Response.Usage.Tokens())
+	case Error:
+		var ev ErrorEvent
+		_ = json.Unmarshal(payload, &ev)
+		if ev.Error != nil {
+			s.UpstreamError(ev.Error.Type, ev.Error.CodeString())
+		} else {
+			s.UpstreamError("", "")
+		}
+	case RateLimitsUpdated:
+		var ev RateLimitsEvent
+		if json.Unmarshal(payload, &ev) == nil {
+			s.RateLimits(ev.RateLimits)
+		}
+	}
+}

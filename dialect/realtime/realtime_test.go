@@ -1,0 +1,125 @@
+package realtime
+
+import (
+	"reflect"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/dialect"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recorder writes down the signals it gets, one line each.
+type recorder struct {
+	got   []string
+	usage dialect.Tokens // of the last AnswerDone
+}
+
+func (r *recorder) add(s string) { r.got = append(r.got, s) }
+
+func (r *recorder) SessionStarted(id, model string) { r.add("started " + id + " " + model) }
+func (r *recorder) AnswerRequested()                { r.add("requested") }
+func (r *recorder) SpeechEnded()                    { r.add("speech_ended") }
+func (r *recorder) AnswerStarted(id string)         { r.add("answer " + id) }
+func (r *recorder) AnswerAudio(id []byte)           { r.add("audio " + string(id)) }
+func (r *recorder) AnswerDone(id, status string, u dialect.Tokens) {
+	r.add("done " + id + " " + status)
+	r.usage = u
+}
+func (r *recorder) UpstreamError(typ, code string) { r.add("error " + typ + " " + code) }
+func (r *recorder) RateLimits(l []dialect.RateLimit) {
+	for _, x := range l {
+		r.add("limit " + x.Name)
+	}
+}
+
+func TestEventsBecomeSignals(t *testing.T) {
+	var d Dialect
+	r := &recorder{}
+	d.ClientEvent(r, []byte(InputAudioAppend)) // audio is no signal
+	d.ClientEvent(r, []byte(InputAudioCommit))
+	d.ClientEvent(r, []byte(ResponseCreate))
+	d.UpstreamEvent(r, []byte(SpeechStopped), nil)
+	d.UpstreamEvent(r, []byte(InputAudioTimeout), nil)
+	d.UpstreamEvent(r, []byte(OutputAudioDelta), []byte("resp_1"))
+	d.UpstreamEvent(r, []byte(BetaAudioDelta), []byte("resp_2"))
+	d.UpstreamEvent(r, []byte("response.output_audio_transcript.delta"), []byte("resp_1"))
+	d.UpstreamEvent(r, []byte("some.future_event"), nil)
+	want := []string{"requested", "requested", "speech_ended", "speech_ended", "audio resp_1", "audio resp_2"}
+	if !reflect.DeepEqual(r.got, want) {
+		t.Fatalf("signals %q, want %q", r.got, want)
+	}
+}
+
+func TestCapturedEventsAreDecoded(t *testing.T) {
+	var d Dialect
+	cases := []struct {
+		typ, payload string
+		want         []string
+	}{
+		{SessionCreated, `{"type":"session.created","session":{"id":"sess_1","model":"gpt-realtime","audio":{}}}`,
+			[]string{"started sess_1 gpt-realtime"}},
+		{SessionUpdated, `{"session":{"model":"gpt-realtime-mini"},"type":"session.updated"}`,
+			[]string{"started  gpt-realtime-mini"}},
+		{ResponseCreated, `{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}`,
+			[]string{"answer resp_1"}},
+		{ResponseDone, `{"type":"response.done","response":{"id":"resp_1","status":"completed"}}`,
+			[]string{"done resp_1 completed"}},
+		{Error, `{"type":"error","error":{"type":"invalid_request_error","code":"session_expired","message":"m"}}`,
+			[]string{"error invalid_request_error session_expired"}},
+		{Error, `{"type":"error","error":{"type":"server_error","code":null}}`, []string{"error server_error "}},
+		{RateLimitsUpdated, `{"type":"rate_limits.updated","rate_limits":[{"name":"requests","limit":5000,"remaining":4999,"reset_seconds":0.01},{"name":"tokens","limit":400000,"remaining":398800,"reset_seconds":0.18}]}`,
+			[]string{"limit requests", "limit tokens"}},
+	}
+	for _, tc := range cases {
+		if !d.Capture([]byte(tc.typ)) {
+			t.Errorf("%s not captured", tc.typ)
+		}
+		r := &recorder{}
+		d.Captured(r, []byte(tc.typ), []byte(tc.payload))
+		if !reflect.DeepEqual(r.got, tc.want) {
+			t.Errorf("%s: signals %q, want %q", tc.typ, r.got, tc.want)
+		}
+	}
+	if d.Capture([]byte(OutputAudioDelta)) || d.Capture([]byte(InputAudioAppend)) {
+		t.Error("audio events must never be captured")
+	}
+	if !d.Hold([]byte(Error)) || d.Hold([]byte(ResponseDone)) || d.Hold([]byte(OutputAudioDelta)) {
+		t.Error("only error events are held for scrubbing")
+	}
+}
+
+func TestResponseDoneUsage(t *testing.T) {
+	r := &recorder{}
+	Dialect{}.Captured(r, []byte(ResponseDone), []byte(`{"type":"response.done","response":{"id":"r","status":"completed",
+		"usage":{"total_tokens":412,"input_tokens":300,"output_tokens":112,
+		"input_token_details":{"text_tokens":120,"audio_tokens":180,"image_tokens":0,"cached_tokens":64},
+		"output_token_details":{"text_tokens":25,"audio_tokens":87}}}}`))
+	want := dialect.Tokens{Input: 300, Output: 112, InputText: 120, InputAudio: 180, Cached: 64, OutputText: 25, OutputAudio: 87}
+	if r.usage != want {
+		t.Fatalf("usage %+v, want %+v", r.usage, want)
+	}
+}
+
+func TestCheckFirst(t *testing.T) {
+	cases := []struct {
+		payload string
+		want    First
+	}{
+		{`{"type":"session.created","session":{"id":"s"}}`, First{OK: true, Type: SessionCreated}},
+		{`{"type":"error","error":{"type":"invalid_request_error","code":"invalid_api_key"}}`,
+			First{Type: Error, ErrType: "invalid_request_error", Code: CodeInvalidAPIKey}},
+		{`{"type":"session.updated"}`, First{Type: SessionUpdated}},
+	}
+	for _, tc := range cases {
+		got, err := CheckFirst([]byte(tc.payload))
+		if err != nil || got != tc.want {
+			t.Errorf("CheckFirst(%s) = %+v, %v; want %+v", tc.payload, got, err, tc.want)
+		}
+	}
+	if _, err := CheckFirst([]byte(`{"type":`)); err == nil {
+		t.Error("malformed first event accepted")
+	}
+}
