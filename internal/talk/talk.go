@@ -29,6 +29,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
 // DefaultTimeout bounds a turn when Options.Timeout is zero.
@@ -172,13 +174,13 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 		c.close()
 	}()
 
-	t.phase = "session.created"
+	t.phase = realtime.SessionCreated
 	for t.res.SessionID == "" {
 		ev, err := t.next(ctx, c)
 		if err != nil {
 			return err
 		}
-		if ev.Type == "session.created" && ev.Session != nil {
+		if ev.Type == realtime.SessionCreated && ev.Session != nil {
 			t.res.SessionID, t.res.Model = ev.Session.ID, ev.Session.Model
 			if t.res.SessionID == "" {
 				t.res.SessionID = "(no id)"
@@ -193,21 +195,21 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 	for off := 0; off < len(pcm); off += chunkBytes {
 		chunk := pcm[off:min(off+chunkBytes, len(pcm))]
 		if err := c.sendJSON(map[string]any{
-			"type":  "input_audio_buffer.append",
+			"type":  realtime.InputAudioAppend,
 			"audio": base64.StdEncoding.EncodeToString(chunk),
 		}); err != nil {
 			return err
 		}
 	}
-	if err := c.sendJSON(map[string]any{"type": "input_audio_buffer.commit"}); err != nil {
+	if err := c.sendJSON(map[string]any{"type": realtime.InputAudioCommit}); err != nil {
 		return err
 	}
 	committed := time.Now()
-	if err := c.sendJSON(map[string]any{"type": "response.create"}); err != nil {
+	if err := c.sendJSON(map[string]any{"type": realtime.ResponseCreate}); err != nil {
 		return err
 	}
 
-	t.phase = "response.done"
+	t.phase = realtime.ResponseDone
 	var transcript strings.Builder
 	for !t.res.gotResponseDone {
 		ev, err := t.next(ctx, c)
@@ -215,11 +217,11 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 			return err
 		}
 		switch ev.Type {
-		case "response.created":
+		case realtime.ResponseCreated:
 			if ev.Response != nil {
 				t.res.ResponseID = ev.Response.ID
 			}
-		case "response.output_audio.delta", "response.audio.delta":
+		case realtime.OutputAudioDelta, realtime.BetaAudioDelta:
 			n, err := decodedLen(ev.Delta)
 			if err != nil {
 				return fmt.Errorf("%s: bad base64 audio: %w", ev.Type, err)
@@ -229,12 +231,12 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 			}
 			t.res.AudioDeltas++
 			t.res.AudioBytes += n
-		case "response.output_audio_transcript.delta", "response.audio_transcript.delta",
-			"response.output_text.delta", "response.text.delta":
+		case realtime.OutputTranscriptDelta, realtime.BetaTranscriptDelta,
+			realtime.OutputTextDelta, realtime.BetaTextDelta:
 			if transcript.Len() < maxTranscript {
 				transcript.WriteString(ev.Delta)
 			}
-		case "response.done":
+		case realtime.ResponseDone:
 			t.res.gotResponseDone = true
 			if r := ev.Response; r != nil {
 				if t.res.ResponseID == "" {
@@ -334,7 +336,7 @@ func seconds(pcmBytes int) string {
 func sessionUpdate() map[string]any {
 	format := map[string]any{"type": "audio/pcm", "rate": SampleRate}
 	return map[string]any{
-		"type": "session.update",
+		"type": realtime.SessionUpdate,
 		"session": map[string]any{
 			"type":              "realtime",
 			"output_modalities": []string{"audio"},

@@ -16,6 +16,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
 const (
@@ -171,7 +173,7 @@ func (c *conn) loop(authorized bool) string {
 	if !authorized {
 		c.sendError("", "invalid_request_error", "invalid_api_key", "Incorrect API key provided.", "")
 		c.closeWith(3000, "invalid_request_error.invalid_api_key")
-	} else if err := c.sendEvent(c.sessionEvent("session.created")); err != nil {
+	} else if err := c.sendEvent(c.sessionEvent(realtime.SessionCreated)); err != nil {
 		return "write failed"
 	}
 	for {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
 // errRST: the session was dropped by mock.fault rst.
@@ -87,7 +89,7 @@ func (c *conn) handle(msg []byte) error {
 	if !ok {
 		return c.sendError("", "invalid_request_error", "invalid_value", "Invalid JSON: the event must be a JSON object.", "")
 	}
-	if sc.hasType && sc.hasAudio && !sc.escaped && !sc.oddKeys && string(sc.typ) == "input_audio_buffer.append" {
+	if sc.hasType && sc.hasAudio && !sc.escaped && !sc.oddKeys && string(sc.typ) == realtime.InputAudioAppend {
 		return c.appendBase64(sc.audio, msg)
 	}
 	var ev clientEvent
@@ -95,7 +97,7 @@ func (c *conn) handle(msg []byte) error {
 		return c.sendError("", "invalid_request_error", "invalid_value", "Invalid event: "+err.Error(), "")
 	}
 	switch ev.Type {
-	case "input_audio_buffer.append":
+	case realtime.InputAudioAppend:
 		var a struct {
 			Audio *string `json:"audio"`
 		}
@@ -103,19 +105,19 @@ func (c *conn) handle(msg []byte) error {
 			return c.sendError(ev.EventID, "invalid_request_error", "missing_required_parameter", "Missing required parameter: 'audio'.", "audio")
 		}
 		return c.appendBase64([]byte(*a.Audio), msg)
-	case "input_audio_buffer.commit":
+	case realtime.InputAudioCommit:
 		return c.commit(ev.EventID)
-	case "input_audio_buffer.clear":
+	case realtime.InputAudioClear:
 		c.in = c.in[:0]
 		c.vad = vadState{totalMs: c.vad.totalMs}
-		return c.sendEvent(c.head("input_audio_buffer.cleared"))
-	case "session.update":
+		return c.sendEvent(c.head(realtime.InputAudioCleared))
+	case realtime.SessionUpdate:
 		return c.sessionUpdate(&ev)
-	case "response.create":
+	case realtime.ResponseCreate:
 		return c.responseCreate(&ev)
-	case "response.cancel":
+	case realtime.ResponseCancel:
 		return c.responseCancel(&ev)
-	case "conversation.item.create":
+	case realtime.ConversationItemCreate:
 		return c.itemCreate(&ev)
 	case "conversation.item.truncate":
 		if ev.ItemID == "" {
@@ -126,7 +128,7 @@ func (c *conn) handle(msg []byte) error {
 			ItemID       string `json:"item_id"`
 			ContentIndex int    `json:"content_index"`
 			AudioEndMs   int    `json:"audio_end_ms"`
-		}{c.head("conversation.item.truncated"), ev.ItemID, ev.ContentIndex, ev.AudioEndMs})
+		}{c.head(realtime.ItemTruncated), ev.ItemID, ev.ContentIndex, ev.AudioEndMs})
 	case "conversation.item.delete":
 		if ev.ItemID == "" {
 			return c.sendError(ev.EventID, "invalid_request_error", "missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id")
@@ -134,8 +136,8 @@ func (c *conn) handle(msg []byte) error {
 		return c.sendEvent(struct {
 			head
 			ItemID string `json:"item_id"`
-		}{c.head("conversation.item.deleted"), ev.ItemID})
-	case "mock.fault":
+		}{c.head(realtime.ItemDeleted), ev.ItemID})
+	case realtime.MockFault:
 		return c.fault(&ev)
 	case "":
 		return c.sendError(ev.EventID, "invalid_request_error", "invalid_value", "Missing or invalid 'type'.", "type")
@@ -196,7 +198,7 @@ func (c *conn) detect(start int) error {
 				head
 				AudioStartMs int64  `json:"audio_start_ms"`
 				ItemID       string `json:"item_id"`
-			}{c.head("input_audio_buffer.speech_started"), startMs, c.vad.itemID}); err != nil {
+			}{c.head(realtime.SpeechStarted), startMs, c.vad.itemID}); err != nil {
 				return err
 			}
 			if c.cfg.interrupt {
@@ -207,7 +209,7 @@ func (c *conn) detect(start int) error {
 				head
 				AudioEndMs int64  `json:"audio_end_ms"`
 				ItemID     string `json:"item_id"`
-			}{c.head("input_audio_buffer.speech_stopped"), c.vad.totalMs, c.vad.itemID}); err != nil {
+			}{c.head(realtime.SpeechStopped), c.vad.totalMs, c.vad.itemID}); err != nil {
 				return err
 			}
 			if err := c.commitAudio(c.in[from:i], c.vad.itemID); err != nil {
@@ -265,12 +267,12 @@ func (c *conn) commitAudio(audio []byte, itemID string) error {
 		head
 		PreviousItemID *string `json:"previous_item_id"`
 		ItemID         string  `json:"item_id"`
-	}{c.head("input_audio_buffer.committed"), nullable(prev), itemID}); err != nil {
+	}{c.head(realtime.InputAudioCommitted), nullable(prev), itemID}); err != nil {
 		return err
 	}
 	it := item{ID: itemID, Object: "realtime.item", Type: "message", Status: "completed", Role: "user",
 		Content: []content{{Type: "input_audio"}}}
-	for _, typ := range []string{"conversation.item.added", "conversation.item.done"} {
+	for _, typ := range []string{realtime.ItemAdded, realtime.ItemDone} {
 		if err := c.sendEvent(itemEvent{c.head(typ), nullable(prev), it}); err != nil {
 			return err
 		}
@@ -284,7 +286,7 @@ func (c *conn) commitAudio(audio []byte, itemID string) error {
 		ContentIndex int            `json:"content_index"`
 		Transcript   string         `json:"transcript"`
 		Usage        map[string]any `json:"usage"`
-	}{c.head("conversation.item.input_audio_transcription.completed"), itemID, 0,
+	}{c.head(realtime.InputTranscriptionCompleted), itemID, 0,
 		fmt.Sprintf("(%d ms of audio)", ms), map[string]any{"type": "duration", "seconds": float64(ms) / 1000}})
 }
 
@@ -323,7 +325,7 @@ func (c *conn) sessionUpdate(ev *clientEvent) error {
 		c.vad = vadState{totalMs: c.vad.totalMs}
 	}
 	c.session, c.cfg = s, cfg
-	return c.sendEvent(c.sessionEvent("session.updated"))
+	return c.sendEvent(c.sessionEvent(realtime.SessionUpdated))
 }
 
 // itemCreate handles conversation.item.create.
@@ -343,7 +345,7 @@ func (c *conn) itemCreate(ev *clientEvent) error {
 	}
 	prev := c.lastItem
 	c.lastItem = id
-	for _, typ := range []string{"conversation.item.added", "conversation.item.done"} {
+	for _, typ := range []string{realtime.ItemAdded, realtime.ItemDone} {
 		if err := c.sendEvent(itemEvent{c.head(typ), nullable(prev), it}); err != nil {
 			return err
 		}

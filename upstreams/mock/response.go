@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
 // response is one response, streamed by its own goroutine.
@@ -230,13 +232,13 @@ func (c *conn) stream(r *response) {
 	if emit(struct {
 		head
 		Response responseObj `json:"response"`
-	}{c.head("response.created"), resp}) != nil {
+	}{c.head(realtime.ResponseCreated), resp}) != nil {
 		return
 	}
 	if emit(struct {
 		head
 		RateLimits []rateLimit `json:"rate_limits"`
-	}{c.head("rate_limits.updated"), r.rateLimits}) != nil {
+	}{c.head(realtime.RateLimitsUpdated), r.rateLimits}) != nil {
 		return
 	}
 	if emit(struct {
@@ -244,14 +246,14 @@ func (c *conn) stream(r *response) {
 		ResponseID  string `json:"response_id"`
 		OutputIndex int    `json:"output_index"`
 		Item        item   `json:"item"`
-	}{c.head("response.output_item.added"), r.id, 0, it}) != nil {
+	}{c.head(realtime.OutputItemAdded), r.id, 0, it}) != nil {
 		return
 	}
-	if emit(itemEvent{c.head("conversation.item.added"), nullable(r.prevItemID), it}) != nil {
+	if emit(itemEvent{c.head(realtime.ItemAdded), nullable(r.prevItemID), it}) != nil {
 		return
 	}
 	empty := ""
-	if emit(partEvent{c.head("response.content_part.added"), ids, content{Type: "output_audio", Transcript: &empty}}) != nil {
+	if emit(partEvent{c.head(realtime.ContentPartAdded), ids, content{Type: "output_audio", Transcript: &empty}}) != nil {
 		return
 	}
 
@@ -287,7 +289,7 @@ func (c *conn) stream(r *response) {
 		default:
 		}
 		end := min(sent+deltaBytes, len(r.audio))
-		buf = append(buf[:headroom], `{"type":"response.output_audio.delta","event_id":"`...)
+		buf = append(buf[:headroom], `{"type":realtime.OutputAudioDelta,"event_id":"`...)
 		buf = c.appendID(buf, "event")
 		buf = append(buf, deltaHead...)
 		buf = append(buf, '"')
@@ -298,7 +300,7 @@ func (c *conn) stream(r *response) {
 		}
 		sent = end
 		for due := (i + 1) * len(r.words) / n; words < due; words++ {
-			buf = append(buf[:headroom], `{"type":"response.output_audio_transcript.delta","event_id":"`...)
+			buf = append(buf[:headroom], `{"type":realtime.OutputTranscriptDelta,"event_id":"`...)
 			buf = c.appendID(buf, "event")
 			buf = append(buf, deltaHead...)
 			buf = appendJSONString(buf, r.words[words])
@@ -322,7 +324,7 @@ func (c *conn) stream(r *response) {
 				head
 				partIDs
 				Delta string `json:"delta"`
-			}{c.head("response.output_audio_transcript.delta"), ids, r.words[words]}) != nil {
+			}{c.head(realtime.OutputTranscriptDelta), ids, r.words[words]}) != nil {
 				return
 			}
 		}
@@ -338,17 +340,17 @@ func (c *conn) stream(r *response) {
 	if emit(struct {
 		head
 		partIDs
-	}{c.head("response.output_audio.done"), ids}) != nil {
+	}{c.head(realtime.OutputAudioDone), ids}) != nil {
 		return
 	}
 	if emit(struct {
 		head
 		partIDs
 		Transcript string `json:"transcript"`
-	}{c.head("response.output_audio_transcript.done"), ids, transcript}) != nil {
+	}{c.head(realtime.OutputTranscriptDone), ids, transcript}) != nil {
 		return
 	}
-	if emit(partEvent{c.head("response.content_part.done"), ids, part}) != nil {
+	if emit(partEvent{c.head(realtime.ContentPartDone), ids, part}) != nil {
 		return
 	}
 	if emit(struct {
@@ -356,10 +358,10 @@ func (c *conn) stream(r *response) {
 		ResponseID  string `json:"response_id"`
 		OutputIndex int    `json:"output_index"`
 		Item        item   `json:"item"`
-	}{c.head("response.output_item.done"), r.id, 0, it}) != nil {
+	}{c.head(realtime.OutputItemDone), r.id, 0, it}) != nil {
 		return
 	}
-	if emit(itemEvent{c.head("conversation.item.done"), nullable(r.prevItemID), it}) != nil {
+	if emit(itemEvent{c.head(realtime.ItemDone), nullable(r.prevItemID), it}) != nil {
 		return
 	}
 	u := r.usage(sent, words)
@@ -368,7 +370,7 @@ func (c *conn) stream(r *response) {
 	_ = emit(struct {
 		head
 		Response responseObj `json:"response"`
-	}{c.head("response.done"), resp})
+	}{c.head(realtime.ResponseDone), resp})
 }
 
 // usage derives token counts from audio lengths (see the package doc).
