@@ -72,7 +72,17 @@ type Manager struct {
 	sessions map[string]*Session // open sessions (not yet ended)
 	idle     chan struct{}       // closed when sessions becomes empty during drain; guarded by mu
 
-	running sync.WaitGroup // one per session until its relay goroutines have exited
+	// running counts sessions whose relay goroutines have not exited (Open
+	// to Finished); runIdle, when non-nil, is closed when it drops to 0.
+	// Not a WaitGroup: a handshake may still open a session while Drain
+	// waits (or after it gave up waiting).
+	runMu   sync.Mutex
+	running int
+	runIdle chan struct{}
+
+	// stopping is cancelled by stop (drain deadline or second signal).
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // NewManager returns a Manager with opts.
@@ -82,6 +92,7 @@ func NewManager(opts Options) *Manager {
 	}
 	m := &Manager{opts: opts, log: opts.Logger, metrics: opts.Metrics,
 		fatal: make(map[string]bool), sessions: make(map[string]*Session), clients: make(map[string]int)}
+	m.stopping, m.stop = context.WithCancel(context.Background())
 	for _, c := range opts.FatalUpstreamErrors {
 		m.fatal[c] = true
 	}
@@ -133,7 +144,9 @@ func (m *Manager) Open(info Info) *Session {
 	if s.dialect == nil {
 		s.dialect = dialect.None{}
 	}
-	m.running.Add(1)
+	m.runMu.Lock()
+	m.running++
+	m.runMu.Unlock()
 	m.mu.Lock()
 	m.sessions[s.ID] = s
 	m.mu.Unlock()
@@ -157,7 +170,12 @@ func (m *Manager) Finished(s *Session, release func()) {
 		s.End(ReasonClientError)
 	}
 	release()
-	m.running.Done()
+	m.runMu.Lock()
+	if m.running--; m.running == 0 && m.runIdle != nil {
+		close(m.runIdle)
+		m.runIdle = nil
+	}
+	m.runMu.Unlock()
 }
 
 // ended removes s from the registry and records its end. Called once per session by End.
@@ -233,11 +251,28 @@ func (m *Manager) Snapshots() []Snapshot {
 // Draining reports whether Drain has begun.
 func (m *Manager) Draining() bool { return m.draining.Load() }
 
-// Drain stops admitting sessions, closes each session with 1001 at its next
-// response boundary (at once when none is in progress), and at the drain
-// timeout — or when ctx is done (a second signal) — closes the rest. It
-// returns once every session's goroutines have exited.
+// Stopping is cancelled once tether waits for nothing any more: at a second
+// signal or at the drain deadline. Handshakes derive their upstream dial
+// from it, so a dial in progress is cut short then (its client gets 503).
+func (m *Manager) Stopping() context.Context { return m.stopping }
+
+// closeGrace bounds how long Drain waits, once it has closed every session,
+// for their relays to exit and for cancelled handshakes to answer. A relay's
+// Shutdown is bounded by its close write timeout and linger (1 s each,
+// running at the same time), so this is only reached when something is
+// wedged; Drain then returns anyway and the process exits.
+const closeGrace = 1250 * time.Millisecond
+
+// Drain stops admitting sessions and asks every session, all at once, to
+// close with 1001 at its next response boundary (at once when none is in
+// progress). At the drain timeout, counted from the call, or as soon as ctx
+// is done (a second signal) it cancels Stopping, so handshakes still dialing
+// give up, and closes the rest, all at once. It returns once every session's
+// goroutines have exited, or closeGrace after that point, whichever is first.
 func (m *Manager) Drain(ctx context.Context) {
+	start := time.Now()
+	deadline := time.NewTimer(m.opts.DrainTimeout)
+	defer deadline.Stop()
 	m.draining.Store(true)
 	m.mu.Lock()
 	list := make([]*Session, 0, len(m.sessions))
@@ -251,64 +286,147 @@ func (m *Manager) Drain(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	m.log.Info("draining", "sessions", len(list), "drain_timeout", m.opts.DrainTimeout.String())
+	// Ending a session may wait up to a second for its close frames: one
+	// goroutine each, so neither the deadline nor a second signal waits for them.
 	for _, s := range list {
-		s.drain()
+		go s.drain()
 	}
-	if idle != nil {
-		timer := time.NewTimer(m.opts.DrainTimeout)
-		select {
-		case <-idle:
-		case <-timer.C:
-			m.log.Info("drain timeout: closing remaining sessions", "sessions", m.Len())
-		case <-ctx.Done():
-			m.log.Info("closing remaining sessions at once", "sessions", m.Len())
-		}
-		timer.Stop()
+	why := m.waitDrained(ctx, idle, deadline.C)
+	switch why {
+	case drainDeadline:
+		m.log.Info("drain timeout: closing remaining sessions", "sessions", m.Len(), "handshakes", m.handshakes())
+	case drainForced:
+		m.log.Info("closing remaining sessions at once", "sessions", m.Len(), "handshakes", m.handshakes())
 	}
-	m.CloseAll(ReasonShutdown)
-	// Upgrades admitted before the drain may still be dialing: they open,
-	// end at once (draining) and release their slot. Once no slot is held,
-	// no session can open any more and running is final.
+	m.stop()
+	done := m.endAll(ReasonShutdown)
+	grace := make(chan struct{})
+	graceTimer := time.AfterFunc(closeGrace, func() { close(grace) })
+	defer graceTimer.Stop()
+	select {
+	case <-done:
+	case <-grace:
+	}
+	// Handshakes whose dial was cancelled answer 503 and release their
+	// slot; one that got its upstream just before opens and ends at once
+	// (Open sees draining). Once no slot is held no session can open, so the
+	// running count is final.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+wait:
 	for m.reserved.Load() > 0 {
-		if ctx.Err() != nil {
-			m.CloseAll(ReasonShutdown)
+		select {
+		case <-tick.C:
+		case <-grace:
+			break wait
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	m.running.Wait()
+	if !m.waitRunning(grace) {
+		m.log.Warn("drain: sessions still closing; not waiting for them", "sessions", m.Len(),
+			"handshakes", m.handshakes(), "after", time.Since(start).Round(time.Millisecond).String())
+	}
 }
 
-// CloseAll ends every open session with reason, many at a time: ending one
-// may wait up to a second for a close frame to get out, and a thousand of
-// them must not take a thousand seconds.
-func (m *Manager) CloseAll(reason Reason) {
+// Why waitDrained returned.
+const (
+	drainIdle = iota
+	drainDeadline
+	drainForced
+)
+
+// waitDrained waits until every session has ended and no handshake is in
+// progress, or the deadline passes, or ctx is done.
+func (m *Manager) waitDrained(ctx context.Context, idle <-chan struct{}, deadline <-chan time.Time) int {
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-deadline:
+			return drainDeadline
+		case <-ctx.Done():
+			return drainForced
+		}
+	}
+	// Upgrades admitted before the drain may still be dialing: until the
+	// deadline they may finish (and their session closes at once).
+	if m.reserved.Load() == 0 {
+		return drainIdle
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for m.reserved.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return drainDeadline
+		case <-ctx.Done():
+			return drainForced
+		}
+	}
+	return drainIdle
+}
+
+// handshakes is the number of admitted upgrades without an open session
+// (mostly: dialing the upstream).
+func (m *Manager) handshakes() int64 { return max(0, m.reserved.Load()-int64(m.Len())) }
+
+// CloseAll ends every open session with reason, all at once (ending one may
+// wait up to a second for its close frames to get out), and returns when
+// every End has returned.
+func (m *Manager) CloseAll(reason Reason) { <-m.endAll(reason) }
+
+// endAll ends every open session with reason, one goroutine each, and
+// returns a channel closed once every End has returned.
+func (m *Manager) endAll(reason Reason) <-chan struct{} {
 	m.mu.Lock()
 	list := make([]*Session, 0, len(m.sessions))
 	for _, s := range m.sessions {
 		list = append(list, s)
 	}
 	m.mu.Unlock()
-	const workers = 64
+	done := make(chan struct{})
 	var wg sync.WaitGroup
-	next := make(chan *Session)
-	for range min(workers, len(list)) {
-		wg.Add(1)
+	wg.Add(len(list))
+	for _, s := range list {
 		go func() {
 			defer wg.Done()
-			for s := range next {
-				s.End(reason)
-			}
+			s.End(reason)
 		}()
 	}
-	for _, s := range list {
-		next <- s
-	}
-	close(next)
-	wg.Wait()
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
 }
 
 // Wait blocks until every session's goroutines have exited.
-func (m *Manager) Wait() { m.running.Wait() }
+func (m *Manager) Wait() { m.waitRunning(nil) }
+
+// WaitContext is Wait, giving up when ctx is done; it reports whether every
+// session's goroutines have exited.
+func (m *Manager) WaitContext(ctx context.Context) bool { return m.waitRunning(ctx.Done()) }
+
+// waitRunning waits until no session's goroutines run, or until timeout is
+// closed (nil: no timeout). It reports whether none run.
+func (m *Manager) waitRunning(timeout <-chan struct{}) bool {
+	for {
+		m.runMu.Lock()
+		if m.running == 0 {
+			m.runMu.Unlock()
+			return true
+		}
+		if m.runIdle == nil {
+			m.runIdle = make(chan struct{})
+		}
+		ch := m.runIdle
+		m.runMu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout:
+			return false
+		}
+	}
+}
 
 func newID() string {
 	var b [12]byte

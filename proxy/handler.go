@@ -233,9 +233,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate"),
 		Dialect: realtime.Dialect{},
 	}
+	// The dial gives up with the client, at the handshake timeout, and when
+	// tether stops waiting (drain deadline or second signal): then the
+	// client gets 503 with Retry-After at once, like any upgrade during a drain.
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
+	stopDial := context.AfterFunc(h.mgr.Stopping(), cancel)
 	up, err := h.dialer.Dial(ctx, ureq)
+	stopDial()
 	cancel()
+	if h.mgr.Stopping().Err() != nil {
+		var de *upstreams.DialError
+		if err == nil {
+			_ = up.Net.Close()
+			info.Dials = dialRecords(up.Attempts)
+		} else if errors.As(err, &de) {
+			info.Dials = dialRecords(de.Attempts)
+		}
+		h.log.Info("upstream dial cancelled: shutting down", "client", r.RemoteAddr)
+		h.mgr.HandshakeFailed(info, http.StatusServiceUnavailable, "draining")
+		h.reject(w, http.StatusServiceUnavailable, "draining", "tether is shutting down; retry on another instance",
+			map[string]string{"Retry-After": "5"})
+		return
+	}
 	if err != nil {
 		var de *upstreams.DialError
 		status, retry := http.StatusBadGateway, ""

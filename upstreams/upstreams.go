@@ -506,7 +506,13 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetReadDeadline(dl)
 	}
+	// A cancelled dial (tether shutting down) stops waiting for the first event too.
+	unwatch := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	result, err := c.readFirst()
+	if !unwatch() && err == nil {
+		err = ctx.Err()
+		result = "timeout"
+	}
 	_ = conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		_ = conn.Close()

@@ -83,8 +83,20 @@ type app struct {
 	adminSrv    *http.Server
 }
 
+// Exit budget after the first signal: the process exits within
+// drain_timeout + 2 s whatever happens (the contract). Drain itself returns
+// by drain_timeout + about 1.25 s (closing sessions is bounded); closing the
+// listeners and flushing spans get what is left, minus exitSlack for the
+// process to go. After a second signal they get at most forcedClose.
+const (
+	exitBudget  = 2 * time.Second
+	exitSlack   = 150 * time.Millisecond
+	forcedClose = time.Second
+)
+
 // serve runs tether until a signal drains it. The first signal drains; a
-// second closes every session at once.
+// second closes every session (and cancels every upstream dial) at once,
+// whether it arrives during the drain or while the listeners close.
 func serve(cfg *config.Config, path string, log *slog.Logger, sigs <-chan os.Signal) error {
 	a, err := start(cfg, log)
 	if err != nil {
@@ -94,21 +106,46 @@ func serve(cfg *config.Config, path string, log *slog.Logger, sigs <-chan os.Sig
 		"listen", a.clientLn.Addr().String(), "paths", cfg.Server.Paths,
 		"admin", a.adminLn.Addr().String(), "upstreams", a.describeUpstreams())
 	sig := <-sigs
+	exitBy := time.Now().Add(cfg.Lifecycle.DrainTimeout + exitBudget - exitSlack)
 	log.Info("signal received: draining", "signal", sig.String())
-	force, cancel := context.WithCancel(context.Background())
+	// The watcher lives until serve returns: a second signal is honoured in
+	// every phase, not only while Drain runs.
+	force, forceNow := context.WithCancel(context.Background())
+	defer forceNow()
+	quit, watched := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(watched)
 		select {
 		case s := <-sigs:
 			log.Info("second signal: closing every session now", "signal", s.String())
-			cancel()
-		case <-force.Done():
+			forceNow()
+		case <-quit:
 		}
 	}()
+	defer func() { close(quit); <-watched }()
 	a.mgr.Drain(force)
-	cancel()
-	a.close()
+	closeBy := exitBy
+	forced := force.Err() != nil
+	if forced {
+		closeBy = earliest(closeBy, time.Now().Add(forcedClose))
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), closeBy)
+	defer cancel()
+	if !forced {
+		// A second signal while closing: stop waiting for anything.
+		stop := context.AfterFunc(force, cancel)
+		defer stop()
+	}
+	a.closeWithin(ctx)
 	log.Info("tether stopped")
 	return nil
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // start builds everything and starts the listeners. On error, whatever was
@@ -305,24 +342,40 @@ func redactURL(raw string) string {
 
 // close stops listeners and the built-in mock. Safe after a partial start.
 func (a *app) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Second)
 	defer cancel()
+	a.closeWithin(ctx)
+}
+
+// closeWithin is close, done by ctx's deadline: waits (connections still in
+// a handshake, sessions still closing, the span flush, at most 5 s) give up
+// when ctx is done.
+func (a *app) closeWithin(ctx context.Context) {
+	shutdown := func(srv *http.Server) {
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		defer scancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}
 	if a.clientSrv != nil {
-		_ = a.clientSrv.Shutdown(ctx)
+		shutdown(a.clientSrv)
 	} else if a.clientLn != nil {
 		_ = a.clientLn.Close()
 	}
 	if a.adminSrv != nil {
-		_ = a.adminSrv.Shutdown(ctx)
+		shutdown(a.adminSrv)
 	} else if a.adminLn != nil {
 		_ = a.adminLn.Close()
 	}
 	if a.mgr != nil {
 		a.mgr.CloseAll(lifecycle.ReasonShutdown)
-		a.mgr.Wait()
+		if !a.mgr.WaitContext(ctx) {
+			a.log.Warn("exiting with sessions still closing", "sessions", a.mgr.Len())
+		}
 	}
 	if a.telShutdown != nil {
-		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := a.telShutdown(fctx); err != nil {
 			a.log.Warn("flushing spans", "err", err)
 		}
@@ -332,6 +385,12 @@ func (a *app) close() {
 		a.tlsClose()
 	}
 	if a.mock != nil {
-		_ = a.mock.Close()
+		// Bounded too: the mock writes a going-away close on each of its sessions.
+		done := make(chan struct{})
+		go func() { _ = a.mock.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
 	}
 }

@@ -289,7 +289,7 @@ func (c *conn) stream(r *response) {
 		default:
 		}
 		end := min(sent+deltaBytes, len(r.audio))
-		buf = append(buf[:headroom], `{"type":realtime.OutputAudioDelta,"event_id":"`...)
+		buf = append(buf[:headroom], `{"type":"`+realtime.OutputAudioDelta+`","event_id":"`...)
 		buf = c.appendID(buf, "event")
 		buf = append(buf, deltaHead...)
 		buf = append(buf, '"')
@@ -300,7 +300,7 @@ func (c *conn) stream(r *response) {
 		}
 		sent = end
 		for due := (i + 1) * len(r.words) / n; words < due; words++ {
-			buf = append(buf[:headroom], `{"type":realtime.OutputTranscriptDelta,"event_id":"`...)
+			buf = append(buf[:headroom], `{"type":"`+realtime.OutputTranscriptDelta+`","event_id":"`...)
 			buf = c.appendID(buf, "event")
 			buf = append(buf, deltaHead...)
 			buf = appendJSONString(buf, r.words[words])
