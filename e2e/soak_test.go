@@ -25,11 +25,12 @@ var (
 
 // Soak timing: heartbeats and the idle limit short enough that every fault
 // is detected in seconds, and ordered so each fault ends by its own reason:
-// a dead leg is found (interval + timeout = 2.5 s) well before idle_timeout.
+// a dead leg is found (interval + timeout = 2.5 s after its last byte) well
+// before idle_timeout, even on a session that was already quiet for a while.
 const (
 	soakHBInterval  = 1500 * time.Millisecond
 	soakHBTimeout   = 1000 * time.Millisecond
-	soakIdle        = 4 * time.Second
+	soakIdle        = 6 * time.Second
 	soakMaxFrame    = 16 << 10
 	soakSessionWait = 20 * time.Second // per session, fault to end
 )

@@ -79,7 +79,13 @@ func (h *heartbeat) fire() {
 		next = silentLimit
 	}
 	if !writing.IsZero() {
-		if w := writing.Add(h.opts.Timeout); w.Before(next) {
+		// While a write is blocked, look at its progress four times per
+		// timeout (a slow reader's window opens in bursts).
+		w := writing.Add(h.opts.Timeout)
+		if poll := now.Add(h.opts.Timeout / 4); poll.Before(w) {
+			w = poll
+		}
+		if w.Before(next) {
 			next = w
 		}
 	}

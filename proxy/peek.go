@@ -72,6 +72,16 @@ func (p *Peeker) Type() []byte {
 	return p.typ[:p.typLen]
 }
 
+// SetType records a type found by other means (a full decode of a message
+// the scan could not read); one longer than the peeker keeps is dropped.
+func (p *Peeker) SetType(typ string) {
+	if len(typ) > maxPeekValue {
+		return
+	}
+	p.typLen = uint8(copy(p.typ[:], typ))
+	p.typOK = true
+}
+
 // ResponseID returns the top-level "response_id" value found so far, or nil.
 // After a "type" that is not response.*, the scan stops without looking for it.
 func (p *Peeker) ResponseID() []byte {

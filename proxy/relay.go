@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -68,6 +70,14 @@ type leg struct {
 	// writing is when the write in progress on conn began (nanoseconds since
 	// base, plus one), or 0 between writes.
 	writing atomic.Int64
+	// sock is conn's TCP socket (nil for pipes): its acknowledged byte count
+	// tells whether a blocked write still makes progress. acked and
+	// progressAt (nanoseconds since base, plus one) are the count and the
+	// time it was last seen to grow; only the leg's heartbeat (through
+	// Liveness) reads and writes them.
+	sock       syscall.RawConn
+	acked      atomic.Uint64
+	progressAt atomic.Int64
 	// wsem is the write lock (capacity 1): held while one frame (a fragment
 	// of at most chunkSize payload bytes) is written, never while waiting
 	// for the other leg, so pings and closes go out between fragments.
@@ -75,6 +85,9 @@ type leg struct {
 	// partial is set (under wsem) once a write failed: the leg may hold half
 	// a frame, so nothing more may be written on it.
 	partial bool
+	// closeSent is set (under wsem) once tether wrote its close frame:
+	// nothing may follow it (RFC 6455 5.5.1).
+	closeSent bool
 	// hdr is the header read buffer, owned by the reading pump.
 	hdr [headerBufSize]byte
 	// closed is set once conn.Close has been called.
@@ -89,9 +102,9 @@ type leg struct {
 }
 
 func newLeg(conn net.Conn, br *bufio.Reader, isClient bool, base time.Time) *leg {
-	l := &leg{conn: conn, isClient: isClient, base: base, wsem: make(chan struct{}, 1)}
+	l := &leg{conn: conn, isClient: isClient, base: base, wsem: make(chan struct{}, 1), sock: tcpSocket(conn)}
 	l.rd.init(conn, br, &l.heard, base)
-	limitUnsent(conn)
+	limitUnsent(l.sock)
 	return l
 }
 
@@ -99,8 +112,11 @@ func newLeg(conn net.Conn, br *bufio.Reader, isClient bool, base time.Time) *leg
 // writing tells the heartbeat when it began, so a peer that stopped reading
 // is found out (the write makes no progress) whatever else it sends.
 func (l *leg) writeLocked(b []byte) error {
-	if l.partial {
+	switch {
+	case l.partial:
 		return errPartialFrame
+	case l.closeSent:
+		return errCloseSent
 	}
 	l.writing.Store(int64(time.Since(l.base)) + 1)
 	_, err := l.conn.Write(b)
@@ -238,6 +254,7 @@ func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 
 var (
 	errPartialFrame = errors.New("leg has a partially written frame")
+	errCloseSent    = errors.New("close frame already sent on the leg")
 	// errErrorEventTooLarge: an upstream error event too long to hold and
 	// scrub before the client sees it.
 	errErrorEventTooLarge = errors.New("upstream error event over the scrubbing bound")
@@ -346,8 +363,21 @@ func (r *Relay) Ping(which lifecycle.Leg) error {
 func (r *Relay) Liveness(which lifecycle.Leg) (heard, writing time.Time) {
 	l := r.legs[which]
 	heard = l.base.Add(time.Duration(l.heard.Load()))
-	if w := l.writing.Load(); w != 0 {
-		writing = l.base.Add(time.Duration(w - 1))
+	w := l.writing.Load()
+	if w == 0 {
+		return heard, time.Time{}
+	}
+	writing = l.base.Add(time.Duration(w - 1))
+	// A write blocks while the peer drains the socket's queue: it makes
+	// progress as long as the peer acknowledges bytes.
+	if acked, ok := ackedBytes(l.sock); ok {
+		if acked != l.acked.Load() {
+			l.acked.Store(acked)
+			l.progressAt.Store(int64(time.Since(l.base)) + 1)
+		}
+		if p := l.progressAt.Load(); p > w {
+			writing = l.base.Add(time.Duration(p - 1))
+		}
 	}
 	return heard, writing
 }
@@ -399,6 +429,7 @@ func (r *Relay) writeClose(l *leg, f lifecycle.CloseFrame) bool {
 	var buf [125]byte
 	payload := appendClosePayload(buf[:0], f.Code, f.Reason)
 	err := l.writeControlLocked(ws.OpClose, payload)
+	l.closeSent = err == nil
 	l.unlock()
 	if err != nil {
 		l.close()
@@ -568,6 +599,12 @@ func (p *pump) forward(h ws.Header) (failed lifecycle.Leg, err error) {
 				return p.srcLeg, err
 			}
 		}
+		if p.r.ended.Load() {
+			// Tearing down: nothing more goes out; skip the rest of the
+			// frame so the pump can read the peer's close.
+			_, err := p.src.rd.Discard(int(remaining) - n)
+			return p.srcLeg, err
+		}
 		chunk := pay[:n]
 		fin := h.Fin && int64(n) == remaining
 		if p.st.text {
@@ -632,12 +669,13 @@ func (p *pump) write(frame []byte) error {
 	return err
 }
 
-// releaseHold ends holding once the peeked type shows the message is not an
-// error event (or has no type): what was held goes out, and the rest of the
-// message streams as usual.
+// releaseHold ends holding once the peeked type shows the message is not
+// one the dialect holds: what was held goes out, and the rest of the message
+// streams as usual. A message whose type the peeker cannot tell (escaped,
+// or beyond its window) stays held to its end.
 func (p *pump) releaseHold() error {
 	typ := p.peek.Type()
-	if typ == nil && !p.peek.Done() || typ != nil && p.r.obs.Hold(typ) {
+	if typ == nil || p.r.obs.Hold(typ) {
 		return nil
 	}
 	p.holding = false
@@ -654,18 +692,11 @@ func (p *pump) releaseHold() error {
 }
 
 // hold keeps upstream text back while its type is unknown or one the
-// dialect holds (an error event): such a message is held whole, scrubbed of
-// credentials and then written as one message. Upstream frames are
-// unmasked, so held bytes are plain.
+// dialect holds (an error event): such a message is held whole (up to
+// captureMax), scrubbed of credentials and then written as one message.
+// Upstream frames are unmasked, so held bytes are plain.
 func (p *pump) hold(chunk []byte, fin bool) error {
-	typ := p.peek.Type()
-	sensitive := typ != nil && p.r.obs.Hold(typ)
 	if p.held == nil {
-		if fin {
-			// The whole message is in hand (the common case: one frame).
-			p.holding = false
-			return p.writeMessage(p.scrub(chunk, sensitive), true)
-		}
 		p.held = capturePool.Get().(*[]byte)
 	}
 	if len(*p.held)+len(chunk) > captureMax {
@@ -676,11 +707,31 @@ func (p *pump) hold(chunk []byte, fin bool) error {
 		return nil
 	}
 	p.holding = false
-	return p.writeMessage(p.scrub(*p.held, sensitive), true)
+	msg := *p.held
+	typ := p.peek.Type()
+	if typ == nil {
+		// The peeker could not tell (rare): decode the type, so the event
+		// is still scrubbed, reported and, if wanted, captured.
+		var ev struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(msg, &ev) == nil && ev.Type != "" {
+			p.peek.SetType(ev.Type)
+			typ = p.peek.Type()
+			if typ != nil && p.r.obs.Capture(typ) {
+				if p.capture == nil {
+					p.capture = capturePool.Get().(*[]byte)
+				}
+				*p.capture = append((*p.capture)[:0], msg...)
+				p.capOK = true
+			}
+		}
+	}
+	return p.writeMessage(p.scrub(msg, typ == nil || p.r.obs.Hold(typ)), true)
 }
 
-// scrub returns msg with credentials redacted when its type is one the
-// dialect holds (an error event).
+// scrub returns msg with credentials redacted when it is sensitive (an
+// error event, or a message of unknown type).
 func (p *pump) scrub(msg []byte, sensitive bool) []byte {
 	if !sensitive || p.r.opts.Redactor == nil {
 		return msg

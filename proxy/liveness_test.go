@@ -1,0 +1,198 @@
+package proxy
+
+// Liveness and teardown edge cases of the relay: error events the peeker
+// cannot type, nothing after tether's close frame, and a blocked write that
+// still makes progress versus one that does not.
+
+import (
+	"io"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/lifecycle"
+)
+
+// An upstream error event whose "type" comes after the peeker's 64 KiB
+// window is still held, scrubbed and reported: key order is not guaranteed.
+func TestErrorEventTypedAfterPeekLimitIsScrubbed(t *testing.T) {
+	h := newHarness(t, testLifecycle(), testRelayOptions())
+	ev := `{"event_id":"ev_1","error":{"code":"invalid_request_error","message":"` +
+		strings.Repeat("x", 70<<10) + ` Incorrect API key provided: sk-test-SECRET."},"type":"error"}`
+	h.upstream.send(ws.NewTextFrame([]byte(ev)))
+	var got []byte
+	for {
+		f := h.client.next(t)
+		got = append(got, f.Payload...)
+		if f.Header.Fin {
+			break
+		}
+	}
+	if strings.Contains(string(got), "SECRET") {
+		t.Errorf("client got the API key in a %d-byte error event whose type comes after 64 KiB", len(got))
+	}
+	h.upstream.send(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "")))
+	h.wait(t)
+}
+
+// After tether writes a close frame on a leg it writes no data frame there
+// (RFC 6455 5.5.1), even while a long frame was being relayed to it.
+func TestNoDataFrameAfterCloseFrame(t *testing.T) {
+	ro := testRelayOptions()
+	ro.CloseLinger = time.Second
+	h := newHarness(t, testLifecycle(), ro)
+	const size = 1 << 20
+	payload := []byte(`{"type":"response.output_audio.delta","delta":"` + strings.Repeat("A", size-50) + `"}`)
+	payload = payload[:size]
+	var hb [headerBufSize]byte
+	n := putHeader(hb[:], ws.Header{Fin: true, OpCode: ws.OpText, Length: size})
+	if _, err := h.upstream.conn.Write(append(hb[:n:n], payload[:100<<10]...)); err != nil {
+		t.Fatal(err)
+	}
+	// The first fragments reach the client; then the client closes.
+	if f := h.client.next(t); f.Header.OpCode != ws.OpText || f.Header.Fin {
+		t.Fatalf("first fragment: %v fin=%v", f.Header.OpCode, f.Header.Fin)
+	}
+	h.client.send(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "bye")))
+	var afterClose, afterBytes int
+	closed := false
+	for f := range h.client.frames {
+		if f.Header.OpCode == ws.OpClose && !closed {
+			closed = true
+			// tether has said its last word on the client leg; the
+			// upstream now sends the rest of its frame.
+			go func() {
+				_, _ = h.upstream.conn.Write(payload[100<<10:])
+			}()
+			continue
+		}
+		if closed && !f.Header.OpCode.IsControl() {
+			afterClose++
+			afterBytes += len(f.Payload)
+		}
+	}
+	if !closed {
+		t.Fatal("client got no close frame")
+	}
+	if afterClose > 0 {
+		t.Errorf("client got %d data frames (%d bytes) after tether's close frame", afterClose, afterBytes)
+	}
+	h.wait(t)
+}
+
+// A live client that reads slowly (and streams its microphone at 50
+// appends/s) while the model sends a long answer survives: a blocked write
+// that makes progress (the peer acknowledges bytes) is not a stall. One
+// that reads nothing while it keeps talking is found out within interval +
+// timeout.
+func TestSlowReaderSurvivesStalledReaderDoesNot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-time test")
+	}
+	t.Run("reads 300 KiB/s", func(t *testing.T) { slowReader(t, 300<<10) })
+	t.Run("reads nothing", func(t *testing.T) { slowReader(t, 0) })
+}
+
+// slowReader streams audio both ways while the client reads rate bytes/s
+// (0: never), and checks the session's fate.
+func slowReader(t *testing.T, rate float64) {
+	lo := testLifecycle()
+	lo.ClientHeartbeat = lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+	lo.UpstreamHeartbeat = lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+	mgr := lifecycle.NewManager(lo)
+	cPeer, cRelay := tcpPair(t)
+	uPeer, uRelay := tcpPair(t)
+	defer cPeer.Close()
+	defer uPeer.Close()
+	release, err := mgr.Reserve("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})
+	r := NewRelay(cRelay, nil, uRelay, nil, testRelayOptions())
+	sess.Start(r)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(sess)
+		mgr.Finished(sess, release)
+	}()
+	stop := make(chan struct{})
+	defer close(stop)
+	// Client: reads at 150 KiB/s, sends a 20 ms append every 20 ms.
+	var clientRead atomic.Int64
+	go func() {
+		if rate == 0 {
+			<-stop
+			return
+		}
+		buf := make([]byte, 2048)
+		start := time.Now()
+		for {
+			due := start.Add(time.Duration(float64(clientRead.Load()) / rate * float64(time.Second)))
+			time.Sleep(time.Until(due))
+			n, err := cPeer.Read(buf)
+			clientRead.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	appendEv := []byte(`{"type":"input_audio_buffer.append","audio":"` + strings.Repeat("QUFB", 320) + `"}`)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			f := ws.MaskFrameInPlace(ws.NewTextFrame(append([]byte(nil), appendEv...)))
+			if ws.WriteFrame(cPeer, f) != nil {
+				return
+			}
+		}
+	}()
+	// Upstream: discards what it gets, streams 6 KB deltas as fast as tether takes them.
+	go func() { _, _ = io.Copy(io.Discard, uPeer) }()
+	delta := []byte(`{"type":"response.output_audio.delta","response_id":"resp_1","delta":"` + strings.Repeat("QUFB", 1600) + `"}`)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if ws.WriteFrame(uPeer, ws.NewTextFrame(delta)) != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	select {
+	case <-done:
+		sum := sess.Summary()
+		if rate > 0 {
+			t.Errorf("live client reading at %.0f KiB/s was killed after %v: %s (client read %d KiB)",
+				rate/1024, sum.Duration.Round(time.Millisecond), sum.Reason, clientRead.Load()>>10)
+			return
+		}
+		took := time.Since(start)
+		t.Logf("client that reads nothing: %s after %v", sum.Reason, took.Round(time.Millisecond))
+		if sum.Reason != lifecycle.ReasonClientHeartbeatTimeout || sum.CloseUp.Code != 1001 {
+			t.Errorf("reason %s, upstream close %d; want client_heartbeat_timeout, 1001", sum.Reason, sum.CloseUp.Code)
+		}
+		if bound := 2500 * time.Millisecond; took > bound {
+			t.Errorf("stalled reader found after %v, want within %v", took, bound)
+		}
+	case <-time.After(3 * time.Second):
+		if rate == 0 {
+			t.Error("a client that reads nothing was not found out in 3 s")
+		}
+		sess.End(lifecycle.ReasonAdmin)
+		<-done
+	}
+}
