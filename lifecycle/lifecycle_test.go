@@ -8,7 +8,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -72,6 +71,52 @@ func (f *fakeTransport) Shutdown(c, u CloseFrame) (sent [2]bool) {
 	return [2]bool{!f.unsent[Client], !f.unsent[Upstream]}
 }
 
+// recHooks counts what the session told its hooks.
+type recHooks struct {
+	mu         sync.Mutex
+	started    int
+	ended      []Summary
+	rtts       [2]int
+	timeouts   [2]int
+	firstAudio []time.Duration
+	usage      Tokens
+	errCodes   []string
+}
+
+func (h *recHooks) HandshakeFailed(Info, int, string) {}
+func (h *recHooks) SessionStarted(*Session)           { h.mu.Lock(); h.started++; h.mu.Unlock() }
+func (h *recHooks) ResponseStarted(*Session, string)  {}
+func (h *recHooks) FirstAudio(_ *Session, _ string, d time.Duration) {
+	h.mu.Lock()
+	h.firstAudio = append(h.firstAudio, d)
+	h.mu.Unlock()
+}
+func (h *recHooks) ResponseDone(_ *Session, _, _ string, u Tokens) {
+	h.mu.Lock()
+	h.usage.Add(u)
+	h.mu.Unlock()
+}
+func (h *recHooks) UpstreamError(_ *Session, _, code string) {
+	h.mu.Lock()
+	h.errCodes = append(h.errCodes, code)
+	h.mu.Unlock()
+}
+func (h *recHooks) HeartbeatTimeout(_ *Session, leg Leg) {
+	h.mu.Lock()
+	h.timeouts[leg]++
+	h.mu.Unlock()
+}
+func (h *recHooks) HeartbeatRTT(_ *Session, leg Leg, _ time.Duration) {
+	h.mu.Lock()
+	h.rtts[leg]++
+	h.mu.Unlock()
+}
+func (h *recHooks) SessionEnded(_ *Session, sum Summary) {
+	h.mu.Lock()
+	h.ended = append(h.ended, sum)
+	h.mu.Unlock()
+}
+
 func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
 	t.Helper()
 	release, err := m.Reserve("")
@@ -85,8 +130,8 @@ func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
 }
 
 func TestEndIsExactlyOnce(t *testing.T) {
-	met := NewMetrics()
-	m := NewManager(Options{Metrics: met})
+	hooks := &recHooks{}
+	m := NewManager(Options{Hooks: []Hooks{hooks}})
 	s, ft, finish := open(t, m)
 	if m.Get(s.ID) != s || m.Len() != 1 {
 		t.Fatal("session not registered")
@@ -104,15 +149,8 @@ func TestEndIsExactlyOnce(t *testing.T) {
 	if m.Get(s.ID) != nil || m.Len() != 0 {
 		t.Fatal("registry entry not removed")
 	}
-	if got := testutil.ToFloat64(met.sessionsActive); got != 0 {
-		t.Fatalf("active = %v", got)
-	}
-	total := 0.0
-	for _, r := range AllReasons {
-		total += testutil.ToFloat64(met.sessionsTotal.WithLabelValues(string(r)))
-	}
-	if total != 1 {
-		t.Fatalf("sessions_total sums to %v", total)
+	if hooks.started != 1 || len(hooks.ended) != 1 {
+		t.Fatalf("hooks heard %d starts and %d ends, want 1 and 1", hooks.started, len(hooks.ended))
 	}
 }
 
@@ -196,8 +234,8 @@ func TestReserveLimitsAndDraining(t *testing.T) {
 
 func TestHeartbeatPingsAndTimesOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		met := NewMetrics()
-		m := NewManager(Options{Metrics: met,
+		hooks := &recHooks{}
+		m := NewManager(Options{Hooks: []Hooks{hooks},
 			ClientHeartbeat:   HeartbeatOptions{Interval: 10 * time.Second, Timeout: 3 * time.Second},
 			UpstreamHeartbeat: HeartbeatOptions{Interval: 10 * time.Second, Timeout: 3 * time.Second}})
 		s, ft, finish := open(t, m)
@@ -216,8 +254,8 @@ func TestHeartbeatPingsAndTimesOut(t *testing.T) {
 		if s.Ended() {
 			t.Fatal("healthy session ended")
 		}
-		if n := testutil.CollectAndCount(met.Registry, "tether_heartbeat_rtt_seconds"); n != 2 {
-			t.Fatalf("rtt series %d", n)
+		if hooks.rtts != [2]int{3, 3} {
+			t.Fatalf("round trips reported %v, want 3 per leg", hooks.rtts)
 		}
 		// t = 30.3 s. The upstream falls silent (last heard at 30.3 s): it is
 		// dead at 30.3 + 10 + 3 = 43.3 s; the client keeps answering.
@@ -237,8 +275,8 @@ func TestHeartbeatPingsAndTimesOut(t *testing.T) {
 			t.Fatalf("ended=%v reason=%s", s.Ended(), s.Summary().Reason)
 		}
 		finish()
-		if got := testutil.ToFloat64(met.heartbeatTimeouts.WithLabelValues("upstream")); got != 1 {
-			t.Fatalf("heartbeat timeouts %v", got)
+		if hooks.timeouts != [2]int{0, 1} {
+			t.Fatalf("heartbeat timeouts %v", hooks.timeouts)
 		}
 	})
 }
@@ -320,8 +358,7 @@ func TestHeartbeatStalledWriteFailsLeg(t *testing.T) {
 
 // The session reports the close frames the relay wrote, not the ones it meant to.
 func TestSummaryReportsCloseFramesWritten(t *testing.T) {
-	met := NewMetrics()
-	m := NewManager(Options{Metrics: met})
+	m := NewManager(Options{})
 	release, _ := m.Reserve("")
 	s := m.Open(Info{})
 	ft := newFakeTransport()
@@ -333,11 +370,8 @@ func TestSummaryReportsCloseFramesWritten(t *testing.T) {
 	if sum.CloseClient.Code != 1001 || sum.CloseUp.Code != CodeNone {
 		t.Fatalf("summary close codes %d/%d, want 1001/none", sum.CloseClient.Code, sum.CloseUp.Code)
 	}
-	if got := testutil.ToFloat64(met.closeFramesTotal[Upstream][0]); got != 1 {
-		t.Fatalf("upstream not_sent %v", got)
-	}
-	if got := testutil.ToFloat64(met.closeFramesTotal[Client][1]); got != 1 {
-		t.Fatalf("client sent %v", got)
+	if sum.CloseUnsent != [2]bool{false, true} {
+		t.Fatalf("close frames unsent %v, want the upstream's", sum.CloseUnsent)
 	}
 }
 
@@ -409,8 +443,8 @@ func TestDrainClosesIdleAtOnceAndBusyAtBoundaryOrDeadline(t *testing.T) {
 
 func TestTimeToFirstAudioAndTokens(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		met := NewMetrics()
-		m := NewManager(Options{Metrics: met})
+		hooks := &recHooks{}
+		m := NewManager(Options{Hooks: []Hooks{hooks}})
 		s, _, finish := open(t, m)
 		s.SpeechEnded()
 		time.Sleep(200 * time.Millisecond)
@@ -423,13 +457,11 @@ func TestTimeToFirstAudioAndTokens(t *testing.T) {
 		if s.lastTTFA != 500*time.Millisecond {
 			t.Fatalf("ttfa %v, want 500ms from speech_stopped", s.lastTTFA)
 		}
-		if got := testutil.CollectAndCount(met.Registry, "tether_time_to_first_audio_seconds"); got != 1 {
-			t.Fatalf("ttfa samples %d", got)
+		if len(hooks.firstAudio) != 1 || hooks.firstAudio[0] != 500*time.Millisecond {
+			t.Fatalf("first audio reported %v, want once at 500ms", hooks.firstAudio)
 		}
-		for kind, want := range map[string]float64{"input_text": 120, "input_audio": 180, "cached": 64, "output_text": 25, "output_audio": 87} {
-			if got := testutil.ToFloat64(met.tokens.WithLabelValues(kind)); got != want {
-				t.Errorf("tokens %s = %v, want %v", kind, got, want)
-			}
+		if hooks.usage.InputAudio != 180 || hooks.usage.OutputAudio != 87 || hooks.usage.Cached != 64 {
+			t.Errorf("usage reported %+v", hooks.usage)
 		}
 		s.End(ReasonClientClosed)
 		finish()
@@ -441,8 +473,8 @@ func TestTimeToFirstAudioAndTokens(t *testing.T) {
 }
 
 func TestFatalUpstreamErrorEndsSession(t *testing.T) {
-	met := NewMetrics()
-	m := NewManager(Options{Metrics: met, FatalUpstreamErrors: []string{"session_expired"}})
+	hooks := &recHooks{}
+	m := NewManager(Options{Hooks: []Hooks{hooks}, FatalUpstreamErrors: []string{"session_expired"}})
 	s, ft, finish := open(t, m)
 	s.UpstreamError("invalid_request_error", "input_audio_buffer_commit_empty")
 	if s.Ended() {
@@ -453,8 +485,8 @@ func TestFatalUpstreamErrorEndsSession(t *testing.T) {
 	if s.Summary().Reason != ReasonUpstreamFatalEvent || ft.client.Code != 1014 {
 		t.Fatalf("reason %s client %d", s.Summary().Reason, ft.client.Code)
 	}
-	if got := testutil.ToFloat64(met.upstreamErrors.WithLabelValues("input_audio_buffer_commit_empty")); got != 1 {
-		t.Fatalf("error count %v", got)
+	if len(hooks.errCodes) != 2 || hooks.errCodes[0] != "input_audio_buffer_commit_empty" {
+		t.Fatalf("errors reported %v", hooks.errCodes)
 	}
 }
 

@@ -27,6 +27,8 @@ type Hooks interface {
 	ResponseDone(s *Session, responseID, status string, usage Tokens)
 	UpstreamError(s *Session, errType, code string)
 	HeartbeatTimeout(s *Session, leg Leg)
+	// HeartbeatRTT reports a pong's round trip on leg.
+	HeartbeatRTT(s *Session, leg Leg, rtt time.Duration)
 	SessionEnded(s *Session, sum Summary)
 }
 
@@ -42,7 +44,6 @@ type Options struct {
 	// MaxSessionsPerClient bounds sessions per client identity (0 = unlimited).
 	MaxSessionsPerClient int
 	Logger               *slog.Logger
-	Metrics              *Metrics // nil records nothing
 	Hooks                []Hooks
 }
 
@@ -57,10 +58,14 @@ var ErrClientLimit = errors.New("per-client session limit reached")
 
 // Manager is the session registry: O(1) lookup by id, admission, drain.
 type Manager struct {
-	opts    Options
-	log     *slog.Logger
-	metrics *Metrics
-	fatal   map[string]bool
+	opts  Options
+	log   *slog.Logger
+	fatal map[string]bool
+
+	// relayed counts data frames and payload bytes over all sessions, by
+	// Direction (atomic; read by the metrics at scrape time).
+	relayedFrames [2]atomic.Int64
+	relayedBytes  [2]atomic.Int64
 
 	draining atomic.Bool
 	reserved atomic.Int64 // admitted upgrades (handshake in progress or session open)
@@ -90,7 +95,7 @@ func NewManager(opts Options) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{opts: opts, log: opts.Logger, metrics: opts.Metrics,
+	m := &Manager{opts: opts, log: opts.Logger,
 		fatal: make(map[string]bool), sessions: make(map[string]*Session), clients: make(map[string]int)}
 	m.stopping, m.stop = context.WithCancel(context.Background())
 	for _, c := range opts.FatalUpstreamErrors {
@@ -150,9 +155,6 @@ func (m *Manager) Open(info Info) *Session {
 	m.mu.Lock()
 	m.sessions[s.ID] = s
 	m.mu.Unlock()
-	if m.metrics != nil {
-		m.metrics.sessionsActive.Inc()
-	}
 	for _, h := range m.opts.Hooks {
 		h.SessionStarted(s)
 	}
@@ -188,15 +190,6 @@ func (m *Manager) ended(s *Session) {
 	}
 	m.mu.Unlock()
 	sum := s.Summary()
-	if m.metrics != nil {
-		m.metrics.sessionsActive.Dec()
-		if c, ok := m.metrics.sessionsByReason[sum.Reason]; ok {
-			c.Inc()
-		} else {
-			m.metrics.sessionsTotal.WithLabelValues(string(sum.Reason)).Inc()
-		}
-		observe(m.metrics.sessionDuration, sum.Duration.Seconds(), sum.TraceID)
-	}
 	for _, h := range m.opts.Hooks {
 		h.SessionEnded(s, sum)
 	}
@@ -209,6 +202,12 @@ func (m *Manager) ended(s *Session) {
 		"responses", sum.Responses,
 		"input_tokens", sum.Tokens.Input, "output_tokens", sum.Tokens.Output,
 		"trace_id", sum.TraceID, "span_id", sum.SpanID)
+}
+
+// Relayed returns the data frames and payload bytes relayed in direction d
+// over every session so far.
+func (m *Manager) Relayed(d Direction) (frames, bytes int64) {
+	return m.relayedFrames[d].Load(), m.relayedBytes[d].Load()
 }
 
 // HandshakeFailed reports a failed handshake to the hooks.

@@ -105,6 +105,7 @@ type Session struct {
 	reason       Reason      // set by End
 	closeClient  CloseFrame  // what End sent to the client
 	closeUp      CloseFrame  // what End sent upstream
+	closeUnsent  [2]bool     // by Leg: a close frame was meant but not written
 	endedAt      time.Time
 	conversation string // upstream session id (sess_...)
 	model        string // model reported by session.created
@@ -187,17 +188,15 @@ func (s *Session) Frame(d Direction, n int64) {
 	s.bytes[d].Add(n)
 	s.frames[d].Add(1)
 	s.lastActivity.Store(int64(s.since()))
-	if m := s.mgr.metrics; m != nil {
-		m.frames[d].Inc()
-		m.bytes[d].Add(float64(n))
-	}
+	s.mgr.relayedBytes[d].Add(n)
+	s.mgr.relayedFrames[d].Add(1)
 }
 
 // Pong records a pong received on leg.
 func (s *Session) Pong(leg Leg) {
 	if rtt, ok := s.hb[leg].pong(); ok {
-		if m := s.mgr.metrics; m != nil {
-			m.heartbeatRTT[leg].Observe(rtt.Seconds())
+		for _, h := range s.mgr.opts.Hooks {
+			h.HeartbeatRTT(s, leg, rtt)
 		}
 	}
 }
@@ -267,9 +266,6 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 		if reason == ReasonUpstreamHeartbeatTimeout {
 			leg = Upstream
 		}
-		if m := s.mgr.metrics; m != nil {
-			m.heartbeatTimeouts.WithLabelValues(leg.String()).Inc()
-		}
 		for _, h := range s.mgr.opts.Hooks {
 			h.HeartbeatTimeout(s, leg)
 		}
@@ -292,20 +288,13 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 // relay actually wrote: logs, spans and metrics report what the peers got.
 func (s *Session) recordSent(sent [2]bool) {
 	s.mu.Lock()
-	planned := [2]CloseFrame{s.closeClient, s.closeUp}
+	defer s.mu.Unlock()
+	s.closeUnsent = [2]bool{s.closeClient.Code != CodeNone && !sent[Client], s.closeUp.Code != CodeNone && !sent[Upstream]}
 	if !sent[Client] {
 		s.closeClient = CloseFrame{}
 	}
 	if !sent[Upstream] {
 		s.closeUp = CloseFrame{}
-	}
-	s.mu.Unlock()
-	if m := s.mgr.metrics; m != nil {
-		for leg, f := range planned {
-			if f.Code != CodeNone {
-				m.closeFrames(Leg(leg), sent[leg])
-			}
-		}
 	}
 }
 
@@ -355,9 +344,13 @@ func (s *Session) drain() {
 
 // Summary is the end-of-session record (log line, hooks).
 type Summary struct {
-	Reason       Reason
-	CloseClient  CloseFrame
-	CloseUp      CloseFrame
+	Reason Reason
+	// CloseClient and CloseUp are the close frames written (CodeNone: none).
+	CloseClient CloseFrame
+	CloseUp     CloseFrame
+	// CloseUnsent, by Leg: tether meant to send a close frame there but
+	// closed the leg without one (its peer stopped reading, or it failed).
+	CloseUnsent  [2]bool
 	Duration     time.Duration
 	Bytes        [2]int64
 	Frames       [2]int64
@@ -386,7 +379,7 @@ func (s *Session) Summary() Summary {
 		model = s.Info.Model
 	}
 	return Summary{
-		Reason: s.reason, CloseClient: s.closeClient, CloseUp: s.closeUp,
+		Reason: s.reason, CloseClient: s.closeClient, CloseUp: s.closeUp, CloseUnsent: s.closeUnsent,
 		Duration:  end.Sub(s.StartedAt),
 		Bytes:     [2]int64{s.bytes[0].Load(), s.bytes[1].Load()},
 		Frames:    [2]int64{s.frames[0].Load(), s.frames[1].Load()},

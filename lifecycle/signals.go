@@ -93,15 +93,11 @@ func (s *Session) AnswerAudio(responseID []byte) {
 		ttfa = time.Since(s.turnStart)
 	}
 	s.lastTTFA = ttfa
-	traceID := s.traceID
 	id := s.curResponse
 	s.curResponse = ""
 	s.turnStart = time.Time{}
 	s.audioPending.Store(false)
 	s.mu.Unlock()
-	if m := s.mgr.metrics; m != nil {
-		observe(m.timeToFirstAudio, ttfa.Seconds(), traceID)
-	}
 	for _, h := range s.mgr.opts.Hooks {
 		h.FirstAudio(s, id, ttfa)
 	}
@@ -121,14 +117,6 @@ func (s *Session) AnswerDone(responseID, status string, u Tokens) {
 	}
 	drain := s.drainPending && s.inResponse.Load() == 0
 	s.mu.Unlock()
-	if m := s.mgr.metrics; m != nil {
-		m.responsesTotal.WithLabelValues(responseStatusLabel(status)).Inc()
-		m.tokens.WithLabelValues("input_text").Add(float64(u.InputText))
-		m.tokens.WithLabelValues("input_audio").Add(float64(u.InputAudio))
-		m.tokens.WithLabelValues("output_text").Add(float64(u.OutputText))
-		m.tokens.WithLabelValues("output_audio").Add(float64(u.OutputAudio))
-		m.tokens.WithLabelValues("cached").Add(float64(u.Cached))
-	}
 	for _, h := range s.mgr.opts.Hooks {
 		h.ResponseDone(s, responseID, status, u)
 	}
@@ -140,9 +128,6 @@ func (s *Session) AnswerDone(responseID, status string, u Tokens) {
 // UpstreamError implements dialect.Signals: a code listed in
 // fatal_upstream_errors ends the session.
 func (s *Session) UpstreamError(errType, code string) {
-	if m := s.mgr.metrics; m != nil {
-		m.upstreamErrors.WithLabelValues(errorCodeLabel(code, s.mgr.fatal)).Inc()
-	}
 	for _, h := range s.mgr.opts.Hooks {
 		h.UpstreamError(s, errType, code)
 	}

@@ -43,8 +43,14 @@ type HandlerOptions struct {
 	Relay Options
 	// Logger receives handshake and panic logs; nil discards.
 	Logger *slog.Logger
-	// Metrics counts handshake rejections; nil records nothing.
-	Metrics *lifecycle.Metrics
+	// Rejections counts refused handshakes; nil counts nothing.
+	Rejections Rejections
+}
+
+// Rejections counts refused handshakes by reason
+// (tether_handshake_rejections_total).
+type Rejections interface {
+	HandshakeRejected(reason string)
 }
 
 // Handler accepts client upgrades: checks the handshake, dials the upstream
@@ -86,8 +92,14 @@ var forwardHeaders = []string{
 // dropped whatever their case (API-KEY, Api-Key).
 var strippedQuery = []string{"api-key", "api_key", "apikey", "key", "token", "access_token", "authorization"}
 
+func (h *Handler) rejected(reason string) {
+	if h.opts.Rejections != nil {
+		h.opts.Rejections.HandshakeRejected(reason)
+	}
+}
+
 func (h *Handler) reject(w http.ResponseWriter, status int, reason, msg string, hdr map[string]string) {
-	h.opts.Metrics.HandshakeRejected(reason)
+	h.rejected(reason)
 	for k, v := range hdr {
 		w.Header().Set(k, v)
 	}
@@ -288,7 +300,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if conn != nil {
 			_ = conn.Close() // hijacked: net/http no longer owns it
 		}
-		h.opts.Metrics.HandshakeRejected("bad_handshake")
+		h.rejected("bad_handshake")
 		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
 		return
 	}

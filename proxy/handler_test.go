@@ -22,6 +22,7 @@ import (
 
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/upstreams"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
@@ -36,7 +37,7 @@ type handlerEnv struct {
 	dials   *atomic.Int64
 	lastReq *atomic.Pointer[http.Request] // the upstream's last upgrade request
 	mgr     *lifecycle.Manager
-	metrics *lifecycle.Metrics
+	metrics *metrics.Metrics
 	handler http.Handler
 }
 
@@ -64,10 +65,10 @@ func newHandlerEnv(t *testing.T, opts HandlerOptions, lo lifecycle.Options, allo
 	if err != nil {
 		t.Fatal(err)
 	}
-	met := lifecycle.NewMetrics()
-	lo.Metrics = met
+	met := metrics.New(metrics.Options{})
+	lo.Hooks = append(lo.Hooks, met)
 	mgr := lifecycle.NewManager(lo)
-	opts.Metrics = met
+	opts.Rejections = met
 	opts.Relay = testRelayOptions()
 	opts.Relay.Redactor = NewRedactor(canaryKey, canaryToken)
 	handler := NewHandler(mgr, d, opts)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/upstreams"
 )
 
@@ -89,7 +90,7 @@ func TestClientCannotPickCredentialsOrAccount(t *testing.T) {
 }
 
 // rejections reads tether_handshake_rejections_total{reason}.
-func rejections(t *testing.T, m *lifecycle.Metrics, reason string) float64 {
+func rejections(t *testing.T, m *metrics.Metrics, reason string) float64 {
 	t.Helper()
 	mfs, err := m.Registry.Gather()
 	if err != nil {

@@ -294,7 +294,10 @@ func (h *Hooks) UpstreamError(s *lifecycle.Session, errType, code string) {
 	}
 }
 
-// HeartbeatTimeout adds an event naming the leg whose pong did not come.
+// HeartbeatRTT implements lifecycle.Hooks (round trips are metrics, not spans).
+func (h *Hooks) HeartbeatRTT(*lifecycle.Session, lifecycle.Leg, time.Duration) {}
+
+// HeartbeatTimeout adds an event naming the leg found dead.
 func (h *Hooks) HeartbeatTimeout(s *lifecycle.Session, leg lifecycle.Leg) {
 	if ss := h.lookup(s); ss != nil {
 		ss.span.AddEvent(EventHeartbeatTimeout, trace.WithAttributes(AttrLeg.String(leg.String())))

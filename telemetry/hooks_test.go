@@ -38,7 +38,6 @@ func newRig(t *testing.T, sampler sdktrace.Sampler) *rig {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr), sdktrace.WithSampler(sampler))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
 	mgr := lifecycle.NewManager(lifecycle.Options{
-		Metrics:             lifecycle.NewMetrics(),
 		Hooks:               []lifecycle.Hooks{NewHooks(tp)},
 		FatalUpstreamErrors: []string{"session_expired"},
 	})

@@ -8,10 +8,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/metrics"
 )
 
 // newAdminMux serves the admin endpoints of the contract.
-func newAdminMux(mgr *lifecycle.Manager, m *lifecycle.Metrics, withPprof bool) *http.ServeMux {
+func newAdminMux(mgr *lifecycle.Manager, m *metrics.Metrics, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

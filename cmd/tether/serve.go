@@ -15,12 +15,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/proxy"
 	"github.com/tetherproxy/tether/upstreams"
 	"github.com/tetherproxy/tether/upstreams/mock"
@@ -67,7 +68,7 @@ func newServeCmd() *cobra.Command {
 type app struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	metrics *lifecycle.Metrics
+	metrics *metrics.Metrics
 	mgr     *lifecycle.Manager
 	dialer  *upstreams.Dialer
 	mock    *mock.Server
@@ -151,7 +152,11 @@ func earliest(a, b time.Time) time.Time {
 // start builds everything and starts the listeners. On error, whatever was
 // started is closed again.
 func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
-	a := &app{cfg: cfg, log: log, metrics: lifecycle.NewMetrics()}
+	a := &app{cfg: cfg, log: log, metrics: metrics.New(metrics.Options{
+		KnownErrorCodes:     realtime.KnownErrorCodes,
+		ResponseStatuses:    realtime.ResponseStatuses,
+		FatalUpstreamErrors: cfg.Lifecycle.FatalUpstreamErrors,
+	})}
 	defer func() {
 		if err != nil {
 			a.close() // a itself, not the (nil) result
@@ -204,17 +209,9 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 		}
 	}
 	for _, u := range a.dialer.Upstreams() {
-		a.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "tether_upstream_available",
-			Help:        "1 when the upstream is dialed, 0 while it sits out its cool-down after repeated failures.",
-			ConstLabels: prometheus.Labels{"upstream": u.Name},
-		}, func() float64 {
-			if u.Available(time.Now()) {
-				return 1
-			}
-			return 0
-		}))
+		a.metrics.WatchUpstream(u.Name, func() bool { return u.Available(time.Now()) })
 	}
+
 	authn, err := newAuthenticator(cfg.Auth)
 	if err != nil {
 		return nil, err
@@ -224,7 +221,7 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	a.telShutdown = telShutdown
-	var hooks []lifecycle.Hooks
+	hooks := []lifecycle.Hooks{a.metrics}
 	if traceHooks != nil {
 		hooks = append(hooks, traceHooks)
 	}
@@ -240,8 +237,8 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 		MaxSessions:          cfg.Server.MaxSessions,
 		MaxSessionsPerClient: cfg.Auth.MaxSessionsPerClient,
 		Logger:               log,
-		Metrics:              a.metrics,
 	})
+	a.metrics.WatchRelayed(a.mgr)
 	handler := proxy.NewHandler(a.mgr, a.dialer, proxy.HandlerOptions{
 		HandshakeTimeout:   cfg.Server.HandshakeTimeout,
 		AllowedOrigins:     cfg.Server.AllowedOrigins,
@@ -252,8 +249,8 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 			// Keys from files are read again at each dial; so is the redactor's list.
 			Redactor: proxy.NewRedactor(a.dialer.Secrets()...).WithDynamic(a.dialer.Secrets),
 		},
-		Logger:  log,
-		Metrics: a.metrics,
+		Logger:     log,
+		Rejections: a.metrics,
 	})
 	mux := http.NewServeMux()
 	for _, p := range cfg.Server.Paths {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/telemetry"
 )
 
@@ -16,7 +17,7 @@ import (
 // tracing is off — and a shutdown func that flushes queued spans, to call
 // once every session has ended (bounded by its context, else 5 s).
 // tether_spans_dropped_total is registered on m's registry.
-func setupTelemetry(cfg config.Telemetry, m *lifecycle.Metrics, log *slog.Logger) (lifecycle.Hooks, func(context.Context) error, error) {
+func setupTelemetry(cfg config.Telemetry, m *metrics.Metrics, log *slog.Logger) (lifecycle.Hooks, func(context.Context) error, error) {
 	opts := telemetry.Options{
 		ServiceName:    cfg.ServiceName,
 		ServiceVersion: version,

@@ -1,39 +1,58 @@
-package lifecycle
+// Package metrics is tether's Prometheus instrumentation. It observes
+// sessions as a lifecycle hook, beside tracing; the relay's only cost is
+// the session's own atomic frame and byte counters, which the metrics read
+// when scraped.
+package metrics
 
 import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tetherproxy/tether/lifecycle"
 )
 
-// Metrics holds tether's Prometheus collectors (contract names; see the README).
-// A nil *Metrics records nothing, so tests can leave it out.
+// Options configure the label sets of upstream-chosen values.
+type Options struct {
+	// KnownErrorCodes and ResponseStatuses are the values the dialects know;
+	// FatalUpstreamErrors (configured) are kept too. Anything else is "other".
+	KnownErrorCodes     []string
+	ResponseStatuses    []string
+	FatalUpstreamErrors []string
+}
+
+// Metrics holds tether's Prometheus collectors (contract names; see the
+// README) and implements lifecycle.Hooks.
 type Metrics struct {
 	Registry *prometheus.Registry
 
 	sessionsActive    prometheus.Gauge
 	sessionsTotal     *prometheus.CounterVec
 	sessionDuration   prometheus.Histogram
-	frames            [2]prometheus.Counter // by Direction
-	bytes             [2]prometheus.Counter // by Direction
 	dialSeconds       *prometheus.HistogramVec
 	handshakeRejected *prometheus.CounterVec
-	heartbeatRTT      [2]prometheus.Observer // by Leg
+	heartbeatRTT      [2]prometheus.Observer // by lifecycle.Leg
 	timeToFirstAudio  prometheus.Histogram
 	tokens            *prometheus.CounterVec
 	upstreamErrors    *prometheus.CounterVec
 	responsesTotal    *prometheus.CounterVec
 	heartbeatTimeouts *prometheus.CounterVec
 	closeFramesTotal  [2][2]prometheus.Counter // by Leg, then 0 = not sent, 1 = sent
-	sessionsByReason  map[Reason]prometheus.Counter
+	sessionsByReason  map[lifecycle.Reason]prometheus.Counter
+
+	// Label sets (read-only after New).
+	errorCodes map[string]bool
+	statuses   map[string]bool
 }
 
-// NewMetrics creates the collectors on a fresh registry, with the Go runtime
-// and process collectors.
-func NewMetrics() *Metrics {
+var _ lifecycle.Hooks = (*Metrics)(nil)
+
+// New creates the collectors on a fresh registry, with the Go runtime and
+// process collectors.
+func New(o Options) *Metrics {
 	r := prometheus.NewRegistry()
-	m := &Metrics{Registry: r}
+	m := &Metrics{Registry: r, errorCodes: set(o.KnownErrorCodes, o.FatalUpstreamErrors), statuses: set(o.ResponseStatuses)}
 	m.sessionsActive = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tether_sessions_active", Help: "Sessions currently open (both legs connected).",
 	})
@@ -44,16 +63,6 @@ func NewMetrics() *Metrics {
 		Name: "tether_session_duration_seconds", Help: "Session length from upgrade to teardown.",
 		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600},
 	})
-	frames := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_frames_total", Help: "Data frames relayed, by direction.",
-	}, []string{"direction"})
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_bytes_total", Help: "Data frame payload bytes relayed, by direction.",
-	}, []string{"direction"})
-	for _, d := range []Direction{ClientToUpstream, UpstreamToClient} {
-		m.frames[d] = frames.WithLabelValues(d.String())
-		m.bytes[d] = bytes.WithLabelValues(d.String())
-	}
 	m.dialSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "tether_upstream_dial_seconds", Help: "Upstream dial time (TCP, TLS, upgrade, first event), by upstream and result.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -65,8 +74,8 @@ func NewMetrics() *Metrics {
 		Name: "tether_heartbeat_rtt_seconds", Help: "Ping to pong round trip, by leg.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"leg"})
-	m.heartbeatRTT[Client] = rtt.WithLabelValues("client")
-	m.heartbeatRTT[Upstream] = rtt.WithLabelValues("upstream")
+	m.heartbeatRTT[lifecycle.Client] = rtt.WithLabelValues("client")
+	m.heartbeatRTT[lifecycle.Upstream] = rtt.WithLabelValues("upstream")
 	m.timeToFirstAudio = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "tether_time_to_first_audio_seconds", Help: "From end of the caller's turn (speech_stopped, commit or response.created) to the first audio delta of the answer.",
 		Buckets: []float64{.1, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10},
@@ -87,12 +96,12 @@ func NewMetrics() *Metrics {
 		Name: "tether_close_frames_total",
 		Help: "Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
 	}, []string{"leg", "result"})
-	for _, leg := range []Leg{Client, Upstream} {
+	for _, leg := range []lifecycle.Leg{lifecycle.Client, lifecycle.Upstream} {
 		m.closeFramesTotal[leg][0] = closeFrames.WithLabelValues(leg.String(), "not_sent")
 		m.closeFramesTotal[leg][1] = closeFrames.WithLabelValues(leg.String(), "sent")
 	}
-	m.sessionsByReason = make(map[Reason]prometheus.Counter, len(AllReasons))
-	for _, reason := range AllReasons {
+	m.sessionsByReason = make(map[lifecycle.Reason]prometheus.Counter, len(lifecycle.AllReasons))
+	for _, reason := range lifecycle.AllReasons {
 		m.sessionsByReason[reason] = m.sessionsTotal.WithLabelValues(string(reason))
 	}
 	// Every series a dashboard or alert may look for exists from the start, at 0.
@@ -104,54 +113,39 @@ func NewMetrics() *Metrics {
 		"upstream_unavailable", "upstream_rate_limited"} {
 		m.handshakeRejected.WithLabelValues(r)
 	}
-	for _, code := range []string{"session_expired", "invalid_api_key", "beta_api_shape_disabled"} {
+	for _, code := range o.FatalUpstreamErrors {
 		m.upstreamErrors.WithLabelValues(code)
 	}
 	m.heartbeatTimeouts.WithLabelValues("client")
 	m.heartbeatTimeouts.WithLabelValues("upstream")
-	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration, frames, bytes,
+	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration,
 		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens,
 		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, closeFrames,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// closeFrames counts a close frame tether meant to send on leg.
-func (m *Metrics) closeFrames(leg Leg, sent bool) {
-	i := 0
-	if sent {
-		i = 1
+// set returns the union of lists as a set.
+func set(lists ...[]string) map[string]bool {
+	out := make(map[string]bool)
+	for _, l := range lists {
+		for _, v := range l {
+			out[v] = true
+		}
 	}
-	m.closeFramesTotal[leg][i].Inc()
+	return out
 }
 
 // Label values read from upstream events are bounded (an upstream, or a
-// client steering one, must not be able to grow the series set): a value
-// outside these sets, and outside the configured fatal_upstream_errors, is
-// counted as "other".
-var (
-	// knownErrorCodes are the Realtime error codes seen in practice
-	// (shared/realtime-protocol.md 2.4 and 6.5).
-	knownErrorCodes = map[string]bool{
-		"session_expired": true, "invalid_api_key": true, "beta_api_shape_disabled": true,
-		"input_audio_buffer_commit_empty": true, "conversation_already_has_active_response": true,
-		"response_cancel_not_active": true, "invalid_value": true, "unknown_parameter": true,
-		"missing_required_parameter": true, "insufficient_quota": true,
-	}
-	// knownResponseStatuses are the values of response.status.
-	knownResponseStatuses = map[string]bool{
-		"completed": true, "cancelled": true, "failed": true, "incomplete": true, "in_progress": true,
-	}
-)
+// client steering one, must not be able to grow the series set).
 
-// errorCodeLabel is the tether_upstream_errors_total code label for an
-// upstream error code: "none" when missing, the code when known or in
-// fatal, else "other".
-func errorCodeLabel(code string, fatal map[string]bool) string {
+// errorCodeLabel is the tether_upstream_errors_total code label: "none"
+// when missing, the code when known or configured fatal, else "other".
+func (m *Metrics) errorCodeLabel(code string) string {
 	switch {
 	case code == "":
 		return "none"
-	case knownErrorCodes[code] || fatal[code]:
+	case m.errorCodes[code]:
 		return code
 	}
 	return "other"
@@ -159,37 +153,52 @@ func errorCodeLabel(code string, fatal map[string]bool) string {
 
 // responseStatusLabel is the tether_responses_total status label:
 // "unknown" when missing, the status when known, else "other".
-func responseStatusLabel(status string) string {
+func (m *Metrics) responseStatusLabel(status string) string {
 	switch {
 	case status == "":
 		return "unknown"
-	case knownResponseStatuses[status]:
+	case m.statuses[status]:
 		return status
 	}
 	return "other"
 }
 
-// observe records v, with the trace id as an exemplar when there is one.
-func observe(h prometheus.Observer, v float64, traceID string) {
-	if eo, ok := h.(prometheus.ExemplarObserver); ok && traceID != "" {
-		eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": traceID})
-		return
-	}
-	h.Observe(v)
-}
-
 // ObserveDial records one upstream dial attempt.
 func (m *Metrics) ObserveDial(upstream, result string, d time.Duration) {
-	if m == nil {
-		return
-	}
 	m.dialSeconds.WithLabelValues(upstream, result).Observe(d.Seconds())
 }
 
 // HandshakeRejected counts a refused client upgrade.
 func (m *Metrics) HandshakeRejected(reason string) {
-	if m == nil {
-		return
-	}
 	m.handshakeRejected.WithLabelValues(reason).Inc()
+}
+
+// WatchRelayed exports the manager's frame and byte totals as
+// tether_frames_total and tether_bytes_total (read at scrape time: the
+// relay only adds to atomics).
+func (m *Metrics) WatchRelayed(mgr *lifecycle.Manager) {
+	for _, d := range []lifecycle.Direction{lifecycle.ClientToUpstream, lifecycle.UpstreamToClient} {
+		m.Registry.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "tether_frames_total", Help: "Data frames relayed, by direction.",
+				ConstLabels: prometheus.Labels{"direction": d.String()},
+			}, func() float64 { f, _ := mgr.Relayed(d); return float64(f) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "tether_bytes_total", Help: "Data frame payload bytes relayed, by direction.",
+				ConstLabels: prometheus.Labels{"direction": d.String()},
+			}, func() float64 { _, b := mgr.Relayed(d); return float64(b) }))
+	}
+}
+
+// WatchUpstream exports tether_upstream_available{upstream} from available.
+func (m *Metrics) WatchUpstream(name string, available func() bool) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tether_upstream_available", Help: "1 when the upstream is dialed, 0 while it sits out its cool-down after repeated failures.",
+		ConstLabels: prometheus.Labels{"upstream": name},
+	}, func() float64 {
+		if available() {
+			return 1
+		}
+		return 0
+	}))
 }

@@ -1,39 +1,41 @@
-package lifecycle
+package metrics
 
 import (
 	"fmt"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tetherproxy/tether/lifecycle"
 )
 
 // TestUpstreamLabelValuesAreBounded: error codes and response statuses
 // chosen by the upstream cannot grow the series set; anything unknown is
 // counted as "other", known and configured-fatal values keep their name.
 func TestUpstreamLabelValuesAreBounded(t *testing.T) {
-	met := NewMetrics()
-	if n := testutil.CollectAndCount(met.Registry, "tether_upstream_errors_total"); n != 3 {
-		t.Fatalf("pre-registered tether_upstream_errors_total series = %d, want 3", n)
+	r := newRig(t, "session_expired", "site_specific_fatal")
+	met := r.met
+	if n := testutil.CollectAndCount(met.Registry, "tether_upstream_errors_total"); n != 2 {
+		t.Fatalf("pre-registered tether_upstream_errors_total series = %d, want the 2 fatal codes", n)
 	}
-	m := NewManager(Options{Metrics: met, FatalUpstreamErrors: []string{"session_expired", "site_specific_fatal"}})
-	s, _, finish := open(t, m)
+	s, finish := r.open(relay{})
 	for i := range 200 {
 		s.UpstreamError("invalid_request_error", fmt.Sprintf("made_up_code_%d", i))
 		s.AnswerStarted(fmt.Sprintf("resp_%d", i))
-		s.AnswerDone(fmt.Sprintf("resp_%d", i), fmt.Sprintf("weird_status_%d", i), Tokens{})
+		s.AnswerDone(fmt.Sprintf("resp_%d", i), fmt.Sprintf("weird_status_%d", i), lifecycle.Tokens{})
 	}
 	s.UpstreamError("invalid_request_error", "input_audio_buffer_commit_empty")
 	s.UpstreamError("server_error", "") // code null
-	s.AnswerDone("r", "cancelled", Tokens{})
-	s.AnswerDone("r2", "", Tokens{})                                // no status
+	s.AnswerDone("r", "cancelled", lifecycle.Tokens{})
+	s.AnswerDone("r2", "", lifecycle.Tokens{})                      // no status
 	s.UpstreamError("invalid_request_error", "site_specific_fatal") // configured: its own series, and it ends the session
 	finish()
-	if s.Summary().Reason != ReasonUpstreamFatalEvent {
+	if s.Summary().Reason != lifecycle.ReasonUpstreamFatalEvent {
 		t.Fatalf("reason %s, want upstream_fatal_event", s.Summary().Reason)
 	}
-	// 3 pre-registered + other, input_audio_buffer_commit_empty, none, site_specific_fatal.
-	if n := testutil.CollectAndCount(met.Registry, "tether_upstream_errors_total"); n != 7 {
-		t.Errorf("tether_upstream_errors_total has %d series, want 7", n)
+	// the 2 fatal codes + other, input_audio_buffer_commit_empty, none.
+	if n := testutil.CollectAndCount(met.Registry, "tether_upstream_errors_total"); n != 5 {
+		t.Errorf("tether_upstream_errors_total has %d series, want 5", n)
 	}
 	for code, want := range map[string]float64{"other": 200, "input_audio_buffer_commit_empty": 1, "none": 1,
 		"site_specific_fatal": 1, "session_expired": 0} {

@@ -1,0 +1,157 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/lifecycle"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// relay is a lifecycle.Transport that writes every close frame but the
+// ones listed in unsent.
+type relay struct{ unsent [2]bool }
+
+func (relay) Ping(lifecycle.Leg) error { return nil }
+func (relay) Liveness(lifecycle.Leg) (time.Time, time.Time) {
+	return time.Now(), time.Time{}
+}
+func (r relay) Shutdown(_, _ lifecycle.CloseFrame) [2]bool {
+	return [2]bool{!r.unsent[0], !r.unsent[1]}
+}
+
+// rig is a manager observed by a fresh Metrics.
+type rig struct {
+	t   *testing.T
+	met *Metrics
+	mgr *lifecycle.Manager
+}
+
+func newRig(t *testing.T, fatal ...string) *rig {
+	met := New(Options{KnownErrorCodes: []string{"input_audio_buffer_commit_empty"},
+		ResponseStatuses: []string{"completed", "cancelled"}, FatalUpstreamErrors: fatal})
+	mgr := lifecycle.NewManager(lifecycle.Options{Hooks: []lifecycle.Hooks{met}, FatalUpstreamErrors: fatal})
+	met.WatchRelayed(mgr)
+	return &rig{t: t, met: met, mgr: mgr}
+}
+
+// open starts a session on tr; finish ends its relay's part.
+func (r *rig) open(tr lifecycle.Transport) (*lifecycle.Session, func()) {
+	release, err := r.mgr.Reserve("")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s := r.mgr.Open(lifecycle.Info{Upstream: "u"})
+	s.Start(tr)
+	return s, func() { r.mgr.Finished(s, release) }
+}
+
+func TestSessionSeries(t *testing.T) {
+	r := newRig(t)
+	s, finish := r.open(relay{})
+	if got := testutil.ToFloat64(r.met.sessionsActive); got != 1 {
+		t.Fatalf("active %v during the session", got)
+	}
+	s.Frame(lifecycle.ClientToUpstream, 1300)
+	s.Frame(lifecycle.ClientToUpstream, 1300)
+	s.Frame(lifecycle.UpstreamToClient, 6400)
+	s.End(lifecycle.ReasonAdmin)
+	s.End(lifecycle.ReasonIdleTimeout) // only the first counts
+	finish()
+	if got := testutil.ToFloat64(r.met.sessionsActive); got != 0 {
+		t.Fatalf("active %v after the end", got)
+	}
+	for reason, want := range map[lifecycle.Reason]float64{lifecycle.ReasonAdmin: 1, lifecycle.ReasonIdleTimeout: 0} {
+		if got := testutil.ToFloat64(r.met.sessionsTotal.WithLabelValues(string(reason))); got != want {
+			t.Errorf("sessions_total{%s} = %v, want %v", reason, got, want)
+		}
+	}
+	want := `
+# HELP tether_bytes_total Data frame payload bytes relayed, by direction.
+# TYPE tether_bytes_total counter
+tether_bytes_total{direction="client_to_upstream"} 2600
+tether_bytes_total{direction="upstream_to_client"} 6400
+# HELP tether_frames_total Data frames relayed, by direction.
+# TYPE tether_frames_total counter
+tether_frames_total{direction="client_to_upstream"} 2
+tether_frames_total{direction="upstream_to_client"} 1
+`
+	if err := testutil.GatherAndCompare(r.met.Registry, strings.NewReader(want), "tether_frames_total", "tether_bytes_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(r.met.sessionDuration); n != 1 {
+		t.Fatalf("duration series %d", n)
+	}
+}
+
+func TestCloseFramesCountWhatWasWritten(t *testing.T) {
+	r := newRig(t)
+	s, finish := r.open(relay{unsent: [2]bool{false, true}})
+	s.End(lifecycle.ReasonClientHeartbeatTimeout) // 1001 to both; the upstream's is not written
+	finish()
+	s2, finish2 := r.open(relay{})
+	s2.End(lifecycle.ReasonUpstreamError) // no close frame meant for the upstream
+	finish2()
+	for _, c := range []struct {
+		leg    lifecycle.Leg
+		result int
+		want   float64
+	}{{lifecycle.Client, 1, 2}, {lifecycle.Client, 0, 0}, {lifecycle.Upstream, 1, 0}, {lifecycle.Upstream, 0, 1}} {
+		if got := testutil.ToFloat64(r.met.closeFramesTotal[c.leg][c.result]); got != c.want {
+			t.Errorf("close frames %s result %d = %v, want %v", c.leg, c.result, got, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(r.met.heartbeatTimeouts.WithLabelValues("client")); got != 1 {
+		t.Errorf("heartbeat timeouts %v", got)
+	}
+}
+
+func TestAnswerSeries(t *testing.T) {
+	r := newRig(t)
+	s, finish := r.open(relay{})
+	s.AnswerRequested()
+	s.AnswerStarted("resp_1")
+	s.AnswerAudio([]byte("resp_1"))
+	s.AnswerDone("resp_1", "completed", lifecycle.Tokens{InputText: 120, InputAudio: 180, Cached: 64, OutputText: 25, OutputAudio: 87})
+	s.End(lifecycle.ReasonClientClosed)
+	finish()
+	if n := testutil.CollectAndCount(r.met.timeToFirstAudio); n != 1 {
+		t.Fatalf("ttfa series %d", n)
+	}
+	for kind, want := range map[string]float64{"input_text": 120, "input_audio": 180, "cached": 64, "output_text": 25, "output_audio": 87} {
+		if got := testutil.ToFloat64(r.met.tokens.WithLabelValues(kind)); got != want {
+			t.Errorf("tokens %s = %v, want %v", kind, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(r.met.responsesTotal.WithLabelValues("completed")); got != 1 {
+		t.Errorf("responses completed %v", got)
+	}
+}
+
+func TestDialAndAvailability(t *testing.T) {
+	m := New(Options{})
+	m.ObserveDial("openai", "ok", 40*time.Millisecond)
+	m.HandshakeRejected("origin")
+	up := true
+	m.WatchUpstream("openai", func() bool { return up })
+	want := "\n# HELP tether_upstream_available 1 when the upstream is dialed, 0 while it sits out its cool-down after repeated failures.\n" +
+		"# TYPE tether_upstream_available gauge\ntether_upstream_available{upstream=\"openai\"} %d\n"
+	for _, v := range []int{1, 0} {
+		up = v == 1
+		exp := strings.Replace(want, "%d", string(rune('0'+v)), 1)
+		if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(exp), "tether_upstream_available"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := testutil.ToFloat64(m.handshakeRejected.WithLabelValues("origin")); got != 1 {
+		t.Errorf("rejections %v", got)
+	}
+	if n := testutil.CollectAndCount(m.dialSeconds); n != 1 {
+		t.Errorf("dial series %d", n)
+	}
+}
