@@ -196,3 +196,95 @@ func slowReader(t *testing.T, rate float64) {
 		<-done
 	}
 }
+
+// An upstream that reads slower than the client talks holds the
+// client->upstream direction back, so tether stops reading the client: the
+// client, whose bytes wait unread in tether's socket, is not blamed. A slow
+// upstream survives; one that reads nothing is the one found out.
+func TestBackPressureBlamesTheLegThatStoppedReading(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-time test")
+	}
+	t.Run("upstream reads 300 KiB/s", func(t *testing.T) { backPressure(t, 300<<10) })
+	t.Run("upstream reads nothing", func(t *testing.T) { backPressure(t, 0) })
+}
+
+// backPressure streams 3.2 MB/s from the client to an upstream that reads
+// rate bytes/s (0: never) and streams audio back.
+func backPressure(t *testing.T, rate float64) {
+	lo := testLifecycle()
+	hb := lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+	lo.ClientHeartbeat, lo.UpstreamHeartbeat = hb, hb
+	mgr := lifecycle.NewManager(lo)
+	cPeer, cRelay := tcpPair(t)
+	uPeer, uRelay := tcpPair(t)
+	defer cPeer.Close()
+	defer uPeer.Close()
+	release, err := mgr.Reserve("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})
+	r := NewRelay(cRelay, nil, uRelay, nil, testRelayOptions())
+	sess.Start(r)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(sess)
+		mgr.Finished(sess, release)
+	}()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { _, _ = io.Copy(io.Discard, cPeer) }() // the client reads everything
+	go func() { // the upstream reads at rate
+		if rate == 0 {
+			<-stop
+			return
+		}
+		buf := make([]byte, 2048)
+		var got int64
+		start := time.Now()
+		for {
+			time.Sleep(time.Until(start.Add(time.Duration(float64(got) / rate * float64(time.Second)))))
+			n, err := uPeer.Read(buf)
+			got += int64(n)
+			if err != nil {
+				return
+			}
+		}
+	}()
+	every := func(d time.Duration, send func() error) {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(d):
+			}
+			if send() != nil {
+				return
+			}
+		}
+	}
+	appendEv := []byte(`{"type":"input_audio_buffer.append","audio":"` + strings.Repeat("QUFB", 16<<10) + `"}`)
+	go every(20*time.Millisecond, func() error {
+		return ws.WriteFrame(cPeer, ws.MaskFrameInPlace(ws.NewTextFrame(append([]byte(nil), appendEv...))))
+	})
+	delta := []byte(`{"type":"response.output_audio.delta","delta":"` + strings.Repeat("QUFB", 400) + `"}`)
+	go every(20*time.Millisecond, func() error { return ws.WriteFrame(uPeer, ws.NewTextFrame(delta)) })
+	select {
+	case <-done:
+		sum := sess.Summary()
+		if rate > 0 {
+			t.Fatalf("session with a slow but live upstream ended: %s after %v", sum.Reason, sum.Duration.Round(time.Millisecond))
+		}
+		if sum.Reason != lifecycle.ReasonUpstreamHeartbeatTimeout {
+			t.Fatalf("reason %s, want upstream_heartbeat_timeout (the upstream stopped reading)", sum.Reason)
+		}
+	case <-time.After(3 * time.Second):
+		if rate == 0 {
+			t.Fatal("an upstream that reads nothing was not found out in 3 s")
+		}
+		sess.End(lifecycle.ReasonAdmin)
+		<-done
+	}
+}

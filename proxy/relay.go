@@ -358,11 +358,16 @@ func (r *Relay) Ping(which lifecycle.Leg) error {
 }
 
 // Liveness implements lifecycle.Transport: when the leg's peer last sent
-// bytes, and when the write in progress on the leg began (zero between
-// writes).
+// bytes (now, while some wait unread in its socket), and since when the
+// write in progress on the leg has made no progress (zero between writes).
 func (r *Relay) Liveness(which lifecycle.Leg) (heard, writing time.Time) {
 	l := r.legs[which]
 	heard = l.base.Add(time.Duration(l.heard.Load()))
+	if n, ok := unreadBytes(l.sock); ok && n > 0 {
+		// The peer's bytes wait for tether to read them (the other leg
+		// holds this direction back): the peer is not the silent one.
+		heard = time.Now()
+	}
 	w := l.writing.Load()
 	if w == 0 {
 		return heard, time.Time{}

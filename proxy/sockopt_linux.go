@@ -50,3 +50,18 @@ func ackedBytes(rc syscall.RawConn) (uint64, bool) {
 	})
 	return acked, ok
 }
+
+// unreadBytes returns how many bytes wait unread in the socket's receive
+// queue (SIOCINQ): a peer whose bytes tether has not read yet, because the
+// other leg holds the relay back, has sent something and is alive.
+func unreadBytes(rc syscall.RawConn) (int, bool) {
+	if rc == nil {
+		return 0, false
+	}
+	n, ok := 0, false
+	_ = rc.Control(func(fd uintptr) {
+		v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		n, ok = v, err == nil
+	})
+	return n, ok
+}

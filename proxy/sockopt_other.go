@@ -15,3 +15,5 @@ func tcpSocket(net.Conn) syscall.RawConn { return nil }
 func limitUnsent(syscall.RawConn) {}
 
 func ackedBytes(syscall.RawConn) (uint64, bool) { return 0, false }
+
+func unreadBytes(syscall.RawConn) (int, bool) { return 0, false }
