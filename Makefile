@@ -3,14 +3,22 @@ GO        ?= go
 GOFLAGS   ?=
 PKGS      := ./...
 BIN       := bin/tether
+# The load tool is its own module, so that its plotting libraries stay out of
+# the sidecar's go.mod and binary.
+BENCH_MOD := cmd/tether-bench
+BENCH_BIN := bin/tether-bench
 VERSION   ?= 0.1.0
 
-.PHONY: all build test vet unit e2e chart bench-lite bench-compare fuzz-smoke run clean jaeger soak drain-test
+.PHONY: all build bench-build test vet unit e2e chart bench-lite bench-compare fuzz-smoke run clean jaeger soak drain-test
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/tether
+
+## bench-build: the load tool, bin/tether-bench (next to bin/tether, which it runs without --url)
+bench-build:
+	cd $(BENCH_MOD) && $(GO) build -trimpath -o $(CURDIR)/$(BENCH_BIN) .
 
 run:
 	$(GO) run ./cmd/tether serve
@@ -22,12 +30,14 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd $(BENCH_MOD) && $(GO) vet ./...
 	cd e2e && $(GO) vet ./...
 	cd charts/test && $(GO) vet ./...
 
 unit:
 	$(GO) test -race -count=1 $(PKGS)
 	$(GO) test -race -count=1 -tags tetherfaults ./proxy
+	cd $(BENCH_MOD) && $(GO) test -race -count=1 ./...
 
 e2e: jaeger
 	cd e2e && TETHER_JAEGER=$(CURDIR)/e2e/tools/bin/jaeger $(GO) test -race -count=1 -timeout 20m ./...
@@ -44,6 +54,7 @@ chart:
 ## bench-lite: every benchmark runs a few iterations so it keeps compiling and working
 bench-lite:
 	$(GO) test -run '^$$' -bench . -benchtime 100x $(PKGS)
+	cd $(BENCH_MOD) && $(GO) test -run '^$$' -bench . -benchtime 100x ./...
 
 SOAK_SESSIONS ?= 2000
 
@@ -56,8 +67,8 @@ drain-test:
 	cd e2e && $(GO) test -count=1 -timeout 10m -v -run '^TestDrain' .
 
 ## bench-compare: direct vs nginx vs tether under the same voice load (installs nginx from Debian if absent)
-bench-compare: build
-	TETHER=$(BIN) bash bench/compare.sh $(BENCH_ARGS)
+bench-compare: build bench-build
+	TETHER=$(BIN) TETHER_BENCH=$(BENCH_BIN) bash $(BENCH_MOD)/compare.sh $(BENCH_ARGS)
 
 ## fuzz-smoke: a short run of each fuzz target
 fuzz-smoke:

@@ -50,7 +50,7 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
-// extraCommands are registered by other files of this package (talk, bench).
+// extraCommands are registered by other files of this package (talk).
 var extraCommands []func() *cobra.Command
 
 func newVersionCmd() *cobra.Command {

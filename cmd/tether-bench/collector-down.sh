@@ -3,13 +3,16 @@
 # Runs two tethers in front of one mock upstream, one exporting spans to a
 # dead OTLP endpoint and one with tracing off, drives both with short calls
 # (tether talk in a loop) and measures voice-rate latency on both in the same
-# run (tether bench, in turns). Loopback only; stops by itself (about 5 min).
-#   usage: bash bench/collector-down.sh [seconds]   (default 300)
+# run (tether-bench, in turns). Loopback only; stops by itself (about 5 min).
+#   usage: bash cmd/tether-bench/collector-down.sh [seconds]   (default 300)
+#   TETHER, TETHER_BENCH: the binaries (default: bin/tether, bin/tether-bench, built if absent)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 secs=${1:-300}
 T=${TETHER:-bin/tether}
 [ -x "$T" ] || go build -o bin/tether ./cmd/tether
+B=${TETHER_BENCH:-bin/tether-bench}
+[ -x "$B" ] || (cd cmd/tether-bench && go build -o ../../bin/tether-bench .)
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -36,7 +39,7 @@ echo "rss at start: tracing off $(rss $off), collector down $(rss $down)"
 calls() { local url=$1 end=$((SECONDS+secs)) n=0; while [ $SECONDS -lt $end ]; do "$T" talk --url "$url" >/dev/null 2>&1 && n=$((n+1)); done; echo "$n"; }
 calls 'ws://127.0.0.1:18080/v1/realtime?model=gpt-realtime' > "$dir/calls_off" & pids+=($!)
 calls 'ws://127.0.0.1:18090/v1/realtime?model=gpt-realtime' > "$dir/calls_down" & pids+=($!)
-"$T" bench --url ws://127.0.0.1:18090/v1/realtime --name collector_down --pid collector_down=$down \
+"$B" --url ws://127.0.0.1:18090/v1/realtime --name collector_down --pid collector_down=$down \
   --compare tracing_off=ws://127.0.0.1:18080/v1/realtime --pid tracing_off=$off \
   --baseline ws://127.0.0.1:18081/v1/realtime --sessions 100 --rate 50 --ramp 5s --duration $((secs*45/100))s
 wait "${pids[3]}" "${pids[4]}"

@@ -299,7 +299,7 @@ func fmtRatio(v *float64) string {
 // WriteText prints the report as a table, one column per target.
 func (rep *Report) WriteText(w io.Writer) error {
 	c := rep.Config
-	fmt.Fprintf(w, "\ntether bench: %d sessions per target", c.Sessions)
+	fmt.Fprintf(w, "\ntether-bench: %d sessions per target", c.Sessions)
 	if c.Rate > 0 {
 		fmt.Fprintf(w, " x %g frames/s x %d B each way", c.Rate, c.FrameBytes)
 	} else {

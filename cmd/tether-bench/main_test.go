@@ -5,23 +5,47 @@ import (
 	"encoding/json"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
-// runBench runs `tether bench` with args and returns its stdout.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// runBench runs tether-bench with args and returns its stdout.
 func runBench(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := newRootCmd()
+	cmd := newBenchCmd()
 	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(append([]string{"bench"}, args...))
-	err := root.Execute()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
 	return out.String(), err
+}
+
+// benchReport is the part of the --json report the tests check.
+type benchReport struct {
+	Config struct {
+		FrameBytes int `json:"frame_payload_bytes"`
+	} `json:"config"`
+	Targets []struct {
+		Name   string `json:"name"`
+		Sent   uint64 `json:"frames_sent"`
+		Recv   uint64 `json:"frames_received"`
+		Errors uint64 `json:"errors"`
+		RTT    struct {
+			P99 float64 `json:"p99_us"`
+		} `json:"rtt"`
+		Added *struct {
+			P50 float64 `json:"p50_us"`
+		} `json:"added"`
+	} `json:"targets"`
 }
 
 // The command end to end against a mock: flags, JSON report, CDF picture.
@@ -40,23 +64,7 @@ func TestBenchCommandJSONAndPlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep struct {
-		Config struct {
-			FrameBytes int `json:"frame_payload_bytes"`
-		} `json:"config"`
-		Targets []struct {
-			Name   string `json:"name"`
-			Sent   uint64 `json:"frames_sent"`
-			Recv   uint64 `json:"frames_received"`
-			Errors uint64 `json:"errors"`
-			RTT    struct {
-				P99 float64 `json:"p99_us"`
-			} `json:"rtt"`
-			Added *struct {
-				P50 float64 `json:"p50_us"`
-			} `json:"added"`
-		} `json:"targets"`
-	}
+	var rep benchReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, out)
 	}
@@ -95,5 +103,40 @@ func TestBenchCommandRejectsBadFlags(t *testing.T) {
 		if _, err := runBench(t, args...); err == nil {
 			t.Errorf("bench %s: accepted", strings.Join(args, " "))
 		}
+	}
+}
+
+// Without --url the command starts the mock upstream and tether from a
+// tether binary (built here from the main module) and measures them.
+func TestBenchCommandLocal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds tether")
+	}
+	exe := filepath.Join(t.TempDir(), "tether")
+	build := exec.Command("go", "build", "-o", exe, "./cmd/tether")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build tether: %v\n%s", err, out)
+	}
+	out, err := runBench(t, "--exe", exe, "--sessions", "2", "--rate", "50",
+		"--duration", "200ms", "--slot", "100ms", "--ramp", "20ms", "--quiet", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	if len(rep.Targets) != 2 || rep.Targets[0].Name != "tether" || rep.Targets[1].Name != "direct" {
+		t.Fatalf("targets: %+v", rep.Targets)
+	}
+	for _, tr := range rep.Targets {
+		// 2 sessions x 50/s x 200 ms of turns each.
+		if tr.Sent != 20 || tr.Recv != 20 || tr.Errors != 0 {
+			t.Errorf("%s: sent %d received %d errors %d", tr.Name, tr.Sent, tr.Recv, tr.Errors)
+		}
+	}
+	if rep.Targets[0].Added == nil {
+		t.Error("no added latency for tether")
 	}
 }

@@ -40,7 +40,7 @@ var echoEvent = []byte(`{"type":"mock.fault","fault":"echo"}`)
 
 // sessionUpdate is the configuration a session sends after session.created,
 // as clients do; the upstream answers session.updated.
-var sessionUpdate = []byte(`{"type":"session.update","session":{"type":"realtime","instructions":"tether bench"}}`)
+var sessionUpdate = []byte(`{"type":"session.update","session":{"type":"realtime","instructions":"tether-bench"}}`)
 
 // probe is a session's pre-encoded append frame, masked as a client sends it.
 type probe struct {

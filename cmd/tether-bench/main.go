@@ -1,8 +1,14 @@
+// Command tether-bench is tether's load tool: open-loop voice load through
+// tether (or any proxy in front of tether's mock upstream) with latency, CPU
+// and memory figures (see internal/bench). It is its own module so that its
+// plotting libraries stay out of the sidecar binary.
 package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -12,15 +18,32 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tetherproxy/tether/internal/bench"
+	"github.com/tetherproxy/tether/cmd/tether-bench/internal/bench"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newBenchCmd)
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	msg  string
 }
 
-// newBenchCmd is `tether bench`: open-loop load through tether with
-// latency, CPU and memory figures (see internal/bench).
+func (e *exitError) Error() string { return e.msg }
+
+func main() {
+	if err := newBenchCmd().Execute(); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.msg != "" {
+				fmt.Fprintln(os.Stderr, ee.msg)
+			}
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "tether-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// newBenchCmd is the tether-bench command.
 func newBenchCmd() *cobra.Command {
 	var (
 		o                     bench.Options
@@ -30,39 +53,42 @@ func newBenchCmd() *cobra.Command {
 		plotFile              string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use:   "tether-bench",
 		Short: "Measure tether under open-loop voice load: round trips, added latency, CPU and memory",
-		Long: `bench opens N WebSocket sessions and sends R input_audio_buffer.append events
-per second on each (S bytes, 20 ms of pcm16 audio by default) on a fixed
+		Long: `tether-bench opens N WebSocket sessions and sends R
+input_audio_buffer.append events per second on each (S bytes, 20 ms of pcm16 audio by default) on a fixed
 schedule that never waits for replies (open loop; late sends are counted).
 Each session is set up as a client does (session.created, then
 session.update answered by session.updated); the upstream must be tether's
 mock, whose echo fault (the mock.fault event sent next) sends every frame
 back, so each frame's round trip is measured from its send time to its echo.
 
-Without --url, bench starts the mock upstream and tether as child processes
-of its own executable, measures tether's CPU and memory from /proc, and uses
-the mock itself as the direct baseline: the added latency is tether's.
-With --url, point it at a running tether (or another proxy) in front of a
+Without --url, tether-bench starts the mock upstream and tether as child
+processes of a tether binary (--exe; default: a tether beside this
+executable, else tether on $PATH), measures tether's CPU and memory from
+/proc, and uses the mock itself as the direct baseline: the added latency is
+tether's. With --url, point it at a running tether (or another proxy) in front of a
 mock started with 'tether mock-upstream', and give --baseline with the mock's
 own URL; --pid lets it read those processes' CPU and memory.
 
 Several targets (--baseline, --compare) are measured in the same run, taking
 turns of --slot so each sees the same machine load; with --rate 0 sessions
 stay idle (for memory per session, heartbeats still run; tether needs two
-open files per session, and bench raises its limit as far as it may). Only
-loopback addresses are accepted, and every run is bounded by its flags.`,
+open files per session, and tether-bench raises its limit as far as it
+may). Only loopback addresses are accepted, and every run is bounded by its flags.`,
 		Example: `  # 500 voice sessions through a local tether, against the mock directly
-  tether bench --sessions 500 --rate 50 --duration 30s --plot cdf.png
+  tether-bench --sessions 500 --rate 50 --duration 30s --plot cdf.png
   # memory of 10,000 idle sessions
-  tether bench --sessions 10000 --rate 0 --ramp 20s --duration 40s
+  tether-bench --sessions 10000 --rate 0 --ramp 20s --duration 40s
   # one 15 MiB append
-  tether bench --sessions 1 --rate 0.5 --frame-bytes 15MiB --duration 4s
+  tether-bench --sessions 1 --rate 0.5 --frame-bytes 15MiB --duration 4s
   # a running tether and nginx in front of one mock
-  tether bench --url ws://127.0.0.1:8080/v1/realtime --pid tether=$TETHER_PID \
+  tether-bench --url ws://127.0.0.1:8080/v1/realtime --pid tether=$TETHER_PID \
     --baseline ws://127.0.0.1:8081/v1/realtime \
     --compare nginx=ws://127.0.0.1:8082/v1/realtime --pid nginx=$NGINX_PID`,
-		Args: cobra.NoArgs,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if o.FrameBytes, err = bench.ParseSize(size); err != nil {
@@ -110,7 +136,7 @@ loopback addresses are accepted, and every run is bounded by its flags.`,
 				return fmt.Errorf("--exe starts a local tether; it does not go with --url")
 			}
 			if o.Target.URL == "" && (len(o.Target.PIDs) > 0 || o.Target.Admin != "") {
-				return fmt.Errorf("--pid/--admin for %s need --url (without it bench starts its own tether)", o.Target.Name)
+				return fmt.Errorf("--pid/--admin for %s need --url (without it tether-bench starts its own tether)", o.Target.Name)
 			}
 			if !quiet {
 				o.Progress = cmd.ErrOrStderr()
@@ -119,7 +145,7 @@ loopback addresses are accepted, and every run is bounded by its flags.`,
 			defer stop()
 			rep, err := bench.Run(ctx, o)
 			if err != nil {
-				return &exitError{code: 1, msg: "tether bench: " + err.Error()}
+				return &exitError{code: 1, msg: "tether-bench: " + err.Error()}
 			}
 			out := cmd.OutOrStdout()
 			if jsonOut {
@@ -133,16 +159,16 @@ loopback addresses are accepted, and every run is bounded by its flags.`,
 			}
 			if plotFile != "" {
 				if err := rep.WritePlot(plotFile); err != nil {
-					return &exitError{code: 1, msg: "tether bench: " + err.Error()}
+					return &exitError{code: 1, msg: "tether-bench: " + err.Error()}
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "bench: latency CDF written to %s\n", plotFile)
+				fmt.Fprintf(cmd.ErrOrStderr(), "tether-bench: latency CDF written to %s\n", plotFile)
 			}
 			if ctx.Err() != nil {
-				return &exitError{code: 1, msg: "tether bench: interrupted; the figures above are partial"}
+				return &exitError{code: 1, msg: "tether-bench: interrupted; the figures above are partial"}
 			}
 			for _, t := range rep.Targets {
 				if t.Connected == 0 {
-					return &exitError{code: 1, msg: fmt.Sprintf("tether bench: no session to %s could be set up", t.Name)}
+					return &exitError{code: 1, msg: fmt.Sprintf("tether-bench: no session to %s could be set up", t.Name)}
 				}
 			}
 			return nil
@@ -164,7 +190,7 @@ loopback addresses are accepted, and every run is bounded by its flags.`,
 	f.DurationVar(&o.LateAfter, "late", time.Millisecond, "count a send this much behind its schedule as late")
 	f.DurationVar(&o.Drain, "drain", 5*time.Second, "longest wait for outstanding echoes after the last send")
 	f.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 10*time.Second, "bound on each session's dial and first event")
-	f.StringVar(&o.Exe, "exe", "", "tether binary to start without --url (default: this executable)")
+	f.StringVar(&o.Exe, "exe", "", "tether binary to start without --url (default: a tether beside this executable, else on $PATH)")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write the target's CPU profile over the measurement to this file (needs its admin address)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
 	f.StringVar(&plotFile, "plot", "", "draw the round-trip CDF into this .png (or .svg, .pdf) file")

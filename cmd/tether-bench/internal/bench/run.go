@@ -1,4 +1,4 @@
-// Package bench is tether's load generator (`tether bench`): open-loop
+// Package bench is tether's load generator (the tether-bench command): open-loop
 // WebSocket load through tether (or any proxy in front of tether's mock
 // upstream) with the mock's echo fault, round trips measured per frame,
 // added latency against a direct baseline measured in the same run, and the
@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -74,7 +73,8 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// Drain is the longest wait for outstanding echoes after the last send.
 	Drain time.Duration
-	// Exe is the tether binary run for a local target (default: this executable).
+	// Exe is the tether binary run for a local target (default: a tether
+	// beside this executable, else tether on $PATH).
 	Exe string
 	// CPUProfile, if set, receives the target's CPU profile over the
 	// measurement (needs Target.Admin, known for a local target).
@@ -179,7 +179,7 @@ func checkLoopback(raw string) error {
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("url %q: tether bench only targets loopback addresses (127.0.0.0/8, ::1, localhost)", raw)
+		return fmt.Errorf("url %q: tether-bench only targets loopback addresses (127.0.0.0/8, ::1, localhost)", raw)
 	}
 	return nil
 }
@@ -240,8 +240,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if o.Target.URL == "" {
 		exe := o.Exe
 		if exe == "" {
-			if exe, err = os.Executable(); err != nil {
-				return nil, fmt.Errorf("find the tether binary: %w", err)
+			if exe, err = findTether(); err != nil {
+				return nil, err
 			}
 		}
 		limit, lerr := raiseFileLimit(uint64(8*o.Sessions + 1024))

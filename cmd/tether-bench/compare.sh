@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# bench/compare.sh: the same open-loop voice load against tether's mock
-# upstream directly, through nginx (a plain WebSocket reverse proxy) and
-# through tether, measured in one `tether bench` run (targets take turns of
-# --slot), printed side by side with tether/nginx ratios.
+# cmd/tether-bench/compare.sh: the same open-loop voice load against
+# tether's mock upstream directly, through nginx (a plain WebSocket reverse
+# proxy) and through tether, measured in one tether-bench run (targets take
+# turns of --slot), printed side by side with tether/nginx ratios.
 #
-#   bash bench/compare.sh                      # 500 sessions x 50 frames/s x 1350 B, 20 s each
-#   bash bench/compare.sh --sessions 100 --duration 10s --plot cdf.png
+#   bash cmd/tether-bench/compare.sh           # 500 sessions x 50 frames/s x 1350 B, 20 s each
+#   bash cmd/tether-bench/compare.sh --sessions 100 --duration 10s --plot cdf.png
 #
-# Extra arguments go to `tether bench` and override the defaults. Environment:
-#   TETHER   tether binary to use (default: built from this checkout)
-#   NGINX    nginx binary (default: nginx on PATH; installed from Debian if absent)
+# Extra arguments go to tether-bench and override the defaults. Environment:
+#   TETHER        tether binary to use (default: built from this checkout)
+#   TETHER_BENCH  tether-bench binary to use (default: built from this checkout)
+#   NGINX         nginx binary (default: nginx on PATH; installed from Debian if absent)
 # Every process started here is stopped on exit.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
 work="$(mktemp -d /tmp/tether-compare.XXXXXX)"
 pids=()
 
@@ -74,6 +76,14 @@ if [ -z "$tether" ]; then
 	tether="$work/tether"
 fi
 
+# tether-bench: its own module (cmd/tether-bench), built unless given.
+bench="${TETHER_BENCH:-}"
+if [ -z "$bench" ]; then
+	say "building tether-bench"
+	(cd "$here" && go build -trimpath -o "$work/tether-bench" .)
+	bench="$work/tether-bench"
+fi
+
 # nginx: from PATH, else from Debian (without letting the package start a
 # system nginx of its own).
 nginx="${NGINX:-$(command -v nginx || true)}"
@@ -118,7 +128,7 @@ mkdir -p "$work/nginx/tmp" "$work/nginx/logs"
 nginx_port="$(free_port)"
 sed -e "s|@PREFIX@|$work/nginx|g" -e "s|@LISTEN@|127.0.0.1:$nginx_port|g" -e "s|@UPSTREAM@|$mock_hostport|g" \
 	-e "s|@NOFILE@|$nofile|g" \
-	"$root/bench/nginx.conf.tmpl" >"$work/nginx/nginx.conf"
+	"$here/nginx.conf.tmpl" >"$work/nginx/nginx.conf"
 "$nginx" -p "$work/nginx" -c "$work/nginx/nginx.conf" -t >/dev/null 2>"$work/nginx-t.log" || {
 	cat "$work/nginx-t.log" >&2
 	exit 1
@@ -169,7 +179,7 @@ say "tether (pid $tether_pid) at $tether_listen, admin $tether_admin"
 # 4. One run, three targets in turns. It runs in the background so that a
 # signal to this script is handled at once (cleanup stops it first).
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$tether" bench \
+"$bench" \
 	--url "ws://$tether_listen/v1/realtime?model=gpt-realtime" --name tether \
 	--pid "tether=$tether_pid" --admin "tether=$tether_admin" \
 	--baseline "$mock_url" \
