@@ -236,7 +236,7 @@ func backPressure(t *testing.T, rate float64) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() { _, _ = io.Copy(io.Discard, cPeer) }() // the client reads everything
-	go func() { // the upstream reads at rate
+	go func() {                                       // the upstream reads at rate
 		if rate == 0 {
 			<-stop
 			return
