@@ -200,7 +200,7 @@ func AutoUpstreams(getenv func(string) string) []Upstream {
 
 // fillUpstreamDefaults fills the defaults of one entry that do not depend on
 // the rest of the list (everything but the name), and canonicalises header
-// names (viper lower-cases map keys); an empty header map becomes nil.
+// names (HTTP header names are case-insensitive); an empty header map becomes nil.
 func fillUpstreamDefaults(u *Upstream) {
 	if u.Type == "" {
 		u.Type = DefaultUpstreamType

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
-	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -25,6 +23,9 @@ import (
 // file. Every other problem (unknown keys, values of the wrong type,
 // validation rules) is reported at once in a *ValidationError, each with its
 // key path. On error the returned *Config is nil.
+//
+// Keys match their names case-insensitively; two keys of one mapping that
+// differ only in case are a problem.
 //
 // Environment overrides: every key outside the upstreams list has a
 // variable, TETHER_ + the key path upper-cased with dots replaced by
@@ -39,62 +40,46 @@ import (
 // upstream's dial_timeout of 0. Upstream header names are stored in
 // canonical form.
 func Load(path string) (*Config, error) {
-	v := viper.New()
-	v.SetConfigType("yaml")
-	var written map[string]any
+	// yaml.v3 parses the file once into a document; the overrides are
+	// written into it; mapstructure decodes it onto Default, rejecting
+	// unknown keys (ErrorUnused) and naming every failed key by its path.
+	doc := map[string]any{}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
-		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-			// Drop viper's "While parsing config:" prefix; keep the YAML
-			// error, which carries the line number.
-			var pe viper.ConfigParseError
-			if errors.As(err, &pe) && pe.Unwrap() != nil {
-				err = pe.Unwrap()
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		if doc == nil { // the document is "~"
+			doc = map[string]any{}
+		}
+		stringKeys(doc)
+	}
+	applyEnv(doc)
+
+	var decodeProblems problems
+	// mapstructure leaves a null list entry at its zero value; upstreams is
+	// the only list of mappings.
+	if list, ok := doc[foldKey(doc, "upstreams")].([]any); ok {
+		for i, e := range list {
+			if e == nil {
+				decodeProblems.add(fmt.Sprintf("upstreams[%d]", i), "empty entry; remove it or give its keys")
 			}
-			return nil, fmt.Errorf("config %s: %w", path, err)
-		}
-		// viper folds keys to lower case and drops keys whose value is
-		// null or an empty mapping, so keys are checked on the document as
-		// written: "Serverr: {}" is still an unknown key.
-		if err := yaml.Unmarshal(data, &written); err != nil {
-			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	for _, key := range envKeys() {
-		if err := v.BindEnv(key, envName(key)); err != nil {
-			return nil, fmt.Errorf("bind env for %s: %w", key, err)
-		}
-	}
-	return fromSettings(written, settingsOf(v))
-}
-
-// fromSettings checks the keys of the file as written, decodes the merged
-// file and environment settings on top of Default, fills upstream defaults
-// and validates, collecting every problem.
-func fromSettings(written, settings map[string]any) (*Config, error) {
-	var keys keyCheck
-	checkKeys(&keys, written, reflect.TypeFor[Config](), "")
-	if keys.ambiguous {
-		// viper kept one of the clashing keys at random; decoding would
-		// report problems that change from run to run.
-		return nil, keys.problems.err()
-	}
-	decodeProblems := keys.problems
-
 	cfg := Default()
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		DecodeHook:           decodeHook,
-		Result:               cfg,
-		TagName:              "mapstructure",
+		ErrorUnused:          true, // unknown keys are an error
 		IgnoreUntaggedFields: true, // run-time-only fields are not configurable
+		Result:               cfg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("config decoder: %w", err)
 	}
-	collectDecodeErrors(&decodeProblems, dec.Decode(settings))
+	collectDecodeErrors(&decodeProblems, dec.Decode(doc))
 
 	if cfg.Upstreams != nil {
 		fillUpstreamListDefaults(cfg.Upstreams)
@@ -127,47 +112,80 @@ func coveredBy(path string, ps problems) bool {
 	return false
 }
 
-// settingsOf returns viper's merged settings (file, then environment on
-// top) as a nested map. Unlike viper's AllSettings it is deterministic when
-// keys conflict: keys are visited in sorted order, so a parent comes before
-// its children, and a value is never placed under a non-mapping one.
-// Keys with a nil value (YAML "key:" with nothing after it) are left out,
-// so they keep their default.
-func settingsOf(v *viper.Viper) map[string]any {
-	keys := v.AllKeys()
-	slices.Sort(keys)
-	m := make(map[string]any)
-	for _, k := range keys {
-		val := v.Get(k)
-		if val == nil {
-			continue
+// stringKeys gives every nested mapping of v string keys, as mapstructure
+// needs: yaml.v3 returns map[any]any for a mapping with a key that is not a
+// string. Keys that render alike (1 and 1.0) keep one value, chosen in a
+// fixed order.
+func stringKeys(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			v[k] = stringKeys(e)
 		}
-		insertPath(m, strings.Split(k, "."), val)
+	case map[any]any:
+		keys := make([]any, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b any) int {
+			return strings.Compare(fmt.Sprintf("%T %v", a, a), fmt.Sprintf("%T %v", b, b))
+		})
+		m := make(map[string]any, len(v))
+		for _, k := range keys {
+			if _, taken := m[fmt.Sprint(k)]; !taken {
+				m[fmt.Sprint(k)] = stringKeys(v[k])
+			}
+		}
+		return m
+	case []any:
+		for i, e := range v {
+			v[i] = stringKeys(e)
+		}
 	}
-	return m
+	return v
 }
 
-// insertPath stores val at path in m, creating intermediate maps. It leaves
-// m unchanged when the path is already taken or crosses a non-map value.
-func insertPath(m map[string]any, path []string, val any) {
-	for _, seg := range path[:len(path)-1] {
-		next, exists := m[seg]
-		if !exists {
-			child := make(map[string]any)
-			m[seg] = child
-			m = child
+// applyEnv writes every set, non-empty override into doc, over the file's
+// value. An override under a key that the file sets to a non-mapping value
+// is left out, so that decoding reports the file's value.
+func applyEnv(doc map[string]any) {
+keys:
+	for _, key := range envKeys() {
+		val := os.Getenv(envName(key))
+		if val == "" {
 			continue
 		}
-		child, ok := next.(map[string]any)
-		if !ok {
-			return
+		m := doc
+		segs := strings.Split(key, ".")
+		for _, seg := range segs[:len(segs)-1] {
+			k := foldKey(m, seg)
+			switch child := m[k].(type) {
+			case nil:
+				next := map[string]any{}
+				m[k] = next
+				m = next
+			case map[string]any:
+				m = child
+			default:
+				continue keys
+			}
 		}
-		m = child
+		m[foldKey(m, segs[len(segs)-1])] = val
 	}
-	last := path[len(path)-1]
-	if _, exists := m[last]; !exists {
-		m[last] = val
+}
+
+// foldKey returns the key of m that matches key as mapstructure matches
+// it (exactly, else case-insensitively), or key when none does.
+func foldKey(m map[string]any, key string) string {
+	if _, ok := m[key]; ok {
+		return key
 	}
+	for _, k := range sortedKeys(m) {
+		if strings.EqualFold(k, key) {
+			return k
+		}
+	}
+	return key
 }
 
 var durationType = reflect.TypeFor[time.Duration]()
@@ -218,102 +236,6 @@ func tagName(f reflect.StructField) string {
 	return name
 }
 
-// keyCheck collects the problems found by checkKeys.
-type keyCheck struct {
-	problems
-	// ambiguous is set when two keys of one mapping differ only in case.
-	ambiguous bool
-}
-
-// checkKeys reports every key of data that t does not define, recursing into
-// nested mappings and list entries; every key that repeats another but for
-// case (mapping keys are case-insensitive); and every empty entry in a list
-// of mappings. Values of the wrong kind are left to decodeHook.
-func checkKeys(kc *keyCheck, data any, t reflect.Type, path string) {
-	if data == nil || t == durationType {
-		return
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		m, ok := asStringMap(data)
-		if !ok {
-			return
-		}
-		seen := make(map[string]string, len(m)) // key -> spelling used
-		for _, k := range sortedKeys(m) {
-			f, ok := fieldByKey(t, k)
-			if !ok {
-				kc.add(joinKey(path, k), "unknown key (valid keys here: %s)", strings.Join(fieldKeys(t), ", "))
-				continue
-			}
-			key := tagName(f)
-			if prev, dup := seen[key]; dup {
-				kc.add(joinKey(path, k), "same key as %q (keys are case-insensitive)", prev)
-				kc.ambiguous = true
-				continue
-			}
-			seen[key] = k
-			checkKeys(kc, m[k], f.Type, joinKey(path, key))
-		}
-	case reflect.Map:
-		m, ok := asStringMap(data)
-		if !ok {
-			return
-		}
-		seen := make(map[string]string, len(m))
-		for _, k := range sortedKeys(m) {
-			folded := strings.ToLower(k)
-			if prev, dup := seen[folded]; dup {
-				kc.add(path+"["+k+"]", "same name as %q (names are case-insensitive)", prev)
-				kc.ambiguous = true
-				continue
-			}
-			seen[folded] = k
-		}
-	case reflect.Slice:
-		list, ok := data.([]any)
-		if !ok || t.Elem().Kind() != reflect.Struct {
-			return
-		}
-		for i, e := range list {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			if e == nil {
-				kc.add(p, "empty entry; remove it or give its keys")
-				continue
-			}
-			checkKeys(kc, e, t.Elem(), p)
-		}
-	}
-}
-
-// asStringMap returns a YAML mapping with its keys as strings (YAML allows
-// other scalars as keys; viper renders them the same way).
-func asStringMap(data any) (map[string]any, bool) {
-	switch m := data.(type) {
-	case map[string]any:
-		return m, true
-	case map[any]any:
-		out := make(map[string]any, len(m))
-		for k, v := range m {
-			out[fmt.Sprintf("%v", k)] = v
-		}
-		return out, true
-	}
-	return nil, false
-}
-
-// fieldByKey finds the field of t whose key matches k as mapstructure
-// matches it (case-insensitively).
-func fieldByKey(t reflect.Type, k string) (reflect.StructField, bool) {
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if name := tagName(f); name != "" && strings.EqualFold(name, k) {
-			return f, true
-		}
-	}
-	return reflect.StructField{}, false
-}
-
 // fieldKeys lists the keys t defines, in declaration order.
 func fieldKeys(t reflect.Type) []string {
 	var keys []string
@@ -323,6 +245,26 @@ func fieldKeys(t reflect.Type) []string {
 		}
 	}
 	return keys
+}
+
+// structAt returns the type of the struct at a decode path, which names
+// struct fields by their keys ("lifecycle.heartbeat.client") and list
+// entries by index ("upstreams[0]").
+func structAt(path string) reflect.Type {
+	t := reflect.TypeFor[Config]()
+	for _, seg := range strings.FieldsFunc(path, func(r rune) bool { return r == '.' || r == '[' }) {
+		if t.Kind() == reflect.Slice {
+			t = t.Elem() // seg is "0]"
+			continue
+		}
+		for i := 0; i < t.NumField(); i++ {
+			if tagName(t.Field(i)) == seg {
+				t = t.Field(i).Type
+				break
+			}
+		}
+	}
+	return t
 }
 
 // joinKey appends key to a dotted path, quoting a key that is empty or
@@ -345,6 +287,29 @@ func collectDecodeErrors(ps *problems, err error) {
 		return
 	case *mapstructure.DecodeError:
 		path := e.Name()
+		var dups caseDuplicates
+		switch {
+		case path == reflect.TypeFor[Config]().String():
+			path = "" // mapstructure names the root by its type
+		case errors.As(e, &dups):
+			for _, k := range dups.keys {
+				if dups.names {
+					ps.add(path+"["+k[1]+"]", "same name as %q (names are case-insensitive)", k[0])
+				} else {
+					ps.add(joinKey(path, k[1]), "same key as %q (keys are case-insensitive)", k[0])
+				}
+			}
+			return
+		}
+		// ErrorUnused lists the keys it did not use, sorted and joined with
+		// ", " (so a key that itself holds ", " is reported in pieces).
+		if keys, ok := strings.CutPrefix(e.Unwrap().Error(), "has invalid keys: "); ok {
+			valid := strings.Join(fieldKeys(structAt(path)), ", ")
+			for _, k := range strings.Split(keys, ", ") {
+				ps.add(joinKey(path, k), "unknown key (valid keys here: %s)", valid)
+			}
+			return
+		}
 		if path == "" {
 			path = "(root)"
 		}
@@ -377,15 +342,25 @@ func decodeMessage(err error) string {
 	return err.Error()
 }
 
+// caseDuplicates is the keys of one mapping that repeat another but for
+// case, as {earlier spelling, later spelling} in sorted order. mapstructure
+// matches keys case-insensitively and would use one of them at random (and
+// a header map would lose one when canonicalised), so decodeHook refuses
+// the mapping: it keeps its default, and problems inside it show once the
+// duplicate is gone.
+type caseDuplicates struct {
+	keys  [][2]string
+	names bool // the mapping is a map (headers), not a section
+}
+
+func (c caseDuplicates) Error() string { return fmt.Sprintf("keys differ only in case: %q", c.keys) }
+
 // decodeHook converts a YAML or environment value to the type of its field,
 // strictly: it parses strings from the environment (and quoted YAML
 // scalars) into numbers, booleans, durations and comma-separated lists,
 // renders scalars for string fields, and rejects every other mismatch with
 // a message naming the expected form.
 func decodeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
-	if data == nil {
-		return nil, nil
-	}
 	switch {
 	case to == durationType:
 		return toDuration(data)
@@ -420,7 +395,7 @@ func decodeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 		switch d := data.(type) {
 		case string:
 			return splitList(d), nil
-		case []any, []string:
+		case []any:
 			return d, nil
 		}
 		return nil, fmt.Errorf("must be a list of strings (or one comma-separated string), got %s", describeValue(data))
@@ -429,9 +404,20 @@ func decodeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 			return data, nil
 		}
 	case to.Kind() == reflect.Struct, to.Kind() == reflect.Map:
-		switch data.(type) {
-		case map[string]any, map[any]any:
-			return data, nil
+		if m, ok := data.(map[string]any); ok {
+			dups := caseDuplicates{names: to.Kind() == reflect.Map}
+			seen := make(map[string]string, len(m))
+			for _, k := range sortedKeys(m) {
+				if prev, dup := seen[strings.ToLower(k)]; dup {
+					dups.keys = append(dups.keys, [2]string{prev, k})
+				} else {
+					seen[strings.ToLower(k)] = k
+				}
+			}
+			if dups.keys != nil {
+				return nil, dups
+			}
+			return m, nil
 		}
 	default:
 		return data, nil
@@ -449,8 +435,6 @@ func toDuration(data any) (any, error) {
 			return nil, fmt.Errorf("must be a duration such as \"30s\" or \"1m30s\", got %s", describeValue(d))
 		}
 		return v, nil
-	case time.Duration:
-		return d, nil
 	case int, int64, uint64, float64:
 		if reflect.ValueOf(d).IsZero() {
 			return time.Duration(0), nil
