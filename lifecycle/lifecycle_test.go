@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -117,7 +119,7 @@ func TestEndIsExactlyOnce(t *testing.T) {
 }
 
 func TestCloseCodesFollowTheContract(t *testing.T) {
-	cases := map[Reason][2]uint16{
+	cases := map[Reason][2]wsframe.CloseCode{
 		ReasonClientError:              {CodeNone, 1001},
 		ReasonUpstreamError:            {1014, CodeNone},
 		ReasonClientHeartbeatTimeout:   {1001, 1001},
