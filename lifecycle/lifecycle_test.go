@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -155,7 +157,7 @@ func TestEndIsExactlyOnce(t *testing.T) {
 }
 
 func TestCloseCodesFollowTheContract(t *testing.T) {
-	cases := map[Reason][2]uint16{
+	cases := map[Reason][2]wsframe.CloseCode{
 		ReasonClientError:              {CodeNone, 1001},
 		ReasonUpstreamError:            {1014, CodeNone},
 		ReasonClientHeartbeatTimeout:   {1001, 1001},

@@ -5,6 +5,8 @@
 // through Session's methods, and it acts on the relay through Transport.
 package lifecycle
 
+import "github.com/tetherproxy/tether/internal/wsframe"
+
 // Reason is why a session ended (the tether_sessions_total{reason} label and
 // the tether.teardown.reason span attribute).
 type Reason string
@@ -79,26 +81,14 @@ func (d Direction) String() string {
 	return "upstream_to_client"
 }
 
-// Close status codes of the contract.
-const (
-	CodeNone            uint16 = 0 // send no close frame on that leg
-	CodeNoStatus        uint16 = 1005
-	CodeNormal          uint16 = 1000
-	CodeGoingAway       uint16 = 1001
-	CodeProtocolError   uint16 = 1002
-	CodeMessageTooBig   uint16 = 1009
-	CodeBadGateway      uint16 = 1014
-	CodeIdleTimeout     uint16 = 4000
-	CodeMaxDuration     uint16 = 4001
-	CodeUpstreamTimeout uint16 = 4002
-	CodeAdmin           uint16 = 4003
-	CodeInternalError   uint16 = 1011
-)
+// CodeNone in a CloseFrame sends no close frame on that leg: it is closed
+// at TCP level. The close codes themselves are wsframe's.
+const CodeNone wsframe.CloseCode = 0
 
 // CloseFrame is what tether sends on one leg at teardown. Code CodeNone sends
-// nothing (the leg is closed at TCP level); CodeNoStatus sends an empty close.
+// nothing; wsframe.NoStatusReceived sends an empty close.
 type CloseFrame struct {
-	Code   uint16
+	Code   wsframe.CloseCode
 	Reason string
 }
 
@@ -107,29 +97,29 @@ type CloseFrame struct {
 func closeCodes(r Reason) (client, upstream CloseFrame) {
 	switch r {
 	case ReasonClientError:
-		return CloseFrame{}, CloseFrame{Code: CodeGoingAway}
+		return CloseFrame{}, CloseFrame{Code: wsframe.GoingAway}
 	case ReasonUpstreamError:
-		return CloseFrame{Code: CodeBadGateway, Reason: "upstream connection lost"}, CloseFrame{}
+		return CloseFrame{Code: wsframe.BadGateway, Reason: "upstream connection lost"}, CloseFrame{}
 	case ReasonClientHeartbeatTimeout:
-		return CloseFrame{Code: CodeGoingAway, Reason: "heartbeat timeout"}, CloseFrame{Code: CodeGoingAway}
+		return CloseFrame{Code: wsframe.GoingAway, Reason: "heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}
 	case ReasonUpstreamHeartbeatTimeout:
-		return CloseFrame{Code: CodeUpstreamTimeout, Reason: "upstream heartbeat timeout"}, CloseFrame{Code: CodeGoingAway}
+		return CloseFrame{Code: wsframe.UpstreamTimeout, Reason: "upstream heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}
 	case ReasonIdleTimeout:
-		return CloseFrame{Code: CodeIdleTimeout, Reason: "idle timeout"}, CloseFrame{Code: CodeNormal}
+		return CloseFrame{Code: wsframe.IdleTimeout, Reason: "idle timeout"}, CloseFrame{Code: wsframe.NormalClosure}
 	case ReasonMaxDuration:
-		return CloseFrame{Code: CodeMaxDuration, Reason: "max duration reached"}, CloseFrame{Code: CodeNormal}
+		return CloseFrame{Code: wsframe.MaxDuration, Reason: "max duration reached"}, CloseFrame{Code: wsframe.NormalClosure}
 	case ReasonUpstreamFatalEvent:
-		return CloseFrame{Code: CodeBadGateway, Reason: "upstream fatal error"}, CloseFrame{Code: CodeNormal}
+		return CloseFrame{Code: wsframe.BadGateway, Reason: "upstream fatal error"}, CloseFrame{Code: wsframe.NormalClosure}
 	case ReasonFrameTooLarge:
-		return CloseFrame{Code: CodeMessageTooBig, Reason: "frame too large"}, CloseFrame{Code: CodeNormal}
+		return CloseFrame{Code: wsframe.MessageTooBig, Reason: "frame too large"}, CloseFrame{Code: wsframe.NormalClosure}
 	case ReasonProtocolError:
-		return CloseFrame{Code: CodeProtocolError, Reason: "protocol error"}, CloseFrame{Code: CodeNormal}
+		return CloseFrame{Code: wsframe.ProtocolError, Reason: "protocol error"}, CloseFrame{Code: wsframe.NormalClosure}
 	case ReasonAdmin:
-		return CloseFrame{Code: CodeAdmin, Reason: "closed by admin"}, CloseFrame{Code: CodeNormal}
+		return CloseFrame{Code: wsframe.Admin, Reason: "closed by admin"}, CloseFrame{Code: wsframe.NormalClosure}
 	case ReasonShutdown:
-		return CloseFrame{Code: CodeGoingAway, Reason: "tether shutting down"}, CloseFrame{Code: CodeGoingAway}
+		return CloseFrame{Code: wsframe.GoingAway, Reason: "tether shutting down"}, CloseFrame{Code: wsframe.GoingAway}
 	case ReasonPanic:
-		return CloseFrame{Code: CodeInternalError, Reason: "internal error"}, CloseFrame{Code: CodeGoingAway}
+		return CloseFrame{Code: wsframe.InternalError, Reason: "internal error"}, CloseFrame{Code: wsframe.GoingAway}
 	}
-	return CloseFrame{Code: CodeNormal}, CloseFrame{Code: CodeNormal}
+	return CloseFrame{Code: wsframe.NormalClosure}, CloseFrame{Code: wsframe.NormalClosure}
 }

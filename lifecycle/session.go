@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // Transport is what a session needs from the relay that carries it. The
@@ -123,7 +124,7 @@ type Session struct {
 // PeerClose is a close frame received from one leg.
 type PeerClose struct {
 	Leg    Leg
-	Code   uint16
+	Code   wsframe.CloseCode
 	Reason string
 }
 
@@ -204,7 +205,7 @@ func (s *Session) Pong(leg Leg) {
 // CloseReceived ends the session because leg sent a close frame with code
 // and reason (already redacted by the relay). The other leg gets the same
 // code; the sender gets it echoed.
-func (s *Session) CloseReceived(leg Leg, code uint16, reason string) {
+func (s *Session) CloseReceived(leg Leg, code wsframe.CloseCode, reason string) {
 	cf := CloseFrame{Code: code, Reason: reason}
 	s.mu.Lock()
 	if !s.ended.Load() && s.peerClose == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/wsframe"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -45,7 +46,7 @@ type rawHarness struct {
 	mgr                *lifecycle.Manager
 	sess               *lifecycle.Session
 	done               chan struct{}
-	hdr                [headerBufSize]byte
+	hdr                [wsframe.MaxHeaderSize]byte
 }
 
 func newRawHarness(tb testing.TB) *rawHarness {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 func TestCheckHeader(t *testing.T) {
@@ -45,82 +47,12 @@ func TestCheckHeader(t *testing.T) {
 	}
 }
 
-func TestPutHeaderRoundTrip(t *testing.T) {
-	for _, h := range []ws.Header{
-		{Fin: true, OpCode: ws.OpText, Length: 0},
-		{Fin: true, OpCode: ws.OpBinary, Length: 125},
-		{Fin: false, OpCode: ws.OpText, Length: 126, Masked: true, Mask: [4]byte{1, 2, 3, 4}},
-		{Fin: true, OpCode: ws.OpContinuation, Length: 65535},
-		{Fin: true, OpCode: ws.OpText, Length: 65536, Masked: true, Mask: [4]byte{9, 9, 9, 9}},
-		{Fin: true, OpCode: ws.OpBinary, Length: 1<<63 - 1},
-	} {
-		var buf [headerBufSize]byte
-		n := putHeader(buf[:], h)
-		if n != ws.HeaderSize(h) {
-			t.Fatalf("size %d, want %d", n, ws.HeaderSize(h))
-		}
-		var rb [headerBufSize]byte
-		got, err := readHeader(bytes.NewReader(buf[:n]), rb[:])
-		if err != nil || got != h {
-			t.Fatalf("round trip %+v -> %+v (%v)", h, got, err)
-		}
-	}
-}
-
-func TestParseClose(t *testing.T) {
-	for _, tc := range []struct {
-		in     []byte
-		code   uint16
-		reason string
-		err    bool
-	}{
-		{nil, CloseNoStatus, "", false},
-		{[]byte{3}, 0, "", true},
-		{append([]byte{0x03, 0xe8}, "bye"...), 1000, "bye", false},
-		{[]byte{0x03, 0xed}, 0, "", true},               // 1005 may not be sent
-		{[]byte{0x0b, 0xb8}, 3000, "", false},           // 3000 from OpenAI auth failures
-		{append([]byte{0x03, 0xe8}, 0xff), 0, "", true}, // invalid UTF-8
-	} {
-		code, reason, err := parseClose(tc.in)
-		if (err != nil) != tc.err || code != tc.code || string(reason) != tc.reason {
-			t.Fatalf("parseClose(%v) = %d %q %v", tc.in, code, reason, err)
-		}
-	}
-}
-
-func TestAppendClosePayloadTruncates(t *testing.T) {
-	long := string(bytes.Repeat([]byte("é"), 100)) // 200 bytes
-	p := appendClosePayload(nil, 4000, long)
-	if len(p) > 125 {
-		t.Fatalf("close payload %d bytes", len(p))
-	}
-	if _, r, err := parseClose(p); err != nil || len(r) > MaxCloseReason {
-		t.Fatalf("truncated reason invalid: %v", err)
-	}
-}
-
-func TestRedactor(t *testing.T) {
-	r := NewRedactor("sk-proj-SECRETSECRET", "topsecret-token")
-	for in, want := range map[string]string{
-		"Incorrect API key provided: sk-proj-SECRETSECRET.": "Incorrect API key provided: [redacted].",
-		"bad key sk-abc123 here":                            "bad key sk-[redacted] here",
-		"Bearer ek_12345":                                   "Bearer [redacted]",
-		"token topsecret-token leaked":                      "token [redacted] leaked",
-		"task-force is fine":                                "task-force is fine",
-		"wss://x/?api-key=abc&x=1":                          "wss://x/?api-key=[redacted]&x=1",
-	} {
-		if got := r.Redact(in); got != want {
-			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // FuzzFrameHeader feeds arbitrary bytes to the header reader and validator:
 // no panic, and every accepted header re-encodes to the same bytes.
 func FuzzFrameHeader(f *testing.F) {
 	seed := func(h ws.Header) []byte {
-		var b [headerBufSize]byte
-		return append([]byte(nil), b[:putHeader(b[:], h)]...)
+		var b [wsframe.MaxHeaderSize]byte
+		return append([]byte(nil), b[:wsframe.PutHeader(b[:], h)]...)
 	}
 	f.Add(seed(ws.Header{Fin: true, OpCode: ws.OpText, Length: 5, Masked: true, Mask: [4]byte{1, 2, 3, 4}}), true)
 	f.Add(seed(ws.Header{Fin: true, OpCode: ws.OpBinary, Length: 1<<63 - 1}), false)
@@ -132,7 +64,7 @@ func FuzzFrameHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, masked bool) {
 		r := bytes.NewReader(data)
 		var st frameState
-		var buf [headerBufSize]byte
+		var buf [wsframe.MaxHeaderSize]byte
 		for {
 			h, err := readHeader(r, buf[:])
 			if err != nil {
@@ -144,8 +76,8 @@ func FuzzFrameHeader(f *testing.F) {
 			if st.checkHeader(h, masked, 16<<20) != nil {
 				return
 			}
-			var enc [headerBufSize]byte
-			n := putHeader(enc[:], h)
+			var enc [wsframe.MaxHeaderSize]byte
+			n := wsframe.PutHeader(enc[:], h)
 			got, err := readHeader(bytes.NewReader(enc[:n]), buf[:])
 			if err != nil || got != h {
 				t.Fatalf("re-encode %+v -> %+v (%v)", h, got, err)

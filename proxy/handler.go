@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -31,7 +32,8 @@ type UpstreamDialer interface {
 
 // HandlerOptions configure the client-facing upgrade handler.
 type HandlerOptions struct {
-	// HandshakeTimeout bounds the upstream dial (all attempts) for one upgrade.
+	// HandshakeTimeout bounds the upstream dial (all attempts) for one
+	// upgrade; 0 means 10 s.
 	HandshakeTimeout time.Duration
 	// AllowedOrigins is an exact-match Origin list; empty allows any.
 	AllowedOrigins []string
@@ -64,12 +66,8 @@ type Handler struct {
 
 // NewHandler returns a Handler.
 func NewHandler(mgr *lifecycle.Manager, dialer UpstreamDialer, opts HandlerOptions) *Handler {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.HandshakeTimeout <= 0 {
-		opts.HandshakeTimeout = 10 * time.Second
-	}
+	opts.Logger = cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
+	opts.HandshakeTimeout = cmp.Or(opts.HandshakeTimeout, 10*time.Second)
 	return &Handler{opts: opts, mgr: mgr, dialer: dialer, log: opts.Logger}
 }
 

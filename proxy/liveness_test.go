@@ -14,6 +14,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/wsframe"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -48,8 +49,8 @@ func TestNoDataFrameAfterCloseFrame(t *testing.T) {
 	const size = 1 << 20
 	payload := []byte(`{"type":"response.output_audio.delta","delta":"` + strings.Repeat("A", size-50) + `"}`)
 	payload = payload[:size]
-	var hb [headerBufSize]byte
-	n := putHeader(hb[:], ws.Header{Fin: true, OpCode: ws.OpText, Length: size})
+	var hb [wsframe.MaxHeaderSize]byte
+	n := wsframe.PutHeader(hb[:], ws.Header{Fin: true, OpCode: ws.OpText, Length: size})
 	if _, err := h.upstream.conn.Write(append(hb[:n:n], payload[:100<<10]...)); err != nil {
 		t.Fatal(err)
 	}

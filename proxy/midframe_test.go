@@ -7,6 +7,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/internal/wsframe"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -15,8 +16,8 @@ import (
 func TestClientDiesMidFrameUpstreamGets1001(t *testing.T) {
 	h := newHarness(t, testLifecycle(), testRelayOptions())
 	hdr := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: 100, Masked: true, Mask: [4]byte{1, 2, 3, 4}}
-	var b [headerBufSize]byte
-	n := putHeader(b[:], hdr)
+	var b [wsframe.MaxHeaderSize]byte
+	n := wsframe.PutHeader(b[:], hdr)
 	start := time.Now()
 	go func() {
 		_, _ = h.client.conn.Write(b[:n])
@@ -46,8 +47,8 @@ func TestSlowUploadKeepsHealthyUpstream(t *testing.T) {
 		h := newHarness(t, lo, testRelayOptions())
 		const size = 1 << 20
 		hdr := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: size, Masked: true, Mask: [4]byte{1, 2, 3, 4}}
-		var b [headerBufSize]byte
-		n := putHeader(b[:], hdr)
+		var b [wsframe.MaxHeaderSize]byte
+		n := wsframe.PutHeader(b[:], hdr)
 		go func() {
 			_, _ = h.client.conn.Write(b[:n])
 			chunk := make([]byte, 64<<10) // 64 KiB/s: a 1 MiB append takes 16 s
@@ -80,8 +81,8 @@ func TestUpstreamPingDoesNotBlockDownlink(t *testing.T) {
 		h := newHarness(t, testLifecycle(), testRelayOptions())
 		const size = 1 << 20
 		hdr := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: size, Masked: true, Mask: [4]byte{1, 2, 3, 4}}
-		var b [headerBufSize]byte
-		n := putHeader(b[:], hdr)
+		var b [wsframe.MaxHeaderSize]byte
+		n := wsframe.PutHeader(b[:], hdr)
 		go func() {
 			_, _ = h.client.conn.Write(b[:n])
 			chunk := make([]byte, 64<<10)
@@ -117,8 +118,8 @@ func TestUpstreamPingDoesNotBlockDownlink(t *testing.T) {
 func TestUpstreamDiesMidFrameClientGets1014(t *testing.T) {
 	h := newHarness(t, testLifecycle(), testRelayOptions())
 	hdr := ws.Header{Fin: true, OpCode: ws.OpText, Length: 20000}
-	var b [headerBufSize]byte
-	n := putHeader(b[:], hdr)
+	var b [wsframe.MaxHeaderSize]byte
+	n := wsframe.PutHeader(b[:], hdr)
 	go func() {
 		_, _ = h.upstream.conn.Write(b[:n])
 		_, _ = h.upstream.conn.Write([]byte(`{"type":"response.output_audio.delta","delta":"AAAA`))

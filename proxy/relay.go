@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/internal/wsframe"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -31,7 +33,7 @@ type Observer interface {
 	Hold(typ []byte) bool
 	Captured(typ, payload []byte)
 	Pong(leg lifecycle.Leg)
-	CloseReceived(leg lifecycle.Leg, code uint16, reason string)
+	CloseReceived(leg lifecycle.Leg, code wsframe.CloseCode, reason string)
 	LegError(leg lifecycle.Leg, err error)
 	End(reason lifecycle.Reason)
 	Ended() bool
@@ -47,7 +49,7 @@ const (
 )
 
 // bufPool holds chunk buffers; one is held only while a frame is in flight.
-var bufPool = sync.Pool{New: func() any { return new([headerBufSize + chunkSize]byte) }}
+var bufPool = sync.Pool{New: func() any { return new([wsframe.MaxHeaderSize + chunkSize]byte) }}
 
 // capturePool holds buffers for rare events captured whole.
 var capturePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -89,7 +91,7 @@ type leg struct {
 	// nothing may follow it (RFC 6455 5.5.1).
 	closeSent bool
 	// hdr is the header read buffer, owned by the reading pump.
-	hdr [headerBufSize]byte
+	hdr [wsframe.MaxHeaderSize]byte
 	// closed is set once conn.Close has been called.
 	closed atomic.Bool
 	// pendMu guards the control frames waiting for the frame in flight to end.
@@ -128,7 +130,7 @@ func (l *leg) writeLocked(b []byte) error {
 }
 
 // ctlBuf holds one encoded control frame or a control payload being read.
-type ctlBuf [headerBufSize + 125]byte
+type ctlBuf [wsframe.MaxHeaderSize + 125]byte
 
 // ctlPool holds control frame buffers: control frames are rare, so a leg
 // does not keep one of its own.
@@ -244,7 +246,7 @@ func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 	}
 	buf := ctlPool.Get().(*ctlBuf)
 	defer ctlPool.Put(buf)
-	n := putHeader(buf[:], h)
+	n := wsframe.PutHeader(buf[:], h)
 	m := copy(buf[n:], payload)
 	if h.Masked {
 		ws.Cipher(buf[n:n+m], h.Mask, 0)
@@ -262,12 +264,13 @@ var (
 
 // Options tune a relay.
 type Options struct {
-	// MaxFrameBytes bounds a data frame's payload on either leg (close 1009 beyond).
+	// MaxFrameBytes bounds a data frame's payload on either leg (close 1009
+	// beyond); 0 means 16 MiB.
 	MaxFrameBytes int64
 	// CloseLinger is how long teardown waits for peers to answer close frames
-	// before closing the sockets.
+	// before closing the sockets; 0 means 1 s.
 	CloseLinger time.Duration
-	// CloseWriteTimeout bounds writing a close frame at teardown.
+	// CloseWriteTimeout bounds writing a close frame at teardown; 0 means 1 s.
 	CloseWriteTimeout time.Duration
 	// Redactor cleans close reasons relayed from the upstream.
 	Redactor *Redactor
@@ -290,15 +293,9 @@ type Relay struct {
 // NewRelay prepares a relay. clientBR/upstreamBR may be nil or hold bytes
 // read past the handshake.
 func NewRelay(client net.Conn, clientBR *bufio.Reader, upstream net.Conn, upstreamBR *bufio.Reader, opts Options) *Relay {
-	if opts.MaxFrameBytes <= 0 {
-		opts.MaxFrameBytes = 16 << 20
-	}
-	if opts.CloseLinger <= 0 {
-		opts.CloseLinger = time.Second
-	}
-	if opts.CloseWriteTimeout <= 0 {
-		opts.CloseWriteTimeout = time.Second
-	}
+	opts.MaxFrameBytes = cmp.Or(opts.MaxFrameBytes, 16<<20)
+	opts.CloseLinger = cmp.Or(opts.CloseLinger, time.Second)
+	opts.CloseWriteTimeout = cmp.Or(opts.CloseWriteTimeout, time.Second)
 	r := &Relay{opts: opts, shutdownDone: make(chan struct{})}
 	base := time.Now()
 	r.legs[lifecycle.Client] = newLeg(client, clientBR, true, base)
@@ -432,7 +429,7 @@ func (r *Relay) writeClose(l *leg, f lifecycle.CloseFrame) bool {
 		return false
 	}
 	var buf [125]byte
-	payload := appendClosePayload(buf[:0], f.Code, f.Reason)
+	payload := wsframe.AppendClose(buf[:0], f.Code, f.Reason)
 	err := l.writeControlLocked(ws.OpClose, payload)
 	l.closeSent = err == nil
 	l.unlock()
@@ -583,9 +580,9 @@ func putCapture(b *[]byte) {
 // write lock is held only while a fragment is written. It returns the leg
 // that failed and the error when the pump must stop.
 func (p *pump) forward(h ws.Header) (failed lifecycle.Leg, err error) {
-	buf := bufPool.Get().(*[headerBufSize + chunkSize]byte)
+	buf := bufPool.Get().(*[wsframe.MaxHeaderSize + chunkSize]byte)
 	defer bufPool.Put(buf)
-	pay := buf[headerBufSize:]
+	pay := buf[wsframe.MaxHeaderSize:]
 	remaining := h.Length
 	off := 0 // payload offset within this frame, for the mask
 	for first := true; first || remaining > 0; first = false {
@@ -633,9 +630,9 @@ func (p *pump) forward(h ws.Header) (failed lifecycle.Leg, err error) {
 	return p.dstLeg, nil
 }
 
-// emit writes the n payload bytes at buf[headerBufSize:] as one frame of the
-// message in progress, with the header put in front of them.
-func (p *pump) emit(buf *[headerBufSize + chunkSize]byte, n int, fin bool, h ws.Header, off int) error {
+// emit writes the n payload bytes at buf[wsframe.MaxHeaderSize:] as one
+// frame of the message in progress, with the header put in front of them.
+func (p *pump) emit(buf *[wsframe.MaxHeaderSize + chunkSize]byte, n int, fin bool, h ws.Header, off int) error {
 	out := ws.Header{Fin: fin, OpCode: ws.OpContinuation, Length: int64(n), Masked: h.Masked}
 	if !p.started {
 		out.OpCode = ws.OpText
@@ -646,12 +643,9 @@ func (p *pump) emit(buf *[headerBufSize + chunkSize]byte, n int, fin bool, h ws.
 	if h.Masked {
 		out.Mask = rotateMask(h.Mask, off)
 	}
-	var hb [headerBufSize]byte
-	hn := putHeader(hb[:], out)
-	start := headerBufSize - hn
-	copy(buf[start:], hb[:hn])
+	start := wsframe.PutHeaderBefore(buf[:], wsframe.MaxHeaderSize, out)
 	p.started = true
-	return p.write(buf[start : headerBufSize+n])
+	return p.write(buf[start : wsframe.MaxHeaderSize+n])
 }
 
 // rotateMask returns the masking key for the bytes of a frame masked with
@@ -758,8 +752,8 @@ func (p *pump) writeMessage(b []byte, fin bool) error {
 		if !p.started {
 			h.OpCode = ws.OpText
 		}
-		buf := bufPool.Get().(*[headerBufSize + chunkSize]byte)
-		hn := putHeader(buf[:], h)
+		buf := bufPool.Get().(*[wsframe.MaxHeaderSize + chunkSize]byte)
+		hn := wsframe.PutHeader(buf[:], h)
 		hn += copy(buf[hn:], b[:n])
 		p.started = true
 		err := p.write(buf[:hn])
@@ -835,7 +829,7 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 	case ws.OpPong:
 		r.obs.Pong(which)
 	case ws.OpClose:
-		code, reason, err := parseClose(p)
+		code, reason, err := wsframe.ParseClose(p)
 		if err != nil {
 			r.obs.End(lifecycle.ReasonProtocolError)
 			return false
@@ -844,7 +838,7 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 		if which == lifecycle.Upstream {
 			rs = r.opts.Redactor.Redact(rs)
 		}
-		r.obs.CloseReceived(which, code, truncateUTF8(rs, MaxCloseReason))
+		r.obs.CloseReceived(which, code, wsframe.TruncateUTF8(rs, wsframe.MaxCloseReason))
 		return false
 	}
 	return true

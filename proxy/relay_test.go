@@ -14,6 +14,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/wsframe"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -48,8 +49,8 @@ func (p *peer) read() {
 			return
 		}
 		if !h.OpCode.IsControl() {
-			var hb [headerBufSize]byte
-			n := putHeader(hb[:], h)
+			var hb [wsframe.MaxHeaderSize]byte
+			n := wsframe.PutHeader(hb[:], h)
 			p.raw <- append(append([]byte(nil), hb[:n]...), payload...)
 		}
 		if h.Masked {
@@ -92,16 +93,16 @@ func (p *peer) next(t *testing.T) ws.Frame {
 }
 
 // expectClose reads until a close frame and returns its code and reason.
-func (p *peer) expectClose(t *testing.T) (uint16, string) {
+func (p *peer) expectClose(t *testing.T) (wsframe.CloseCode, string) {
 	t.Helper()
 	f := p.next(t)
 	for f.Header.OpCode != ws.OpClose {
 		f = p.next(t)
 	}
 	if len(f.Payload) < 2 {
-		return CloseNoStatus, ""
+		return wsframe.NoStatusReceived, ""
 	}
-	return binary.BigEndian.Uint16(f.Payload), string(f.Payload[2:])
+	return wsframe.CloseCode(binary.BigEndian.Uint16(f.Payload)), string(f.Payload[2:])
 }
 
 // expectNoClose drains the leg until it ends and fails if a close frame came.
@@ -268,8 +269,8 @@ func TestRelayForwardsFramesVerbatim(t *testing.T) {
 func TestTeardownRows(t *testing.T) {
 	type want struct {
 		reason         lifecycle.Reason
-		clientCode     uint16 // 0: no close frame expected
-		upstreamCode   uint16
+		clientCode     wsframe.CloseCode // 0: no close frame expected
+		upstreamCode   wsframe.CloseCode
 		clientReason   string
 		upstreamReason string
 	}
@@ -309,7 +310,7 @@ func TestTeardownRows(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, testLifecycle(), testRelayOptions())
 			tc.act(h)
-			check := func(p *peer, code uint16, reason, leg string) {
+			check := func(p *peer, code wsframe.CloseCode, reason, leg string) {
 				if code == 0 {
 					for f := range p.frames {
 						if f.Header.OpCode == ws.OpClose {
@@ -344,8 +345,8 @@ func TestTimedTeardown(t *testing.T) {
 		setup      func(h *harness)
 		after      time.Duration
 		reason     lifecycle.Reason
-		clientCode uint16
-		upCode     uint16
+		clientCode wsframe.CloseCode
+		upCode     wsframe.CloseCode
 	}{
 		{"idle", func(o *lifecycle.Options) { o.IdleTimeout = 30 * time.Second }, nil,
 			30 * time.Second, lifecycle.ReasonIdleTimeout, 4000, 1000},
@@ -544,15 +545,15 @@ func TestMidFrameStallNamesTheStalledLeg(t *testing.T) {
 				lo.ClientHeartbeat, lo.UpstreamHeartbeat = hb, hb
 				h := newHarness(t, lo, testRelayOptions())
 				bad, good := h.upstream, h.client
-				want, wantCode := lifecycle.ReasonUpstreamHeartbeatTimeout, uint16(4002)
+				want, wantCode := lifecycle.ReasonUpstreamHeartbeatTimeout, wsframe.CloseCode(4002)
 				hdr := ws.Header{Fin: true, OpCode: ws.OpText, Length: 200 << 10}
 				if stalled == lifecycle.Client {
 					bad, good = h.client, h.upstream
 					want, wantCode = lifecycle.ReasonClientHeartbeatTimeout, 1001
 					hdr.Masked, hdr.Mask = true, [4]byte{9, 8, 7, 6}
 				}
-				var b [headerBufSize]byte
-				n := putHeader(b[:], hdr)
+				var b [wsframe.MaxHeaderSize]byte
+				n := wsframe.PutHeader(b[:], hdr)
 				bad.autoPong.Store(false)
 				go func() { // whatever the stalled peer receives is dropped
 					for {

@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/tetherproxy/tether/internal/redact"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -149,7 +150,7 @@ func New(ctx context.Context, o Options) (*Provider, error) {
 	p := newProvider(exp, o, res, queueSize(o.Getenv))
 	if exporter == ExporterOTLP {
 		o.Logger.Info("tracing on", "exporter", exporter, "protocol", protocol,
-			"endpoint", redactEndpoint(o.Endpoint), "sample_ratio", o.SampleRatio)
+			"endpoint", redact.URL(o.Endpoint), "sample_ratio", o.SampleRatio)
 	} else {
 		o.Logger.Info("tracing on", "exporter", exporter, "sample_ratio", o.SampleRatio)
 	}
@@ -245,22 +246,6 @@ func queueSize(getenv func(string) string) int {
 		return n
 	}
 	return sdktrace.DefaultMaxQueueSize
-}
-
-// redactEndpoint keeps scheme, host and path of an endpoint for the log:
-// a URL's user info and query may carry a credential.
-func redactEndpoint(e string) string {
-	if i := strings.Index(e, "://"); i >= 0 {
-		rest := e[i+3:]
-		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-			rest = rest[at+1:]
-		}
-		e = e[:i+3] + rest
-	}
-	if i := strings.IndexByte(e, '?'); i >= 0 {
-		e = e[:i]
-	}
-	return e
 }
 
 // Hooks returns the lifecycle hooks that record sessions, or nil when p is nil.

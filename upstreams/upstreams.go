@@ -5,6 +5,7 @@ package upstreams
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/redact"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // Kinds of upstream.
@@ -183,7 +185,7 @@ type Conn struct {
 	FirstPayload []byte
 	// FirstType is the first event's type.
 	FirstType string
-	Upstream     *Upstream
+	Upstream  *Upstream
 	// Attempts lists every dial of this request, the successful one last.
 	Attempts []Attempt
 }
@@ -252,7 +254,7 @@ func NewDialer(list []*Upstream) (*Dialer, error) {
 		}
 		_, _ = u.credential() // learn a file's key now, so redaction knows it before the first dial
 		if (u.Kind == KindOpenAI || u.Kind == KindAzure) && u.APIKeyFile == "" && u.TokenFile == "" && u.key == "" {
-			return nil, fmt.Errorf("upstream %s: no API key: set %s or api_key_file", u.Name, cmpOr(u.APIKeyEnv, "api_key_env"))
+			return nil, fmt.Errorf("upstream %s: no API key: set %s or api_key_file", u.Name, cmp.Or(u.APIKeyEnv, "api_key_env"))
 		}
 		if u.CARootFile != "" {
 			pem, err := os.ReadFile(u.CARootFile)
@@ -285,13 +287,6 @@ func (d *Dialer) CheckModel(requested string) error {
 		}
 	}
 	return ErrModelNotAllowed
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // Upstreams returns the configured list.
@@ -357,7 +352,7 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 		}
 		if last.Status == http.StatusTooManyRequests || last.Status == http.StatusServiceUnavailable {
 			de.Status = last.Status
-			de.RetryAfter = cmpOr(last.RetryAfter, "1")
+			de.RetryAfter = cmp.Or(last.RetryAfter, "1")
 		}
 		break
 	}
@@ -528,7 +523,7 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 // readFirst reads the first frame of a realtime upstream: session.created
 // is success; an error event or a close is a failed dial.
 func (c *Conn) readFirst() (string, error) {
-	var hb [ws.MaxHeaderSize]byte
+	var hb [wsframe.MaxHeaderSize]byte
 	h, err := ws.ReadHeaderBuffer(c.BR, hb[:])
 	if err != nil {
 		return "closed", fmt.Errorf("read first event: %w", err)
@@ -542,7 +537,10 @@ func (c *Conn) readFirst() (string, error) {
 	}
 	switch h.OpCode {
 	case ws.OpClose:
-		code, reason := ws.ParseCloseFrameData(payload)
+		code, reason, err := wsframe.ParseClose(payload)
+		if err != nil {
+			return "closed", fmt.Errorf("upstream closed before %s: %w", realtime.SessionCreated, err)
+		}
 		return "closed", fmt.Errorf("upstream closed before %s: %d %s", realtime.SessionCreated, code, reason)
 	case ws.OpText:
 	default:
@@ -562,24 +560,13 @@ func (c *Conn) readFirst() (string, error) {
 		return "error", fmt.Errorf("first event %q, want %s", first.Type, realtime.SessionCreated)
 	}
 	frame := make([]byte, ws.HeaderSize(h)+len(payload))
-	n := putFrameHeader(frame, h)
+	n := wsframe.PutHeader(frame, h)
 	copy(frame[n:], payload)
 	c.First = frame
 	c.FirstPayload = payload
 	c.FirstType = first.Type
 	return "ok", nil
 }
-
-func putFrameHeader(dst []byte, h ws.Header) int {
-	var b sliceWriter
-	b.buf = dst[:0]
-	_ = ws.WriteHeader(&b, h)
-	return len(b.buf)
-}
-
-type sliceWriter struct{ buf []byte }
-
-func (w *sliceWriter) Write(p []byte) (int, error) { w.buf = append(w.buf, p...); return len(p), nil }
 
 func isTimeout(err error) bool {
 	var ne net.Error

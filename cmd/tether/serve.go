@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/redact"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/proxy"
@@ -322,19 +322,9 @@ func listen(key, addr string) (net.Listener, error) {
 func (a *app) describeUpstreams() string {
 	var parts []string
 	for _, u := range a.dialer.Upstreams() {
-		parts = append(parts, fmt.Sprintf("%s(%s %s)", u.Name, u.Kind, redactURL(u.URL)))
+		parts = append(parts, fmt.Sprintf("%s(%s %s)", u.Name, u.Kind, redact.URL(u.URL)))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// redactURL drops the query string and user info, which may carry a credential.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable url)"
-	}
-	u.User, u.RawQuery, u.ForceQuery, u.Fragment = nil, "", false, ""
-	return u.String()
 }
 
 // close stops listeners and the built-in mock. Safe after a partial start.

@@ -12,6 +12,7 @@ package talk
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -31,6 +32,8 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/redact"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // DefaultTimeout bounds a turn when Options.Timeout is zero.
@@ -93,17 +96,14 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 func run(ctx context.Context, opts Options) (*result, error) {
-	out := opts.Out
-	if out == nil {
-		out = io.Discard
-	}
+	out := cmp.Or(opts.Out, io.Discard)
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
 	u, err := url.Parse(opts.URL)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return nil, fmt.Errorf("url %q: want ws://host[:port]/path or wss://...", redactURL(opts.URL))
+		return nil, fmt.Errorf("url %q: want ws://host[:port]/path or wss://...", redact.URL(opts.URL))
 	}
 
 	var pcm []byte
@@ -121,7 +121,7 @@ func run(ctx context.Context, opts Options) (*result, error) {
 	defer cancel()
 
 	t := &turn{res: &result{AudioSentBytes: len(pcm)}, start: time.Now(), phase: "the WebSocket handshake"}
-	fmt.Fprintf(out, "%-13s%s\n", "url:", redactURL(opts.URL))
+	fmt.Fprintf(out, "%-13s%s\n", "url:", redact.URL(opts.URL))
 	err = t.run(ctx, opts, u, pcm)
 	t.res.Elapsed = time.Since(t.start)
 	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
@@ -164,7 +164,7 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 		if statusErr != nil && ctx.Err() == nil {
 			return statusErr
 		}
-		return fmt.Errorf("connect %s: %w", redactURL(opts.URL), err)
+		return fmt.Errorf("connect %s: %w", redact.URL(opts.URL), err)
 	}
 	c := newClient(conn, br)
 	// A timeout or cancellation unblocks any read or write in progress.
@@ -418,39 +418,12 @@ func decodedLen(s string) (int, error) {
 	return len(b), err
 }
 
+// truncate cuts s to at most n bytes at a rune boundary, marking the cut.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && !isRuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
-}
-
-func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
-
-// redactURL hides query values that look like credentials (Azure's api-key,
-// tokens) so the URL can be printed.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	u.User = nil
-	q := u.Query()
-	changed := false
-	for k := range q {
-		lk := strings.ToLower(k)
-		if strings.Contains(lk, "key") || strings.Contains(lk, "token") || strings.Contains(lk, "secret") || lk == "authorization" {
-			q[k] = []string{"REDACTED"}
-			changed = true
-		}
-	}
-	if changed {
-		u.RawQuery = q.Encode()
-	}
-	return u.String()
+	return wsframe.TruncateUTF8(s, n) + "..."
 }
 
 // maxQueued bounds the server messages held while Run is busy sending.
@@ -599,7 +572,7 @@ func (c *client) sendJSON(v any) error {
 // closeGracefully sends a normal close and gives the server a moment to
 // answer it before close() drops the connection.
 func (c *client) closeGracefully() {
-	body := ws.NewCloseFrameBody(ws.StatusNormalClosure, "tether talk: done")
+	body := wsframe.AppendClose(nil, wsframe.NormalClosure, "tether talk: done")
 	c.wmu.Lock()
 	c.closeSent.Store(true)
 	err := ws.WriteFrame(c.conn, ws.MaskFrameInPlace(ws.NewCloseFrame(body)))

@@ -1,6 +1,7 @@
 package mock
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,18 +13,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 const (
 	// headroom is reserved in front of every outgoing payload buffer for the
 	// frame header, so a frame goes out in one write without a copy.
-	headroom = ws.MaxHeaderSize
+	headroom = wsframe.MaxHeaderSize
 	// maxMessageBytes bounds a client message: a maximal append (15 MiB of
 	// audio) in base64 plus its JSON. Beyond it the session closes with 1009.
 	maxMessageBytes = 32 << 20
@@ -60,10 +61,8 @@ type conn struct {
 	quitOnce   sync.Once
 
 	// wmu serialises writes to nc (reader, streamer, Close).
-	wmu      sync.Mutex
-	wclosed  bool                   // guarded by wmu; no more writes
-	hw       headerWriter           // guarded by wmu
-	hscratch [ws.MaxHeaderSize]byte // guarded by wmu
+	wmu     sync.Mutex
+	wclosed bool // guarded by wmu; no more writes
 
 	// mu guards the active response, shared by the reader (create, cancel)
 	// and the streamer (finish).
@@ -91,10 +90,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn, br io.Reader, r *http.Request) *conn {
-	model := r.URL.Query().Get("model")
-	if model == "" {
-		model = "gpt-realtime"
-	}
+	model := cmp.Or(r.URL.Query().Get("model"), "gpt-realtime")
 	c := &conn{
 		srv:    s,
 		nc:     nc,
@@ -152,7 +148,7 @@ func (c *conn) stop() {
 func (c *conn) kill() {
 	c.stop()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(killWriteTimeout))
-	_ = c.sendClose(ws.StatusGoingAway, "mock upstream shutting down")
+	_ = c.sendClose(wsframe.GoingAway, "mock upstream shutting down")
 	c.nc.Close()
 }
 
@@ -172,7 +168,7 @@ func (c *conn) run(authorized bool) {
 func (c *conn) loop(authorized bool) string {
 	if !authorized {
 		c.sendError("", "invalid_request_error", "invalid_api_key", "Incorrect API key provided.", "")
-		c.closeWith(3000, "invalid_request_error.invalid_api_key")
+		c.closeWith(wsframe.Unauthorized, "invalid_request_error.invalid_api_key")
 	} else if err := c.sendEvent(c.sessionEvent(realtime.SessionCreated)); err != nil {
 		return "write failed"
 	}
@@ -230,9 +226,9 @@ func (c *conn) readFailed(err error) string {
 	case errors.Is(err, errPeerClosed):
 		return "peer closed"
 	case errors.As(err, &pe):
-		c.sendClose(ws.StatusProtocolError, pe.Error())
+		c.sendClose(wsframe.ProtocolError, pe.Error())
 	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
-		c.sendClose(ws.StatusMessageTooBig, "message too big")
+		c.sendClose(wsframe.MessageTooBig, "message too big")
 	case c.closing:
 		return "close handshake done"
 	}
@@ -288,43 +284,30 @@ func (c *conn) control(h ws.Header, r io.Reader) error {
 		if c.closing {
 			return errPeerClosed // the answer to ours
 		}
-		if n == 0 {
-			c.sendCloseBody(nil)
+		if _, _, err := wsframe.ParseClose(p); err != nil {
+			c.sendClose(wsframe.ProtocolError, "invalid close frame")
 			return errPeerClosed
 		}
-		code, reason := ws.ParseCloseFrameData(p)
-		if n == 1 || ws.CheckCloseFrameData(code, reason) != nil {
-			c.sendClose(ws.StatusProtocolError, "invalid close frame")
-			return errPeerClosed
-		}
-		c.sendCloseBody(p)
+		c.send(ws.OpClose, c.ctl[:headroom+n]) // echo the peer's close
 		return errPeerClosed
 	}
 	return nil // pong
 }
 
-// headerWriter writes a frame header into the headroom of a payload buffer.
-type headerWriter struct{ dst []byte }
-
-func (w *headerWriter) Write(p []byte) (int, error) {
-	return copy(w.dst, p), nil
-}
-
 // send writes buf[headroom:] as one unfragmented frame, its header put in
 // the headroom. It returns errWriteClosed after a close frame or a failed
-// write.
+// write; a close frame is the last frame it writes.
 func (c *conn) send(op ws.OpCode, buf []byte) error {
 	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(buf) - headroom)}
-	start := headroom - ws.HeaderSize(h)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wclosed {
 		return errWriteClosed
 	}
-	c.hw.dst = buf[start:headroom]
-	if err := ws.WriteHeaderBuffer(&c.hw, h, c.hscratch[:]); err != nil {
-		return err
+	if op == ws.OpClose {
+		c.wclosed = true
 	}
+	start := wsframe.PutHeaderBefore(buf, headroom, h)
 	if _, err := c.nc.Write(buf[start:]); err != nil {
 		c.wclosed = true
 		return err
@@ -333,42 +316,17 @@ func (c *conn) send(op ws.OpCode, buf []byte) error {
 }
 
 // sendClose sends a close frame with code and reason (cut to 123 bytes at
-// a rune boundary); nothing is written after it.
-func (c *conn) sendClose(code ws.StatusCode, reason string) error {
-	const maxReason = ws.MaxControlFramePayloadSize - 2
-	if len(reason) > maxReason {
-		cut := maxReason
-		for cut > 0 && !utf8.RuneStart(reason[cut]) {
-			cut--
-		}
-		reason = reason[:cut]
-	}
-	return c.sendCloseBody(ws.NewCloseFrameBody(code, reason))
-}
-
-func (c *conn) sendCloseBody(body []byte) error {
-	buf := make([]byte, headroom+len(body))
-	copy(buf[headroom:], body)
-	h := ws.Header{Fin: true, OpCode: ws.OpClose, Length: int64(len(body))}
-	start := headroom - ws.HeaderSize(h)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.wclosed {
-		return errWriteClosed
-	}
-	c.wclosed = true
-	c.hw.dst = buf[start:headroom]
-	if err := ws.WriteHeaderBuffer(&c.hw, h, c.hscratch[:]); err != nil {
-		return err
-	}
-	_, err := c.nc.Write(buf[start:])
-	return err
+// a rune boundary); nothing is written after it. It may run beside the
+// reader (Server.Close), so it builds the frame in a buffer of its own.
+func (c *conn) sendClose(code wsframe.CloseCode, reason string) error {
+	var buf [headroom + ws.MaxControlFramePayloadSize]byte
+	return c.send(ws.OpClose, wsframe.AppendClose(buf[:headroom], code, reason))
 }
 
 // closeWith starts the closing handshake from our side: close frame, then
 // read (discarding data) until the peer's close frame or Server.closeWait.
-func (c *conn) closeWith(code int, reason string) {
-	c.sendClose(ws.StatusCode(code), reason)
+func (c *conn) closeWith(code wsframe.CloseCode, reason string) {
+	c.sendClose(code, reason)
 	c.closing = true
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.closeWait))
 }

@@ -1,6 +1,7 @@
 package mock
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,9 +10,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // errRST: the session was dropped by mock.fault rst.
@@ -358,9 +358,9 @@ func (c *conn) fault(ev *clientEvent) error {
 	c.log.Info("mock upstream: fault", "fault", ev.Fault)
 	switch ev.Fault {
 	case "close":
-		code := 1000
+		code := wsframe.NormalClosure
 		if n, ok := jsonInt(ev.Code); ok && n > 0 {
-			code = n
+			code = wsframe.CloseCode(n)
 		}
 		c.closeWith(code, ev.Reason)
 		return nil
@@ -382,23 +382,14 @@ func (c *conn) fault(ev *clientEvent) error {
 		c.stalled = true
 		return nil
 	case "error":
-		code := jsonString(ev.Code)
-		if code == "" {
-			code = "mock_error"
-		}
-		typ := ev.ErrorType
-		if typ == "" {
-			typ = "invalid_request_error"
-		}
-		msg := ev.Message
-		if msg == "" {
-			msg = "Mock fault: " + code
-		}
+		code := cmp.Or(jsonString(ev.Code), "mock_error")
+		typ := cmp.Or(ev.ErrorType, "invalid_request_error")
+		msg := cmp.Or(ev.Message, "Mock fault: "+code)
 		if err := c.sendError("", typ, code, msg, ""); err != nil {
 			return err
 		}
 		if ev.CloseCode != 0 {
-			c.closeWith(ev.CloseCode, typ+"."+code)
+			c.closeWith(wsframe.CloseCode(ev.CloseCode), typ+"."+code)
 		}
 		return nil
 	case "expire":
@@ -406,7 +397,7 @@ func (c *conn) fault(ev *clientEvent) error {
 		if err := c.sendError("", "invalid_request_error", "session_expired", msg, ""); err != nil {
 			return err
 		}
-		c.closeWith(int(ws.StatusGoingAway), msg)
+		c.closeWith(wsframe.GoingAway, msg)
 		return nil
 	case "echo":
 		c.echo = true

@@ -30,6 +30,7 @@
 package mock
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -105,10 +106,7 @@ func New(opts Options) *Server {
 	if opts.DeltaInterval < 0 {
 		opts.DeltaInterval = 0
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
 	return &Server{
 		opts:      opts,
 		log:       log,
