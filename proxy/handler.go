@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -124,97 +123,19 @@ func headerHasToken(h http.Header, name, token string) bool {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	requestedAt := time.Now()
-	// 1. The handshake itself: everything is checked before any upstream is
-	// dialed, at least as strictly as the upgrader that answers 101 later.
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		h.reject(w, http.StatusUpgradeRequired, "not_websocket",
-			"this endpoint accepts WebSocket upgrades only", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"})
+	// Everything is checked before any upstream is dialed.
+	if rj := h.checkUpgrade(r); rj != nil {
+		h.refuse(w, rj)
 		return
 	}
-	if r.Method != http.MethodGet {
-		h.reject(w, http.StatusMethodNotAllowed, "bad_method", "WebSocket upgrades use GET", map[string]string{"Allow": "GET"})
+	c, rj := h.identify(r)
+	if rj != nil {
+		h.refuse(w, rj)
 		return
 	}
-	if !r.ProtoAtLeast(1, 1) {
-		h.reject(w, http.StatusHTTPVersionNotSupported, "bad_handshake", "WebSocket upgrades need HTTP/1.1", nil)
-		return
-	}
-	if !validProtocolList(r.Header.Values("Sec-WebSocket-Protocol")) {
-		h.reject(w, http.StatusBadRequest, "bad_handshake", "malformed Sec-WebSocket-Protocol", nil)
-		return
-	}
-	if !headerHasToken(r.Header, "Connection", "upgrade") {
-		h.reject(w, http.StatusBadRequest, "bad_handshake", "missing Connection: Upgrade", nil)
-		return
-	}
-	if r.Header.Get("Sec-WebSocket-Version") != "13" {
-		h.reject(w, http.StatusUpgradeRequired, "bad_version", "unsupported Sec-WebSocket-Version",
-			map[string]string{"Sec-WebSocket-Version": "13"})
-		return
-	}
-	if k, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(k) != 16 {
-		h.reject(w, http.StatusBadRequest, "bad_handshake", "missing or malformed Sec-WebSocket-Key", nil)
-		return
-	}
-	if !h.originAllowed(r.Header.Values("Origin")) {
-		h.reject(w, http.StatusForbidden, "origin", "origin not allowed", nil)
-		return
-	}
-	offered, beta := parseProtocols(r.Header)
-
-	// 2. Who is calling, and what do they ask for.
-	clientID := ""
-	if h.opts.Auth != nil {
-		id, err := h.opts.Auth.Authenticate(r)
-		if err != nil {
-			reason := "unauthorized"
-			if errors.Is(err, auth.ErrMissing) {
-				reason = "unauthenticated"
-			}
-			h.reject(w, http.StatusUnauthorized, reason, err.Error(),
-				map[string]string{"WWW-Authenticate": `Bearer realm="tether"`})
-			return
-		}
-		clientID = id
-	}
-	identity := clientID
-	if identity == "" {
-		identity = remoteIP(r.RemoteAddr)
-	}
-	query, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		h.reject(w, http.StatusBadRequest, "bad_handshake", "malformed query string", nil)
-		return
-	}
-	models := modelValues(query)
-	if len(models) > 1 {
-		// Which one would the upstream read? Refuse rather than guess.
-		h.reject(w, http.StatusBadRequest, "model_not_allowed", "the query names more than one model", nil)
-		return
-	}
-	model := ""
-	if len(models) == 1 {
-		model = models[0]
-	}
-	if err := h.dialer.CheckModel(model); err != nil {
-		h.reject(w, http.StatusBadRequest, "model_not_allowed", "model not served by this proxy", nil)
-		return
-	}
-
-	// 3. Admission.
-	release, err := h.mgr.Reserve(identity)
-	if err != nil {
-		switch {
-		case errors.Is(err, lifecycle.ErrDraining):
-			h.reject(w, http.StatusServiceUnavailable, "draining", "tether is shutting down; retry on another instance",
-				map[string]string{"Retry-After": "5"})
-		case errors.Is(err, lifecycle.ErrClientLimit):
-			h.reject(w, http.StatusTooManyRequests, "client_limit", "too many sessions for this client",
-				map[string]string{"Retry-After": "1"})
-		default:
-			h.reject(w, http.StatusServiceUnavailable, "max_sessions", "session limit reached",
-				map[string]string{"Retry-After": "1"})
-		}
+	release, rj := h.admit(c.identity)
+	if rj != nil {
+		h.refuse(w, rj)
 		return
 	}
 	handedOff := false // once the relay runs, it releases the slot
@@ -223,54 +144,178 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			release()
 		}
 	}()
+	info := h.sessionInfo(r, c, requestedAt)
+	up, rj := h.dialUpstream(r, c, &info)
+	if rj != nil {
+		h.refuse(w, rj)
+		return
+	}
+	handedOff = h.upgradeAndRelay(w, r, c, info, up, release)
+}
 
-	// 4. Upstream first.
-	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery, query), Model: model, Header: http.Header{}}
+// rejection is a refused handshake: the HTTP answer and the reason counted.
+type rejection struct {
+	status      int
+	reason, msg string
+	hdr         map[string]string
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, rj *rejection) {
+	h.reject(w, rj.status, rj.reason, rj.msg, rj.hdr)
+}
+
+// checkUpgrade checks the handshake itself, at least as strictly as the
+// upgrader that answers 101 later.
+func (h *Handler) checkUpgrade(r *http.Request) *rejection {
+	switch {
+	case !strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
+		return &rejection{http.StatusUpgradeRequired, "not_websocket", "this endpoint accepts WebSocket upgrades only",
+			map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}}
+	case r.Method != http.MethodGet:
+		return &rejection{http.StatusMethodNotAllowed, "bad_method", "WebSocket upgrades use GET", map[string]string{"Allow": "GET"}}
+	case !r.ProtoAtLeast(1, 1):
+		return &rejection{http.StatusHTTPVersionNotSupported, "bad_handshake", "WebSocket upgrades need HTTP/1.1", nil}
+	case !validProtocolList(r.Header.Values("Sec-WebSocket-Protocol")):
+		return &rejection{http.StatusBadRequest, "bad_handshake", "malformed Sec-WebSocket-Protocol", nil}
+	case !headerHasToken(r.Header, "Connection", "upgrade"):
+		return &rejection{http.StatusBadRequest, "bad_handshake", "missing Connection: Upgrade", nil}
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		return &rejection{http.StatusUpgradeRequired, "bad_version", "unsupported Sec-WebSocket-Version",
+			map[string]string{"Sec-WebSocket-Version": "13"}}
+	}
+	if k, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(k) != 16 {
+		return &rejection{http.StatusBadRequest, "bad_handshake", "missing or malformed Sec-WebSocket-Key", nil}
+	}
+	if !h.originAllowed(r.Header.Values("Origin")) {
+		return &rejection{http.StatusForbidden, "origin", "origin not allowed", nil}
+	}
+	return nil
+}
+
+// caller is who is calling and what they ask for.
+type caller struct {
+	clientID string // authenticated identity; "" without auth
+	identity string // clientID, else the remote IP (per-client limits)
+	query    url.Values
+	model    string
+	// offered: the client offered the realtime subprotocol; beta: it asked
+	// for the beta API shape.
+	offered, beta bool
+}
+
+// identify authenticates the client and checks what it asks for.
+func (h *Handler) identify(r *http.Request) (caller, *rejection) {
+	var c caller
+	c.offered, c.beta = parseProtocols(r.Header)
+	if h.opts.Auth != nil {
+		id, err := h.opts.Auth.Authenticate(r)
+		if err != nil {
+			reason := "unauthorized"
+			if errors.Is(err, auth.ErrMissing) {
+				reason = "unauthenticated"
+			}
+			return c, &rejection{http.StatusUnauthorized, reason, err.Error(),
+				map[string]string{"WWW-Authenticate": `Bearer realm="tether"`}}
+		}
+		c.clientID = id
+	}
+	c.identity = cmp.Or(c.clientID, remoteIP(r.RemoteAddr))
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return c, &rejection{http.StatusBadRequest, "bad_handshake", "malformed query string", nil}
+	}
+	c.query = query
+	models := modelValues(query)
+	if len(models) > 1 {
+		// Which one would the upstream read? Refuse rather than guess.
+		return c, &rejection{http.StatusBadRequest, "model_not_allowed", "the query names more than one model", nil}
+	}
+	if len(models) == 1 {
+		c.model = models[0]
+	}
+	if err := h.dialer.CheckModel(c.model); err != nil {
+		return c, &rejection{http.StatusBadRequest, "model_not_allowed", "model not served by this proxy", nil}
+	}
+	return c, nil
+}
+
+// admit reserves a session slot for identity.
+func (h *Handler) admit(identity string) (release func(), rj *rejection) {
+	release, err := h.mgr.Reserve(identity)
+	switch {
+	case err == nil:
+		return release, nil
+	case errors.Is(err, lifecycle.ErrDraining):
+		return nil, drainingRejection
+	case errors.Is(err, lifecycle.ErrClientLimit):
+		return nil, &rejection{http.StatusTooManyRequests, "client_limit", "too many sessions for this client",
+			map[string]string{"Retry-After": "1"}}
+	}
+	return nil, &rejection{http.StatusServiceUnavailable, "max_sessions", "session limit reached",
+		map[string]string{"Retry-After": "1"}}
+}
+
+// drainingRejection answers upgrades while tether shuts down.
+var drainingRejection = &rejection{http.StatusServiceUnavailable, "draining",
+	"tether is shutting down; retry on another instance", map[string]string{"Retry-After": "5"}}
+
+// sessionInfo is the session's start record, before the dial fills in the upstream.
+func (h *Handler) sessionInfo(r *http.Request, c caller, requestedAt time.Time) lifecycle.Info {
+	var localAddr string
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		localAddr = la.String()
+	}
+	return lifecycle.Info{
+		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: c.model, RequestedAt: requestedAt, ClientID: c.clientID,
+		TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate"),
+		Dialect: realtime.Dialect{},
+	}
+}
+
+// upstreamRequest is what the upstream is asked for: the client's filtered
+// query and the headers that may be passed on.
+func upstreamRequest(r *http.Request, c caller) upstreams.Request {
+	ureq := upstreams.Request{RawQuery: filterQuery(r.URL.RawQuery, c.query), Model: c.model, Header: http.Header{}}
 	for _, k := range forwardHeaders {
 		if vs := r.Header.Values(k); len(vs) > 0 {
 			ureq.Header[http.CanonicalHeaderKey(k)] = vs
 		}
 	}
-	if beta && ureq.Header.Get("OpenAI-Beta") == "" {
+	if c.beta && ureq.Header.Get("OpenAI-Beta") == "" {
 		ureq.Header.Set("OpenAI-Beta", "realtime=v1")
 	}
-	var localAddr string
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		localAddr = la.String()
-	}
-	info := lifecycle.Info{
-		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: model, RequestedAt: requestedAt, ClientID: clientID,
-		TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate"),
-		Dialect: realtime.Dialect{},
-	}
-	// The dial gives up with the client, at the handshake timeout, and when
-	// tether stops waiting (drain deadline or second signal): then the
-	// client gets 503 with Retry-After at once, like any upgrade during a drain.
+	return ureq
+}
+
+// dialUpstream dials the upstream first, recording the attempts in info.
+// The dial gives up with the client, at the handshake timeout, and when
+// tether stops waiting (drain deadline or second signal): then the client
+// gets 503 with Retry-After at once, like any upgrade during a drain.
+func (h *Handler) dialUpstream(r *http.Request, c caller, info *lifecycle.Info) (*upstreams.Conn, *rejection) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
 	stopDial := context.AfterFunc(h.mgr.Stopping(), cancel)
-	up, err := h.dialer.Dial(ctx, ureq)
+	up, err := h.dialer.Dial(ctx, upstreamRequest(r, c))
 	stopDial()
 	cancel()
+	var de *upstreams.DialError
+	switch {
+	case err == nil:
+		info.Dials = dialRecords(up.Attempts)
+	case errors.As(err, &de):
+		info.Dials = dialRecords(de.Attempts)
+	}
 	if h.mgr.Stopping().Err() != nil {
-		var de *upstreams.DialError
 		if err == nil {
 			_ = up.Net.Close()
-			info.Dials = dialRecords(up.Attempts)
-		} else if errors.As(err, &de) {
-			info.Dials = dialRecords(de.Attempts)
 		}
 		h.log.Info("upstream dial cancelled: shutting down", "client", r.RemoteAddr)
-		h.mgr.HandshakeFailed(info, http.StatusServiceUnavailable, "draining")
-		h.reject(w, http.StatusServiceUnavailable, "draining", "tether is shutting down; retry on another instance",
-			map[string]string{"Retry-After": "5"})
-		return
+		h.mgr.HandshakeFailed(*info, http.StatusServiceUnavailable, "draining")
+		return nil, drainingRejection
 	}
 	if err != nil {
-		var de *upstreams.DialError
 		status, retry := http.StatusBadGateway, ""
-		if errors.As(err, &de) {
+		if de != nil {
 			status, retry = de.Status, de.RetryAfter
-			info.Dials = dialRecords(de.Attempts)
 		}
 		h.log.Warn("upstream dial failed", "client", r.RemoteAddr, "err", err)
 		hdr := map[string]string{}
@@ -281,16 +326,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusTooManyRequests {
 			reason = "upstream_rate_limited"
 		}
-		h.mgr.HandshakeFailed(info, status, reason)
-		h.reject(w, status, reason, "no upstream could be reached", hdr)
-		return
+		h.mgr.HandshakeFailed(*info, status, reason)
+		return nil, &rejection{status, reason, "no upstream could be reached", hdr}
 	}
 	info.Upstream, info.UpstreamType = up.Upstream.Name, up.Upstream.Kind
-	info.Dials = dialRecords(up.Attempts)
+	return up, nil
+}
 
-	// 5. Answer 101.
+// upgradeAndRelay answers 101, opens the session and hands both legs to a
+// relay on a goroutine of its own. It reports whether the relay took over
+// (and with it the admission slot).
+func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c caller, info lifecycle.Info,
+	up *upstreams.Conn, release func()) (handedOff bool) {
 	u := ws.HTTPUpgrader{
-		Protocol: func(p string) bool { return p == protoRealtime && offered },
+		Protocol: func(p string) bool { return p == protoRealtime && c.offered },
 	}
 	conn, rw, _, err := u.Upgrade(r, w)
 	if err != nil {
@@ -300,7 +349,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.rejected("bad_handshake")
 		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
-		return
+		return false
 	}
 	s := h.mgr.Open(info)
 	s.ReleaseOnEnd(release)
@@ -314,8 +363,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.mgr.Finished(s, release)
 		}
 	}()
-	relay := NewRelay(conn, rw.Reader, up.Net, up.BR, h.opts.Relay)
-	relay.log = h.log
+	ro := h.opts.Relay
+	ro.Logger = cmp.Or(ro.Logger, h.log)
+	relay := NewRelay(conn, rw.Reader, up.Net, up.BR, ro)
 	if up.First != nil {
 		if err := relay.WriteFirst(up.First); err != nil {
 			s.LegError(lifecycle.Client, err)
@@ -328,8 +378,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The relay runs on its own goroutine and ServeHTTP returns, so net/http's
 	// per-connection goroutine (and its grown stack and buffers) goes away:
 	// an idle session holds only its two pumps.
-	handedOff = true
 	go h.runSession(s, relay, release)
+	return true
 }
 
 // runSession relays one session to its end and tells the manager.
@@ -460,17 +510,4 @@ func filterQuery(raw string, q url.Values) string {
 		return raw
 	}
 	return q.Encode()
-}
-
-// recoverSession ends the session with reason panic and logs the stack, so
-// one broken session never takes the process (and the other sessions) down.
-func (r *Relay) recoverSession() {
-	if v := recover(); v != nil {
-		if r.log != nil {
-			r.log.Error("session panic", "panic", v, "stack", string(debug.Stack()))
-		}
-		if r.obs != nil {
-			r.obs.End(lifecycle.ReasonPanic)
-		}
-	}
 }
