@@ -205,113 +205,167 @@ func (c *conn) stream(r *response) {
 		}
 		c.mu.Unlock()
 	}()
-	deltaBytes := c.srv.opts.DeltaBytes
-	buf := make([]byte, headroom, headroom+base64.StdEncoding.EncodedLen(deltaBytes)+512)
-	emit := func(ev any) error {
-		b, err := json.Marshal(ev)
-		if err != nil {
+	st := c.newStreamer(r)
+	defer st.stopTimer()
+	if st.begin() != nil {
+		return
+	}
+	sent, words, ok := st.deltas()
+	if !ok {
+		return
+	}
+	st.finish(sent, words)
+}
+
+// streamer writes one response's events, reusing one buffer for all.
+type streamer struct {
+	c     *conn
+	r     *response
+	buf   []byte
+	timer *time.Timer // paces deltas; nil until the first pause
+	resp  responseObj
+	it    item
+	ids   partIDs
+}
+
+func (c *conn) newStreamer(r *response) *streamer {
+	return &streamer{c: c, r: r,
+		buf: make([]byte, headroom, headroom+base64.StdEncoding.EncodedLen(c.srv.opts.DeltaBytes)+512),
+		resp: responseObj{
+			Object: "realtime.response", ID: r.id, Status: "in_progress", Output: []item{},
+			ConversationID: r.convID, OutputModalities: []string{"audio"}, MaxOutputTokens: "inf",
+			Audio: r.outAudio, Metadata: r.metadata,
+		},
+		it:  item{ID: r.itemID, Object: "realtime.item", Type: "message", Status: "in_progress", Role: "assistant", Content: []content{}},
+		ids: partIDs{ResponseID: r.id, ItemID: r.itemID},
+	}
+}
+
+func (st *streamer) stopTimer() {
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+}
+
+// emit sends ev as JSON.
+func (st *streamer) emit(ev any) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	st.buf = append(st.buf[:headroom], b...)
+	return st.c.send(ws.OpText, st.buf)
+}
+
+// outputItemEvent is response.output_item.added / .done.
+type outputItemEvent struct {
+	head
+	ResponseID  string `json:"response_id"`
+	OutputIndex int    `json:"output_index"`
+	Item        item   `json:"item"`
+}
+
+// responseEvent is response.created / response.done.
+type responseEvent struct {
+	head
+	Response responseObj `json:"response"`
+}
+
+// begin sends the events that open a response, up to its first content part.
+func (st *streamer) begin() error {
+	c, r := st.c, st.r
+	empty := ""
+	for _, ev := range []any{
+		responseEvent{c.head(realtime.ResponseCreated), st.resp},
+		struct {
+			head
+			RateLimits []rateLimit `json:"rate_limits"`
+		}{c.head(realtime.RateLimitsUpdated), r.rateLimits},
+		outputItemEvent{c.head(realtime.OutputItemAdded), r.id, 0, st.it},
+		itemEvent{c.head(realtime.ItemAdded), nullable(r.prevItemID), st.it},
+		partEvent{c.head(realtime.ContentPartAdded), st.ids, content{Type: "output_audio", Transcript: &empty}},
+	} {
+		if err := st.emit(ev); err != nil {
 			return err
 		}
-		buf = append(buf[:headroom], b...)
-		return c.send(ws.OpText, buf)
 	}
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	return nil
+}
 
-	resp := responseObj{
-		Object: "realtime.response", ID: r.id, Status: "in_progress", Output: []item{},
-		ConversationID: r.convID, OutputModalities: []string{"audio"}, MaxOutputTokens: "inf",
-		Audio: r.outAudio, Metadata: r.metadata,
-	}
-	it := item{ID: r.itemID, Object: "realtime.item", Type: "message", Status: "in_progress", Role: "assistant", Content: []content{}}
-	ids := partIDs{ResponseID: r.id, ItemID: r.itemID}
-	if emit(struct {
-		head
-		Response responseObj `json:"response"`
-	}{c.head(realtime.ResponseCreated), resp}) != nil {
-		return
-	}
-	if emit(struct {
-		head
-		RateLimits []rateLimit `json:"rate_limits"`
-	}{c.head(realtime.RateLimitsUpdated), r.rateLimits}) != nil {
-		return
-	}
-	if emit(struct {
-		head
-		ResponseID  string `json:"response_id"`
-		OutputIndex int    `json:"output_index"`
-		Item        item   `json:"item"`
-	}{c.head(realtime.OutputItemAdded), r.id, 0, it}) != nil {
-		return
-	}
-	if emit(itemEvent{c.head(realtime.ItemAdded), nullable(r.prevItemID), it}) != nil {
-		return
-	}
-	empty := ""
-	if emit(partEvent{c.head(realtime.ContentPartAdded), ids, content{Type: "output_audio", Transcript: &empty}}) != nil {
-		return
-	}
-
-	// Deltas: audio in DeltaBytes chunks, transcript words spread among them.
-	deltaHead := `","response_id":"` + r.id + `","item_id":"` + r.itemID + `","output_index":0,"content_index":0,"delta":`
-	n := (len(r.audio) + deltaBytes - 1) / deltaBytes
-	sent, words := 0, 0
-	cancelled := false
-	for i := 0; i < n && !cancelled; i++ {
-		if i > 0 {
-			if d := time.Duration(c.pace.Load()); d > 0 {
-				if timer == nil {
-					timer = time.NewTimer(d)
-				} else {
-					timer.Reset(d)
-				}
-				select {
-				case <-timer.C:
-				case <-r.cancel:
-					cancelled = true
-					continue
-				case <-c.quit:
-					return
-				}
-			}
+// pause waits out the pace between deltas; it reports false when the
+// connection is quitting, and cancelled when the response was cancelled.
+func (st *streamer) pause(first bool) (cancelled, ok bool) {
+	c, r := st.c, st.r
+	if d := time.Duration(c.pace.Load()); d > 0 && !first {
+		if st.timer == nil {
+			st.timer = time.NewTimer(d)
+		} else {
+			st.timer.Reset(d)
 		}
 		select {
+		case <-st.timer.C:
 		case <-r.cancel:
-			cancelled = true
-			continue
+			return true, true
 		case <-c.quit:
-			return
-		default:
+			return false, false
+		}
+	}
+	select {
+	case <-r.cancel:
+		return true, true
+	case <-c.quit:
+		return false, false
+	default:
+		return false, true
+	}
+}
+
+// deltas sends the audio in DeltaBytes chunks with the transcript words
+// spread among them, until the end or a cancel. It returns the audio bytes
+// and words sent; ok is false when the connection went away.
+func (st *streamer) deltas() (sent, words int, ok bool) {
+	c, r := st.c, st.r
+	deltaBytes := c.srv.opts.DeltaBytes
+	deltaHead := `","response_id":"` + r.id + `","item_id":"` + r.itemID + `","output_index":0,"content_index":0,"delta":`
+	n := (len(r.audio) + deltaBytes - 1) / deltaBytes
+	for i := 0; i < n; i++ {
+		cancelled, alive := st.pause(i == 0)
+		if !alive {
+			return sent, words, false
+		}
+		if cancelled {
+			break
 		}
 		end := min(sent+deltaBytes, len(r.audio))
-		buf = append(buf[:headroom], `{"type":"`+realtime.OutputAudioDelta+`","event_id":"`...)
+		buf := append(st.buf[:headroom], `{"type":"`+realtime.OutputAudioDelta+`","event_id":"`...)
 		buf = c.appendID(buf, "event")
 		buf = append(buf, deltaHead...)
 		buf = append(buf, '"')
 		buf = base64.StdEncoding.AppendEncode(buf, r.audio[sent:end])
-		buf = append(buf, `"}`...)
-		if c.send(ws.OpText, buf) != nil {
-			return
+		st.buf = append(buf, `"}`...)
+		if c.send(ws.OpText, st.buf) != nil {
+			return sent, words, false
 		}
 		sent = end
 		for due := (i + 1) * len(r.words) / n; words < due; words++ {
-			buf = append(buf[:headroom], `{"type":"`+realtime.OutputTranscriptDelta+`","event_id":"`...)
+			buf := append(st.buf[:headroom], `{"type":"`+realtime.OutputTranscriptDelta+`","event_id":"`...)
 			buf = c.appendID(buf, "event")
 			buf = append(buf, deltaHead...)
 			buf = appendJSONString(buf, r.words[words])
-			buf = append(buf, '}')
-			if c.send(ws.OpText, buf) != nil {
-				return
+			st.buf = append(buf, '}')
+			if c.send(ws.OpText, st.buf) != nil {
+				return sent, words, false
 			}
 		}
 	}
+	return sent, words, true
+}
 
-	// Finish: from here the response is no longer active.
+// finish sends the events that close the response: the rest of the
+// transcript (unless cancelled), the done events and response.done with usage.
+func (st *streamer) finish(sent, words int) {
+	c, r := st.c, st.r
+	// From here the response is no longer active.
 	c.mu.Lock()
 	cancelled, reason := r.cancelled, r.reason
 	if c.resp == r {
@@ -320,57 +374,45 @@ func (c *conn) stream(r *response) {
 	c.mu.Unlock()
 	if !cancelled {
 		for ; words < len(r.words); words++ {
-			if emit(struct {
+			if st.emit(struct {
 				head
 				partIDs
 				Delta string `json:"delta"`
-			}{c.head(realtime.OutputTranscriptDelta), ids, r.words[words]}) != nil {
+			}{c.head(realtime.OutputTranscriptDelta), st.ids, r.words[words]}) != nil {
 				return
 			}
 		}
 	}
 	transcript := strings.Join(r.words[:words], "")
 	part := content{Type: "output_audio", Transcript: &transcript}
-	it.Status, it.Content = "completed", []content{part}
-	resp.Status, resp.Output = "completed", []item{it}
+	st.it.Status, st.it.Content = "completed", []content{part}
+	st.resp.Status, st.resp.Output = "completed", []item{st.it}
 	if cancelled {
-		it.Status = "incomplete"
-		resp.Status, resp.StatusDetails, resp.Output = "cancelled", &statusDetails{"cancelled", reason}, []item{it}
+		st.it.Status = "incomplete"
+		st.resp.Status, st.resp.StatusDetails, st.resp.Output = "cancelled", &statusDetails{"cancelled", reason}, []item{st.it}
 	}
-	if emit(struct {
-		head
-		partIDs
-	}{c.head(realtime.OutputAudioDone), ids}) != nil {
-		return
-	}
-	if emit(struct {
-		head
-		partIDs
-		Transcript string `json:"transcript"`
-	}{c.head(realtime.OutputTranscriptDone), ids, transcript}) != nil {
-		return
-	}
-	if emit(partEvent{c.head(realtime.ContentPartDone), ids, part}) != nil {
-		return
-	}
-	if emit(struct {
-		head
-		ResponseID  string `json:"response_id"`
-		OutputIndex int    `json:"output_index"`
-		Item        item   `json:"item"`
-	}{c.head(realtime.OutputItemDone), r.id, 0, it}) != nil {
-		return
-	}
-	if emit(itemEvent{c.head(realtime.ItemDone), nullable(r.prevItemID), it}) != nil {
-		return
+	for _, ev := range []any{
+		struct {
+			head
+			partIDs
+		}{c.head(realtime.OutputAudioDone), st.ids},
+		struct {
+			head
+			partIDs
+			Transcript string `json:"transcript"`
+		}{c.head(realtime.OutputTranscriptDone), st.ids, transcript},
+		partEvent{c.head(realtime.ContentPartDone), st.ids, part},
+		outputItemEvent{c.head(realtime.OutputItemDone), r.id, 0, st.it},
+		itemEvent{c.head(realtime.ItemDone), nullable(r.prevItemID), st.it},
+	} {
+		if st.emit(ev) != nil {
+			return
+		}
 	}
 	u := r.usage(sent, words)
-	resp.Usage = &u
+	st.resp.Usage = &u
 	c.tokensUsed.Add(int64(u.TotalTokens))
-	_ = emit(struct {
-		head
-		Response responseObj `json:"response"`
-	}{c.head(realtime.ResponseDone), resp})
+	_ = st.emit(responseEvent{c.head(realtime.ResponseDone), st.resp})
 }
 
 // usage derives token counts from audio lengths (see the package doc).
