@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
 // A probe is one input_audio_buffer.append event carrying its own sequence
@@ -23,7 +25,7 @@ import (
 // frame length never changes and only those 32 bytes are rewritten (and
 // re-masked) per send.
 const (
-	probePrefix = `{"type":"input_audio_buffer.append","event_id":"bench_`
+	probePrefix = `{"type":"` + realtime.InputAudioAppend + `","event_id":"bench_`
 	seqDigits   = 12
 	timeDigits  = 19
 	idLen       = seqDigits + 1 + timeDigits
@@ -36,11 +38,11 @@ const (
 )
 
 // echoEvent turns the mock upstream's echo fault on for the session.
-var echoEvent = []byte(`{"type":"mock.fault","fault":"echo"}`)
+var echoEvent = []byte(`{"type":"` + realtime.MockFault + `","fault":"echo"}`)
 
 // sessionUpdate is the configuration a session sends after session.created,
 // as clients do; the upstream answers session.updated.
-var sessionUpdate = []byte(`{"type":"session.update","session":{"type":"realtime","instructions":"tether-bench"}}`)
+var sessionUpdate = []byte(`{"type":"` + realtime.SessionUpdate + `","session":{"type":"realtime","instructions":"tether-bench"}}`)
 
 // probe is a session's pre-encoded append frame, masked as a client sends it.
 type probe struct {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
 // targetStats are the counters of one target, shared by its sessions.
@@ -147,7 +149,7 @@ func (s *session) dialSession(ctx context.Context) bool {
 		st.fail(errorKind("setup", err))
 		return false
 	}
-	if !bytes.Contains(first, []byte(`"session.created"`)) {
+	if !bytes.Contains(first, []byte(`"`+realtime.SessionCreated+`"`)) {
 		st.fail("setup: first event is not session.created")
 		return false
 	}
@@ -163,7 +165,7 @@ func (s *session) dialSession(ctx context.Context) bool {
 		st.fail(errorKind("setup", err))
 		return false
 	}
-	if !bytes.Contains(updated, []byte(`"session.updated"`)) {
+	if !bytes.Contains(updated, []byte(`"`+realtime.SessionUpdated+`"`)) {
 		st.fail("setup: session.update was not answered with session.updated")
 		return false
 	}
@@ -285,7 +287,7 @@ func (s *session) read() {
 		}
 		seq, sent, err := parseProbe(head)
 		if err != nil || h.OpCode != ws.OpText {
-			if bytes.Contains(head, []byte(`"type":"error"`)) {
+			if bytes.Contains(head, []byte(`"type":"`+realtime.Error+`"`)) {
 				st.fail("upstream error event")
 			} else {
 				st.fail("unexpected frame")
