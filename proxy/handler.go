@@ -33,7 +33,9 @@ type UpstreamDialer interface {
 // HandlerOptions configure the client-facing upgrade handler.
 type HandlerOptions struct {
 	// HandshakeTimeout bounds the upstream dial (all attempts) for one
-	// upgrade; 0 means 10 s.
+	// upgrade. cmd/tether always sets it (server.handshake_timeout, whose
+	// default lives in package config); 0 means no bound of its own: the
+	// dial is bounded by each upstream's dial timeout and the client.
 	HandshakeTimeout time.Duration
 	// AllowedOrigins is an exact-match Origin list; empty allows any.
 	AllowedOrigins []string
@@ -67,8 +69,16 @@ type Handler struct {
 // NewHandler returns a Handler.
 func NewHandler(mgr *lifecycle.Manager, dialer UpstreamDialer, opts HandlerOptions) *Handler {
 	opts.Logger = cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
-	opts.HandshakeTimeout = cmp.Or(opts.HandshakeTimeout, 10*time.Second)
 	return &Handler{opts: opts, mgr: mgr, dialer: dialer, log: opts.Logger}
+}
+
+// dialContext is the context of one upgrade's upstream dial: parent,
+// bounded by HandshakeTimeout when that is set.
+func (h *Handler) dialContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if h.opts.HandshakeTimeout <= 0 {
+		return context.WithCancel(parent)
+	}
+	return context.WithTimeout(parent, h.opts.HandshakeTimeout)
 }
 
 // Subprotocol handling (see the README).
@@ -246,7 +256,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The dial gives up with the client, at the handshake timeout, and when
 	// tether stops waiting (drain deadline or second signal): then the
 	// client gets 503 with Retry-After at once, like any upgrade during a drain.
-	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
+	ctx, cancel := h.dialContext(r.Context())
 	stopDial := context.AfterFunc(h.mgr.Stopping(), cancel)
 	up, err := h.dialer.Dial(ctx, ureq)
 	stopDial()
@@ -285,7 +295,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, status, reason, "no upstream could be reached", hdr)
 		return
 	}
-	info.Upstream, info.UpstreamType = up.Upstream.Name, up.Upstream.Kind
+	info.Upstream, info.UpstreamType = up.Upstream.Name, string(up.Upstream.Type)
 	info.Dials = dialRecords(up.Attempts)
 
 	// 5. Answer 101.

@@ -1,6 +1,9 @@
 // Package upstreams turns configured backends into WebSocket connections:
 // URL and query, headers and credential per kind, dial with a timeout, the
 // first-event check of realtime backends, and failover down the list.
+//
+// It owns the upstream kinds ([Kind]) and the configuration of one backend
+// ([Config]), which package config decodes, defaults and validates.
 package upstreams
 
 import (
@@ -28,51 +31,17 @@ import (
 	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
-// Kinds of upstream.
-const (
-	KindOpenAI  = "openai"
-	KindAzure   = "azure"
-	KindGeneric = "generic"
-	KindMock    = "mock"
-)
-
-// DefaultOpenAIURL is the OpenAI Realtime endpoint.
-const DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
-
 // maxFirstEvent bounds the first event read during a realtime dial.
 const maxFirstEvent = 1 << 20
 
-// Upstream is one configured backend (plain values; package config maps the YAML here).
+// Upstream is one backend of a [Dialer]: its [Config] and its run-time
+// state (credential, trust roots, failure count).
 type Upstream struct {
-	Name        string
-	Kind        string
-	URL         string
-	APIKeyEnv   string // environment variable holding the key (read once at New)
-	APIKeyFile  string // file holding the key, re-read at each dial
-	Headers     map[string]string
-	DialTimeout time.Duration
-	// TLSConfig for wss upstreams; nil uses the system roots (or CARootFile).
-	TLSConfig *tls.Config
-	// Beta adds OpenAI-Beta: realtime=v1.
-	Beta bool
-	// APIKeyHeader / APIKeyQuery place a generic upstream's credential in a
-	// header or a query parameter instead of Authorization: Bearer.
-	APIKeyHeader string
-	APIKeyQuery  string
-	// TokenFile (azure) holds a bearer token, re-read at each dial.
-	TokenFile string
-	// Subprotocols are offered to the upstream.
-	Subprotocols []string
-	// AllowedModels limits ?model=; empty allows any. DefaultModel fills a missing one.
-	AllowedModels []string
-	DefaultModel  string
-	// CARootFile is a PEM bundle trusted for this upstream's TLS.
-	CARootFile string
-	// MaxFailures consecutive failures put the upstream in cool-down for Cooldown (0: never).
-	MaxFailures int
-	Cooldown    time.Duration
+	Config
 
-	key string // from APIKeyEnv
+	// tlsConfig trusts CARootFile for wss upstreams; nil uses the system roots.
+	tlsConfig *tls.Config
+	key       string // from APIKeyEnv, read once by NewDialer
 
 	mu        sync.Mutex
 	failures  int       // consecutive failed dials
@@ -158,11 +127,6 @@ func (u *Upstream) Secrets() []string {
 	return out
 }
 
-// realtime reports whether a dial succeeds only on the first event (session.created).
-func (u *Upstream) realtime() bool {
-	return u.Kind == KindOpenAI || u.Kind == KindAzure || u.Kind == KindMock
-}
-
 // Request is what the client asked for, already filtered by the proxy.
 type Request struct {
 	// RawQuery is the client's query string (e.g. model=gpt-realtime).
@@ -231,49 +195,52 @@ type Dialer struct {
 	OnAttempt func(Attempt)
 }
 
-// NewDialer validates the list and resolves credentials from the environment.
-func NewDialer(list []*Upstream) (*Dialer, error) {
+// NewDialer validates the list and resolves credentials from the
+// environment. Each Config must be complete (package config fills the
+// defaults): a missing URL is an error, not a default.
+func NewDialer(list []Config) (*Dialer, error) {
 	if len(list) == 0 {
 		return nil, errors.New("no upstream configured")
 	}
-	for _, u := range list {
-		if u.Kind == KindOpenAI && u.URL == "" {
-			u.URL = DefaultOpenAIURL
+	d := &Dialer{list: make([]*Upstream, 0, len(list))}
+	for _, c := range list {
+		u, err := newUpstream(c)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", c.Name, err)
 		}
-		if u.URL == "" {
-			return nil, fmt.Errorf("upstream %s: no url", u.Name)
-		}
-		if _, err := url.Parse(u.URL); err != nil {
-			return nil, fmt.Errorf("upstream %s: url: %w", u.Name, err)
-		}
-		if u.DialTimeout <= 0 {
-			u.DialTimeout = 10 * time.Second
-		}
-		if u.APIKeyEnv != "" {
-			u.key = os.Getenv(u.APIKeyEnv)
-		}
-		_, _ = u.credential() // learn a file's key now, so redaction knows it before the first dial
-		if (u.Kind == KindOpenAI || u.Kind == KindAzure) && u.APIKeyFile == "" && u.TokenFile == "" && u.key == "" {
-			return nil, fmt.Errorf("upstream %s: no API key: set %s or api_key_file", u.Name, cmp.Or(u.APIKeyEnv, "api_key_env"))
-		}
-		if u.CARootFile != "" {
-			pem, err := os.ReadFile(u.CARootFile)
-			if err != nil {
-				return nil, fmt.Errorf("upstream %s: ca_root_file: %w", u.Name, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("upstream %s: ca_root_file %s holds no PEM certificate", u.Name, u.CARootFile)
-			}
-			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-			if u.TLSConfig != nil {
-				cfg = u.TLSConfig.Clone()
-			}
-			cfg.RootCAs = pool
-			u.TLSConfig = cfg
-		}
+		d.list = append(d.list, u)
 	}
-	return &Dialer{list: list}, nil
+	return d, nil
+}
+
+// newUpstream checks c and resolves its credential and trust roots.
+func newUpstream(c Config) (*Upstream, error) {
+	u := &Upstream{Config: c}
+	if u.URL == "" {
+		return nil, errors.New("no url")
+	}
+	if _, err := url.Parse(u.URL); err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if u.APIKeyEnv != "" {
+		u.key = os.Getenv(u.APIKeyEnv)
+	}
+	_, _ = u.credential() // learn a file's key now, so redaction knows it before the first dial
+	if (u.Type == KindOpenAI || u.Type == KindAzure) && u.APIKeyFile == "" && u.TokenFile == "" && u.key == "" {
+		return nil, fmt.Errorf("no API key: set %s or api_key_file", cmp.Or(u.APIKeyEnv, "api_key_env"))
+	}
+	if u.CARootFile != "" {
+		pem, err := os.ReadFile(u.CARootFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_root_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_root_file %s holds no PEM certificate", u.CARootFile)
+		}
+		u.tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	return u, nil
 }
 
 // ErrModelNotAllowed is returned by CheckModel when no upstream serves the model.
@@ -415,8 +382,11 @@ func hasKeyFold(q url.Values, key string) bool {
 }
 
 func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model string) (*Conn, Attempt) {
-	ctx, cancel := context.WithTimeout(ctx, u.DialTimeout)
-	defer cancel()
+	if u.DialTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, u.DialTimeout)
+		defer cancel()
+	}
 	key, err := u.credential()
 	if err != nil {
 		return nil, Attempt{Result: "error", Err: err}
@@ -425,7 +395,7 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	if model != "" && model != req.Model {
 		q = setQuery(q, "model", model)
 	}
-	if u.Kind == KindGeneric && u.APIKeyQuery != "" {
+	if u.Type == KindGeneric && u.APIKeyQuery != "" {
 		// The credential parameter is tether's alone: a client's, in any case, never rides along.
 		q = setQuery(q, u.APIKeyQuery, key)
 	}
@@ -445,13 +415,13 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	}
 	if key != "" {
 		switch {
-		case u.Kind == KindAzure && u.TokenFile != "":
+		case u.Type == KindAzure && u.TokenFile != "":
 			h.Set("Authorization", "Bearer "+key)
-		case u.Kind == KindAzure:
+		case u.Type == KindAzure:
 			h.Set("api-key", key)
-		case u.Kind == KindGeneric && u.APIKeyQuery != "":
+		case u.Type == KindGeneric && u.APIKeyQuery != "":
 			// in the query string
-		case u.Kind == KindGeneric && u.APIKeyHeader != "":
+		case u.Type == KindGeneric && u.APIKeyHeader != "":
 			h.Set(u.APIKeyHeader, key)
 		default:
 			h.Set("Authorization", "Bearer "+key)
@@ -464,7 +434,7 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	dialer := ws.Dialer{
 		Header:    ws.HandshakeHeaderHTTP(h),
 		Protocols: u.Subprotocols,
-		TLSConfig: u.TLSConfig,
+		TLSConfig: u.tlsConfig,
 		OnStatusError: func(st int, _ []byte, resp io.Reader) {
 			status = st
 			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
@@ -495,7 +465,7 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 		br = bufio.NewReaderSize(conn, 4096)
 	}
 	c := &Conn{Net: conn, BR: br, Upstream: u}
-	if !u.realtime() {
+	if !u.Type.realtime() {
 		return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
 	}
 	if dl, ok := ctx.Deadline(); ok {

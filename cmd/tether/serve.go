@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -165,20 +166,16 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 	list := cfg.Upstreams
 	if list == nil {
 		list = config.AutoUpstreams(os.Getenv)
-		if list[0].Type == config.UpstreamMock {
+		if list[0].Type == upstreams.KindMock {
 			log.Info("no upstream configured and OPENAI_API_KEY is not set: using the built-in mock upstream")
 		} else {
 			log.Info("no upstream configured: using OpenAI with OPENAI_API_KEY")
 		}
 	}
-	var ups []*upstreams.Upstream
-	for _, u := range list {
-		up := &upstreams.Upstream{Name: u.Name, Kind: u.Type, URL: u.URL, APIKeyEnv: u.APIKeyEnv,
-			APIKeyFile: u.APIKeyFile, Headers: u.Headers, DialTimeout: u.DialTimeout,
-			Beta: u.Beta, APIKeyHeader: u.APIKeyHeader, APIKeyQuery: u.APIKeyQuery, TokenFile: u.TokenFile,
-			Subprotocols: u.Subprotocols, AllowedModels: u.AllowedModels, DefaultModel: u.DefaultModel,
-			CARootFile: u.CARootFile, MaxFailures: u.MaxFailures, Cooldown: u.Cooldown}
-		if u.Type == config.UpstreamMock && u.URL == "" {
+	list = slices.Clone(list) // the built-in mock's URL is filled in below
+	for i := range list {
+		u := &list[i]
+		if u.Type == upstreams.KindMock && u.URL == "" {
 			if a.mock == nil {
 				a.mock = mock.New(mock.Options{Logger: log.With("component", "mock")})
 				addr, err := a.mock.Start("127.0.0.1:0")
@@ -188,11 +185,10 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 				a.mockURL = "ws://" + addr.String() + "/v1/realtime"
 				log.Debug("built-in mock upstream", "url", a.mockURL)
 			}
-			up.URL = a.mockURL
+			u.URL = a.mockURL
 		}
-		ups = append(ups, up)
 	}
-	a.dialer, err = upstreams.NewDialer(ups)
+	a.dialer, err = upstreams.NewDialer(list)
 	if err != nil {
 		return nil, err
 	}
@@ -292,13 +288,13 @@ func (a *app) run(srv *http.Server, ln net.Listener) {
 // newAuthenticator builds client authentication from the auth section.
 func newAuthenticator(c config.Auth) (auth.Authenticator, error) {
 	switch c.Mode {
-	case config.AuthModeToken:
+	case auth.ModeToken:
 		t, err := auth.NewTokens(c.TokensFile)
 		if err != nil {
 			return nil, fmt.Errorf("auth: %w", err)
 		}
 		return t, nil
-	case config.AuthModeJWT:
+	case auth.ModeJWT:
 		j, err := auth.NewJWT(c.JWT.HMACSecretFile, c.JWT.Issuer, c.JWT.Audience)
 		if err != nil {
 			return nil, fmt.Errorf("auth.jwt: %w", err)
@@ -322,7 +318,7 @@ func listen(key, addr string) (net.Listener, error) {
 func (a *app) describeUpstreams() string {
 	var parts []string
 	for _, u := range a.dialer.Upstreams() {
-		parts = append(parts, fmt.Sprintf("%s(%s %s)", u.Name, u.Kind, redact.URL(u.URL)))
+		parts = append(parts, fmt.Sprintf("%s(%s %s)", u.Name, u.Type, redact.URL(u.URL)))
 	}
 	return strings.Join(parts, ", ")
 }
