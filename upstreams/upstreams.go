@@ -381,6 +381,8 @@ func hasKeyFold(q url.Values, key string) bool {
 	return false
 }
 
+// dialOne makes one attempt at u, within u.DialTimeout: the WebSocket
+// handshake and, for realtime kinds, the wait for the first event.
 func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model string) (*Conn, Attempt) {
 	if u.DialTimeout > 0 {
 		var cancel context.CancelFunc
@@ -391,6 +393,27 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	if err != nil {
 		return nil, Attempt{Result: "error", Err: err}
 	}
+	target, err := upstreamURL(u.URL, u.query(req, model, key))
+	if err != nil {
+		return nil, Attempt{Result: "error", Err: err}
+	}
+	conn, br, a := u.handshake(ctx, target, u.header(req.Header, key), key)
+	if conn == nil {
+		return nil, a
+	}
+	c := &Conn{Net: conn, BR: br, Upstream: u}
+	if !u.Type.realtime() {
+		return c, a
+	}
+	if a = c.awaitFirst(ctx, key); a.Result != "ok" {
+		return nil, a
+	}
+	return c, a
+}
+
+// query is the query string sent to u: the client's, with the model u
+// serves it and, for a generic upstream with api_key_query, the credential.
+func (u *Upstream) query(req Request, model, key string) string {
 	q := req.RawQuery
 	if model != "" && model != req.Model {
 		q = setQuery(q, "model", model)
@@ -399,12 +422,14 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 		// The credential parameter is tether's alone: a client's, in any case, never rides along.
 		q = setQuery(q, u.APIKeyQuery, key)
 	}
-	target, err := upstreamURL(u.URL, q)
-	if err != nil {
-		return nil, Attempt{Result: "error", Err: err}
-	}
+	return q
+}
+
+// header is the handshake header sent to u: the client's headers that may
+// travel, u's configured headers over them, the beta marker and the credential.
+func (u *Upstream) header(client http.Header, key string) http.Header {
 	h := http.Header{}
-	for k, vs := range req.Header {
+	for k, vs := range client {
 		h[k] = vs
 	}
 	for k, v := range u.Headers {
@@ -414,19 +439,31 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 		h.Set("OpenAI-Beta", "realtime=v1")
 	}
 	if key != "" {
-		switch {
-		case u.Type == KindAzure && u.TokenFile != "":
-			h.Set("Authorization", "Bearer "+key)
-		case u.Type == KindAzure:
-			h.Set("api-key", key)
-		case u.Type == KindGeneric && u.APIKeyQuery != "":
-			// in the query string
-		case u.Type == KindGeneric && u.APIKeyHeader != "":
-			h.Set(u.APIKeyHeader, key)
-		default:
-			h.Set("Authorization", "Bearer "+key)
-		}
+		u.setCredential(h, key)
 	}
+	return h
+}
+
+// setCredential puts key where u's kind expects it.
+func (u *Upstream) setCredential(h http.Header, key string) {
+	switch {
+	case u.Type == KindAzure && u.TokenFile != "":
+		h.Set("Authorization", "Bearer "+key)
+	case u.Type == KindAzure:
+		h.Set("api-key", key)
+	case u.Type == KindGeneric && u.APIKeyQuery != "":
+		// in the query string
+	case u.Type == KindGeneric && u.APIKeyHeader != "":
+		h.Set(u.APIKeyHeader, key)
+	default:
+		h.Set("Authorization", "Bearer "+key)
+	}
+}
+
+// handshake runs the WebSocket handshake with target. It returns the
+// connection and the attempt (result "ok", status 101), or a nil
+// connection and the failed attempt, its error cleaned of key.
+func (u *Upstream) handshake(ctx context.Context, target string, h http.Header, key string) (net.Conn, *bufio.Reader, Attempt) {
 	var (
 		status     int
 		retryAfter string
@@ -444,30 +481,39 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	}
 	conn, br, _, err := dialer.Dial(ctx, target)
 	if err != nil {
-		a := Attempt{Status: status, RetryAfter: retryAfter, Err: redactErr(err, key)}
-		switch {
-		case status == http.StatusUnauthorized || status == http.StatusForbidden:
-			a.Result = "auth"
-		case status == http.StatusTooManyRequests:
-			a.Result = "rate_limited"
-		case status >= 500:
-			a.Result = "http_5xx"
-		case status >= 400:
-			a.Result = "http_4xx"
-		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-			a.Result = "timeout"
-		default:
-			a.Result = "refused"
-		}
-		return nil, a
+		return nil, nil, Attempt{Result: handshakeResult(status, err), Status: status, RetryAfter: retryAfter,
+			Err: redactErr(err, key)}
 	}
 	if br == nil {
 		br = bufio.NewReaderSize(conn, 4096)
 	}
-	c := &Conn{Net: conn, BR: br, Upstream: u}
-	if !u.Type.realtime() {
-		return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+	return conn, br, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+}
+
+// handshakeResult classifies a failed handshake by the upstream's HTTP
+// status, else by the error.
+func handshakeResult(status int, err error) string {
+	switch {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return "auth"
+	case status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case status >= 500:
+		return "http_5xx"
+	case status >= 400:
+		return "http_4xx"
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return "timeout"
+	default:
+		return "refused"
 	}
+}
+
+// awaitFirst waits, until ctx is done, for the first event of a realtime
+// upstream (see readFirst) and returns the attempt. On failure it closes
+// the connection; the error is cleaned of key.
+func (c *Conn) awaitFirst(ctx context.Context, key string) Attempt {
+	conn := c.Net
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetReadDeadline(dl)
 	}
@@ -485,9 +531,9 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 			result = "timeout"
 		}
 		// The upstream's close reason may quote the key ("Incorrect API key provided: sk-...").
-		return nil, Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: redactErr(err, key)}
+		return Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: redactErr(err, key)}
 	}
-	return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+	return Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
 }
 
 // readFirst reads the first frame of a realtime upstream: session.created
