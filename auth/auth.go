@@ -12,12 +12,21 @@ import (
 	"strings"
 )
 
+// Mode is how clients authenticate (the auth.mode key).
+type Mode string
+
 // Modes.
 const (
-	ModeNone  = "none"
-	ModeToken = "token"
-	ModeJWT   = "jwt"
+	// ModeNone accepts every client ([None]).
+	ModeNone Mode = "none"
+	// ModeToken accepts the bearer tokens listed in a file ([NewTokens]).
+	ModeToken Mode = "token"
+	// ModeJWT accepts HS256 JWTs signed with a shared secret ([NewJWT]).
+	ModeJWT Mode = "jwt"
 )
+
+// Modes returns every Mode, in the order the documentation lists them.
+func Modes() []Mode { return []Mode{ModeNone, ModeToken, ModeJWT} }
 
 // Subprotocol prefixes that carry a credential.
 const (

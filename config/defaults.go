@@ -6,33 +6,16 @@ import (
 	"fmt"
 	"net/textproto"
 	"time"
+
+	"github.com/tetherproxy/tether/auth"
+	tethertls "github.com/tetherproxy/tether/tls"
+	"github.com/tetherproxy/tether/upstreams"
 )
 
-// Allowed values of the enumerated keys.
+// Allowed values of the enumerated keys that only config knows. The kinds
+// of upstream, auth modes and TLS modes are types of the packages that act
+// on them: [upstreams.Kind], [auth.Mode] and [tethertls.Mode].
 const (
-	// UpstreamOpenAI is the OpenAI Realtime API (the default upstream type).
-	UpstreamOpenAI = "openai"
-	// UpstreamAzure is Azure OpenAI realtime; its url is required.
-	UpstreamAzure = "azure"
-	// UpstreamGeneric is any realtime-compatible WebSocket backend; its url is required.
-	UpstreamGeneric = "generic"
-	// UpstreamMock is the built-in mock realtime backend.
-	UpstreamMock = "mock"
-
-	// AuthModeNone accepts every client.
-	AuthModeNone = "none"
-	// AuthModeToken accepts the bearer tokens listed in auth.tokens_file.
-	AuthModeToken = "token"
-	// AuthModeJWT accepts HS256 JWTs signed with auth.jwt.hmac_secret_file.
-	AuthModeJWT = "jwt"
-
-	// TLSModeOff serves plain ws:// (TLS terminated elsewhere, or none).
-	TLSModeOff = "off"
-	// TLSModeFiles serves the certificate in tls.cert_file and tls.key_file.
-	TLSModeFiles = "files"
-	// TLSModeACME obtains certificates automatically.
-	TLSModeACME = "acme"
-
 	// ACMELetsEncryptProduction is the ACME directory used when
 	// tls.acme.ca_url is empty.
 	ACMELetsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
@@ -81,13 +64,13 @@ const (
 	DefaultMaxFrameBytes     = 16 << 20 // 16 MiB: one large input_audio_buffer.append
 	DefaultAdminListen       = "127.0.0.1:9090"
 	DefaultAdminPProf        = true
-	DefaultAuthMode          = AuthModeNone
+	DefaultAuthMode          = auth.ModeNone
 	DefaultHeartbeatInterval = 15 * time.Second
 	DefaultHeartbeatTimeout  = 10 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultMaxDuration       = 60 * time.Minute
 	DefaultDrainTimeout      = 30 * time.Second
-	DefaultTLSMode           = TLSModeOff
+	DefaultTLSMode           = tethertls.ModeOff
 	DefaultServiceName       = "tether"
 	DefaultTracesExporter    = ExporterNone
 	DefaultTracesProtocol    = ProtocolGRPC
@@ -97,7 +80,7 @@ const (
 	DefaultLogFormat         = LogFormatJSON
 
 	// DefaultUpstreamType is the type of an upstream entry without one.
-	DefaultUpstreamType = UpstreamOpenAI
+	DefaultUpstreamType = upstreams.KindOpenAI
 	// DefaultOpenAIURL is the url of an openai upstream without one.
 	DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
 	// DefaultOpenAIAPIKeyEnv is the api_key_env of an openai upstream with
@@ -181,31 +164,31 @@ func Default() *Config {
 // DefaultUpstream returns an upstream of type typ with every default [Load]
 // would fill: name = typ, dial_timeout, and for openai the url and
 // api_key_env. An empty typ means [DefaultUpstreamType].
-func DefaultUpstream(typ string) Upstream {
-	u := Upstream{Type: typ}
+func DefaultUpstream(typ upstreams.Kind) upstreams.Config {
+	u := upstreams.Config{Type: typ}
 	fillUpstreamDefaults(&u)
-	u.Name = u.Type
+	u.Name = string(u.Type)
 	return u
 }
 
 // AutoUpstreams is the upstream list used when the configuration has no
 // upstreams key: openai when getenv(DefaultOpenAIAPIKeyEnv) is non-empty,
 // else the built-in mock. Pass os.Getenv; tests pass their own lookup.
-func AutoUpstreams(getenv func(string) string) []Upstream {
+func AutoUpstreams(getenv func(string) string) []upstreams.Config {
 	if getenv(DefaultOpenAIAPIKeyEnv) != "" {
-		return []Upstream{DefaultUpstream(UpstreamOpenAI)}
+		return []upstreams.Config{DefaultUpstream(upstreams.KindOpenAI)}
 	}
-	return []Upstream{DefaultUpstream(UpstreamMock)}
+	return []upstreams.Config{DefaultUpstream(upstreams.KindMock)}
 }
 
 // fillUpstreamDefaults fills the defaults of one entry that do not depend on
 // the rest of the list (everything but the name), and canonicalises header
 // names (HTTP header names are case-insensitive); an empty header map becomes nil.
-func fillUpstreamDefaults(u *Upstream) {
+func fillUpstreamDefaults(u *upstreams.Config) {
 	if u.Type == "" {
 		u.Type = DefaultUpstreamType
 	}
-	if u.Type == UpstreamOpenAI {
+	if u.Type == upstreams.KindOpenAI {
 		if u.URL == "" {
 			u.URL = DefaultOpenAIURL
 		}
@@ -213,7 +196,7 @@ func fillUpstreamDefaults(u *Upstream) {
 			u.APIKeyEnv = DefaultOpenAIAPIKeyEnv
 		}
 	}
-	if u.Type == UpstreamAzure && u.APIKeyEnv == "" && u.APIKeyFile == "" && u.TokenFile == "" {
+	if u.Type == upstreams.KindAzure && u.APIKeyEnv == "" && u.APIKeyFile == "" && u.TokenFile == "" {
 		u.APIKeyEnv = DefaultAzureAPIKeyEnv
 	}
 	if u.DialTimeout == 0 {
@@ -248,7 +231,7 @@ func fillUpstreamDefaults(u *Upstream) {
 // "<type>-<index>", the index being its position in the list. Explicit
 // names are never changed, so duplicates among them remain for Validate to
 // report.
-func fillUpstreamListDefaults(list []Upstream) {
+func fillUpstreamListDefaults(list []upstreams.Config) {
 	taken := make(map[string]bool, len(list))
 	for i := range list {
 		fillUpstreamDefaults(&list[i])
@@ -261,7 +244,7 @@ func fillUpstreamListDefaults(list []Upstream) {
 		if u.Name != "" {
 			continue
 		}
-		name := u.Type
+		name := string(u.Type)
 		for n := i; taken[name]; n++ {
 			name = fmt.Sprintf("%s-%d", u.Type, n)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tetherproxy/tether/upstreams"
 )
 
 func TestDefaultIsValid(t *testing.T) {
@@ -33,16 +35,16 @@ func TestDefaultValues(t *testing.T) {
 		{"server.allowed_origins", c.Server.AllowedOrigins, []string{}},
 		{"admin.listen", c.Admin.Listen, "127.0.0.1:9090"},
 		{"admin.pprof", c.Admin.PProf, true},
-		{"auth.mode", c.Auth.Mode, "none"},
+		{"auth.mode", string(c.Auth.Mode), "none"},
 		{"auth.max_sessions_per_client", c.Auth.MaxSessionsPerClient, 0},
-		{"upstreams", c.Upstreams, []Upstream(nil)},
+		{"upstreams", c.Upstreams, []upstreams.Config(nil)},
 		{"lifecycle.heartbeat.client", c.Lifecycle.Heartbeat.Client, Heartbeat{15 * time.Second, 10 * time.Second}},
 		{"lifecycle.heartbeat.upstream", c.Lifecycle.Heartbeat.Upstream, Heartbeat{15 * time.Second, 10 * time.Second}},
 		{"lifecycle.idle_timeout", c.Lifecycle.IdleTimeout, 120 * time.Second},
 		{"lifecycle.max_duration", c.Lifecycle.MaxDuration, 60 * time.Minute},
 		{"lifecycle.drain_timeout", c.Lifecycle.DrainTimeout, 30 * time.Second},
 		{"lifecycle.fatal_upstream_errors", c.Lifecycle.FatalUpstreamErrors, []string{"session_expired", "invalid_api_key", "beta_api_shape_disabled"}},
-		{"tls.mode", c.TLS.Mode, "off"},
+		{"tls.mode", string(c.TLS.Mode), "off"},
 		{"telemetry.service_name", c.Telemetry.ServiceName, "tether"},
 		{"telemetry.traces", c.Telemetry.Traces, Traces{Exporter: "none", Protocol: "grpc", Insecure: true, SampleRatio: 1.0}},
 		{"log", c.Log, Log{Level: "info", Format: "json"}},
@@ -174,10 +176,10 @@ func TestDefaultsYAMLUpstreamsExample(t *testing.T) {
 	if len(c.Upstreams) != 3 {
 		t.Fatalf("example has %d upstreams, want 3 (openai, mock, generic)", len(c.Upstreams))
 	}
-	if got, want := c.Upstreams[0], DefaultUpstream(UpstreamOpenAI); !reflect.DeepEqual(got, want) {
+	if got, want := c.Upstreams[0], DefaultUpstream(upstreams.KindOpenAI); !reflect.DeepEqual(got, want) {
 		t.Errorf("openai example = %+v, want the defaults %+v", got, want)
 	}
-	if c.Upstreams[1].Type != UpstreamMock || c.Upstreams[2].Type != UpstreamGeneric {
+	if c.Upstreams[1].Type != upstreams.KindMock || c.Upstreams[2].Type != upstreams.KindGeneric {
 		t.Errorf("example types = %q, %q; want mock, generic", c.Upstreams[1].Type, c.Upstreams[2].Type)
 	}
 	// The openai entry shows every key an upstream has.
@@ -192,7 +194,7 @@ func TestDefaultsYAMLUpstreamsExample(t *testing.T) {
 		shown = append(shown, k)
 	}
 	slices.Sort(shown)
-	all := fieldKeys(reflect.TypeFor[Upstream]())
+	all := fieldKeys(reflect.TypeFor[upstreams.Config]())
 	slices.Sort(all)
 	if !slices.Equal(shown, all) {
 		t.Errorf("openai example keys = %q, want %q", shown, all)

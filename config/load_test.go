@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/upstreams"
 )
 
 func TestLoadNoFileIsDefault(t *testing.T) {
@@ -313,7 +316,7 @@ lifecycle:
 			"TETHER_LIFECYCLE_FATAL_UPSTREAM_ERRORS": "session_expired",
 		}, "", func(t *testing.T, c *Config) {
 			if c.Server.MaxSessions != 5 || c.Admin.PProf || c.Telemetry.Traces.SampleRatio != 0.25 ||
-				c.Auth.Mode != AuthModeJWT || c.Auth.JWT.HMACSecretFile != "/run/secret" ||
+				c.Auth.Mode != auth.ModeJWT || c.Auth.JWT.HMACSecretFile != "/run/secret" ||
 				!slices.Equal(c.TLS.ACME.Domains, []string{"a.example.com", "b.example.com"}) ||
 				!slices.Equal(c.Lifecycle.FatalUpstreamErrors, []string{"session_expired"}) {
 				t.Errorf("config = %+v", c)
@@ -403,49 +406,49 @@ func TestEnvNames(t *testing.T) {
 
 func TestLoadUpstreamDefaults(t *testing.T) {
 	isolateEnv(t)
-	openai := func(name string) Upstream {
-		u := DefaultUpstream(UpstreamOpenAI)
+	openai := func(name string) upstreams.Config {
+		u := DefaultUpstream(upstreams.KindOpenAI)
 		u.Name = name
 		return u
 	}
-	mock := func(name string) Upstream {
-		u := DefaultUpstream(UpstreamMock)
+	mock := func(name string) upstreams.Config {
+		u := DefaultUpstream(upstreams.KindMock)
 		u.Name = name
 		return u
 	}
 	tests := []struct {
 		name string
 		yaml string
-		want []Upstream
+		want []upstreams.Config
 	}{
-		{"empty entry keys", "upstreams: [{}]", []Upstream{{
+		{"empty entry keys", "upstreams: [{}]", []upstreams.Config{{
 			Name: "openai", Type: "openai", URL: "wss://api.openai.com/v1/realtime",
 			APIKeyEnv: "OPENAI_API_KEY", DialTimeout: 10 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
-		{"mock has no url or key", "upstreams: [{type: mock}]", []Upstream{{
+		{"mock has no url or key", "upstreams: [{type: mock}]", []upstreams.Config{{
 			Name: "mock", Type: "mock", DialTimeout: 10 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
-		{"api_key_file suppresses the env default", "upstreams: [{api_key_file: /k}]", []Upstream{{
+		{"api_key_file suppresses the env default", "upstreams: [{api_key_file: /k}]", []upstreams.Config{{
 			Name: "openai", Type: "openai", URL: DefaultOpenAIURL, APIKeyFile: "/k", DialTimeout: DefaultDialTimeout, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
-		{"explicit values kept", `upstreams: [{name: primary, url: "wss://proxy.internal/v1/realtime", api_key_env: MY_KEY, dial_timeout: 3s}]`, []Upstream{{
+		{"explicit values kept", `upstreams: [{name: primary, url: "wss://proxy.internal/v1/realtime", api_key_env: MY_KEY, dial_timeout: 3s}]`, []upstreams.Config{{
 			Name: "primary", Type: "openai", URL: "wss://proxy.internal/v1/realtime", APIKeyEnv: "MY_KEY", DialTimeout: 3 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
-		{"azure key from AZURE_OPENAI_API_KEY by default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime"}]`, []Upstream{{
+		{"azure key from AZURE_OPENAI_API_KEY by default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime"}]`, []upstreams.Config{{
 			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
 			APIKeyEnv: DefaultAzureAPIKeyEnv, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
-		{"azure with a token file gets no key default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime", token_file: /var/run/token}]`, []Upstream{{
+		{"azure with a token file gets no key default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime", token_file: /var/run/token}]`, []upstreams.Config{{
 			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
 			TokenFile: "/var/run/token", MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
-		{"zero dial_timeout takes the default", "upstreams: [{type: mock, dial_timeout: 0s}]", []Upstream{mock("mock")}},
-		{"same type twice", "upstreams: [{}, {type: openai}]", []Upstream{openai("openai"), openai("openai-1")}},
+		{"zero dial_timeout takes the default", "upstreams: [{type: mock, dial_timeout: 0s}]", []upstreams.Config{mock("mock")}},
+		{"same type twice", "upstreams: [{}, {type: openai}]", []upstreams.Config{openai("openai"), openai("openai-1")}},
 		{"default name taken by an explicit one", "upstreams: [{type: mock}, {name: mock, type: openai}]",
-			[]Upstream{mock("mock-0"), openai("mock")}},
+			[]upstreams.Config{mock("mock-0"), openai("mock")}},
 		{"indexed name taken too", "upstreams: [{}, {}, {name: openai-1, type: mock}]",
-			[]Upstream{openai("openai"), openai("openai-2"), mock("openai-1")}},
-		{"header names canonical", "upstreams: [{type: mock, headers: {x-api-version: \"2\", OpenAI-Beta: realtime=v1}}]", []Upstream{{
+			[]upstreams.Config{openai("openai"), openai("openai-2"), mock("openai-1")}},
+		{"header names canonical", "upstreams: [{type: mock, headers: {x-api-version: \"2\", OpenAI-Beta: realtime=v1}}]", []upstreams.Config{{
 			Name: "mock", Type: "mock", DialTimeout: DefaultDialTimeout, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 			Headers: map[string]string{"X-Api-Version": "2", "Openai-Beta": "realtime=v1"},
 		}}},
@@ -484,24 +487,24 @@ func TestDefaultUpstreamAndAutoUpstreams(t *testing.T) {
 	if err := (&Config{Upstreams: nil}).Validate(); err == nil {
 		t.Fatal("an empty Config must not validate")
 	}
-	for _, typ := range []string{UpstreamOpenAI, UpstreamMock} {
+	for _, typ := range []upstreams.Kind{upstreams.KindOpenAI, upstreams.KindMock} {
 		c := Default()
-		c.Upstreams = []Upstream{DefaultUpstream(typ)}
+		c.Upstreams = []upstreams.Config{DefaultUpstream(typ)}
 		if err := c.Validate(); err != nil {
 			t.Errorf("DefaultUpstream(%q) does not validate: %v", typ, err)
 		}
 	}
-	if u := DefaultUpstream(""); u.Type != UpstreamOpenAI || u.Name != UpstreamOpenAI {
+	if u := DefaultUpstream(""); u.Type != upstreams.KindOpenAI || u.Name != string(upstreams.KindOpenAI) {
 		t.Errorf("DefaultUpstream(\"\") = %+v, want openai", u)
 	}
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
-	if got := AutoUpstreams(getenv); len(got) != 1 || got[0].Type != UpstreamMock || got[0].Name != "mock" {
+	if got := AutoUpstreams(getenv); len(got) != 1 || got[0].Type != upstreams.KindMock || got[0].Name != "mock" {
 		t.Errorf("AutoUpstreams without key = %+v, want the mock", got)
 	}
 	env["OPENAI_API_KEY"] = "sk-test"
 	got := AutoUpstreams(getenv)
-	if len(got) != 1 || got[0].Type != UpstreamOpenAI || got[0].APIKeyEnv != "OPENAI_API_KEY" || got[0].URL != DefaultOpenAIURL {
+	if len(got) != 1 || got[0].Type != upstreams.KindOpenAI || got[0].APIKeyEnv != "OPENAI_API_KEY" || got[0].URL != DefaultOpenAIURL {
 		t.Errorf("AutoUpstreams with key = %+v, want openai", got)
 	}
 }

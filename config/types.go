@@ -9,7 +9,13 @@
 // reports every problem at once, each with its key path.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/tetherproxy/tether/auth"
+	tethertls "github.com/tetherproxy/tether/tls"
+	"github.com/tetherproxy/tether/upstreams"
+)
 
 // Config is the whole tether configuration.
 type Config struct {
@@ -19,10 +25,13 @@ type Config struct {
 	Admin Admin `mapstructure:"admin" yaml:"admin"`
 	// Auth is client authentication.
 	Auth Auth `mapstructure:"auth" yaml:"auth"`
-	// Upstreams are the backends, dialed in order until one succeeds.
+	// Upstreams are the backends, dialed in order until one succeeds. The
+	// entry type and its keys belong to package upstreams; [Load] fills the
+	// defaults described on each field (a list built in code can start from
+	// [DefaultUpstream]) and [Config.Validate] checks them.
 	// nil (the key is absent) means automatic: the command uses
 	// [AutoUpstreams]. A non-nil empty list is invalid.
-	Upstreams []Upstream `mapstructure:"upstreams" yaml:"upstreams"`
+	Upstreams []upstreams.Config `mapstructure:"upstreams" yaml:"upstreams"`
 	// Lifecycle holds the per-session guarantees: heartbeats, limits, drain.
 	Lifecycle Lifecycle `mapstructure:"lifecycle" yaml:"lifecycle"`
 	// TLS configures TLS on the client-facing listener.
@@ -64,8 +73,8 @@ type Admin struct {
 
 // Auth is client authentication.
 type Auth struct {
-	// Mode is how clients authenticate: [AuthModeNone], [AuthModeToken] or [AuthModeJWT].
-	Mode string `mapstructure:"mode" yaml:"mode"` // none | token | jwt
+	// Mode is how clients authenticate: [auth.ModeNone], [auth.ModeToken] or [auth.ModeJWT].
+	Mode auth.Mode `mapstructure:"mode" yaml:"mode"` // none | token | jwt
 	// TokensFile holds the accepted bearer tokens, one per line (token mode);
 	// it is re-read when it changes.
 	TokensFile string `mapstructure:"tokens_file" yaml:"tokens_file"`
@@ -84,61 +93,6 @@ type AuthJWT struct {
 	Issuer string `mapstructure:"issuer" yaml:"issuer"`
 	// Audience, when set, must appear in the token's "aud" claim.
 	Audience string `mapstructure:"audience" yaml:"audience"`
-}
-
-// Upstream is one backend, dialed in list order until one succeeds.
-//
-// [Load] fills the defaults described on each field; a Config built in code
-// can start from [DefaultUpstream].
-type Upstream struct {
-	// Name labels the upstream in logs, metrics and spans; unique within the
-	// list. Default: the type, with "-<index>" appended when that is taken.
-	Name string `mapstructure:"name" yaml:"name"`
-	// Type is the upstream kind: [UpstreamOpenAI] (the default),
-	// [UpstreamAzure], [UpstreamGeneric] or [UpstreamMock].
-	Type string `mapstructure:"type" yaml:"type"` // openai | azure | generic | mock
-	// URL is the ws:// or wss:// address dialed. Default for openai:
-	// [DefaultOpenAIURL]; required for azure and generic; optional for mock
-	// (empty means the built-in mock backend).
-	URL string `mapstructure:"url" yaml:"url"`
-	// APIKeyEnv names the environment variable holding the API key. Default
-	// for openai, when APIKeyFile is empty too: [DefaultOpenAIAPIKeyEnv].
-	APIKeyEnv string `mapstructure:"api_key_env" yaml:"api_key_env"`
-	// APIKeyFile is a file holding the API key, re-read when it changes.
-	// At most one of APIKeyEnv and APIKeyFile is set.
-	APIKeyFile string `mapstructure:"api_key_file" yaml:"api_key_file"`
-	// Headers are extra HTTP headers sent on the upstream handshake. [Load]
-	// stores the names in canonical form (X-Api-Version); the headers tether
-	// sets itself on the handshake (Host, Connection, Upgrade,
-	// Sec-WebSocket-*) are not allowed.
-	Headers map[string]string `mapstructure:"headers" yaml:"headers"`
-	// DialTimeout bounds one dial attempt, including the wait for the first
-	// event of realtime upstreams. Default (also for 0): [DefaultDialTimeout].
-	DialTimeout time.Duration `mapstructure:"dial_timeout" yaml:"dial_timeout"`
-	// Beta adds `OpenAI-Beta: realtime=v1` for servers that still speak the
-	// beta dialect.
-	Beta bool `mapstructure:"beta" yaml:"beta"`
-	// APIKeyHeader (generic) sends the credential in this header instead of
-	// `Authorization: Bearer` (e.g. x-goog-api-key).
-	APIKeyHeader string `mapstructure:"api_key_header" yaml:"api_key_header"`
-	// APIKeyQuery (generic) sends the credential as this query parameter
-	// (e.g. Gemini Live's "key").
-	APIKeyQuery string `mapstructure:"api_key_query" yaml:"api_key_query"`
-	// TokenFile (azure) holds a bearer token, re-read when it changes (the
-	// file workload identity keeps fresh). Alternative to an api-key.
-	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
-	// Subprotocols (generic) are offered to the upstream in Sec-WebSocket-Protocol.
-	Subprotocols []string `mapstructure:"subprotocols" yaml:"subprotocols"`
-	// AllowedModels limits the ?model= a client may ask for; empty allows any.
-	AllowedModels []string `mapstructure:"allowed_models" yaml:"allowed_models"`
-	// DefaultModel is used when the client asks for none.
-	DefaultModel string `mapstructure:"default_model" yaml:"default_model"`
-	// CARootFile is a PEM bundle of CAs trusted for this upstream (private CAs).
-	CARootFile string `mapstructure:"ca_root_file" yaml:"ca_root_file"`
-	// MaxFailures consecutive failed dials put the upstream in cool-down; 0 never does.
-	MaxFailures int `mapstructure:"max_failures" yaml:"max_failures"`
-	// Cooldown is how long an upstream is skipped after MaxFailures failures.
-	Cooldown time.Duration `mapstructure:"cooldown" yaml:"cooldown"`
 }
 
 // Lifecycle holds the session guarantees.
@@ -177,8 +131,8 @@ type Heartbeat struct {
 
 // TLS configures the client listener's TLS.
 type TLS struct {
-	// Mode is [TLSModeOff] (plain ws://), [TLSModeFiles] or [TLSModeACME].
-	Mode string `mapstructure:"mode" yaml:"mode"` // off | files | acme
+	// Mode is [tethertls.ModeOff] (plain ws://), [tethertls.ModeFiles] or [tethertls.ModeACME].
+	Mode tethertls.Mode `mapstructure:"mode" yaml:"mode"` // off | files | acme
 	// CertFile is the PEM certificate chain (files mode), reloaded on change.
 	CertFile string `mapstructure:"cert_file" yaml:"cert_file"`
 	// KeyFile is the PEM private key (files mode), reloaded on change.

@@ -11,6 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tetherproxy/tether/auth"
+	tethertls "github.com/tetherproxy/tether/tls"
+	"github.com/tetherproxy/tether/upstreams"
 )
 
 // Problem is one thing wrong with a configuration.
@@ -133,7 +137,7 @@ func (c *Config) validate(ps *problems) {
 	validateUpstreams(ps, c.Upstreams)
 	c.Lifecycle.validate(ps)
 	c.TLS.validate(ps)
-	if l := c.TLS.ACME.HTTPListen; c.TLS.Mode == TLSModeACME && l != "" && !strings.HasSuffix(l, ":0") &&
+	if l := c.TLS.ACME.HTTPListen; c.TLS.Mode == tethertls.ModeACME && l != "" && !strings.HasSuffix(l, ":0") &&
 		(l == c.Server.Listen || l == c.Admin.Listen) {
 		ps.add("tls.acme.http_listen", "must differ from server.listen and admin.listen (got %q)", l)
 	}
@@ -172,17 +176,17 @@ func (s *Server) validate(ps *problems) {
 
 func (a *Auth) validate(ps *problems) {
 	switch a.Mode {
-	case AuthModeNone:
-	case AuthModeToken:
+	case auth.ModeNone:
+	case auth.ModeToken:
 		if a.TokensFile == "" {
-			ps.add("auth.tokens_file", "required when auth.mode is %q", AuthModeToken)
+			ps.add("auth.tokens_file", "required when auth.mode is %q", auth.ModeToken)
 		}
-	case AuthModeJWT:
+	case auth.ModeJWT:
 		if a.JWT.HMACSecretFile == "" {
-			ps.add("auth.jwt.hmac_secret_file", "required when auth.mode is %q", AuthModeJWT)
+			ps.add("auth.jwt.hmac_secret_file", "required when auth.mode is %q", auth.ModeJWT)
 		}
 	default:
-		oneOf(ps, "auth.mode", a.Mode, AuthModeNone, AuthModeToken, AuthModeJWT)
+		oneOf(ps, "auth.mode", a.Mode, auth.Modes()...)
 	}
 	if a.MaxSessionsPerClient < 0 {
 		ps.add("auth.max_sessions_per_client", "must be >= 0 (got %d); 0 means unlimited", a.MaxSessionsPerClient)
@@ -192,7 +196,7 @@ func (a *Auth) validate(ps *problems) {
 // forbiddenHeaders are the handshake headers tether sets itself.
 var forbiddenHeaders = []string{"Host", "Upgrade", "Connection"}
 
-func validateUpstreams(ps *problems, list []Upstream) {
+func validateUpstreams(ps *problems, list []upstreams.Config) {
 	if list == nil {
 		return // automatic choice
 	}
@@ -214,13 +218,11 @@ func validateUpstreams(ps *problems, list []Upstream) {
 				names[u.Name] = i
 			}
 		}
-		switch u.Type {
-		case UpstreamOpenAI, UpstreamAzure, UpstreamGeneric, UpstreamMock:
-		default:
-			oneOf(ps, p+".type", u.Type, UpstreamOpenAI, UpstreamAzure, UpstreamGeneric, UpstreamMock)
+		if !slices.Contains(upstreams.Kinds(), u.Type) {
+			oneOf(ps, p+".type", u.Type, upstreams.Kinds()...)
 		}
 		if u.URL == "" {
-			if u.Type == UpstreamAzure || u.Type == UpstreamGeneric {
+			if u.Type == upstreams.KindAzure || u.Type == upstreams.KindGeneric {
 				ps.add(p+".url", "required for type %q", u.Type)
 			}
 		} else {
@@ -243,7 +245,7 @@ func validateUpstreams(ps *problems, list []Upstream) {
 			}
 		}
 		positive(ps, p+".dial_timeout", u.DialTimeout)
-		u.validateCredentials(ps, p)
+		validateCredentials(ps, p, u)
 		if u.DefaultModel != "" && len(u.AllowedModels) > 0 && !slices.Contains(u.AllowedModels, u.DefaultModel) {
 			ps.add(p+".default_model", "%q is not in allowed_models", u.DefaultModel)
 		}
@@ -263,25 +265,25 @@ func validateUpstreams(ps *problems, list []Upstream) {
 }
 
 // validateCredentials checks where an upstream's credential comes from and goes.
-func (u *Upstream) validateCredentials(ps *problems, p string) {
+func validateCredentials(ps *problems, p string, u *upstreams.Config) {
 	if u.APIKeyHeader != "" && u.APIKeyQuery != "" {
 		ps.add(p+".api_key_query", "set either api_key_header or api_key_query, not both")
 	}
-	if (u.APIKeyHeader != "" || u.APIKeyQuery != "") && u.Type != UpstreamGeneric {
+	if (u.APIKeyHeader != "" || u.APIKeyQuery != "") && u.Type != upstreams.KindGeneric {
 		ps.add(p+".api_key_header", "only for type generic (openai uses Authorization: Bearer, azure the api-key header)")
 	}
 	if u.APIKeyHeader != "" && !validHeaderName(u.APIKeyHeader) {
 		ps.add(p+".api_key_header", "not a valid HTTP header name")
 	}
 	if u.TokenFile != "" {
-		if u.Type != UpstreamAzure {
+		if u.Type != upstreams.KindAzure {
 			ps.add(p+".token_file", "only for type azure")
 		}
 		if u.APIKeyEnv != "" || u.APIKeyFile != "" {
 			ps.add(p+".token_file", "set either token_file or api_key_env/api_key_file, not both")
 		}
 	}
-	if u.Type == UpstreamAzure && u.APIKeyEnv == "" && u.APIKeyFile == "" && u.TokenFile == "" {
+	if u.Type == upstreams.KindAzure && u.APIKeyEnv == "" && u.APIKeyFile == "" && u.TokenFile == "" {
 		ps.add(p+".api_key_env", "azure needs api_key_env, api_key_file or token_file")
 	}
 }
@@ -321,25 +323,25 @@ func (h Heartbeat) validate(ps *problems, path string) {
 
 func (t *TLS) validate(ps *problems) {
 	switch t.Mode {
-	case TLSModeOff:
-	case TLSModeFiles:
+	case tethertls.ModeOff:
+	case tethertls.ModeFiles:
 		if t.CertFile == "" {
-			ps.add("tls.cert_file", "required when tls.mode is %q", TLSModeFiles)
+			ps.add("tls.cert_file", "required when tls.mode is %q", tethertls.ModeFiles)
 		}
 		if t.KeyFile == "" {
-			ps.add("tls.key_file", "required when tls.mode is %q", TLSModeFiles)
+			ps.add("tls.key_file", "required when tls.mode is %q", tethertls.ModeFiles)
 		}
-	case TLSModeACME:
+	case tethertls.ModeACME:
 		a := &t.ACME
 		if len(a.Domains) == 0 {
 			if a.OnDemand {
 				ps.add("tls.acme.domains", "required with on_demand: only these names may get a certificate")
 			} else {
-				ps.add("tls.acme.domains", "must list at least one domain when tls.mode is %q", TLSModeACME)
+				ps.add("tls.acme.domains", "must list at least one domain when tls.mode is %q", tethertls.ModeACME)
 			}
 		}
 		if a.StorageDir == "" {
-			ps.add("tls.acme.storage_dir", "required when tls.mode is %q", TLSModeACME)
+			ps.add("tls.acme.storage_dir", "required when tls.mode is %q", tethertls.ModeACME)
 		}
 		// The file is only read in acme mode: a bundle kept in the file
 		// for later must not break a configuration that does not use it.
@@ -347,7 +349,7 @@ func (t *TLS) validate(ps *problems) {
 			checkPEMFile(ps, "tls.acme.ca_root_file", a.CARootFile)
 		}
 	default:
-		oneOf(ps, "tls.mode", t.Mode, TLSModeOff, TLSModeFiles, TLSModeACME)
+		oneOf(ps, "tls.mode", t.Mode, tethertls.Modes()...)
 	}
 	for i, d := range t.ACME.Domains {
 		path := fmt.Sprintf("tls.acme.domains[%d]", i)
@@ -356,7 +358,7 @@ func (t *TLS) validate(ps *problems) {
 			ps.add(path, "must be a host name (got %q)", d)
 		case strings.Contains(d, "*") && (!strings.HasPrefix(d, "*.") || strings.Count(d, "*") > 1 || len(d) < 3):
 			ps.add(path, "a wildcard must be the whole first label, as in \"*.example.com\" (got %q)", d)
-		case strings.HasPrefix(d, "*.") && t.Mode == TLSModeACME && !t.ACME.OnDemand:
+		case strings.HasPrefix(d, "*.") && t.Mode == tethertls.ModeACME && !t.ACME.OnDemand:
 			// A wildcard certificate needs the DNS-01 challenge, which
 			// tether does not solve; on demand, the wildcard is a pattern
 			// of names that each get their own certificate.
@@ -465,8 +467,12 @@ func nonNegative(ps *problems, path string, d time.Duration) {
 }
 
 // oneOf reports value as not one of allowed.
-func oneOf(ps *problems, path, value string, allowed ...string) {
-	ps.add(path, "must be one of %s (got %q)", strings.Join(allowed, ", "), value)
+func oneOf[T ~string](ps *problems, path string, value T, allowed ...T) {
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	ps.add(path, "must be one of %s (got %q)", strings.Join(names, ", "), value)
 }
 
 // validHeaderName reports whether name is an RFC 9110 token.

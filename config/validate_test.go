@@ -8,15 +8,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/auth"
+	tethertls "github.com/tetherproxy/tether/tls"
+	"github.com/tetherproxy/tether/upstreams"
 )
 
 // validConfig is a complete, valid configuration with explicit upstreams.
 func validConfig() *Config {
 	c := Default()
-	c.Upstreams = []Upstream{
-		DefaultUpstream(UpstreamOpenAI),
-		{Name: "local", Type: UpstreamGeneric, URL: "ws://127.0.0.1:8000/v1/realtime", DialTimeout: time.Second},
-		DefaultUpstream(UpstreamMock),
+	c.Upstreams = []upstreams.Config{
+		DefaultUpstream(upstreams.KindOpenAI),
+		{Name: "local", Type: upstreams.KindGeneric, URL: "ws://127.0.0.1:8000/v1/realtime", DialTimeout: time.Second},
+		DefaultUpstream(upstreams.KindMock),
 	}
 	return c
 }
@@ -59,24 +63,24 @@ func TestValidateRules(t *testing.T) {
 
 		// auth
 		{name: "auth mode unknown", mutate: func(c *Config) { c.Auth.Mode = "basic" }, want: []string{"auth.mode"}, msg: `must be one of none, token, jwt (got "basic")`},
-		{name: "auth token without file", mutate: func(c *Config) { c.Auth.Mode = AuthModeToken }, want: []string{"auth.tokens_file"}},
-		{name: "auth token ok", mutate: func(c *Config) { c.Auth.Mode = AuthModeToken; c.Auth.TokensFile = "/etc/tether/tokens" }},
-		{name: "auth jwt without secret", mutate: func(c *Config) { c.Auth.Mode = AuthModeJWT }, want: []string{"auth.jwt.hmac_secret_file"}},
-		{name: "auth jwt ok", mutate: func(c *Config) { c.Auth.Mode = AuthModeJWT; c.Auth.JWT.HMACSecretFile = "/s" }},
+		{name: "auth token without file", mutate: func(c *Config) { c.Auth.Mode = auth.ModeToken }, want: []string{"auth.tokens_file"}},
+		{name: "auth token ok", mutate: func(c *Config) { c.Auth.Mode = auth.ModeToken; c.Auth.TokensFile = "/etc/tether/tokens" }},
+		{name: "auth jwt without secret", mutate: func(c *Config) { c.Auth.Mode = auth.ModeJWT }, want: []string{"auth.jwt.hmac_secret_file"}},
+		{name: "auth jwt ok", mutate: func(c *Config) { c.Auth.Mode = auth.ModeJWT; c.Auth.JWT.HMACSecretFile = "/s" }},
 		{name: "auth per-client negative", mutate: func(c *Config) { c.Auth.MaxSessionsPerClient = -1 }, want: []string{"auth.max_sessions_per_client"}},
 
 		// upstreams
-		{name: "upstreams empty list", mutate: func(c *Config) { c.Upstreams = []Upstream{} }, want: []string{"upstreams"}, msg: "empty list; remove the key to use the default upstream"},
+		{name: "upstreams empty list", mutate: func(c *Config) { c.Upstreams = []upstreams.Config{} }, want: []string{"upstreams"}, msg: "empty list; remove the key to use the default upstream"},
 		{name: "upstream type unknown", mutate: func(c *Config) { c.Upstreams[1].Type = "grpc" }, want: []string{"upstreams[1].type"}, msg: "openai, azure, generic, mock"},
 		{name: "upstream names duplicate", mutate: func(c *Config) { c.Upstreams[2].Name = "openai" }, want: []string{"upstreams[2].name"}, msg: "also upstreams[0]"},
 		{name: "upstream name empty", mutate: func(c *Config) { c.Upstreams[0].Name = "" }, want: []string{"upstreams[0].name"}},
 		{name: "generic without url", mutate: func(c *Config) { c.Upstreams[1].URL = "" }, want: []string{"upstreams[1].url"}, msg: "required"},
 		{name: "azure without url", mutate: func(c *Config) {
-			c.Upstreams[1].Type, c.Upstreams[1].URL, c.Upstreams[1].APIKeyEnv = UpstreamAzure, "", "AZURE_KEY"
+			c.Upstreams[1].Type, c.Upstreams[1].URL, c.Upstreams[1].APIKeyEnv = upstreams.KindAzure, "", "AZURE_KEY"
 		}, want: []string{"upstreams[1].url"}},
-		{name: "azure without credential", mutate: func(c *Config) { c.Upstreams[1].Type = UpstreamAzure }, want: []string{"upstreams[1].api_key_env"}},
+		{name: "azure without credential", mutate: func(c *Config) { c.Upstreams[1].Type = upstreams.KindAzure }, want: []string{"upstreams[1].api_key_env"}},
 		{name: "azure token file and key", mutate: func(c *Config) {
-			c.Upstreams[1].Type, c.Upstreams[1].APIKeyEnv, c.Upstreams[1].TokenFile = UpstreamAzure, "K", "/t"
+			c.Upstreams[1].Type, c.Upstreams[1].APIKeyEnv, c.Upstreams[1].TokenFile = upstreams.KindAzure, "K", "/t"
 		}, want: []string{"upstreams[1].token_file"}},
 		{name: "token file on generic", mutate: func(c *Config) { c.Upstreams[1].TokenFile = "/t" }, want: []string{"upstreams[1].token_file"}},
 		{name: "key header and query", mutate: func(c *Config) { c.Upstreams[1].APIKeyHeader, c.Upstreams[1].APIKeyQuery = "x-key", "key" }, want: []string{"upstreams[1].api_key_query"}},
@@ -128,20 +132,20 @@ func TestValidateRules(t *testing.T) {
 
 		// tls
 		{name: "tls mode unknown", mutate: func(c *Config) { c.TLS.Mode = "on" }, want: []string{"tls.mode"}, msg: "off, files, acme"},
-		{name: "tls files without files", mutate: func(c *Config) { c.TLS.Mode = TLSModeFiles }, want: []string{"tls.cert_file", "tls.key_file"}},
-		{name: "tls files ok", mutate: func(c *Config) { c.TLS.Mode = TLSModeFiles; c.TLS.CertFile = "c.pem"; c.TLS.KeyFile = "k.pem" }},
-		{name: "tls acme empty", mutate: func(c *Config) { c.TLS.Mode = TLSModeACME }, want: []string{"tls.acme.domains", "tls.acme.storage_dir"}, msg: "at least one domain"},
+		{name: "tls files without files", mutate: func(c *Config) { c.TLS.Mode = tethertls.ModeFiles }, want: []string{"tls.cert_file", "tls.key_file"}},
+		{name: "tls files ok", mutate: func(c *Config) { c.TLS.Mode = tethertls.ModeFiles; c.TLS.CertFile = "c.pem"; c.TLS.KeyFile = "k.pem" }},
+		{name: "tls acme empty", mutate: func(c *Config) { c.TLS.Mode = tethertls.ModeACME }, want: []string{"tls.acme.domains", "tls.acme.storage_dir"}, msg: "at least one domain"},
 		{name: "tls acme on_demand without domains", mutate: func(c *Config) {
-			c.TLS.Mode = TLSModeACME
+			c.TLS.Mode = tethertls.ModeACME
 			c.TLS.ACME.OnDemand = true
 			c.TLS.ACME.StorageDir = "/var/lib/tether"
 		}, want: []string{"tls.acme.domains"}, msg: "on_demand"},
 		{name: "tls acme ok", mutate: func(c *Config) {
-			c.TLS.Mode = TLSModeACME
+			c.TLS.Mode = tethertls.ModeACME
 			c.TLS.ACME = TLSACME{Domains: []string{"rt.example.com"}, StorageDir: "/var/lib/tether", OnDemand: true, CAURL: "https://localhost:14000/dir"}
 		}},
 		{name: "tls acme bad domain and ca_url", mutate: func(c *Config) {
-			c.TLS.Mode = TLSModeACME
+			c.TLS.Mode = tethertls.ModeACME
 			c.TLS.ACME = TLSACME{Domains: []string{"https://rt.example.com"}, StorageDir: "/d", CAURL: "ftp://ca"}
 		}, want: []string{"tls.acme.ca_url", "tls.acme.domains[0]"}},
 
@@ -210,10 +214,10 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 func TestValidateChangesNothing(t *testing.T) {
 	build := func() *Config {
 		c := validConfig()
-		c.Upstreams = append(c.Upstreams, Upstream{Type: "", Headers: map[string]string{"x-lower": "v", "Host": "h"}})
+		c.Upstreams = append(c.Upstreams, upstreams.Config{Type: "", Headers: map[string]string{"x-lower": "v", "Host": "h"}})
 		c.Server.Paths = []string{"/b", "a", "/b"}
 		c.Auth.Mode = ""
-		c.TLS.Mode = TLSModeACME
+		c.TLS.Mode = tethertls.ModeACME
 		return c
 	}
 	c := build()

@@ -67,7 +67,7 @@ func hangingUpstream(t *testing.T, upgraded bool) (url string, accepted <-chan s
 func drainDialEnv(t *testing.T, upgraded bool, drainTimeout time.Duration) (*lifecycle.Manager, string, <-chan struct{}) {
 	t.Helper()
 	url, accepted := hangingUpstream(t, upgraded)
-	d, err := upstreams.NewDialer([]*upstreams.Upstream{{Name: "hang", Kind: upstreams.KindMock, URL: url,
+	d, err := upstreams.NewDialer([]upstreams.Config{{Name: "hang", Type: upstreams.KindMock, URL: url,
 		DialTimeout: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,9 @@ type UpstreamDialer interface {
 // HandlerOptions configure the client-facing upgrade handler.
 type HandlerOptions struct {
 	// HandshakeTimeout bounds the upstream dial (all attempts) for one
-	// upgrade; 0 means 10 s.
+	// upgrade. cmd/tether always sets it (server.handshake_timeout, whose
+	// default lives in package config); 0 means no bound of its own: the
+	// dial is bounded by each upstream's dial timeout and the client.
 	HandshakeTimeout time.Duration
 	// AllowedOrigins is an exact-match Origin list; empty allows any.
 	AllowedOrigins []string
@@ -66,8 +68,16 @@ type Handler struct {
 // NewHandler returns a Handler.
 func NewHandler(mgr *lifecycle.Manager, dialer UpstreamDialer, opts HandlerOptions) *Handler {
 	opts.Logger = cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
-	opts.HandshakeTimeout = cmp.Or(opts.HandshakeTimeout, 10*time.Second)
 	return &Handler{opts: opts, mgr: mgr, dialer: dialer, log: opts.Logger}
+}
+
+// dialContext is the context of one upgrade's upstream dial: parent,
+// bounded by HandshakeTimeout when that is set.
+func (h *Handler) dialContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if h.opts.HandshakeTimeout <= 0 {
+		return context.WithCancel(parent)
+	}
+	return context.WithTimeout(parent, h.opts.HandshakeTimeout)
 }
 
 // Subprotocol handling (see the README).
@@ -292,7 +302,7 @@ func upstreamRequest(r *http.Request, c caller) upstreams.Request {
 // tether stops waiting (drain deadline or second signal): then the client
 // gets 503 with Retry-After at once, like any upgrade during a drain.
 func (h *Handler) dialUpstream(r *http.Request, c caller, info *lifecycle.Info) (*upstreams.Conn, *rejection) {
-	ctx, cancel := context.WithTimeout(r.Context(), h.opts.HandshakeTimeout)
+	ctx, cancel := h.dialContext(r.Context())
 	stopDial := context.AfterFunc(h.mgr.Stopping(), cancel)
 	up, err := h.dialer.Dial(ctx, upstreamRequest(r, c))
 	stopDial()
@@ -329,7 +339,7 @@ func (h *Handler) dialUpstream(r *http.Request, c caller, info *lifecycle.Info) 
 		h.mgr.HandshakeFailed(*info, status, reason)
 		return nil, &rejection{status, reason, "no upstream could be reached", hdr}
 	}
-	info.Upstream, info.UpstreamType = up.Upstream.Name, up.Upstream.Kind
+	info.Upstream, info.UpstreamType = up.Upstream.Name, string(up.Upstream.Type)
 	return up, nil
 }
 

@@ -43,7 +43,7 @@ type handlerEnv struct {
 
 // newHandlerEnv serves a Handler in front of a mock upstream; tweak, if
 // given, adjusts the upstream's configuration.
-func newHandlerEnv(t *testing.T, opts HandlerOptions, lo lifecycle.Options, allowed []string, tweak ...func(*upstreams.Upstream)) *handlerEnv {
+func newHandlerEnv(t *testing.T, opts HandlerOptions, lo lifecycle.Options, allowed []string, tweak ...func(*upstreams.Config)) *handlerEnv {
 	t.Helper()
 	dials := &atomic.Int64{}
 	lastReq := &atomic.Pointer[http.Request]{}
@@ -56,12 +56,12 @@ func newHandlerEnv(t *testing.T, opts HandlerOptions, lo lifecycle.Options, allo
 		t.Fatal(err)
 	}
 	t.Setenv("HANDLER_TEST_KEY", canaryKey)
-	up := &upstreams.Upstream{Name: "mock", Kind: upstreams.KindOpenAI,
+	up := upstreams.Config{Name: "mock", Type: upstreams.KindOpenAI,
 		URL: "ws://" + addr.String() + "/v1/realtime", APIKeyEnv: "HANDLER_TEST_KEY", AllowedModels: allowed}
 	for _, f := range tweak {
-		f(up)
+		f(&up)
 	}
-	d, err := upstreams.NewDialer([]*upstreams.Upstream{up})
+	d, err := upstreams.NewDialer([]upstreams.Config{up})
 	if err != nil {
 		t.Fatal(err)
 	}

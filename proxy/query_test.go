@@ -48,7 +48,7 @@ func TestEveryModelValueIsChecked(t *testing.T) {
 // reach the upstream; the upstream's configured headers and URL parameters
 // win over the client's.
 func TestClientCannotPickCredentialsOrAccount(t *testing.T) {
-	env := newHandlerEnv(t, HandlerOptions{}, lifecycle.Options{}, nil, func(u *upstreams.Upstream) {
+	env := newHandlerEnv(t, HandlerOptions{}, lifecycle.Options{}, nil, func(u *upstreams.Config) {
 		u.URL += "?api-version=2025-04-01&deployment=prod"
 		u.Headers = map[string]string{"OpenAI-Project": "proj_tether"}
 	})

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -64,7 +65,9 @@ var (
 // Options tune a relay.
 type Options struct {
 	// MaxFrameBytes bounds a data frame's payload on either leg (close 1009
-	// beyond); 0 means 16 MiB.
+	// beyond). cmd/tether always sets it (server.max_frame_bytes, whose
+	// default lives in package config); 0 means no bound (payloads are
+	// streamed, never held whole).
 	MaxFrameBytes int64
 	// CloseLinger is how long teardown waits for peers to answer close frames
 	// before closing the sockets; 0 means 1 s.
@@ -94,7 +97,9 @@ type Relay struct {
 // NewRelay prepares a relay. clientBR/upstreamBR may be nil or hold bytes
 // read past the handshake.
 func NewRelay(client net.Conn, clientBR *bufio.Reader, upstream net.Conn, upstreamBR *bufio.Reader, opts Options) *Relay {
-	opts.MaxFrameBytes = cmp.Or(opts.MaxFrameBytes, 16<<20)
+	if opts.MaxFrameBytes <= 0 {
+		opts.MaxFrameBytes = math.MaxInt64
+	}
 	opts.CloseLinger = cmp.Or(opts.CloseLinger, time.Second)
 	opts.CloseWriteTimeout = cmp.Or(opts.CloseWriteTimeout, time.Second)
 	r := &Relay{opts: opts, shutdownDone: make(chan struct{}), log: cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))}

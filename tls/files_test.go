@@ -9,7 +9,7 @@ import (
 )
 
 func TestOffReturnsTheListener(t *testing.T) {
-	for _, mode := range []string{"", ModeOff} {
+	for _, mode := range []Mode{"", ModeOff} {
 		ln := listen(t)
 		m, err := New(ln, Options{Mode: mode})
 		if err != nil {

@@ -34,15 +34,24 @@ import (
 	"time"
 )
 
+// Mode is how the client listener serves TLS (the tls.mode key).
+type Mode string
+
 // Modes.
 const (
 	// ModeOff serves plain ws:// (TLS terminated elsewhere, or none).
-	ModeOff = "off"
+	ModeOff Mode = "off"
 	// ModeFiles serves the certificate in Options.CertFile and Options.KeyFile.
-	ModeFiles = "files"
+	ModeFiles Mode = "files"
 	// ModeACME obtains and renews certificates automatically.
-	ModeACME = "acme"
+	ModeACME Mode = "acme"
 )
+
+// Modes returns every Mode, in the order the documentation lists them.
+func Modes() []Mode { return []Mode{ModeOff, ModeFiles, ModeACME} }
+
+// ServesTLS reports whether m wraps the listener in TLS (files or acme).
+func (m Mode) ServesTLS() bool { return m == ModeFiles || m == ModeACME }
 
 // ALPN protocol names.
 const (
@@ -60,7 +69,7 @@ const DefaultFileCheckInterval = time.Second
 // Options configures TLS on the client listener.
 type Options struct {
 	// Mode is [ModeOff] (also for ""), [ModeFiles] or [ModeACME].
-	Mode string
+	Mode Mode
 	// CertFile is the PEM certificate chain, leaf first (files mode).
 	CertFile string
 	// KeyFile is the PEM private key matching the leaf (files mode).

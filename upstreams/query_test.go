@@ -11,7 +11,7 @@ import (
 func TestConfiguredQueryWins(t *testing.T) {
 	url, sn := startMock(t, "")
 	t.Setenv("TEST_QUERY_KEY", "gen-canary-key")
-	d, err := NewDialer([]*Upstream{{Name: "g", Kind: KindGeneric, URL: url + "?api-version=2025-04-01&deployment=prod",
+	d, err := NewDialer([]Config{{Name: "g", Type: KindGeneric, URL: url + "?api-version=2025-04-01&deployment=prod",
 		APIKeyEnv: "TEST_QUERY_KEY", APIKeyQuery: "sig"}})
 	if err != nil {
 		t.Fatal(err)

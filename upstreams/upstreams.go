@@ -1,6 +1,9 @@
 // Package upstreams turns configured backends into WebSocket connections:
 // URL and query, headers and credential per kind, dial with a timeout, the
 // first-event check of realtime backends, and failover down the list.
+//
+// It owns the upstream kinds ([Kind]) and the configuration of one backend
+// ([Config]), which package config decodes, defaults and validates.
 package upstreams
 
 import (
@@ -28,51 +31,17 @@ import (
 	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
-// Kinds of upstream.
-const (
-	KindOpenAI  = "openai"
-	KindAzure   = "azure"
-	KindGeneric = "generic"
-	KindMock    = "mock"
-)
-
-// DefaultOpenAIURL is the OpenAI Realtime endpoint.
-const DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
-
 // maxFirstEvent bounds the first event read during a realtime dial.
 const maxFirstEvent = 1 << 20
 
-// Upstream is one configured backend (plain values; package config maps the YAML here).
+// Upstream is one backend of a [Dialer]: its [Config] and its run-time
+// state (credential, trust roots, failure count).
 type Upstream struct {
-	Name        string
-	Kind        string
-	URL         string
-	APIKeyEnv   string // environment variable holding the key (read once at New)
-	APIKeyFile  string // file holding the key, re-read at each dial
-	Headers     map[string]string
-	DialTimeout time.Duration
-	// TLSConfig for wss upstreams; nil uses the system roots (or CARootFile).
-	TLSConfig *tls.Config
-	// Beta adds OpenAI-Beta: realtime=v1.
-	Beta bool
-	// APIKeyHeader / APIKeyQuery place a generic upstream's credential in a
-	// header or a query parameter instead of Authorization: Bearer.
-	APIKeyHeader string
-	APIKeyQuery  string
-	// TokenFile (azure) holds a bearer token, re-read at each dial.
-	TokenFile string
-	// Subprotocols are offered to the upstream.
-	Subprotocols []string
-	// AllowedModels limits ?model=; empty allows any. DefaultModel fills a missing one.
-	AllowedModels []string
-	DefaultModel  string
-	// CARootFile is a PEM bundle trusted for this upstream's TLS.
-	CARootFile string
-	// MaxFailures consecutive failures put the upstream in cool-down for Cooldown (0: never).
-	MaxFailures int
-	Cooldown    time.Duration
+	Config
 
-	key string // from APIKeyEnv
+	// tlsConfig trusts CARootFile for wss upstreams; nil uses the system roots.
+	tlsConfig *tls.Config
+	key       string // from APIKeyEnv, read once by NewDialer
 
 	mu        sync.Mutex
 	failures  int       // consecutive failed dials
@@ -158,11 +127,6 @@ func (u *Upstream) Secrets() []string {
 	return out
 }
 
-// realtime reports whether a dial succeeds only on the first event (session.created).
-func (u *Upstream) realtime() bool {
-	return u.Kind == KindOpenAI || u.Kind == KindAzure || u.Kind == KindMock
-}
-
 // Request is what the client asked for, already filtered by the proxy.
 type Request struct {
 	// RawQuery is the client's query string (e.g. model=gpt-realtime).
@@ -231,49 +195,52 @@ type Dialer struct {
 	OnAttempt func(Attempt)
 }
 
-// NewDialer validates the list and resolves credentials from the environment.
-func NewDialer(list []*Upstream) (*Dialer, error) {
+// NewDialer validates the list and resolves credentials from the
+// environment. Each Config must be complete (package config fills the
+// defaults): a missing URL is an error, not a default.
+func NewDialer(list []Config) (*Dialer, error) {
 	if len(list) == 0 {
 		return nil, errors.New("no upstream configured")
 	}
-	for _, u := range list {
-		if u.Kind == KindOpenAI && u.URL == "" {
-			u.URL = DefaultOpenAIURL
+	d := &Dialer{list: make([]*Upstream, 0, len(list))}
+	for _, c := range list {
+		u, err := newUpstream(c)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", c.Name, err)
 		}
-		if u.URL == "" {
-			return nil, fmt.Errorf("upstream %s: no url", u.Name)
-		}
-		if _, err := url.Parse(u.URL); err != nil {
-			return nil, fmt.Errorf("upstream %s: url: %w", u.Name, err)
-		}
-		if u.DialTimeout <= 0 {
-			u.DialTimeout = 10 * time.Second
-		}
-		if u.APIKeyEnv != "" {
-			u.key = os.Getenv(u.APIKeyEnv)
-		}
-		_, _ = u.credential() // learn a file's key now, so redaction knows it before the first dial
-		if (u.Kind == KindOpenAI || u.Kind == KindAzure) && u.APIKeyFile == "" && u.TokenFile == "" && u.key == "" {
-			return nil, fmt.Errorf("upstream %s: no API key: set %s or api_key_file", u.Name, cmp.Or(u.APIKeyEnv, "api_key_env"))
-		}
-		if u.CARootFile != "" {
-			pem, err := os.ReadFile(u.CARootFile)
-			if err != nil {
-				return nil, fmt.Errorf("upstream %s: ca_root_file: %w", u.Name, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("upstream %s: ca_root_file %s holds no PEM certificate", u.Name, u.CARootFile)
-			}
-			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-			if u.TLSConfig != nil {
-				cfg = u.TLSConfig.Clone()
-			}
-			cfg.RootCAs = pool
-			u.TLSConfig = cfg
-		}
+		d.list = append(d.list, u)
 	}
-	return &Dialer{list: list}, nil
+	return d, nil
+}
+
+// newUpstream checks c and resolves its credential and trust roots.
+func newUpstream(c Config) (*Upstream, error) {
+	u := &Upstream{Config: c}
+	if u.URL == "" {
+		return nil, errors.New("no url")
+	}
+	if _, err := url.Parse(u.URL); err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if u.APIKeyEnv != "" {
+		u.key = os.Getenv(u.APIKeyEnv)
+	}
+	_, _ = u.credential() // learn a file's key now, so redaction knows it before the first dial
+	if (u.Type == KindOpenAI || u.Type == KindAzure) && u.APIKeyFile == "" && u.TokenFile == "" && u.key == "" {
+		return nil, fmt.Errorf("no API key: set %s or api_key_file", cmp.Or(u.APIKeyEnv, "api_key_env"))
+	}
+	if u.CARootFile != "" {
+		pem, err := os.ReadFile(u.CARootFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_root_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_root_file %s holds no PEM certificate", u.CARootFile)
+		}
+		u.tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	return u, nil
 }
 
 // ErrModelNotAllowed is returned by CheckModel when no upstream serves the model.
@@ -414,27 +381,55 @@ func hasKeyFold(q url.Values, key string) bool {
 	return false
 }
 
+// dialOne makes one attempt at u, within u.DialTimeout: the WebSocket
+// handshake and, for realtime kinds, the wait for the first event.
 func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model string) (*Conn, Attempt) {
-	ctx, cancel := context.WithTimeout(ctx, u.DialTimeout)
-	defer cancel()
+	if u.DialTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, u.DialTimeout)
+		defer cancel()
+	}
 	key, err := u.credential()
 	if err != nil {
 		return nil, Attempt{Result: "error", Err: err}
 	}
+	target, err := upstreamURL(u.URL, u.query(req, model, key))
+	if err != nil {
+		return nil, Attempt{Result: "error", Err: err}
+	}
+	conn, br, a := u.handshake(ctx, target, u.header(req.Header, key), key)
+	if conn == nil {
+		return nil, a
+	}
+	c := &Conn{Net: conn, BR: br, Upstream: u}
+	if !u.Type.realtime() {
+		return c, a
+	}
+	if a = c.awaitFirst(ctx, key); a.Result != "ok" {
+		return nil, a
+	}
+	return c, a
+}
+
+// query is the query string sent to u: the client's, with the model u
+// serves it and, for a generic upstream with api_key_query, the credential.
+func (u *Upstream) query(req Request, model, key string) string {
 	q := req.RawQuery
 	if model != "" && model != req.Model {
 		q = setQuery(q, "model", model)
 	}
-	if u.Kind == KindGeneric && u.APIKeyQuery != "" {
+	if u.Type == KindGeneric && u.APIKeyQuery != "" {
 		// The credential parameter is tether's alone: a client's, in any case, never rides along.
 		q = setQuery(q, u.APIKeyQuery, key)
 	}
-	target, err := upstreamURL(u.URL, q)
-	if err != nil {
-		return nil, Attempt{Result: "error", Err: err}
-	}
+	return q
+}
+
+// header is the handshake header sent to u: the client's headers that may
+// travel, u's configured headers over them, the beta marker and the credential.
+func (u *Upstream) header(client http.Header, key string) http.Header {
 	h := http.Header{}
-	for k, vs := range req.Header {
+	for k, vs := range client {
 		h[k] = vs
 	}
 	for k, v := range u.Headers {
@@ -444,19 +439,31 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 		h.Set("OpenAI-Beta", "realtime=v1")
 	}
 	if key != "" {
-		switch {
-		case u.Kind == KindAzure && u.TokenFile != "":
-			h.Set("Authorization", "Bearer "+key)
-		case u.Kind == KindAzure:
-			h.Set("api-key", key)
-		case u.Kind == KindGeneric && u.APIKeyQuery != "":
-			// in the query string
-		case u.Kind == KindGeneric && u.APIKeyHeader != "":
-			h.Set(u.APIKeyHeader, key)
-		default:
-			h.Set("Authorization", "Bearer "+key)
-		}
+		u.setCredential(h, key)
 	}
+	return h
+}
+
+// setCredential puts key where u's kind expects it.
+func (u *Upstream) setCredential(h http.Header, key string) {
+	switch {
+	case u.Type == KindAzure && u.TokenFile != "":
+		h.Set("Authorization", "Bearer "+key)
+	case u.Type == KindAzure:
+		h.Set("api-key", key)
+	case u.Type == KindGeneric && u.APIKeyQuery != "":
+		// in the query string
+	case u.Type == KindGeneric && u.APIKeyHeader != "":
+		h.Set(u.APIKeyHeader, key)
+	default:
+		h.Set("Authorization", "Bearer "+key)
+	}
+}
+
+// handshake runs the WebSocket handshake with target. It returns the
+// connection and the attempt (result "ok", status 101), or a nil
+// connection and the failed attempt, its error cleaned of key.
+func (u *Upstream) handshake(ctx context.Context, target string, h http.Header, key string) (net.Conn, *bufio.Reader, Attempt) {
 	var (
 		status     int
 		retryAfter string
@@ -464,7 +471,7 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	dialer := ws.Dialer{
 		Header:    ws.HandshakeHeaderHTTP(h),
 		Protocols: u.Subprotocols,
-		TLSConfig: u.TLSConfig,
+		TLSConfig: u.tlsConfig,
 		OnStatusError: func(st int, _ []byte, resp io.Reader) {
 			status = st
 			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
@@ -474,30 +481,39 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	}
 	conn, br, _, err := dialer.Dial(ctx, target)
 	if err != nil {
-		a := Attempt{Status: status, RetryAfter: retryAfter, Err: redactErr(err, key)}
-		switch {
-		case status == http.StatusUnauthorized || status == http.StatusForbidden:
-			a.Result = "auth"
-		case status == http.StatusTooManyRequests:
-			a.Result = "rate_limited"
-		case status >= 500:
-			a.Result = "http_5xx"
-		case status >= 400:
-			a.Result = "http_4xx"
-		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-			a.Result = "timeout"
-		default:
-			a.Result = "refused"
-		}
-		return nil, a
+		return nil, nil, Attempt{Result: handshakeResult(status, err), Status: status, RetryAfter: retryAfter,
+			Err: redactErr(err, key)}
 	}
 	if br == nil {
 		br = bufio.NewReaderSize(conn, 4096)
 	}
-	c := &Conn{Net: conn, BR: br, Upstream: u}
-	if !u.realtime() {
-		return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+	return conn, br, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+}
+
+// handshakeResult classifies a failed handshake by the upstream's HTTP
+// status, else by the error.
+func handshakeResult(status int, err error) string {
+	switch {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return "auth"
+	case status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case status >= 500:
+		return "http_5xx"
+	case status >= 400:
+		return "http_4xx"
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return "timeout"
+	default:
+		return "refused"
 	}
+}
+
+// awaitFirst waits, until ctx is done, for the first event of a realtime
+// upstream (see readFirst) and returns the attempt. On failure it closes
+// the connection; the error is cleaned of key.
+func (c *Conn) awaitFirst(ctx context.Context, key string) Attempt {
+	conn := c.Net
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetReadDeadline(dl)
 	}
@@ -515,9 +531,9 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 			result = "timeout"
 		}
 		// The upstream's close reason may quote the key ("Incorrect API key provided: sk-...").
-		return nil, Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: redactErr(err, key)}
+		return Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: redactErr(err, key)}
 	}
-	return c, Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+	return Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
 }
 
 // readFirst reads the first frame of a realtime upstream: session.created

@@ -90,7 +90,7 @@ func dial(t *testing.T, d *Dialer, req Request) (*Conn, error) {
 func TestOpenAIShape(t *testing.T) {
 	url, sn := startMock(t, "sk-canary-openai")
 	t.Setenv("TEST_OPENAI_KEY", "sk-canary-openai")
-	d, err := NewDialer([]*Upstream{{Name: "oa", Kind: KindOpenAI, URL: url, APIKeyEnv: "TEST_OPENAI_KEY",
+	d, err := NewDialer([]Config{{Name: "oa", Type: KindOpenAI, URL: url, APIKeyEnv: "TEST_OPENAI_KEY",
 		Beta: true, DefaultModel: "gpt-realtime-mini", AllowedModels: []string{"gpt-realtime", "gpt-realtime-mini"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestOpenAIShape(t *testing.T) {
 func TestAzureShapes(t *testing.T) {
 	url, sn := startMock(t, "")
 	t.Setenv("TEST_AZURE_KEY", "azure-canary-key")
-	d, err := NewDialer([]*Upstream{{Name: "az", Kind: KindAzure, URL: url + "?api-version=ignored", APIKeyEnv: "TEST_AZURE_KEY"}})
+	d, err := NewDialer([]Config{{Name: "az", Type: KindAzure, URL: url + "?api-version=ignored", APIKeyEnv: "TEST_AZURE_KEY"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestAzureShapes(t *testing.T) {
 	// Workload identity: a token file, re-read at each dial.
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte("token-one\n"), 0o600)
-	d2, err := NewDialer([]*Upstream{{Name: "az-wi", Kind: KindAzure, URL: url, TokenFile: tokenFile}})
+	d2, err := NewDialer([]Config{{Name: "az-wi", Type: KindAzure, URL: url, TokenFile: tokenFile}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,10 +172,10 @@ func TestGenericCredentialPlacement(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := &Upstream{Name: "g", Kind: KindGeneric, URL: url, APIKeyEnv: "TEST_GEN_KEY",
+			u := Config{Name: "g", Type: KindGeneric, URL: url, APIKeyEnv: "TEST_GEN_KEY",
 				APIKeyHeader: tc.header, APIKeyQuery: tc.query,
 				Headers: map[string]string{"X-Tenant": "demo"}, Subprotocols: []string{"realtime"}}
-			d, err := NewDialer([]*Upstream{u})
+			d, err := NewDialer([]Config{u})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -202,10 +202,10 @@ func TestFailoverAndStatuses(t *testing.T) {
 	dead := "ws://" + ln.Addr().String() + "/"
 	ln.Close()
 
-	d, _ := NewDialer([]*Upstream{
-		{Name: "a", Kind: KindGeneric, URL: unauthorized},
-		{Name: "b", Kind: KindGeneric, URL: dead},
-		{Name: "c", Kind: KindMock, URL: good},
+	d, _ := NewDialer([]Config{
+		{Name: "a", Type: KindGeneric, URL: unauthorized},
+		{Name: "b", Type: KindGeneric, URL: dead},
+		{Name: "c", Type: KindMock, URL: good},
 	})
 	c, err := dial(t, d, Request{})
 	if err != nil {
@@ -218,13 +218,13 @@ func TestFailoverAndStatuses(t *testing.T) {
 		t.Fatal("healthy upstream not dialed once")
 	}
 
-	d2, _ := NewDialer([]*Upstream{{Name: "a", Kind: KindGeneric, URL: unauthorized}, {Name: "l", Kind: KindGeneric, URL: limited}})
+	d2, _ := NewDialer([]Config{{Name: "a", Type: KindGeneric, URL: unauthorized}, {Name: "l", Type: KindGeneric, URL: limited}})
 	_, err = dial(t, d2, Request{})
 	var de *DialError
 	if !errors.As(err, &de) || de.Status != http.StatusTooManyRequests || de.RetryAfter != "7" {
 		t.Fatalf("want 429 Retry-After 7, got %v", err)
 	}
-	d3, _ := NewDialer([]*Upstream{{Name: "l", Kind: KindGeneric, URL: limited}, {Name: "a", Kind: KindGeneric, URL: unauthorized}})
+	d3, _ := NewDialer([]Config{{Name: "l", Type: KindGeneric, URL: limited}, {Name: "a", Type: KindGeneric, URL: unauthorized}})
 	_, err = dial(t, d3, Request{})
 	if !errors.As(err, &de) || de.Status != http.StatusBadGateway {
 		t.Fatalf("our credential failing last must be 502, got %v", err)
@@ -234,7 +234,7 @@ func TestFailoverAndStatuses(t *testing.T) {
 func TestInBandAuthFailureIsAFailedDial(t *testing.T) {
 	url, _ := startMock(t, "the-right-key")
 	t.Setenv("TEST_WRONG_KEY", "sk-wrong-key")
-	d, _ := NewDialer([]*Upstream{{Name: "oa", Kind: KindOpenAI, URL: url, APIKeyEnv: "TEST_WRONG_KEY"}})
+	d, _ := NewDialer([]Config{{Name: "oa", Type: KindOpenAI, URL: url, APIKeyEnv: "TEST_WRONG_KEY"}})
 	_, err := dial(t, d, Request{})
 	var de *DialError
 	if !errors.As(err, &de) || de.Status != http.StatusBadGateway || de.Attempts[0].Result != "auth" {
@@ -248,9 +248,9 @@ func TestInBandAuthFailureIsAFailedDial(t *testing.T) {
 func TestCooldown(t *testing.T) {
 	bad, badSeen := statusServer(t, http.StatusInternalServerError, "")
 	good, _ := startMock(t, "")
-	d, _ := NewDialer([]*Upstream{
-		{Name: "bad", Kind: KindGeneric, URL: bad, MaxFailures: 2, Cooldown: time.Hour},
-		{Name: "good", Kind: KindMock, URL: good},
+	d, _ := NewDialer([]Config{
+		{Name: "bad", Type: KindGeneric, URL: bad, MaxFailures: 2, Cooldown: time.Hour},
+		{Name: "good", Type: KindMock, URL: good},
 	})
 	for range 2 {
 		if _, err := dial(t, d, Request{}); err != nil {
@@ -268,7 +268,7 @@ func TestCooldown(t *testing.T) {
 		t.Fatalf("upstream in cool-down was dialed: %+v", c.Attempts)
 	}
 	// When every upstream cools down, they are all tried anyway.
-	only, _ := NewDialer([]*Upstream{{Name: "bad", Kind: KindGeneric, URL: bad, MaxFailures: 1, Cooldown: time.Hour}})
+	only, _ := NewDialer([]Config{{Name: "bad", Type: KindGeneric, URL: bad, MaxFailures: 1, Cooldown: time.Hour}})
 	dial(t, only, Request{})
 	dial(t, only, Request{})
 	if badSeen.count() != 4 {
@@ -283,14 +283,14 @@ func TestCARootFile(t *testing.T) {
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
 	url := "wss" + strings.TrimPrefix(srv.URL, "https") + "/v1/realtime"
-	d, err := NewDialer([]*Upstream{{Name: "private", Kind: KindMock, URL: url, CARootFile: caFile}})
+	d, err := NewDialer([]Config{{Name: "private", Type: KindMock, URL: url, CARootFile: caFile}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := dial(t, d, Request{}); err != nil {
 		t.Fatalf("dial with private CA: %v", err)
 	}
-	d2, _ := NewDialer([]*Upstream{{Name: "untrusted", Kind: KindMock, URL: url}})
+	d2, _ := NewDialer([]Config{{Name: "untrusted", Type: KindMock, URL: url}})
 	if _, err := dial(t, d2, Request{}); err == nil {
 		t.Fatal("dial without the CA succeeded")
 	}

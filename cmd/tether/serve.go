@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -162,61 +163,99 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 			a.close() // a itself, not the (nil) result
 		}
 	}()
-	list := cfg.Upstreams
-	if list == nil {
-		list = config.AutoUpstreams(os.Getenv)
-		if list[0].Type == config.UpstreamMock {
-			log.Info("no upstream configured and OPENAI_API_KEY is not set: using the built-in mock upstream")
-		} else {
-			log.Info("no upstream configured: using OpenAI with OPENAI_API_KEY")
-		}
-	}
-	var ups []*upstreams.Upstream
-	for _, u := range list {
-		up := &upstreams.Upstream{Name: u.Name, Kind: u.Type, URL: u.URL, APIKeyEnv: u.APIKeyEnv,
-			APIKeyFile: u.APIKeyFile, Headers: u.Headers, DialTimeout: u.DialTimeout,
-			Beta: u.Beta, APIKeyHeader: u.APIKeyHeader, APIKeyQuery: u.APIKeyQuery, TokenFile: u.TokenFile,
-			Subprotocols: u.Subprotocols, AllowedModels: u.AllowedModels, DefaultModel: u.DefaultModel,
-			CARootFile: u.CARootFile, MaxFailures: u.MaxFailures, Cooldown: u.Cooldown}
-		if u.Type == config.UpstreamMock && u.URL == "" {
-			if a.mock == nil {
-				a.mock = mock.New(mock.Options{Logger: log.With("component", "mock")})
-				addr, err := a.mock.Start("127.0.0.1:0")
-				if err != nil {
-					return nil, fmt.Errorf("start built-in mock upstream: %w", err)
-				}
-				a.mockURL = "ws://" + addr.String() + "/v1/realtime"
-				log.Debug("built-in mock upstream", "url", a.mockURL)
-			}
-			up.URL = a.mockURL
-		}
-		ups = append(ups, up)
-	}
-	a.dialer, err = upstreams.NewDialer(ups)
+	list, err := a.useBuiltinMock(upstreamConfigs(cfg, log))
 	if err != nil {
 		return nil, err
 	}
-	a.dialer.OnAttempt = func(at upstreams.Attempt) {
-		if at.Result != "cooldown" {
-			a.metrics.ObserveDial(at.Upstream, at.Result, at.Duration)
-		}
-		if at.Result != "ok" && at.Result != "cooldown" {
-			log.Warn("upstream dial attempt failed", "upstream", at.Upstream, "result", at.Result,
-				"status", at.Status, "err", at.Err)
-		}
-		if at.EnteredCooldown {
-			log.Warn("upstream skipped for its cool-down after repeated failures", "upstream", at.Upstream)
-		}
+	if err := a.newDialer(list); err != nil {
+		return nil, err
 	}
-	for _, u := range a.dialer.Upstreams() {
-		a.metrics.WatchUpstream(u.Name, func() bool { return u.Available(time.Now()) })
-	}
-
 	authn, err := newAuthenticator(cfg.Auth)
 	if err != nil {
 		return nil, err
 	}
-	traceHooks, telShutdown, err := setupTelemetry(cfg.Telemetry, a.metrics, log)
+	hooks, err := a.startTelemetry()
+	if err != nil {
+		return nil, err
+	}
+	a.mgr = newManager(cfg, hooks, log)
+	a.metrics.WatchRelayed(a.mgr)
+	if err := a.bindListeners(); err != nil {
+		return nil, err
+	}
+	a.serveListeners(a.newClientMux(authn))
+	return a, nil
+}
+
+// upstreamConfigs returns a copy of the configured upstreams, or the
+// automatic choice (saying which in the log) when none is configured.
+func upstreamConfigs(cfg *config.Config, log *slog.Logger) []upstreams.Config {
+	if cfg.Upstreams != nil {
+		return slices.Clone(cfg.Upstreams)
+	}
+	list := config.AutoUpstreams(os.Getenv)
+	if list[0].Type == upstreams.KindMock {
+		log.Info("no upstream configured and OPENAI_API_KEY is not set: using the built-in mock upstream")
+	} else {
+		log.Info("no upstream configured: using OpenAI with OPENAI_API_KEY")
+	}
+	return list
+}
+
+// useBuiltinMock points every mock upstream without a url at the built-in
+// mock backend, which it starts on first need, and returns list.
+func (a *app) useBuiltinMock(list []upstreams.Config) ([]upstreams.Config, error) {
+	for i := range list {
+		u := &list[i]
+		if u.Type != upstreams.KindMock || u.URL != "" {
+			continue
+		}
+		if a.mock == nil {
+			a.mock = mock.New(mock.Options{Logger: a.log.With("component", "mock")})
+			addr, err := a.mock.Start("127.0.0.1:0")
+			if err != nil {
+				return nil, fmt.Errorf("start built-in mock upstream: %w", err)
+			}
+			a.mockURL = "ws://" + addr.String() + "/v1/realtime"
+			a.log.Debug("built-in mock upstream", "url", a.mockURL)
+		}
+		u.URL = a.mockURL
+	}
+	return list, nil
+}
+
+// newDialer builds the upstream dialer, reporting each attempt, and has the
+// metrics watch each upstream's availability.
+func (a *app) newDialer(list []upstreams.Config) (err error) {
+	if a.dialer, err = upstreams.NewDialer(list); err != nil {
+		return err
+	}
+	a.dialer.OnAttempt = a.observeDial
+	for _, u := range a.dialer.Upstreams() {
+		a.metrics.WatchUpstream(u.Name, func() bool { return u.Available(time.Now()) })
+	}
+	return nil
+}
+
+// observeDial records one upstream dial attempt in the metrics and logs a
+// failure and the start of a cool-down.
+func (a *app) observeDial(at upstreams.Attempt) {
+	if at.Result != "cooldown" {
+		a.metrics.ObserveDial(at.Upstream, at.Result, at.Duration)
+	}
+	if at.Result != "ok" && at.Result != "cooldown" {
+		a.log.Warn("upstream dial attempt failed", "upstream", at.Upstream, "result", at.Result,
+			"status", at.Status, "err", at.Err)
+	}
+	if at.EnteredCooldown {
+		a.log.Warn("upstream skipped for its cool-down after repeated failures", "upstream", at.Upstream)
+	}
+}
+
+// startTelemetry starts tracing and returns the lifecycle hooks: the
+// metrics, and the tracer when traces are exported.
+func (a *app) startTelemetry() ([]lifecycle.Hooks, error) {
+	traceHooks, telShutdown, err := setupTelemetry(a.cfg.Telemetry, a.metrics, a.log)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
@@ -225,8 +264,14 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 	if traceHooks != nil {
 		hooks = append(hooks, traceHooks)
 	}
+	return hooks, nil
+}
+
+// newManager builds the session registry from the lifecycle section and
+// the session limits.
+func newManager(cfg *config.Config, hooks []lifecycle.Hooks, log *slog.Logger) *lifecycle.Manager {
 	lc := cfg.Lifecycle
-	a.mgr = lifecycle.NewManager(lifecycle.Options{
+	return lifecycle.NewManager(lifecycle.Options{
 		Hooks:                hooks,
 		ClientHeartbeat:      lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Client.Interval, Timeout: lc.Heartbeat.Client.Timeout},
 		UpstreamHeartbeat:    lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Upstream.Interval, Timeout: lc.Heartbeat.Upstream.Timeout},
@@ -238,7 +283,11 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 		MaxSessionsPerClient: cfg.Auth.MaxSessionsPerClient,
 		Logger:               log,
 	})
-	a.metrics.WatchRelayed(a.mgr)
+}
+
+// newClientMux serves the upgrade handler on every server path.
+func (a *app) newClientMux(authn auth.Authenticator) *http.ServeMux {
+	cfg := a.cfg
 	handler := proxy.NewHandler(a.mgr, a.dialer, proxy.HandlerOptions{
 		HandshakeTimeout:   cfg.Server.HandshakeTimeout,
 		AllowedOrigins:     cfg.Server.AllowedOrigins,
@@ -249,38 +298,53 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 			// Keys from files are read again at each dial; so is the redactor's list.
 			Redactor: proxy.NewRedactor(a.dialer.Secrets()...).WithDynamic(a.dialer.Secrets),
 		},
-		Logger:     log,
+		Logger:     a.log,
 		Rejections: a.metrics,
 	})
 	mux := http.NewServeMux()
 	for _, p := range cfg.Server.Paths {
 		mux.Handle(p, handler)
 	}
-	if a.clientLn, err = listen("server.listen", cfg.Server.Listen); err != nil {
-		return nil, err
+	return mux
+}
+
+// bindListeners binds the client listener (wrapped in TLS per the tls section)
+// and the admin listener.
+func (a *app) bindListeners() (err error) {
+	if a.clientLn, err = listen("server.listen", a.cfg.Server.Listen); err != nil {
+		return err
 	}
-	tlsLn, tlsClose, err := tlsListener(cfg.TLS, a.clientLn, log)
+	tlsLn, tlsClose, err := tlsListener(a.cfg.TLS, a.clientLn, a.log)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err) // a.close closes the plain listener
+		return fmt.Errorf("tls: %w", err) // a.close closes the plain listener
 	}
 	a.clientLn, a.tlsClose = tlsLn, tlsClose
-	if a.adminLn, err = listen("admin.listen", cfg.Admin.Listen); err != nil {
-		return nil, err
+	if a.adminLn, err = listen("admin.listen", a.cfg.Admin.Listen); err != nil {
+		return err
 	}
+	return nil
+}
+
+// adminReadHeaderTimeout bounds reading a request's header on the admin listener.
+const adminReadHeaderTimeout = 10 * time.Second
+
+// serveListeners starts the client server (clientMux) and the admin server
+// on the bound listeners.
+func (a *app) serveListeners(clientMux http.Handler) {
+	errorLog := slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)
 	a.clientSrv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: cfg.Server.HandshakeTimeout,
-		IdleTimeout:       cfg.Server.HandshakeTimeout, // idle keep-alives; net/http clears the read deadline before a hijack
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Handler:           clientMux,
+		ReadHeaderTimeout: a.cfg.Server.HandshakeTimeout,
+		IdleTimeout:       a.cfg.Server.HandshakeTimeout, // idle keep-alives; net/http clears the read deadline before a hijack
+		ErrorLog:          errorLog,
 	}
 	a.adminSrv = &http.Server{
-		Handler:           newAdminMux(a.mgr, a.metrics, cfg.Admin.PProf),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Handler:           newAdminMux(a.mgr, a.metrics, a.cfg.Admin.PProf),
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		ErrorLog:          errorLog,
 	}
 	go a.run(a.clientSrv, a.clientLn)
 	go a.run(a.adminSrv, a.adminLn)
-	return a, nil
 }
 
 func (a *app) run(srv *http.Server, ln net.Listener) {
@@ -292,13 +356,13 @@ func (a *app) run(srv *http.Server, ln net.Listener) {
 // newAuthenticator builds client authentication from the auth section.
 func newAuthenticator(c config.Auth) (auth.Authenticator, error) {
 	switch c.Mode {
-	case config.AuthModeToken:
+	case auth.ModeToken:
 		t, err := auth.NewTokens(c.TokensFile)
 		if err != nil {
 			return nil, fmt.Errorf("auth: %w", err)
 		}
 		return t, nil
-	case config.AuthModeJWT:
+	case auth.ModeJWT:
 		j, err := auth.NewJWT(c.JWT.HMACSecretFile, c.JWT.Issuer, c.JWT.Audience)
 		if err != nil {
 			return nil, fmt.Errorf("auth.jwt: %w", err)
@@ -322,7 +386,7 @@ func listen(key, addr string) (net.Listener, error) {
 func (a *app) describeUpstreams() string {
 	var parts []string
 	for _, u := range a.dialer.Upstreams() {
-		parts = append(parts, fmt.Sprintf("%s(%s %s)", u.Name, u.Kind, redact.URL(u.URL)))
+		parts = append(parts, fmt.Sprintf("%s(%s %s)", u.Name, u.Type, redact.URL(u.URL)))
 	}
 	return strings.Join(parts, ", ")
 }

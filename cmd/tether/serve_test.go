@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/upstreams"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -224,7 +225,7 @@ func TestServeInjectsKeyAndStripsClientCredentials(t *testing.T) {
 	defer m.Close()
 	t.Setenv("TETHER_TEST_KEY", key)
 	cfg := testConfig(t)
-	cfg.Upstreams = []config.Upstream{{Name: "primary", Type: "openai", URL: "ws://" + addr.String() + "/v1/realtime",
+	cfg.Upstreams = []upstreams.Config{{Name: "primary", Type: "openai", URL: "ws://" + addr.String() + "/v1/realtime",
 		APIKeyEnv: "TETHER_TEST_KEY", DialTimeout: 2 * time.Second}}
 	var logs syncBuffer
 	a, err := start(cfg, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -268,7 +269,7 @@ func TestServeDialFailureAnswers502BeforeUpgrade(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	cfg := testConfig(t)
-	cfg.Upstreams = []config.Upstream{{Name: "dead", Type: "generic", URL: "ws://" + dead + "/", DialTimeout: time.Second}}
+	cfg.Upstreams = []upstreams.Config{{Name: "dead", Type: "generic", URL: "ws://" + dead + "/", DialTimeout: time.Second}}
 	a, err := start(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

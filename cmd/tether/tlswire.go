@@ -29,7 +29,7 @@ func tlsListener(cfg config.TLS, ln net.Listener, log *slog.Logger) (net.Listene
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.Mode == config.TLSModeFiles || cfg.Mode == config.TLSModeACME {
+	if cfg.Mode.ServesTLS() {
 		log.Info("serving wss:// on the client listener", "tls_mode", cfg.Mode)
 	}
 	return m.Listener(), m.Close, nil
