@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -129,7 +130,7 @@ func TestCLIMockUpstream(t *testing.T) {
 	addr := "127.0.0.1:" + freePort(t)
 	m := startProc(t, nil, "mock-upstream", "--listen", addr)
 	var c *rtClient
-	waitUntil(t, startTimeout, "mock-upstream to accept connections", func() bool {
+	testkit.WaitFor(t, startTimeout, "mock-upstream to accept connections", func() bool {
 		if m.hasExited() {
 			t.Fatalf("mock-upstream exited with %d:\n%s", m.code, m.stderr.String())
 		}
@@ -137,21 +138,22 @@ func TestCLIMockUpstream(t *testing.T) {
 		c, err = tryDialClient(t, addr, clientOpts{Protocols: []string{"realtime"}})
 		return err == nil
 	})
-	c.waitEvent("session.created", stepTimeout)
+
+	c.WaitEvent("session.created", stepTimeout)
 	c.voiceTurn()
-	c.sendClose(1000, "")
-	if ci := c.waitClose(stepTimeout); ci.Code != 1000 {
+	c.SendClose(1000, "")
+	if ci := c.WaitClose(stepTimeout); ci.Code != 1000 {
 		t.Errorf("close echo %d, want 1000", ci.Code)
 	}
 
 	// Behind tether.
 	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": "ws://" + addr + "/v1/realtime"})
 	c2 := dialClient(t, p.Listen, clientOpts{})
-	c2.waitEvent("session.created", stepTimeout)
+	c2.WaitEvent("session.created", stepTimeout)
 	c2.voiceTurn()
-	c2.sendClose(1000, "")
-	c2.waitClose(stepTimeout)
-	c2.waitEnd(stepTimeout)
+	c2.SendClose(1000, "")
+	c2.WaitClose(stepTimeout)
+	c2.WaitEnd(stepTimeout)
 	p.stop()
 
 	m.signal(syscall.SIGTERM)
@@ -169,9 +171,9 @@ func TestCLIConfigFromEnv(t *testing.T) {
 	p := startProc(t, []string{"TETHER_CONFIG=" + cfg, "TETHER_LIFECYCLE_IDLE_TIMEOUT=1s"}, "serve")
 	p.waitStarted()
 	c := dialClient(t, p.Listen, clientOpts{})
-	c.waitEvent("session.created", stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
 	last := time.Now()
-	ci := c.waitClose(stepTimeout)
+	ci := c.WaitClose(stepTimeout)
 	if ci.Code != 4000 {
 		t.Errorf("close %d, want 4000 from TETHER_LIFECYCLE_IDLE_TIMEOUT=1s", ci.Code)
 	}

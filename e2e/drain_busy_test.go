@@ -14,6 +14,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -59,14 +60,11 @@ func (c *rtClient) stream(f ws.Frame, stop <-chan struct{}, wg *sync.WaitGroup) 
 		select {
 		case <-stop:
 			return
-		case <-c.done:
+		case <-c.Done():
 			return
 		case <-tick.C:
 		}
-		c.mu.Lock()
-		closing := c.closeF != nil
-		c.mu.Unlock()
-		if closing || c.writeFrame(f) != nil {
+		if c.CloseReceived() != nil || c.WriteRaw(f) != nil {
 			return
 		}
 	}
@@ -79,14 +77,8 @@ func (c *rtClient) sendHalfFrame(t *testing.T) {
 	payload := []byte(`{"type":"input_audio_buffer.append","audio":"` + strings.Repeat("A", midFrameSent) + `"}`)[:midFrameSent]
 	h := ws.Header{Fin: true, OpCode: ws.OpText, Length: midFrameLength, Masked: true, Mask: ws.NewMask()}
 	ws.Cipher(payload, h.Mask, 0)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.conn.SetWriteDeadline(time.Now().Add(stepTimeout))
-	if err := ws.WriteHeader(c.conn, h); err != nil {
-		t.Fatalf("half frame header: %v", err)
-	}
-	if _, err := c.conn.Write(payload); err != nil {
-		t.Fatalf("half frame payload: %v", err)
+	if err := c.WritePartial(h, payload); err != nil {
+		t.Fatalf("half frame: %v", err)
 	}
 }
 
@@ -109,7 +101,7 @@ func startBusyRig(t *testing.T, n, midFrame int, drainTimeout time.Duration, wit
 	stride := n / max(midFrame, 1)
 	for i := range n {
 		c := dialClient(t, r.p.Listen, clientOpts{})
-		c.waitEvent("session.created", stepTimeout)
+		c.WaitEvent("session.created", stepTimeout)
 		if midFrame > 0 && i%stride == 0 && len(r.stuck) < midFrame {
 			r.stuck = append(r.stuck, c)
 		} else {
@@ -143,10 +135,10 @@ func startBusyRig(t *testing.T, n, midFrame int, drainTimeout time.Duration, wit
 	// however long the set-up took.
 	for _, c := range r.talking {
 		c.fault("slow", map[string]any{"delta_interval_ms": busyDelta.Milliseconds()})
-		c.send(map[string]any{"type": "response.create"})
+		c.Send(map[string]any{"type": "response.create"})
 	}
 	for _, c := range r.talking {
-		c.waitEvent("response.output_audio.delta", stepTimeout)
+		c.WaitEvent("response.output_audio.delta", stepTimeout)
 	}
 	r.waitAudio(t, n, 20, func(row map[string]any) bool { return row["state"] == "responding" })
 	rows, raw := r.p.sessions()
@@ -165,7 +157,7 @@ func startBusyRig(t *testing.T, n, midFrame int, drainTimeout time.Duration, wit
 func (r *busyRig) waitAudio(t *testing.T, n, appends int, match func(map[string]any) bool) {
 	t.Helper()
 	want := float64(appends * len(appendFrame().Payload))
-	waitUntil(t, stepTimeout, fmt.Sprintf("%d appends relayed upstream on every talking session", appends), func() bool {
+	testkit.WaitFor(t, stepTimeout, fmt.Sprintf("%d appends relayed upstream on every talking session", appends), func() bool {
 		rows, _ := r.p.sessions()
 		if len(rows) != n {
 			return false
@@ -180,6 +172,7 @@ func (r *busyRig) waitAudio(t *testing.T, n, appends int, match func(map[string]
 		}
 		return true
 	})
+
 }
 
 func (r *busyRig) signal(t *testing.T) time.Time {
@@ -198,7 +191,7 @@ func closes(t *testing.T, what string, cs []*rtClient, t0 time.Time, within time
 	t.Helper()
 	first = time.Hour
 	for i, c := range cs {
-		ci := c.waitClose(within + time.Second)
+		ci := c.WaitClose(within + time.Second)
 		d := ci.At.Sub(t0)
 		first, last = min(first, d), max(last, d)
 		if ci.Code != 1001 {
@@ -240,7 +233,7 @@ func TestDrainBusyMidFrame(t *testing.T) {
 	first, last := closes(t, "talking", r.talking, t0, r.timeout+time.Second)
 	early := 0
 	for i, c := range r.talking {
-		if c.waitClose(0).At.Sub(t0) >= r.timeout-100*time.Millisecond {
+		if c.WaitClose(0).At.Sub(t0) >= r.timeout-100*time.Millisecond {
 			continue
 		}
 		// Before the deadline only at its answer's end (a slow set-up may
@@ -248,7 +241,7 @@ func TestDrainBusyMidFrame(t *testing.T) {
 		early++
 		if fs := serverFrames(c); len(fs) < 2 || fs[len(fs)-2].Type != "response.done" {
 			t.Errorf("talking session %d: closed %v after SIGTERM, before the %v deadline and not after its response.done:%s",
-				i, c.waitClose(0).At.Sub(t0), r.timeout, describe(fs[max(0, len(fs)-4):]))
+				i, c.WaitClose(0).At.Sub(t0), r.timeout, describe(fs[max(0, len(fs)-4):]))
 		}
 	}
 	r.stopAudio()
@@ -312,7 +305,7 @@ func TestDrainMidFrameUpstreamGetsClose(t *testing.T) {
 			}
 			continue
 		}
-		if code, _ := f.closeCode(); code != 1001 {
+		if code, _ := f.CloseCode(); code != 1001 {
 			t.Errorf("upstream leg %d: close %d, want 1001", i, code)
 		}
 	}
@@ -325,39 +318,8 @@ func TestDrainMidFrameUpstreamGetsClose(t *testing.T) {
 // whose upgrade hangs. accepted counts connections.
 func hangingUpstream(t *testing.T) (url string, accepted func() int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return "ws://" + ln.Addr().String() + "/v1/realtime", func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(conns)
-	}
+	s := testkit.Serve(t, nil)
+	return s.URL("/v1/realtime"), s.Accepted
 }
 
 // upgradeAnswer is an upgrade's HTTP answer and when it came.
@@ -410,7 +372,7 @@ func startHangingDial(t *testing.T, drainTimeout time.Duration) (*proc, <-chan u
 		"DrainTimeout": drainTimeout.String(),
 	})
 	ans := upgradeInBackground(p.Listen)
-	waitUntil(t, stepTimeout, "tether dialing the hanging upstream", func() bool { return accepted() == 1 })
+	testkit.WaitFor(t, stepTimeout, "tether dialing the hanging upstream", func() bool { return accepted() == 1 })
 	return p, ans
 }
 

@@ -48,7 +48,7 @@ func startDrainRig(t *testing.T, drainTimeout, delta time.Duration) *drainRig {
 	})
 	for i := range drainSessions {
 		c := dialClient(t, r.p.Listen, clientOpts{})
-		c.waitEvent("session.created", stepTimeout)
+		c.WaitEvent("session.created", stepTimeout)
 		if i%2 == 0 {
 			r.idle = append(r.idle, c)
 		} else {
@@ -57,10 +57,10 @@ func startDrainRig(t *testing.T, drainTimeout, delta time.Duration) *drainRig {
 	}
 	for _, c := range r.busy {
 		c.fault("slow", map[string]any{"delta_interval_ms": delta.Milliseconds()})
-		c.send(map[string]any{"type": "response.create"})
+		c.Send(map[string]any{"type": "response.create"})
 	}
 	for _, c := range r.busy {
-		c.waitEvent("response.output_audio.delta", stepTimeout)
+		c.WaitEvent("response.output_audio.delta", stepTimeout)
 	}
 	rows, _ := r.p.sessions()
 	states := map[string]int{}
@@ -113,7 +113,7 @@ func (r *drainRig) checkIdleClosed(t *testing.T, t0 time.Time) time.Duration {
 	t.Helper()
 	var latest time.Duration
 	for i, c := range r.idle {
-		ci := c.waitClose(stepTimeout)
+		ci := c.WaitClose(stepTimeout)
 		d := ci.At.Sub(t0)
 		latest = max(latest, d)
 		if ci.Code != 1001 {
@@ -162,7 +162,7 @@ func describe(fs []serverFrame) string {
 	for _, f := range fs {
 		switch {
 		case f.Op == ws.OpClose:
-			code, _ := f.closeCode()
+			code, _ := f.CloseCode()
 			fmt.Fprintf(&b, " close(%d)", code)
 		case f.Type != "":
 			b.WriteString(" " + f.Type)
@@ -195,7 +195,7 @@ func checkBusyFinished(t *testing.T, i int, c *rtClient) {
 		t.Errorf("busy session %d: want its response.done and then close 1001 as the last frames, got:%s", i, describe(fs[max(0, n-6):]))
 		return
 	}
-	if code, _ := fs[n-1].closeCode(); code != 1001 {
+	if code, _ := fs[n-1].CloseCode(); code != 1001 {
 		t.Errorf("busy session %d: close %d after response.done, want 1001", i, code)
 	}
 	if fs[done].Status != "completed" || deltas != drainToneDelta {
@@ -221,7 +221,7 @@ func checkBusyCut(t *testing.T, i int, c *rtClient) {
 		t.Errorf("busy session %d: last frames%s, want close 1001 last", i, describe(fs[max(0, n-6):]))
 		return
 	}
-	if code, _ := fs[n-1].closeCode(); code != 1001 {
+	if code, _ := fs[n-1].CloseCode(); code != 1001 {
 		t.Errorf("busy session %d: close %d, want 1001", i, code)
 	}
 }
@@ -253,10 +253,10 @@ func TestDrainTurnAware(t *testing.T) {
 	idle := r.checkIdleClosed(t, t0)
 	var first, last time.Duration = time.Hour, 0
 	for i, c := range r.busy {
-		ci := c.waitClose(r.timeout + 2*time.Second)
+		ci := c.WaitClose(r.timeout + 2*time.Second)
 		d := ci.At.Sub(t0)
 		first, last = min(first, d), max(last, d)
-		c.waitEnd(stepTimeout)
+		c.WaitEnd(stepTimeout)
 		checkBusyFinished(t, i, c)
 	}
 	exit := checkExit(t, r.p, r.exited, t0, r.timeout+2*time.Second)
@@ -277,13 +277,13 @@ func TestDrainDeadline(t *testing.T) {
 	idle := r.checkIdleClosed(t, t0)
 	var first, last time.Duration = time.Hour, 0
 	for i, c := range r.busy {
-		ci := c.waitClose(r.timeout + 2*time.Second)
+		ci := c.WaitClose(r.timeout + 2*time.Second)
 		d := ci.At.Sub(t0)
 		first, last = min(first, d), max(last, d)
 		if d < r.timeout-100*time.Millisecond || d > r.timeout+time.Second {
 			t.Errorf("busy session %d: closed %v after SIGTERM, want at drain_timeout (%v)", i, d, r.timeout)
 		}
-		c.waitEnd(stepTimeout)
+		c.WaitEnd(stepTimeout)
 		checkBusyCut(t, i, c)
 	}
 	exit := checkExit(t, r.p, r.exited, t0, r.timeout+2*time.Second)
@@ -316,13 +316,13 @@ func TestDrainSecondSignal(t *testing.T) {
 	t1 := r.sigterm(t)
 	var last time.Duration
 	for i, c := range r.busy {
-		ci := c.waitClose(stepTimeout)
+		ci := c.WaitClose(stepTimeout)
 		d := ci.At.Sub(t1)
 		last = max(last, d)
 		if ci.Code != 1001 || d > drainAtOnce {
 			t.Errorf("busy session %d: close %d %v after the second SIGTERM, want 1001 at once (within %v)", i, ci.Code, d, drainAtOnce)
 		}
-		c.waitEnd(stepTimeout)
+		c.WaitEnd(stepTimeout)
 		checkBusyCut(t, i, c)
 	}
 	// Well before drain_timeout: within 3 s of the second signal.

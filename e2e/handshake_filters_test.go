@@ -54,9 +54,9 @@ func TestHandshakeRepeatedModel(t *testing.T) {
 		t.Errorf(`tether_handshake_rejections_total{reason="model_not_allowed"} = %v, want 4`, v)
 	}
 	c := dialClient(t, r.p.Listen, clientOpts{Path: "/v1/realtime?model=gpt-realtime"})
-	c.waitEvent("session.created", stepTimeout)
-	c.sendClose(1000, "")
-	c.waitClose(stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
+	c.SendClose(1000, "")
+	c.WaitClose(stepTimeout)
 }
 
 // TestHandshakeClientCannotSteerUpstream: the configured URL's parameters
@@ -72,7 +72,7 @@ func TestHandshakeClientCannotSteerUpstream(t *testing.T) {
 	hdr["openai-organization"] = []string{"org_client"}
 	hdr["OPENAI-PROJECT"] = []string{"proj_client"}
 	c := dialClient(t, r.p.Listen, clientOpts{Path: path, Header: hdr})
-	c.waitEvent("session.created", stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
 	reqs := r.hs.all()
 	if len(reqs) != 1 {
 		t.Fatalf("the upstream saw %d upgrades, want 1", len(reqs))
@@ -97,8 +97,8 @@ func TestHandshakeClientCannotSteerUpstream(t *testing.T) {
 	if v := up.Header.Values("OpenAI-Project"); len(v) != 1 || v[0] != "proj_tether" {
 		t.Errorf("upstream OpenAI-Project = %v, want the configured [proj_tether] only", v)
 	}
-	c.sendClose(1000, "")
-	c.waitClose(stepTimeout)
+	c.SendClose(1000, "")
+	c.WaitClose(stepTimeout)
 	if strings.Contains(r.p.stderr.String(), "sk-leak") {
 		t.Error("a client credential parameter reached tether's log")
 	}
@@ -117,7 +117,7 @@ func TestHandshakeIdleConnectionsClosed(t *testing.T) {
 	)
 	r := newFilterRig(t, "1s")
 	sess := dialClient(t, r.p.Listen, clientOpts{Path: "/v1/realtime?model=gpt-realtime"})
-	sess.waitEvent("session.created", stepTimeout)
+	sess.WaitEvent("session.created", stepTimeout)
 
 	type result struct {
 		i   int
@@ -182,8 +182,8 @@ func TestHandshakeIdleConnectionsClosed(t *testing.T) {
 		t.Errorf("tether_sessions_active = %v, want 1 (idle connections are no sessions)", v)
 	}
 	// The upgraded session is older than the handshake timeout several times over and still relays.
-	sess.send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "instructions": "still here"}})
-	sess.waitEvent("session.updated", stepTimeout)
-	sess.sendClose(1000, "")
-	sess.waitClose(stepTimeout)
+	sess.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "instructions": "still here"}})
+	sess.WaitEvent("session.updated", stepTimeout)
+	sess.SendClose(1000, "")
+	sess.WaitClose(stepTimeout)
 }

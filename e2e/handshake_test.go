@@ -2,14 +2,13 @@ package e2e
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -47,8 +46,8 @@ func TestHandshakeRejections(t *testing.T) {
 	}
 	// The allowed origin gets through.
 	c := r.dial(t, clientOpts{Header: http.Header{"Origin": {"https://app.example"}}})
-	c.sendClose(1000, "")
-	c.waitClose(stepTimeout)
+	c.SendClose(1000, "")
+	c.WaitClose(stepTimeout)
 	r.p.assertSessionGone("client_closed", r.base)
 }
 
@@ -66,19 +65,19 @@ func TestHandshakeMaxSessions(t *testing.T) {
 	if n := r.hs.count(); n != 1 {
 		t.Errorf("the upstream saw %d upgrades, want 1 (none for the refused client)", n)
 	}
-	c.sendClose(1000, "")
-	c.waitClose(stepTimeout)
-	c.waitEnd(stepTimeout)
+	c.SendClose(1000, "")
+	c.WaitClose(stepTimeout)
+	c.WaitEnd(stepTimeout)
 	r.p.assertSessionGone("client_closed", r.base)
 	c2 := r.dial(t, clientOpts{})
-	c2.sendClose(1000, "")
-	c2.waitClose(stepTimeout)
+	c2.SendClose(1000, "")
+	c2.WaitClose(stepTimeout)
 }
 
 // TestHandshakeUpstreamUnreachable: a dead upstream gives 502 with a JSON body.
 func TestHandshakeUpstreamUnreachable(t *testing.T) {
 	t.Parallel()
-	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": "ws://" + deadAddr(t) + "/v1/realtime"})
+	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": "ws://" + testkit.DeadAddr(t) + "/v1/realtime"})
 	a := rawUpgrade(t, p.Listen, "/v1/realtime", nil)
 	if a.Status != http.StatusBadGateway {
 		t.Fatalf("HTTP %d %s, want 502", a.Status, a.Body)
@@ -105,35 +104,8 @@ func TestHandshakeUpstreamUnreachable(t *testing.T) {
 // answers costs the client dial_timeout, then a 502.
 func TestHandshakeUpstreamBlackHole(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	var mu sync.Mutex
-	accepted := make(chan struct{})
-	go func() {
-		defer close(accepted)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-accepted
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": "ws://" + ln.Addr().String() + "/v1/realtime",
+	ln := testkit.Serve(t, nil) // accepts TCP, never answers
+	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": ln.URL("/v1/realtime"),
 		"DialTimeout": "1s"})
 	start := time.Now()
 	a := rawUpgrade(t, p.Listen, "/v1/realtime", nil)
@@ -175,12 +147,12 @@ func TestHandshakeFailover(t *testing.T) {
 	var hs handshakeLog
 	_, url := startMock(t, mock.Options{OnHandshake: hs.record})
 	p := startTether(t, "failover.yaml", map[string]string{
-		"UpstreamURL": "ws://" + deadAddr(t) + "/v1/realtime",
+		"UpstreamURL": "ws://" + testkit.DeadAddr(t) + "/v1/realtime",
 		"SecondURL":   url,
 	})
 	base := p.baseline()
 	c := dialClient(t, p.Listen, clientOpts{})
-	c.waitEvent("session.created", stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
 	rows, raw := p.sessions()
 	if len(rows) != 1 || rows[0]["upstream"] != "backup" {
 		t.Errorf("GET /sessions: %s, want one session on upstream backup", raw)
@@ -189,7 +161,7 @@ func TestHandshakeFailover(t *testing.T) {
 	if hs.count() != 1 {
 		t.Errorf("the second upstream saw %d upgrades, want 1", hs.count())
 	}
-	c.sendClose(1000, "")
-	c.waitClose(stepTimeout)
+	c.SendClose(1000, "")
+	c.WaitClose(stepTimeout)
 	p.assertSessionGone("client_closed", base)
 }

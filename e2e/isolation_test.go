@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 // Isolation load: isolationSessions sessions, each appending 20 ms of audio
@@ -110,7 +112,7 @@ func TestIsolationPanic(t *testing.T) {
 		senders.Wait()
 	})
 	defer stopStreaming()
-	waitUntil(t, 30*time.Second, "every session to get echoes", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "every session to get echoes", func() bool {
 		for _, s := range ss {
 			if s.echoed.Load() < 2 {
 				return false
@@ -129,9 +131,10 @@ func TestIsolationPanic(t *testing.T) {
 	if err := ss[victim].sendText(`{"type":"tether.test.panic"}`); err != nil {
 		t.Fatalf("send the panic event: %v", err)
 	}
-	waitUntil(t, stepTimeout, "the panicking session to be closed", func() bool {
+	testkit.WaitFor(t, stepTimeout, "the panicking session to be closed", func() bool {
 		return ss[victim].closeCode.Load() != 0
 	})
+
 	victimClosed := time.Unix(0, ss[victim].closedAt.Load()).Sub(tPanic)
 	if code := ss[victim].closeCode.Load(); code != 1011 {
 		t.Errorf("panicking session: close %d, want 1011", code)
@@ -139,7 +142,7 @@ func TestIsolationPanic(t *testing.T) {
 
 	// The others stream on.
 	var lagging int
-	waitUntil(t, 30*time.Second, fmt.Sprintf("every other session to get %d echoes of frames sent after the panic", isolationAfter), func() bool {
+	testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("every other session to get %d echoes of frames sent after the panic", isolationAfter), func() bool {
 		lagging = 0
 		for i, s := range ss {
 			if i != victim && s.echoed.Load() < mark[i]+isolationAfter {
@@ -148,6 +151,7 @@ func TestIsolationPanic(t *testing.T) {
 		}
 		return lagging == 0
 	})
+
 	streamedFor := time.Since(tPanic)
 	for i, s := range ss {
 		if i != victim && s.closeCode.Load() != 0 {
@@ -206,10 +210,11 @@ func TestIsolationPanic(t *testing.T) {
 		t.Errorf(`tether_sessions_total{reason="client_closed"} = %v, want %d`, v, isolationSessions-1)
 	}
 	var g int
-	waitUntil(t, stepTimeout, "goroutines back at the baseline", func() bool {
+	testkit.WaitFor(t, stepTimeout, "goroutines back at the baseline", func() bool {
 		g = p.goroutines()
 		return g <= base+5
 	})
+
 	t.Logf("isolation figures: %d sessions opened in %v; one panicked and was closed 1011 after %v; the other %d each got >= %d echoes "+
 		"of frames sent after the panic within %v (%d echoed frames in all); goroutines %d before, %d after all closed",
 		isolationSessions, opened.Round(time.Millisecond), victimClosed.Round(10*time.Microsecond), isolationSessions-1, isolationAfter,

@@ -31,6 +31,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -171,9 +172,7 @@ func lateClose(t *testing.T, c *rtClient, got int, from time.Time) int {
 func awaitClientEnd(c *rtClient, timeout time.Duration) (ci *closeInfo, readErr error, at time.Time) {
 	deadline := time.Now().Add(timeout)
 	for {
-		c.mu.Lock()
-		ci, readErr = c.closeF, c.readErr
-		c.mu.Unlock()
+		ci, readErr = c.CloseReceived(), c.Err()
 		switch {
 		case ci != nil:
 			return ci, nil, ci.At
@@ -189,15 +188,7 @@ func awaitClientEnd(c *rtClient, timeout time.Duration) (ci *closeInfo, readErr 
 // rtSend writes one masked text frame on c, unless c has started or
 // answered a closing handshake (audio stops there, as a browser's would).
 func rtSend(c *rtClient) func([]byte) error {
-	return func(b []byte) error {
-		c.wmu.Lock()
-		defer c.wmu.Unlock()
-		if c.sentClose {
-			return net.ErrClosed
-		}
-		_ = c.conn.SetWriteDeadline(time.Now().Add(stepTimeout))
-		return ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewTextFrame(b)))
-	}
+	return func(b []byte) error { return c.WriteOpen(ws.NewTextFrame(b)) }
 }
 
 // ticker sends one frame every period until stopped or a send fails.
@@ -251,7 +242,7 @@ func (k *ticker) ended() error {
 // countEvents counts c's received events of type typ.
 func countEvents(c *rtClient, typ string) int {
 	n := 0
-	for _, ev := range c.eventsSeen() {
+	for _, ev := range c.Events() {
 		if ev["type"] == typ {
 			n++
 		}
@@ -507,7 +498,7 @@ func (p *wsPeer) count(typ string) int {
 
 // closeState returns the close frame received (nil if none) and, once the
 // connection ended, why and when.
-func (p *wsPeer) closeState() (ci *closeInfo, endErr error, endAt time.Time) {
+func (p *wsPeer) CloseState() (ci *closeInfo, endErr error, endAt time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.closeRx, p.endErr, p.endAt
@@ -515,7 +506,7 @@ func (p *wsPeer) closeState() (ci *closeInfo, endErr error, endAt time.Time) {
 
 // receivedCode is the close code received, 0 if none.
 func (p *wsPeer) receivedCode() int {
-	if ci, _, _ := p.closeState(); ci != nil {
+	if ci, _, _ := p.CloseState(); ci != nil {
 		return ci.Code
 	}
 	return 0
@@ -526,7 +517,7 @@ func (p *wsPeer) receivedCode() int {
 func (p *wsPeer) awaitClose(timeout time.Duration) (ci *closeInfo, endErr error, at time.Time) {
 	deadline := time.Now().Add(timeout)
 	for {
-		ci, endErr, endAt := p.closeState()
+		ci, endErr, endAt := p.CloseState()
 		switch {
 		case ci != nil:
 			return ci, nil, ci.At
@@ -542,12 +533,13 @@ func (p *wsPeer) awaitClose(timeout time.Duration) (ci *closeInfo, endErr error,
 // waitType waits until the peer received a message of type typ.
 func (p *wsPeer) waitType(t testing.TB, typ string, n int, timeout time.Duration) {
 	t.Helper()
-	waitUntil(t, timeout, fmt.Sprintf("%d %s at the %s", n, typ, p.name), func() bool {
-		if _, err, _ := p.closeState(); err != nil {
+	testkit.WaitFor(t, timeout, fmt.Sprintf("%d %s at the %s", n, typ, p.name), func() bool {
+		if _, err, _ := p.CloseState(); err != nil {
 			t.Fatalf("%s: connection ended (%v) while waiting for %s", p.name, err, typ)
 		}
 		return p.count(typ) >= n
 	})
+
 }
 
 // ---------------------------------------------------------------------------
@@ -801,14 +793,14 @@ func lvStallWhileAppending(t *testing.T, answer bool) {
 	c := r.dial(t, clientOpts{})
 	if answer {
 		c.fault("slow", map[string]any{"delta_interval_ms": 100}) // 100 ms deltas in real time
-		c.send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(testAudio(10000))})
-		c.send(map[string]any{"type": "input_audio_buffer.commit"})
-		c.waitEvent("input_audio_buffer.committed", stepTimeout)
-		c.send(map[string]any{"type": "response.create"})
-		c.waitEvent("response.output_audio.delta", stepTimeout)
+		c.Send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(testAudio(10000))})
+		c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+		c.WaitEvent("input_audio_buffer.committed", stepTimeout)
+		c.Send(map[string]any{"type": "response.create"})
+		c.WaitEvent("response.output_audio.delta", stepTimeout)
 	}
 	app := startTicker(t, lvAppendEvery, lvAppend, rtSend(c))
-	waitUntil(t, stepTimeout, "a second of audio appended", func() bool { return app.sent.Load() >= 50 })
+	testkit.WaitFor(t, stepTimeout, "a second of audio appended", func() bool { return app.sent.Load() >= 50 })
 	if answer {
 		if n := countEvents(c, "response.output_audio.delta"); n < 5 {
 			t.Fatalf("only %d audio deltas after a second of the answer", n)
@@ -854,18 +846,18 @@ func TestLivenessClientSilentDuringAnswer(t *testing.T) {
 	r := newRig(t, lvVars(""), mock.Options{})
 	c := r.dial(t, clientOpts{})
 	c.fault("slow", map[string]any{"delta_interval_ms": 100})
-	c.send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(testAudio(10000))})
-	c.send(map[string]any{"type": "input_audio_buffer.commit"})
-	c.waitEvent("input_audio_buffer.committed", stepTimeout)
-	c.send(map[string]any{"type": "response.create"})
-	c.waitEvent("response.output_audio.delta", stepTimeout)
+	c.Send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(testAudio(10000))})
+	c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+	c.WaitEvent("input_audio_buffer.committed", stepTimeout)
+	c.Send(map[string]any{"type": "response.create"})
+	c.WaitEvent("response.output_audio.delta", stepTimeout)
 	answerStart := time.Now()
 
 	// Silence: no pongs, no reads, nothing written from here on.
 	c.SetAnswerPings(false)
 	c.StopReading()
 	silent := time.Now()
-	if sent := c.sentFrames(); len(sent) > 0 && sent[len(sent)-1].At.After(silent) {
+	if sent := c.SentFrames(); len(sent) > 0 && sent[len(sent)-1].At.After(silent) {
 		silent = sent[len(sent)-1].At // a pong that was already on its way
 	}
 
@@ -880,7 +872,7 @@ func TestLivenessClientSilentDuringAnswer(t *testing.T) {
 			tc := r.tap.conn(0)
 			for _, f := range tc.frames() {
 				if f.Op == ws.OpClose {
-					closeCode, _ = f.closeCode()
+					closeCode, _ = f.CloseCode()
 					closedAt, how = time.Now(), fmt.Sprintf("close frame %d", closeCode)
 					break
 				}
@@ -898,9 +890,7 @@ func TestLivenessClientSilentDuringAnswer(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	c.mu.Lock()
-	pings := c.pings
-	c.mu.Unlock()
+	pings := c.Pings()
 	upDeltas := 0
 	if r.tap.count() > 0 {
 		for _, f := range r.tap.conn(0).upstreamFrames() {
@@ -952,13 +942,14 @@ func TestLivenessMidFrameStall(t *testing.T) {
 		p := startTether(t, "proxy.yaml", lvVars(u.URL))
 		base := p.baseline()
 		c := dialClient(t, p.Listen, clientOpts{})
-		c.waitEvent("session.created", stepTimeout)
+		c.WaitEvent("session.created", stepTimeout)
 		up := u.next(t)
 		app := startTicker(t, lvAppendEvery, lvAppend, rtSend(c))
 		answer := streamAnswer(t, up)
-		waitUntil(t, stepTimeout, "a second of audio each way", func() bool {
+		testkit.WaitFor(t, stepTimeout, "a second of audio each way", func() bool {
 			return up.count("input_audio_buffer.append") >= 50 && countEvents(c, "response.output_audio.delta") >= 50
 		})
+
 		answer.stop()
 		if err := up.stallMidFrame(midFrameTotal, midFrameBytes("response.output_audio.delta")); err != nil {
 			t.Fatalf("stall mid-frame: %v", err)
@@ -982,9 +973,10 @@ func TestLivenessMidFrameStall(t *testing.T) {
 		c.waitType(t, "session.created", 1, stepTimeout)
 		app := startTicker(t, lvAppendEvery, lvAppend, c.sendText)
 		answer := streamAnswer(t, up)
-		waitUntil(t, stepTimeout, "a second of audio each way", func() bool {
+		testkit.WaitFor(t, stepTimeout, "a second of audio each way", func() bool {
 			return up.count("input_audio_buffer.append") >= 50 && c.count("response.output_audio.delta") >= 50
 		})
+
 		app.stop()
 		if err := c.stallMidFrame(midFrameTotal, midFrameBytes("input_audio_buffer.append")); err != nil {
 			t.Fatalf("stall mid-frame: %v", err)
@@ -1069,10 +1061,10 @@ func TestLivenessSlowUplinkLongAppend(t *testing.T) {
 		if arrived != nil {
 			break
 		}
-		if ci, err, at := c.closeState(); ci != nil || err != nil {
+		if ci, err, at := c.CloseState(); ci != nil || err != nil {
 			t.Fatalf("client leg ended %v into the long append: close %v, %v", at.Sub(start).Round(time.Millisecond), ci, err)
 		}
-		if _, err, at := up.closeState(); err != nil {
+		if _, err, at := up.CloseState(); err != nil {
 			t.Fatalf("upstream leg ended %v into the long append: %v (close received %d)", at.Sub(start).Round(time.Millisecond), err, up.receivedCode())
 		}
 		if time.Now().After(deadline) {
@@ -1102,7 +1094,7 @@ func TestLivenessSlowUplinkLongAppend(t *testing.T) {
 	up.waitType(t, "input_audio_buffer.commit", 1, stepTimeout)
 	answer.stop()
 	t.Logf("deltas streamed meanwhile: %d sent, %d received", answer.sent.Load(), c.count("response.output_audio.delta"))
-	if ci, err, _ := c.closeState(); ci != nil || err != nil {
+	if ci, err, _ := c.CloseState(); ci != nil || err != nil {
 		t.Fatalf("client leg ended: close %v, %v", ci, err)
 	}
 	bye := time.Now()

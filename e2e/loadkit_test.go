@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 // raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit and requires at
@@ -139,7 +140,7 @@ func startMockProc(t testing.TB) *mockProc {
 	t.Helper()
 	p := startProc(t, nil, "mock-upstream", "--listen", "127.0.0.1:0", "--log-level", "info")
 	m := &mockProc{proc: p}
-	waitUntil(t, startTimeout, "the mock upstream's start log line", func() bool {
+	testkit.WaitFor(t, startTimeout, "the mock upstream's start log line", func() bool {
 		if p.hasExited() {
 			t.Fatalf("mock-upstream exited with %d:\n%s", p.code, p.stderr.String())
 		}
@@ -156,6 +157,7 @@ func startMockProc(t testing.TB) *mockProc {
 		}
 		return false
 	})
+
 	hostport := strings.TrimPrefix(m.URL, "ws://")
 	hostport, _, _ = strings.Cut(hostport, "/")
 	m.Port = portOf(t, hostport)

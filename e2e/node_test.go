@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 // nodeTimeout bounds the whole `node --test` run (two short sessions).
@@ -28,8 +30,8 @@ func TestNodeOpenAIClient(t *testing.T) {
 	t.Parallel()
 	node := requireNode(t)
 
-	ca := newTestCA(t)
-	certFile, keyFile, _ := ca.issue(t, "127.0.0.1", "localhost")
+	ca := testkit.NewCA(t)
+	certFile, keyFile, _ := ca.IssueFiles(t, "127.0.0.1", "localhost")
 	p := startTether(t, "node_tls.yaml", map[string]string{"CertFile": certFile, "KeyFile": keyFile})
 	waitLog(t, p, stepTimeout, "tls certificate loaded")
 
@@ -39,7 +41,7 @@ func TestNodeOpenAIClient(t *testing.T) {
 	cmd.Dir = "node"
 	cmd.Env = append(childEnv(),
 		"TETHER_BASE_URL=https://"+p.Listen+"/v1",
-		"NODE_EXTRA_CA_CERTS="+ca.file,
+		"NODE_EXTRA_CA_CERTS="+ca.File,
 		"OPENAI_BASE_URL=", "OPENAI_API_KEY=",
 	)
 	var out bytes.Buffer
@@ -56,10 +58,11 @@ func TestNodeOpenAIClient(t *testing.T) {
 
 	// What tether saw: the voice turn ended by the client's close, the
 	// second session by the upstream's reset; nothing left open.
-	waitUntil(t, stepTimeout, "both sessions to be counted", func() bool {
+	testkit.WaitFor(t, stepTimeout, "both sessions to be counted", func() bool {
 		n, _ := p.metric("tether_sessions_total")
 		return n == 2
 	})
+
 	for reason, want := range map[string]float64{"client_closed": 1, "upstream_error": 1} {
 		if got, _ := p.metric("tether_sessions_total", `reason="`+reason+`"`); got != want {
 			t.Errorf("tether_sessions_total{reason=%q} = %v, want %v", reason, got, want)

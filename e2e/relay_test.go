@@ -10,6 +10,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -70,23 +71,24 @@ func TestRelayFidelity(t *testing.T) {
 		ws.NewFrame(ws.OpContinuation, false, msg[a:b]),
 		ws.NewFrame(ws.OpContinuation, true, msg[b:]),
 	} {
-		if err := c.write(f); err != nil {
+		if err := c.Write(f); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c.waitEvent("session.updated", stepTimeout)
-	waitUntil(t, stepTimeout, "tether's pong to the client's ping", func() bool {
-		for _, p := range c.pongsSeen() {
+	c.WaitEvent("session.updated", stepTimeout)
+	testkit.WaitFor(t, stepTimeout, "tether's pong to the client's ping", func() bool {
+		for _, p := range c.Pongs() {
 			if string(p) == "fidelity-ping" {
 				return true
 			}
 		}
 		return false
 	})
+
 	c.voiceTurn()
-	c.sendClose(1000, "")
-	c.waitClose(stepTimeout)
-	c.waitEnd(stepTimeout)
+	c.SendClose(1000, "")
+	c.WaitClose(stepTimeout)
+	c.WaitEnd(stepTimeout)
 	r.tap.waitClose(0, stepTimeout)
 
 	up := r.tap.conn(0)
@@ -99,7 +101,7 @@ func TestRelayFidelity(t *testing.T) {
 			t.Errorf("the client's ping was forwarded upstream")
 		}
 	}
-	sameFrames(t, "client->upstream", dataFrames(toUp), dataFrames(c.sentFrames()))
+	sameFrames(t, "client->upstream", dataFrames(toUp), dataFrames(c.SentFrames()))
 
 	fromUp := dataFrames(up.upstreamFrames())
 	got := parseFrames(c.Received(), nil)
@@ -131,11 +133,11 @@ func TestRelayStreamsLargeFrames(t *testing.T) {
 	if !ok {
 		t.Skip("go_memstats_alloc_bytes_total not exported")
 	}
-	if err := c.write(ws.NewTextFrame(ev)); err != nil {
+	if err := c.Write(ws.NewTextFrame(ev)); err != nil {
 		t.Fatal(err)
 	}
-	c.send(map[string]any{"type": "input_audio_buffer.commit"})
-	c.waitEvent("input_audio_buffer.committed", stepTimeout)
+	c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+	c.WaitEvent("input_audio_buffer.committed", stepTimeout)
 	after, _ := r.p.metric("go_memstats_alloc_bytes_total")
 	if d := after - before; d > 4<<20 {
 		t.Errorf("tether allocated %.1f MiB while relaying a %.1f MiB frame: payloads must be streamed",
@@ -144,7 +146,7 @@ func TestRelayStreamsLargeFrames(t *testing.T) {
 	if v, _ := r.p.metric("tether_bytes_total", `direction="client_to_upstream"`); v < float64(len(ev)) {
 		t.Errorf("tether_bytes_total{direction=client_to_upstream} = %v, want >= %d", v, len(ev))
 	}
-	c.sendClose(1000, "")
-	c.waitClose(stepTimeout)
+	c.SendClose(1000, "")
+	c.WaitClose(stepTimeout)
 	r.p.assertSessionGone("client_closed", r.base)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -98,7 +99,7 @@ func TestSecretsFromEnv(t *testing.T) {
 	base := p.baseline()
 
 	c := secretClient(t, p.Listen)
-	c.waitEvent("session.created", stepTimeout) // the mock accepted the key
+	c.WaitEvent("session.created", stepTimeout) // the mock accepted the key
 	if hs.count() != 1 {
 		t.Fatalf("upstream saw %d upgrades, want 1", hs.count())
 	}
@@ -106,14 +107,14 @@ func TestSecretsFromEnv(t *testing.T) {
 	c.voiceTurn()
 
 	c.fault("close", map[string]any{"code": 4400, "reason": "bye " + key + " done"})
-	ci := c.waitClose(stepTimeout)
+	ci := c.WaitClose(stepTimeout)
 	if ci.Code != 4400 {
 		t.Errorf("client got close %d, want the upstream's 4400", ci.Code)
 	}
 	if strings.Contains(ci.Reason, key) {
 		t.Errorf("close reason carries the key: %q", redactFor(ci.Reason, key))
 	}
-	c.waitEnd(stepTimeout)
+	c.WaitEnd(stepTimeout)
 	p.assertSessionGone("upstream_closed", base)
 	checkNoLeak(t, p, c, key, clientAuthToken, clientProtoKey, clientQueryKey)
 }
@@ -143,21 +144,21 @@ func TestSecretsFromFile(t *testing.T) {
 	session := func(n int, key string) {
 		t.Helper()
 		c := secretClient(t, p.Listen)
-		c.waitEvent("session.created", stepTimeout)
+		c.WaitEvent("session.created", stepTimeout)
 		if hs.count() != n {
 			t.Fatalf("upstream saw %d upgrades, want %d", hs.count(), n)
 		}
 		checkUpstreamHandshake(t, hs.all()[n-1], key)
 		c.fault("close", map[string]any{"code": 4400, "reason": "key " + key + " revoked"})
-		ci := c.waitClose(stepTimeout)
+		ci := c.WaitClose(stepTimeout)
 		if ci.Code != 4400 {
 			t.Errorf("session %d: client got close %d, want 4400", n, ci.Code)
 		}
 		if strings.Contains(ci.Reason, key) {
 			t.Errorf("session %d: the upstream's close reason reached the client with the key: %q", n, redactFor(ci.Reason, key))
 		}
-		c.waitEnd(stepTimeout)
-		waitUntil(t, stepTimeout, "no session", func() bool { rows, _ := p.sessions(); return len(rows) == 0 })
+		c.WaitEnd(stepTimeout)
+		testkit.WaitFor(t, stepTimeout, "no session", func() bool { rows, _ := p.sessions(); return len(rows) == 0 })
 		checkNoLeak(t, p, c, key1, key2, clientAuthToken, clientProtoKey, clientQueryKey)
 	}
 	session(1, key1)

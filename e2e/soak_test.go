@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 var (
@@ -69,19 +70,19 @@ var soakFaults = []soakFault{
 		c.StopReading()
 	}},
 	{"client_half_close", "client_error", 0, true, func(g *goTB, c *rtClient) {
-		if err := c.tcp.CloseWrite(); err != nil {
+		if err := c.TCP().CloseWrite(); err != nil {
 			g.Fatalf("CloseWrite: %v", err)
 		}
 	}},
 	{"client_oversized_frame", "frame_too_large", 1009, true, func(g *goTB, c *rtClient) {
 		big := `{"type":"input_audio_buffer.append","audio":"` + strings.Repeat("A", soakMaxFrame+4096) + `"}`
-		_ = c.write(ws.NewTextFrame([]byte(big))) // tether may reset before it is all written
+		_ = c.Write(ws.NewTextFrame([]byte(big))) // tether may reset before it is all written
 	}},
 	{"client_unmasked_frame", "protocol_error", 1002, true, func(g *goTB, c *rtClient) {
-		_ = c.writeRaw(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`)))
+		_ = c.WriteRaw(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`)))
 	}},
 	{"client_reserved_opcode", "protocol_error", 1002, true, func(g *goTB, c *rtClient) {
-		_ = c.write(ws.Frame{Header: ws.Header{Fin: true, OpCode: ws.OpCode(0x3), Length: 2}, Payload: []byte("{}")})
+		_ = c.Write(ws.Frame{Header: ws.Header{Fin: true, OpCode: ws.OpCode(0x3), Length: 2}, Payload: []byte("{}")})
 	}},
 	{"idle", "idle_timeout", 4000, false, func(g *goTB, c *rtClient) {}},
 }
@@ -105,7 +106,7 @@ func pickSoakFault(rng *rand.Rand, i int) (soakFault, bool) {
 // soakRun drives one session to its fault and checks what the client saw.
 func soakRun(g *goTB, addr string, f soakFault, mid bool) {
 	c := dialClient(g, addr, clientOpts{})
-	c.waitEvent("session.created", stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
 	var audio *ticker
 	if mid {
 		// Audio flows both ways when the fault hits: a 2 s answer streams
@@ -116,14 +117,14 @@ func soakRun(g *goTB, addr string, f soakFault, mid bool) {
 		c.fault("slow", map[string]any{"delta_interval_ms": 100})
 		chunk := base64.StdEncoding.EncodeToString(testAudio(200))
 		for range 10 {
-			c.send(map[string]any{"type": "input_audio_buffer.append", "audio": chunk})
+			c.Send(map[string]any{"type": "input_audio_buffer.append", "audio": chunk})
 		}
-		c.send(map[string]any{"type": "input_audio_buffer.commit"})
-		c.waitEvent("input_audio_buffer.committed", stepTimeout)
+		c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+		c.WaitEvent("input_audio_buffer.committed", stepTimeout)
 		audio = startTicker(g, lvAppendEvery, lvAppend, rtSend(c))
-		c.send(map[string]any{"type": "response.create"})
-		c.waitEvent("response.output_audio.delta", stepTimeout)
-		waitUntil(g, stepTimeout, "the client's audio to flow", func() bool { return audio.sent.Load() >= 5 })
+		c.Send(map[string]any{"type": "response.create"})
+		c.WaitEvent("response.output_audio.delta", stepTimeout)
+		testkit.WaitFor(g, stepTimeout, "the client's audio to flow", func() bool { return audio.sent.Load() >= 5 })
 		if f.name == "client_unresponsive" {
 			audio.stop() // a silent client sends nothing: no pongs, no audio
 		}
@@ -137,19 +138,17 @@ func soakRun(g *goTB, addr string, f soakFault, mid bool) {
 		// must have given up, and find the connection closed.
 		time.Sleep(soakHBInterval + soakHBTimeout + time.Second)
 		c.ResumeReading()
-		c.waitEnd(soakSessionWait)
+		c.WaitEnd(soakSessionWait)
 	case f.code > 0:
-		ci := c.waitClose(soakSessionWait)
+		ci := c.WaitClose(soakSessionWait)
 		if ci.Code != f.code {
 			g.Errorf("%s: client got close %d %q, want %d", f.name, ci.Code, ci.Reason, f.code)
 		}
-		c.waitEnd(soakSessionWait)
+		c.WaitEnd(soakSessionWait)
 	default:
-		c.waitEnd(soakSessionWait)
+		c.WaitEnd(soakSessionWait)
 	}
-	c.mu.Lock()
-	got := c.closeF
-	c.mu.Unlock()
+	got := c.CloseReceived()
 	switch {
 	case f.code == 0 && got != nil:
 		g.Errorf("%s: client got close %d, want none (the connection is dropped)", f.name, got.Code)
@@ -334,10 +333,11 @@ func TestSoakFaults(t *testing.T) {
 	// stalled mock session, which keeps its socket open until the mock stops.
 	g := settle()
 	var before map[string]int
-	waitUntil(t, stepTimeout, "no tether socket in CLOSE_WAIT, and no open one in FIN_WAIT2", func() bool {
+	testkit.WaitFor(t, stepTimeout, "no tether socket in CLOSE_WAIT, and no open one in FIN_WAIT2", func() bool {
 		before = tetherSockets(t, ports, m.Port)
 		return before["CLOSE_WAIT"] == 0 && before["CLOSE_WAIT (orphan)"] == 0 && before["FIN_WAIT2"] == 0
 	})
+
 	if orphans, stalls := before["FIN_WAIT2 (orphan)"], counts.byFault["upstream_stall"]; orphans > stalls {
 		t.Errorf("%d orphaned tether sockets in FIN_WAIT2, but only %d sessions had a stalled upstream", orphans, stalls)
 	}
@@ -345,7 +345,7 @@ func TestSoakFaults(t *testing.T) {
 	// tether had failed to close would now sit in CLOSE_WAIT.
 	stopProc(t, m.proc, "mock-upstream")
 	var socks map[string]int
-	waitUntil(t, stepTimeout, "no tether socket in CLOSE_WAIT or FIN_WAIT2", func() bool {
+	testkit.WaitFor(t, stepTimeout, "no tether socket in CLOSE_WAIT or FIN_WAIT2", func() bool {
 		socks = tetherSockets(t, ports, m.Port)
 		for state, n := range socks {
 			if n > 0 && (strings.HasPrefix(state, "CLOSE_WAIT") || strings.HasPrefix(state, "FIN_WAIT2")) {
@@ -354,11 +354,13 @@ func TestSoakFaults(t *testing.T) {
 		}
 		return true
 	})
+
 	var fds int
-	waitUntil(t, stepTimeout, fmt.Sprintf("tether's fds back to %d", baseFDs), func() bool {
+	testkit.WaitFor(t, stepTimeout, fmt.Sprintf("tether's fds back to %d", baseFDs), func() bool {
 		fds = p.fds()
 		return fds <= baseFDs
 	})
+
 	if g = settle(); g > baseG+5 {
 		_, dump := p.get("/debug/pprof/goroutine?debug=1")
 		t.Errorf("goroutines %d after the soak, baseline %d (+5 allowed); profile:\n%s", g, baseG, tail(string(dump), 16<<10))
@@ -381,12 +383,14 @@ func TestSoakFaults(t *testing.T) {
 // ended sessions.
 func waitSessionsGone(t *testing.T, p *proc, want int) {
 	t.Helper()
-	waitUntil(t, 30*time.Second, "GET /sessions to be []", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "GET /sessions to be []", func() bool {
 		rows, raw := p.sessions()
 		return len(rows) == 0 && strings.TrimSpace(raw) == "[]"
 	})
-	waitUntil(t, stepTimeout, fmt.Sprintf("tether_sessions_total to reach %d", want), func() bool {
+
+	testkit.WaitFor(t, stepTimeout, fmt.Sprintf("tether_sessions_total to reach %d", want), func() bool {
 		n, _ := p.metric("tether_sessions_total")
 		return int(n) >= want
 	})
+
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -29,7 +30,7 @@ func TestVoiceTurnBuiltInMock(t *testing.T) {
 	if c.Protocol != "realtime" {
 		t.Errorf("subprotocol %q, want realtime", c.Protocol)
 	}
-	created := c.waitEvent("session.created", stepTimeout)
+	created := c.WaitEvent("session.created", stepTimeout)
 	sess, _ := created["session"].(map[string]any)
 	if sess["model"] != "gpt-realtime" {
 		t.Errorf("session.created model %v: the client's ?model= was not passed through", sess["model"])
@@ -80,11 +81,11 @@ func TestVoiceTurnBuiltInMock(t *testing.T) {
 		}
 	}
 
-	c.sendClose(1000, "bye")
-	if ci := c.waitClose(stepTimeout); ci.Code != 1000 {
+	c.SendClose(1000, "bye")
+	if ci := c.WaitClose(stepTimeout); ci.Code != 1000 {
 		t.Errorf("close echo %d, want 1000", ci.Code)
 	}
-	c.waitEnd(stepTimeout)
+	c.WaitEnd(stepTimeout)
 	p.assertSessionGone("client_closed", base)
 	if v, ok := p.metric("tether_session_duration_seconds_count"); !ok || v != 1 {
 		t.Errorf("tether_session_duration_seconds_count = %v (present %v), want 1", v, ok)
@@ -101,11 +102,11 @@ func TestTeardown(t *testing.T) {
 		t.Parallel()
 		r := newRig(t, nil, mock.Options{})
 		c := r.dial(t, clientOpts{})
-		c.sendClose(4100, "client done")
-		if ci := c.waitClose(stepTimeout); ci.Code != 4100 {
+		c.SendClose(4100, "client done")
+		if ci := c.WaitClose(stepTimeout); ci.Code != 4100 {
 			t.Errorf("client got close %d, want its own 4100 echoed", ci.Code)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 4100 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 4100 {
 			t.Errorf("upstream got close %d, want the client's 4100", code)
 		}
 		r.p.assertSessionGone("client_closed", r.base)
@@ -116,11 +117,11 @@ func TestTeardown(t *testing.T) {
 		r := newRig(t, nil, mock.Options{})
 		c := r.dial(t, clientOpts{})
 		c.fault("close", map[string]any{"code": 4321, "reason": "upstream says bye"})
-		ci := c.waitClose(stepTimeout)
+		ci := c.WaitClose(stepTimeout)
 		if ci.Code != 4321 || ci.Reason != "upstream says bye" {
 			t.Errorf("client got close %d %q, want the upstream's 4321 \"upstream says bye\"", ci.Code, ci.Reason)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 4321 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 4321 {
 			t.Errorf("upstream got close %d, want its 4321 echoed", code)
 		}
 		r.p.assertSessionGone("upstream_closed", r.base)
@@ -134,7 +135,7 @@ func TestTeardown(t *testing.T) {
 		// longer, so tether must cut it again without splitting a rune.
 		reason := "sk-ab " + strings.Repeat("é", 58)
 		c.fault("close", map[string]any{"code": 4322, "reason": reason})
-		ci := c.waitClose(stepTimeout)
+		ci := c.WaitClose(stepTimeout)
 		if ci.Code != 4322 {
 			t.Errorf("client got close %d, want 4322", ci.Code)
 		}
@@ -153,7 +154,7 @@ func TestTeardown(t *testing.T) {
 		r := newRig(t, nil, mock.Options{})
 		c := r.dial(t, clientOpts{})
 		c.Vanish()
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1001 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1001 {
 			t.Errorf("upstream got close %d after the client vanished, want 1001", code)
 		}
 		r.p.assertSessionGone("client_error", r.base)
@@ -164,7 +165,7 @@ func TestTeardown(t *testing.T) {
 		r := newRig(t, nil, mock.Options{})
 		c := r.dial(t, clientOpts{})
 		c.Close() // TCP FIN without a close frame
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1001 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1001 {
 			t.Errorf("upstream got close %d after the client's EOF, want 1001", code)
 		}
 		r.p.assertSessionGone("client_error", r.base)
@@ -176,7 +177,7 @@ func TestTeardown(t *testing.T) {
 		c := r.dial(t, clientOpts{})
 		sent := time.Now()
 		c.fault("rst", nil)
-		ci := c.waitClose(stepTimeout)
+		ci := c.WaitClose(stepTimeout)
 		if ci.Code != 1014 {
 			t.Errorf("client got close %d after an upstream reset, want 1014", ci.Code)
 		}
@@ -192,16 +193,16 @@ func TestTeardown(t *testing.T) {
 		r := newRig(t, map[string]string{"ClientHBInterval": "1s", "ClientHBTimeout": "500ms"}, mock.Options{})
 		c := r.dial(t, clientOpts{NoPong: true}) // silent from the start
 		f := r.tap.waitClose(0, interval+timeout+3*time.Second)
-		if code, _ := f.closeCode(); code != 1001 {
+		if code, _ := f.CloseCode(); code != 1001 {
 			t.Errorf("upstream got close %d when the client stopped answering pings, want 1001", code)
 		}
 		if d := f.At.Sub(c.Connected); d > interval+timeout+time.Second {
 			t.Errorf("upstream leg closed %v after the client went silent, want within %v", d, interval+timeout+time.Second)
 		}
-		if c.pingsSeen() == 0 {
+		if c.Pings() == 0 {
 			t.Errorf("the client saw no ping")
 		}
-		if ci := c.waitClose(stepTimeout); ci.Code != 1001 {
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1001 {
 			t.Errorf("client got close %d, want 1001", ci.Code)
 		}
 		r.p.assertSessionGone("client_heartbeat_timeout", r.base)
@@ -217,23 +218,23 @@ func TestTeardown(t *testing.T) {
 		const interval, timeout = 4 * time.Second, time.Second
 		r := newRig(t, map[string]string{"ClientHBInterval": "4s", "ClientHBTimeout": "1s"}, mock.Options{})
 		c := r.dial(t, clientOpts{})
-		_ = c.tcp.SetReadBuffer(8 << 10)
+		_ = c.TCP().SetReadBuffer(8 << 10)
 		// 6 MB of audio (about 8 MB of deltas back), in appends small enough
 		// for the client's pongs to slip in between.
 		chunk := base64.StdEncoding.EncodeToString(testAudio(2_000))
 		for range 62 {
-			c.send(map[string]any{"type": "input_audio_buffer.append", "audio": chunk})
+			c.Send(map[string]any{"type": "input_audio_buffer.append", "audio": chunk})
 		}
-		c.send(map[string]any{"type": "input_audio_buffer.commit"})
-		c.waitEvent("input_audio_buffer.committed", stepTimeout)
+		c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+		c.WaitEvent("input_audio_buffer.committed", stepTimeout)
 		c.StopReading()
 		stopped := time.Now()
-		c.send(map[string]any{"type": "response.create"})
+		c.Send(map[string]any{"type": "response.create"})
 		if f, ok := r.tap.findClose(0, interval+timeout+3*time.Second); !ok {
 			t.Errorf("the upstream leg got no close frame (want 1001) when the client stopped reading: %s",
 				r.tap.conn(0).describeEnd())
 		} else {
-			if code, _ := f.closeCode(); code != 1001 {
+			if code, _ := f.CloseCode(); code != 1001 {
 				t.Errorf("upstream got close %d when the client stopped reading, want 1001", code)
 			}
 			if d := f.At.Sub(stopped); d > interval+timeout+time.Second {
@@ -251,14 +252,14 @@ func TestTeardown(t *testing.T) {
 		c := r.dial(t, clientOpts{})
 		stalled := time.Now()
 		c.fault("stall", nil)
-		ci := c.waitClose(interval + timeout + 3*time.Second)
+		ci := c.WaitClose(interval + timeout + 3*time.Second)
 		if ci.Code != 4002 {
 			t.Errorf("client got close %d when the upstream stalled, want 4002", ci.Code)
 		}
 		if d := ci.At.Sub(stalled); d > interval+timeout+time.Second {
 			t.Errorf("client closed %v after the upstream stalled, want within %v", d, interval+timeout+time.Second)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1001 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1001 {
 			t.Errorf("upstream got close %d, want 1001", code)
 		}
 		r.p.assertSessionGone("upstream_heartbeat_timeout", r.base)
@@ -274,10 +275,10 @@ func TestTeardown(t *testing.T) {
 			"UpstreamHBInterval": "300ms", "UpstreamHBTimeout": "200ms"}, mock.Options{})
 		c := r.dial(t, clientOpts{})
 		sent := time.Now() // before the last data frames
-		c.send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
-		c.waitEvent("session.updated", stepTimeout)
+		c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
+		c.WaitEvent("session.updated", stepTimeout)
 		last := time.Now() // after the last data frame
-		ci := c.waitClose(idle + 3*time.Second)
+		ci := c.WaitClose(idle + 3*time.Second)
 		if ci.Code != 4000 {
 			t.Errorf("client got close %d, want 4000", ci.Code)
 		}
@@ -287,10 +288,10 @@ func TestTeardown(t *testing.T) {
 		if d := ci.At.Sub(last); d > idle+time.Second {
 			t.Errorf("idle close %v after the last data frame, want within 1s of idle_timeout %v", d, idle)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
-		if c.pingsSeen() == 0 {
+		if c.Pings() == 0 {
 			t.Errorf("no ping reached the client: the heartbeat did not run during the idle period")
 		}
 		r.p.assertSessionGone("idle_timeout", r.base)
@@ -314,13 +315,13 @@ func TestTeardown(t *testing.T) {
 				case <-stop:
 					return
 				case <-tick.C:
-					if c.write(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))) != nil {
+					if c.Write(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))) != nil {
 						return
 					}
 				}
 			}
 		}()
-		ci := c.waitClose(maxDur + 5*time.Second)
+		ci := c.WaitClose(maxDur + 5*time.Second)
 		close(stop)
 		<-busy
 		if ci.Code != 4001 {
@@ -332,7 +333,7 @@ func TestTeardown(t *testing.T) {
 		if d := ci.At.Sub(c.Connected); d > maxDur+time.Second {
 			t.Errorf("max_duration close %v after connect, want about %v", d, maxDur)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 		r.p.assertSessionGone("max_duration", r.base)
@@ -344,7 +345,7 @@ func TestTeardown(t *testing.T) {
 		c := r.dial(t, clientOpts{})
 		sent := time.Now()
 		c.fault("expire", nil)
-		ev := c.waitEvent("error", stepTimeout)
+		ev := c.WaitEvent("error", stepTimeout)
 		if code := errorCode(ev); code != "session_expired" {
 			t.Errorf("relayed error event code %q, want session_expired", code)
 		}
@@ -357,15 +358,15 @@ func TestTeardown(t *testing.T) {
 		c := r.dial(t, clientOpts{})
 		// A code not in fatal_upstream_errors is relayed and the session lives on.
 		c.fault("error", map[string]any{"code": "harmless_hiccup"})
-		if code := errorCode(c.waitEvent("error", stepTimeout)); code != "harmless_hiccup" {
+		if code := errorCode(c.WaitEvent("error", stepTimeout)); code != "harmless_hiccup" {
 			t.Errorf("relayed error code %q, want harmless_hiccup", code)
 		}
-		c.send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
-		c.waitEvent("session.updated", stepTimeout)
+		c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
+		c.WaitEvent("session.updated", stepTimeout)
 
 		sent := time.Now()
 		c.fault("error", map[string]any{"code": "session_expired"})
-		if code := errorCode(c.waitEvent("error", stepTimeout)); code != "session_expired" {
+		if code := errorCode(c.WaitEvent("error", stepTimeout)); code != "session_expired" {
 			t.Errorf("relayed error code %q, want session_expired", code)
 		}
 		expectFatalTeardown(t, r, c, sent)
@@ -377,14 +378,14 @@ func TestTeardown(t *testing.T) {
 		c := r.dial(t, clientOpts{})
 		big := `{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"` +
 			strings.Repeat("a", 2048) + `"}]}}`
-		if err := c.write(ws.NewTextFrame([]byte(big))); err != nil {
+		if err := c.Write(ws.NewTextFrame([]byte(big))); err != nil {
 			t.Fatal(err)
 		}
-		if ci := c.waitClose(stepTimeout); ci.Code != 1009 {
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1009 {
 			t.Errorf("client got close %d for a 2 KiB frame over max_frame_bytes 1024, want 1009", ci.Code)
 		}
 		f := r.tap.waitClose(0, stepTimeout)
-		if code, _ := f.closeCode(); code != 1000 {
+		if code, _ := f.CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 		for _, f := range r.tap.conn(0).frames() {
@@ -400,13 +401,13 @@ func TestTeardown(t *testing.T) {
 		r := newRig(t, nil, mock.Options{})
 		c := r.dial(t, clientOpts{})
 		// Client frames must be masked.
-		if err := c.writeRaw(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))); err != nil {
+		if err := c.WriteRaw(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))); err != nil {
 			t.Fatal(err)
 		}
-		if ci := c.waitClose(stepTimeout); ci.Code != 1002 {
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1002 {
 			t.Errorf("client got close %d for an unmasked frame, want 1002", ci.Code)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 		r.p.assertSessionGone("protocol_error", r.base)
@@ -417,16 +418,16 @@ func TestTeardown(t *testing.T) {
 		// The limit holds on the upstream leg too: audio deltas are about 6.4 KB.
 		r := newRig(t, map[string]string{"MaxFrameBytes": "1024"}, mock.Options{})
 		c := r.dial(t, clientOpts{})
-		c.send(map[string]any{"type": "response.create"})
-		if ci := c.waitClose(stepTimeout); ci.Code != 1009 {
+		c.Send(map[string]any{"type": "response.create"})
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1009 {
 			t.Errorf("client got close %d for an upstream frame over max_frame_bytes, want 1009", ci.Code)
 		}
-		for _, ev := range c.eventsSeen() {
+		for _, ev := range c.Events() {
 			if ev["type"] == "response.output_audio.delta" {
 				t.Errorf("an oversized audio delta reached the client")
 			}
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 		r.p.assertSessionGone("frame_too_large", r.base)
@@ -439,13 +440,13 @@ func TestTeardown(t *testing.T) {
 		c := r.dial(t, clientOpts{})
 		f := ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))
 		f.Header.Rsv = ws.Rsv(true, false, false)
-		if err := c.write(f); err != nil {
+		if err := c.Write(f); err != nil {
 			t.Fatal(err)
 		}
-		if ci := c.waitClose(stepTimeout); ci.Code != 1002 {
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1002 {
 			t.Errorf("client got close %d for a frame with RSV1 set, want 1002", ci.Code)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 		r.p.assertSessionGone("protocol_error", r.base)
@@ -456,13 +457,13 @@ func TestTeardown(t *testing.T) {
 		r := newRig(t, nil, mock.Options{})
 		c := r.dial(t, clientOpts{})
 		// 1004 is reserved and must not appear in a close frame.
-		if err := c.write(ws.NewCloseFrame([]byte{0x03, 0xec})); err != nil {
+		if err := c.Write(ws.NewCloseFrame([]byte{0x03, 0xec})); err != nil {
 			t.Fatal(err)
 		}
-		if ci := c.waitClose(stepTimeout); ci.Code != 1002 {
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1002 {
 			t.Errorf("client got close %d for a close frame with code 1004, want 1002", ci.Code)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 		r.p.assertSessionGone("protocol_error", r.base)
@@ -486,10 +487,10 @@ func TestTeardown(t *testing.T) {
 		if code, body := r.p.del("/sessions/" + id); code != http.StatusOK {
 			t.Fatalf("DELETE /sessions/%s: %d %s", id, code, body)
 		}
-		if ci := c.waitClose(stepTimeout); ci.Code != 4003 {
+		if ci := c.WaitClose(stepTimeout); ci.Code != 4003 {
 			t.Errorf("client got close %d, want 4003", ci.Code)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 		r.p.assertSessionGone("admin", r.base)
@@ -516,17 +517,18 @@ func TestShutdownDrain(t *testing.T) {
 	idle := r.dial(t, clientOpts{})
 	busy := r.dial(t, clientOpts{})
 	busy.fault("slow", map[string]any{"delta_interval_ms": 200}) // the 1 s tone: 10 deltas, about 2 s
-	busy.send(map[string]any{"type": "response.create"})
-	busy.waitEvent("response.created", stepTimeout)
-	busy.waitEvent("response.output_audio.delta", stepTimeout)
+	busy.Send(map[string]any{"type": "response.create"})
+	busy.WaitEvent("response.created", stepTimeout)
+	busy.WaitEvent("response.output_audio.delta", stepTimeout)
 
 	sig := time.Now()
 	r.p.signal(syscall.SIGTERM)
 
-	waitUntil(t, time.Second, "/readyz 503 within 1s of SIGTERM", func() bool {
+	testkit.WaitFor(t, time.Second, "/readyz 503 within 1s of SIGTERM", func() bool {
 		code, _, _, err := r.p.adminDo(http.MethodGet, "/readyz")
 		return err == nil && code == http.StatusServiceUnavailable
 	})
+
 	if code, _ := r.p.get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz %d while draining, want 200", code)
 	}
@@ -535,7 +537,7 @@ func TestShutdownDrain(t *testing.T) {
 		t.Errorf("upgrade while draining: %d Retry-After %q, want 503 with Retry-After", a.Status, a.Header.Get("Retry-After"))
 	}
 
-	ci := idle.waitClose(stepTimeout)
+	ci := idle.WaitClose(stepTimeout)
 	if ci.Code != 1001 {
 		t.Errorf("idle session got close %d, want 1001", ci.Code)
 	}
@@ -546,16 +548,16 @@ func TestShutdownDrain(t *testing.T) {
 	// The busy session finishes its response first.
 	var done time.Time
 	for {
-		ev, ok := busy.nextEvent(stepTimeout)
+		ev, ok := busy.NextEvent(stepTimeout)
 		if !ok {
-			t.Fatalf("busy session closed (%s) before its response.done", busy.closeState())
+			t.Fatalf("busy session closed (%s) before its response.done", busy.CloseState())
 		}
 		if ev["type"] == "response.done" {
 			done = time.Now()
 			break
 		}
 	}
-	ci = busy.waitClose(stepTimeout)
+	ci = busy.WaitClose(stepTimeout)
 	if ci.Code != 1001 {
 		t.Errorf("busy session got close %d, want 1001", ci.Code)
 	}
@@ -563,7 +565,7 @@ func TestShutdownDrain(t *testing.T) {
 		t.Errorf("busy session closed %v after response.done, want at the response boundary", d)
 	}
 	for i := range 2 {
-		if code, _ := r.tap.waitClose(i, stepTimeout).closeCode(); code != 1001 {
+		if code, _ := r.tap.waitClose(i, stepTimeout).CloseCode(); code != 1001 {
 			t.Errorf("upstream #%d got close %d, want 1001", i, code)
 		}
 	}
@@ -590,14 +592,15 @@ func TestShutdownSecondSignal(t *testing.T) {
 	r := newRig(t, map[string]string{"DrainTimeout": "60s"}, mock.Options{})
 	c := r.dial(t, clientOpts{})
 	c.fault("slow", map[string]any{"delta_interval_ms": 3000}) // 30 s of response
-	c.send(map[string]any{"type": "response.create"})
-	c.waitEvent("response.created", stepTimeout)
+	c.Send(map[string]any{"type": "response.create"})
+	c.WaitEvent("response.created", stepTimeout)
 
 	r.p.signal(syscall.SIGTERM)
-	waitUntil(t, time.Second, "/readyz 503 within 1s of SIGTERM", func() bool {
+	testkit.WaitFor(t, time.Second, "/readyz 503 within 1s of SIGTERM", func() bool {
 		code, _, _, err := r.p.adminDo(http.MethodGet, "/readyz")
 		return err == nil && code == http.StatusServiceUnavailable
 	})
+
 	// Still draining: the response is in progress.
 	time.Sleep(200 * time.Millisecond)
 	if rows, raw := r.p.sessions(); len(rows) != 1 {
@@ -605,19 +608,19 @@ func TestShutdownSecondSignal(t *testing.T) {
 	}
 	second := time.Now()
 	r.p.signal(syscall.SIGTERM)
-	ci := c.waitClose(stepTimeout)
+	ci := c.WaitClose(stepTimeout)
 	if ci.Code != 1001 {
 		t.Errorf("client got close %d after the second signal, want 1001", ci.Code)
 	}
 	if d := ci.At.Sub(second); d > time.Second {
 		t.Errorf("client closed %v after the second signal, want at once", d)
 	}
-	for _, ev := range c.eventsSeen() {
+	for _, ev := range c.Events() {
 		if ev["type"] == "response.done" {
 			t.Errorf("the response finished: the second signal did not close at once")
 		}
 	}
-	if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1001 {
+	if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1001 {
 		t.Errorf("upstream got close %d, want 1001", code)
 	}
 	if code := r.p.waitExit(exitTimeout); code != 0 {
@@ -630,14 +633,14 @@ func TestShutdownSecondSignal(t *testing.T) {
 // upstream 1000, and the session is gone.
 func expectFatalTeardown(t *testing.T, r *rig, c *rtClient, sent time.Time) {
 	t.Helper()
-	ci := c.waitClose(stepTimeout)
+	ci := c.WaitClose(stepTimeout)
 	if ci.Code != 1014 {
 		t.Errorf("client got close %d after the fatal error event, want 1014", ci.Code)
 	}
 	if d := ci.At.Sub(sent); d > time.Second {
 		t.Errorf("client closed %v after the fatal error event, want promptly (1s)", d)
 	}
-	if code, _ := r.tap.waitClose(0, stepTimeout).closeCode(); code != 1000 {
+	if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
 		t.Errorf("upstream got close %d, want 1000", code)
 	}
 	r.p.assertSessionGone("upstream_fatal_event", r.base)

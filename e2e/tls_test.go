@@ -7,18 +7,11 @@ package e2e
 // tls config rules as `tether config validate` reports them.
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -31,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 // pebbleEnv names the variable holding the Pebble binary to use.
@@ -49,8 +42,8 @@ const issueTimeout = 90 * time.Second
 func TestTLSACME(t *testing.T) {
 	bin := pebblePath(t)
 	t.Parallel()
-	listen := deadAddr(t)
-	pb := startPebble(t, bin, pebbleOpts{TLSPort: port(t, listen), HTTPPort: port(t, deadAddr(t))})
+	listen := testkit.DeadAddr(t)
+	pb := startPebble(t, bin, pebbleOpts{TLSPort: port(t, listen), HTTPPort: port(t, testkit.DeadAddr(t))})
 	vars := map[string]string{
 		"Listen":     listen,
 		"CAURL":      pb.DirURL,
@@ -72,12 +65,12 @@ func TestTLSACME(t *testing.T) {
 	if state.Version < tls.VersionTLS12 || state.NegotiatedProtocol != "http/1.1" {
 		t.Errorf("TLS version %x, ALPN %q; want >= TLS 1.2 and http/1.1", state.Version, state.NegotiatedProtocol)
 	}
-	c.waitEvent("session.created", stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
 	if audio, _ := c.voiceTurn(); audio == 0 {
 		t.Fatal("no audio in the voice turn")
 	}
-	c.sendClose(1000, "done")
-	c.waitEnd(stepTimeout)
+	c.SendClose(1000, "done")
+	c.WaitEnd(stepTimeout)
 
 	// A name tether does not manage gets no certificate.
 	if conn, err := tlsHandshake(p.Listen, "other.tether.test", roots); err == nil {
@@ -97,7 +90,7 @@ func TestTLSACME(t *testing.T) {
 		t.Errorf("after a restart tether serves serial %v, want the stored %v",
 			state2.PeerCertificates[0].SerialNumber, leaf.SerialNumber)
 	}
-	c2.waitEvent("session.created", stepTimeout)
+	c2.WaitEvent("session.created", stepTimeout)
 	c2.voiceTurn()
 	if hasLog(p2, "tls certificate obtained") {
 		t.Error("tether requested a new certificate although storage_dir had one")
@@ -111,8 +104,8 @@ func TestTLSACME(t *testing.T) {
 func TestTLSACMEOnDemand(t *testing.T) {
 	bin := pebblePath(t)
 	t.Parallel()
-	listen, httpListen := deadAddr(t), deadAddr(t)
-	pb := startPebble(t, bin, pebbleOpts{TLSPort: port(t, deadAddr(t)), HTTPPort: port(t, httpListen)})
+	listen, httpListen := testkit.DeadAddr(t), testkit.DeadAddr(t)
+	pb := startPebble(t, bin, pebbleOpts{TLSPort: port(t, testkit.DeadAddr(t)), HTTPPort: port(t, httpListen)})
 	p := startTether(t, "tls-acme.yaml", map[string]string{
 		"Listen":     listen,
 		"CAURL":      pb.DirURL,
@@ -135,7 +128,7 @@ func TestTLSACMEOnDemand(t *testing.T) {
 	if leaf := state.PeerCertificates[0]; !slices.Equal(leaf.DNSNames, []string{"alpha.voice.test"}) {
 		t.Errorf("certificate for %q, want [alpha.voice.test]", leaf.DNSNames)
 	}
-	c.waitEvent("session.created", stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
 	c.voiceTurn()
 	if !hasLog(p, "tls certificate obtained", "name", "alpha.voice.test") {
 		t.Error("issuance not logged")
@@ -171,36 +164,37 @@ func TestTLSACMEOnDemand(t *testing.T) {
 // before keeps its connection and streams another turn.
 func TestTLSFilesRotation(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := testkit.NewCA(t)
 	vol := newSecretVolume(t)
-	cert1, key1, leaf1 := ca.issue(t, "rt.tether.test")
+	cert1, key1, leaf1 := ca.IssueFiles(t, "rt.tether.test")
 	vol.write(t, cert1, key1)
 	p := startTether(t, "tls-files.yaml", map[string]string{
 		"CertFile": vol.certFile(), "KeyFile": vol.keyFile(),
 	})
 	waitLog(t, p, stepTimeout, "tls certificate loaded")
 
-	old, state := dialWSS(t, p.Listen, "rt.tether.test", ca.pool(), stepTimeout)
+	old, state := dialWSS(t, p.Listen, "rt.tether.test", ca.Pool(), stepTimeout)
 	if !state.PeerCertificates[0].Equal(leaf1) {
 		t.Fatalf("first handshake: serial %v, want %v", state.PeerCertificates[0].SerialNumber, leaf1.SerialNumber)
 	}
-	old.waitEvent("session.created", stepTimeout)
+	old.WaitEvent("session.created", stepTimeout)
 	old.voiceTurn()
 	before, raw := p.sessions()
 	if len(before) != 1 {
 		t.Fatalf("sessions before rotation: %s", raw)
 	}
 
-	cert2, key2, leaf2 := ca.issue(t, "rt.tether.test")
+	cert2, key2, leaf2 := ca.IssueFiles(t, "rt.tether.test")
 	vol.write(t, cert2, key2)
-	waitUntil(t, stepTimeout, "a new handshake to get the rotated certificate", func() bool {
-		conn, err := tlsHandshake(p.Listen, "rt.tether.test", ca.pool())
+	testkit.WaitFor(t, stepTimeout, "a new handshake to get the rotated certificate", func() bool {
+		conn, err := tlsHandshake(p.Listen, "rt.tether.test", ca.Pool())
 		if err != nil {
 			t.Fatalf("handshake during rotation: %v", err)
 		}
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].Equal(leaf2)
 	})
+
 	waitLog(t, p, stepTimeout, "tls certificate reloaded")
 
 	// The session opened before the rotation streams on.
@@ -213,11 +207,11 @@ func TestTLSFilesRotation(t *testing.T) {
 		t.Errorf("%v sessions ended during the rotation", ended)
 	}
 
-	fresh, state := dialWSS(t, p.Listen, "rt.tether.test", ca.pool(), stepTimeout)
+	fresh, state := dialWSS(t, p.Listen, "rt.tether.test", ca.Pool(), stepTimeout)
 	if !state.PeerCertificates[0].Equal(leaf2) {
 		t.Errorf("new session: serial %v, want %v", state.PeerCertificates[0].SerialNumber, leaf2.SerialNumber)
 	}
-	fresh.waitEvent("session.created", stepTimeout)
+	fresh.WaitEvent("session.created", stepTimeout)
 	fresh.voiceTurn()
 }
 
@@ -329,10 +323,10 @@ type pebble struct {
 // killed when the test ends.
 func startPebble(t *testing.T, bin string, o pebbleOpts) *pebble {
 	t.Helper()
-	ca := newTestCA(t)
-	certFile, keyFile, _ := ca.issue(t, "127.0.0.1", "localhost")
+	ca := testkit.NewCA(t)
+	certFile, keyFile, _ := ca.IssueFiles(t, "127.0.0.1", "localhost")
 	dns := startFakeDNS(t)
-	listen, mgmt := deadAddr(t), deadAddr(t)
+	listen, mgmt := testkit.DeadAddr(t), testkit.DeadAddr(t)
 	cfg := renderFixture(t, "tls-pebble.json", map[string]string{
 		"PebbleListen":     listen,
 		"PebbleManagement": mgmt,
@@ -343,16 +337,16 @@ func startPebble(t *testing.T, bin string, o pebbleOpts) *pebble {
 	})
 	pb := &pebble{
 		DirURL: "https://" + listen + "/dir",
-		CAFile: ca.file,
+		CAFile: ca.File,
 		mgmt:   "https://" + mgmt,
 		dns:    dns,
 		client: &http.Client{Timeout: stepTimeout, Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{RootCAs: ca.pool()},
+			TLSClientConfig:   &tls.Config{RootCAs: ca.Pool()},
 			DisableKeepAlives: true,
 		}},
 	}
 
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	cmd := exec.Command(bin, "-config", cfg, "-dnsserver", dns.addr)
 	cmd.Env = append(os.Environ(),
 		"PEBBLE_VA_NOSLEEP=1",      // validate at once
@@ -375,7 +369,7 @@ func startPebble(t *testing.T, bin string, o pebbleOpts) *pebble {
 			t.Logf("pebble output:\n%s\nDNS queries: %q", out.String(), dns.seen())
 		}
 	})
-	waitUntil(t, startTimeout, "Pebble's ACME directory", func() bool {
+	testkit.WaitFor(t, startTimeout, "Pebble's ACME directory", func() bool {
 		select {
 		case <-exited:
 			t.Fatalf("pebble exited early:\n%s", out.String())
@@ -388,6 +382,7 @@ func startPebble(t *testing.T, bin string, o pebbleOpts) *pebble {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+
 	return pb
 }
 
@@ -589,103 +584,6 @@ func dnsAnswer(q []byte) (name string, resp []byte) {
 // ---------------------------------------------------------------------------
 // Certificates
 
-// testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the root, PEM
-	dir  string
-	n    int
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tether e2e test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, dir: t.TempDir()}
-	ca.file = filepath.Join(ca.dir, "ca.pem")
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// issue signs a leaf for names (DNS names or IP addresses) and writes the
-// chain and key to new files in the CA's directory.
-func (ca *testCA) issue(t *testing.T, names ...string) (certFile, keyFile string, leaf *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaf, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca.n++
-	certFile = filepath.Join(ca.dir, fmt.Sprintf("leaf%d.crt", ca.n))
-	keyFile = filepath.Join(ca.dir, fmt.Sprintf("leaf%d.key", ca.n))
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
-	return certFile, keyFile, leaf
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // secretVolume lays files out the way the kubelet mounts a Secret: tls.crt
 // and tls.key are symlinks into ..data, itself a symlink to a timestamped
 // directory that a rotation replaces with one rename.
@@ -742,33 +640,11 @@ func (v *secretVolume) write(t *testing.T, certFile, keyFile string) {
 // http/1.1 like a browser. The harness's rtClient handles the rest.
 func dialWSS(t *testing.T, addr, serverName string, roots *x509.CertPool, timeout time.Duration) (*rtClient, tls.ConnectionState) {
 	t.Helper()
-	c := &rtClient{t: t, notify: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
-	var tc *tls.Conn
-	d := ws.Dialer{
-		Timeout: timeout,
-		NetDial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var nd net.Dialer
-			return nd.DialContext(ctx, network, addr)
-		},
-		TLSClient: func(conn net.Conn, _ string) net.Conn {
-			tc = tls.Client(conn, &tls.Config{ServerName: serverName, RootCAs: roots, NextProtos: []string{"http/1.1"}})
-			return tc
-		},
-		WrapConn: func(nc net.Conn) net.Conn { return &recConn{Conn: nc, rec: &c.rec} },
-	}
 	_, p, _ := net.SplitHostPort(addr)
 	url := "wss://" + net.JoinHostPort(serverName, p) + "/v1/realtime?model=gpt-realtime"
-	conn, br, hs, err := d.Dial(context.Background(), url)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	c.conn, c.rd, c.Protocol, c.Connected = conn, conn, hs.Protocol, time.Now()
-	if br != nil {
-		c.rd = io.MultiReader(br, conn)
-	}
-	go c.read()
-	t.Cleanup(c.Close)
-	return c, tc.ConnectionState()
+	c := testkit.Dial(t, url, testkit.Options{Addr: addr, Timeout: timeout,
+		TLS: &tls.Config{ServerName: serverName, RootCAs: roots, NextProtos: []string{"http/1.1"}}})
+	return &rtClient{Conn: c, t: t}, c.TLS.ConnectionState()
 }
 
 // tlsHandshake runs a bare TLS handshake with the listener at addr.
@@ -801,12 +677,13 @@ func hasLog(p *proc, msg string, kv ...string) bool {
 // waitLog waits until tether logs msg with the given key/value pairs.
 func waitLog(t *testing.T, p *proc, timeout time.Duration, msg string, kv ...string) {
 	t.Helper()
-	waitUntil(t, timeout, fmt.Sprintf("log %q %q", msg, kv), func() bool {
+	testkit.WaitFor(t, timeout, fmt.Sprintf("log %q %q", msg, kv), func() bool {
 		if p.hasExited() {
 			t.Fatalf("tether exited with %d", p.code)
 		}
 		return hasLog(p, msg, kv...)
 	})
+
 }
 
 // port returns the port of a host:port address.

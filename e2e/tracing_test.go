@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -59,12 +60,12 @@ type jaeger struct {
 // ports and waits until its query API answers. Cleanup stops it.
 func startJaeger(t *testing.T, bin string) *jaeger {
 	t.Helper()
-	j := &jaeger{OTLPGRPC: deadAddr(t), OTLPHTTP: deadAddr(t), Query: deadAddr(t),
+	j := &jaeger{OTLPGRPC: testkit.DeadAddr(t), OTLPHTTP: testkit.DeadAddr(t), Query: testkit.DeadAddr(t),
 		http: &http.Client{Timeout: stepTimeout, Transport: &http.Transport{DisableKeepAlives: true}}}
 	cfg := renderFixture(t, "tracing-jaeger.yaml", map[string]string{
-		"OTLPGRPC": j.OTLPGRPC, "OTLPHTTP": j.OTLPHTTP, "QueryHTTP": j.Query, "QueryGRPC": deadAddr(t),
+		"OTLPGRPC": j.OTLPGRPC, "OTLPHTTP": j.OTLPHTTP, "QueryHTTP": j.Query, "QueryGRPC": testkit.DeadAddr(t),
 	})
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	cmd := exec.Command(bin, "--config", cfg)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -87,7 +88,7 @@ func startJaeger(t *testing.T, bin string) *jaeger {
 			t.Logf("jaeger output:\n%s", out.String())
 		}
 	})
-	waitUntil(t, startTimeout, "Jaeger's query API", func() bool {
+	testkit.WaitFor(t, startTimeout, "Jaeger's query API", func() bool {
 		select {
 		case <-exited:
 			t.Fatalf("jaeger exited early:\n%s", out.String())
@@ -96,6 +97,7 @@ func startJaeger(t *testing.T, bin string) *jaeger {
 		code, _, err := j.get("/api/services")
 		return err == nil && code == http.StatusOK
 	})
+
 	return j
 }
 
@@ -178,7 +180,7 @@ func (j *jaeger) trace(t *testing.T, id string, want int) (jTrace, string) {
 	var tr jTrace
 	var raw []byte
 	var last string
-	waitUntil(t, 3*stepTimeout, fmt.Sprintf("trace %s with %d spans in Jaeger", id, want), func() bool {
+	testkit.WaitFor(t, 3*stepTimeout, fmt.Sprintf("trace %s with %d spans in Jaeger", id, want), func() bool {
 		code, body, err := j.get("/api/traces/" + id)
 		if err != nil || code != http.StatusOK {
 			last = fmt.Sprintf("HTTP %d %v %s", code, err, body)
@@ -199,6 +201,7 @@ func (j *jaeger) trace(t *testing.T, id string, want int) (jTrace, string) {
 		}
 		return false
 	})
+
 	if len(tr.Spans) != want {
 		t.Errorf("trace %s has %d spans, want %d: %s", id, len(tr.Spans), want, last)
 	}
@@ -226,7 +229,7 @@ func tracedClient(t *testing.T, addr, traceparent string) *rtClient {
 			"Traceparent": {traceparent}, "Tracestate": {"e2e=1"}},
 		Protocols: []string{"realtime", "openai-insecure-api-key." + clientProtoKey},
 	})
-	c.waitEvent("session.created", stepTimeout)
+	c.WaitEvent("session.created", stepTimeout)
 	return c
 }
 
@@ -257,7 +260,7 @@ func TestTracesInJaeger(t *testing.T) {
 	} {
 		t.Run(tc.protocol, func(t *testing.T) {
 			p := startTether(t, "tracing-tether.yaml", map[string]string{
-				"UpstreamURL": upstreamURL, "DeadURL": "ws://" + deadAddr(t) + "/v1/realtime",
+				"UpstreamURL": upstreamURL, "DeadURL": "ws://" + testkit.DeadAddr(t) + "/v1/realtime",
 				"OTLPEndpoint": tc.endpoint, "OTLPProtocol": tc.protocol,
 			}, append([]string{"E2E_UPSTREAM_KEY=" + key}, tc.env...)...)
 
@@ -265,19 +268,19 @@ func TestTracesInJaeger(t *testing.T) {
 			tpNormal, normalID, normalParent := newTraceparent(t)
 			c := tracedClient(t, p.Listen, tpNormal)
 			c.voiceTurn()
-			c.sendClose(1000, "bye")
-			c.waitClose(stepTimeout)
-			c.waitEnd(stepTimeout)
+			c.SendClose(1000, "bye")
+			c.WaitClose(stepTimeout)
+			c.WaitEnd(stepTimeout)
 
 			// A call whose upstream connection resets after a turn.
 			tpReset, resetID, _ := newTraceparent(t)
 			c2 := tracedClient(t, p.Listen, tpReset)
 			c2.voiceTurn()
 			c2.fault("rst", nil)
-			if ci := c2.waitClose(stepTimeout); ci.Code != 1014 {
+			if ci := c2.WaitClose(stepTimeout); ci.Code != 1014 {
 				t.Fatalf("client got close %d after the upstream reset, want 1014", ci.Code)
 			}
-			c2.waitEnd(stepTimeout)
+			c2.WaitEnd(stepTimeout)
 
 			if tc.stopFirst {
 				p.stop()
@@ -464,7 +467,7 @@ func checkExemplarAndLog(t *testing.T, p *proc, traceIDs ...string) {
 			last, grepLines(string(body), "tether_time_to_first_audio_seconds"))
 	}
 	for _, id := range traceIDs {
-		waitUntil(t, stepTimeout, "the session-end log line with trace id "+id, func() bool {
+		testkit.WaitFor(t, stepTimeout, "the session-end log line with trace id "+id, func() bool {
 			for _, rec := range p.logRecords() {
 				if rec["msg"] == "session ended" && rec["trace_id"] == id {
 					return true
@@ -472,5 +475,6 @@ func checkExemplarAndLog(t *testing.T, p *proc, traceIDs ...string) {
 			}
 			return false
 		})
+
 	}
 }

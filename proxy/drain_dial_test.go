@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -22,45 +22,18 @@ import (
 // one value per connection once it is in that state.
 func hangingUpstream(t *testing.T, upgraded bool) (url string, accepted <-chan struct{}) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	acc := make(chan struct{}, 16)
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	s := testkit.Serve(t, func(c net.Conn) {
+		if upgraded {
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := ws.Upgrade(c); err != nil {
+				t.Errorf("upstream upgrade: %v", err)
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			if upgraded {
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := ws.Upgrade(c); err != nil {
-					t.Errorf("upstream upgrade: %v", err)
-				}
-				_ = c.SetDeadline(time.Time{})
-			}
-			acc <- struct{}{}
+			_ = c.SetDeadline(time.Time{})
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
+		acc <- struct{}{}
 	})
-	return "ws://" + ln.Addr().String() + "/v1/realtime", acc
+	return s.URL("/v1/realtime"), acc
 }
 
 // drainDialEnv is a handler whose only upstream hangs.

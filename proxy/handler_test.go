@@ -21,6 +21,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/upstreams"
@@ -177,7 +178,7 @@ func TestHandshakeRejectionsNeverDial(t *testing.T) {
 	if bytes.Contains(raw, []byte(canaryToken)) || bytes.Contains(raw, []byte(canaryKey)) {
 		t.Fatal("secret in the 101 response or first event")
 	}
-	waitUntil(t, func() bool { return env.mgr.Len() == 0 }) // that client hung up
+	testkit.WaitFor(t, 5*time.Second, "the condition", func() bool { return env.mgr.Len() == 0 }) // that client hung up
 	// Keep one session open, then ask for another with the same token.
 	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Origin": {"https://app.example"}}),
 		Protocols: []string{"realtime", "tether-token." + canaryToken}}
@@ -186,7 +187,7 @@ func TestHandshakeRejectionsNeverDial(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	waitUntil(t, func() bool { return env.mgr.Len() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the condition", func() bool { return env.mgr.Len() == 1 })
 	before := env.dials.Load()
 	resp, _ = upgrade(t, env.url, good)
 	if resp.StatusCode != 429 || env.dials.Load() != before {
@@ -224,17 +225,6 @@ func TestUpstreamErrorMessagesAreScrubbed(t *testing.T) {
 	}
 	if bytes.Contains(all.Bytes(), []byte(canaryKey)) || !bytes.Contains(all.Bytes(), []byte("[redacted]")) {
 		t.Fatalf("upstream error not scrubbed: %s", all.String())
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

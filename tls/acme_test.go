@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherproxy/tether/internal/testkit"
 	"go.uber.org/zap"
 )
 
@@ -51,11 +52,11 @@ func TestOnDemandRefusesUnlistedNames(t *testing.T) {
 	}))
 	defer ca.Close()
 	caRoot := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, caRoot, pemCert(ca.Certificate().Raw))
+	testkit.WriteFile(t, caRoot, testkit.PEM("CERTIFICATE", ca.Certificate().Raw))
 
 	storage := filepath.Join(t.TempDir(), "acme") // created by New
 	log, logs := testLogger()
-	m, err := New(listen(t), Options{Mode: ModeACME, Logger: log, ACME: ACMEOptions{
+	m, err := New(testkit.Listen(t), Options{Mode: ModeACME, Logger: log, ACME: ACMEOptions{
 		CAURL:      ca.URL + "/directory",
 		CARootFile: caRoot,
 		Domains:    []string{"*.voice.test", "rt.test"},

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 func TestOffReturnsTheListener(t *testing.T) {
 	for _, mode := range []Mode{"", ModeOff} {
-		ln := listen(t)
+		ln := testkit.Listen(t)
 		m, err := New(ln, Options{Mode: mode})
 		if err != nil {
 			t.Fatalf("mode %q: New = %v", mode, err)
@@ -29,7 +31,7 @@ func TestNewErrors(t *testing.T) {
 	certFile, keyFile := writePair(t, dir, newTestCert(t, "tether.test"))
 	_, otherKey := writePair(t, t.TempDir(), newTestCert(t, "other.test"))
 	notPEM := filepath.Join(dir, "not.pem")
-	writeFile(t, notPEM, []byte("hello"))
+	testkit.WriteFile(t, notPEM, []byte("hello"))
 	tests := []struct {
 		name string
 		opts Options
@@ -47,7 +49,7 @@ func TestNewErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ln := listen(t)
+			ln := testkit.Listen(t)
 			defer ln.Close()
 			m, err := New(ln, tt.opts)
 			if err == nil {
@@ -67,17 +69,17 @@ func TestNewErrors(t *testing.T) {
 func TestFilesRotation(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		write func(t *testing.T, path string, data []byte)
+		write func(t testing.TB, path string, data []byte)
 	}{
-		{"in place", writeFile},
+		{"in place", testkit.WriteFile},
 		{"rename", replaceFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, logs := testLogger()
 			c1, c2 := newTestCert(t, "tether.test"), newTestCert(t, "tether.test")
-			roots := pool(c1, c2)
+			roots := testkit.Pool(c1, c2)
 			certFile, keyFile := writePair(t, t.TempDir(), c1)
-			m, err := New(listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
+			m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
 				FileCheckInterval: -1, Logger: log})
 			if err != nil {
 				t.Fatal(err)
@@ -90,17 +92,17 @@ func TestFilesRotation(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer old.Close()
-			if got := old.ConnectionState().PeerCertificates[0]; !got.Equal(c1.leaf) {
-				t.Fatalf("first handshake got serial %v, want %v", got.SerialNumber, c1.leaf.SerialNumber)
+			if got := old.ConnectionState().PeerCertificates[0]; !got.Equal(c1.Leaf) {
+				t.Fatalf("first handshake got serial %v, want %v", got.SerialNumber, c1.Leaf.SerialNumber)
 			}
 			if err := echo(old, "before"); err != nil {
 				t.Fatal(err)
 			}
 
-			tc.write(t, keyFile, c2.keyPEM)
-			tc.write(t, certFile, c2.certPEM)
-			if got := served(t, srv.addr, roots); !got.Equal(c2.leaf) {
-				t.Fatalf("after rotation a new handshake got serial %v, want %v", got.SerialNumber, c2.leaf.SerialNumber)
+			tc.write(t, keyFile, c2.KeyPEM)
+			tc.write(t, certFile, c2.CertPEM)
+			if got := served(t, srv.addr, roots); !got.Equal(c2.Leaf) {
+				t.Fatalf("after rotation a new handshake got serial %v, want %v", got.SerialNumber, c2.Leaf.SerialNumber)
 			}
 			if err := echo(old, "after"); err != nil {
 				t.Fatalf("connection opened before the rotation: %v", err)
@@ -117,9 +119,9 @@ func TestFilesRotation(t *testing.T) {
 func TestFilesHalfRotation(t *testing.T) {
 	log, logs := testLogger()
 	c1, c2 := newTestCert(t, "tether.test"), newTestCert(t, "tether.test")
-	roots := pool(c1, c2)
+	roots := testkit.Pool(c1, c2)
 	certFile, keyFile := writePair(t, t.TempDir(), c1)
-	m, err := New(listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
+	m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
 		FileCheckInterval: -1, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -127,37 +129,37 @@ func TestFilesHalfRotation(t *testing.T) {
 	defer m.Close()
 	srv := serveEcho(t, m)
 
-	writeFile(t, certFile, c2.certPEM) // key still c1's
-	for range 3 {                      // every handshake retries; the warning is logged once
-		if got := served(t, srv.addr, roots); !got.Equal(c1.leaf) {
-			t.Fatalf("half-rotated pair served serial %v, want the previous %v", got.SerialNumber, c1.leaf.SerialNumber)
+	testkit.WriteFile(t, certFile, c2.CertPEM) // key still c1's
+	for range 3 {                              // every handshake retries; the warning is logged once
+		if got := served(t, srv.addr, roots); !got.Equal(c1.Leaf) {
+			t.Fatalf("half-rotated pair served serial %v, want the previous %v", got.SerialNumber, c1.Leaf.SerialNumber)
 		}
 	}
 	if n := strings.Count(logs.String(), "do not load"); n != 1 {
 		t.Errorf("load failure logged %d times, want once:\n%s", n, logs)
 	}
-	writeFile(t, keyFile, c2.keyPEM)
-	if got := served(t, srv.addr, roots); !got.Equal(c2.leaf) {
-		t.Fatalf("completed rotation served serial %v, want %v", got.SerialNumber, c2.leaf.SerialNumber)
+	testkit.WriteFile(t, keyFile, c2.KeyPEM)
+	if got := served(t, srv.addr, roots); !got.Equal(c2.Leaf) {
+		t.Fatalf("completed rotation served serial %v, want %v", got.SerialNumber, c2.Leaf.SerialNumber)
 	}
 }
 
 // TestFilesCheckInterval: within the interval the files are not looked at.
 func TestFilesCheckInterval(t *testing.T) {
 	c1, c2 := newTestCert(t, "tether.test"), newTestCert(t, "tether.test")
-	roots := pool(c1, c2)
+	roots := testkit.Pool(c1, c2)
 	certFile, keyFile := writePair(t, t.TempDir(), c1)
-	m, err := New(listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
+	m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
 		FileCheckInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	srv := serveEcho(t, m)
-	replaceFile(t, keyFile, c2.keyPEM)
-	replaceFile(t, certFile, c2.certPEM)
-	if got := served(t, srv.addr, roots); !got.Equal(c1.leaf) {
-		t.Fatalf("got serial %v before the check interval passed, want %v", got.SerialNumber, c1.leaf.SerialNumber)
+	replaceFile(t, keyFile, c2.KeyPEM)
+	replaceFile(t, certFile, c2.CertPEM)
+	if got := served(t, srv.addr, roots); !got.Equal(c1.Leaf) {
+		t.Fatalf("got serial %v before the check interval passed, want %v", got.SerialNumber, c1.Leaf.SerialNumber)
 	}
 }
 
@@ -166,7 +168,7 @@ func TestFilesCheckInterval(t *testing.T) {
 func TestFilesProtocols(t *testing.T) {
 	c := newTestCert(t, "tether.test")
 	certFile, keyFile := writePair(t, t.TempDir(), c)
-	m, err := New(listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile})
+	m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +178,7 @@ func TestFilesProtocols(t *testing.T) {
 	}
 	srv := serveEcho(t, m)
 
-	conn, err := dial(srv.addr, "tether.test", pool(c), "h2", ProtoHTTP11)
+	conn, err := dial(srv.addr, "tether.test", testkit.Pool(c), "h2", ProtoHTTP11)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +187,7 @@ func TestFilesProtocols(t *testing.T) {
 	}
 	_ = conn.Close()
 
-	old, err := tls.Dial("tcp", srv.addr, &tls.Config{ServerName: "tether.test", RootCAs: pool(c),
+	old, err := tls.Dial("tcp", srv.addr, &tls.Config{ServerName: "tether.test", RootCAs: testkit.Pool(c),
 		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		_ = old.Close()

@@ -28,8 +28,8 @@ func TestClientListenerClosesIdleConnections(t *testing.T) {
 
 	// A session opened now must still work after several handshake timeouts.
 	c, _ := dialClient(t, "ws://"+addr+"/v1/realtime?model=gpt-realtime", nil)
-	defer c.conn.Close()
-	c.waitFor("session.created")
+	defer c.Close()
+	c.WaitEvent("session.created", 5*time.Second)
 
 	// closedWithin reports how long tether took to close conn (read EOF).
 	closedWithin := func(conn net.Conn, r io.Reader, what string) {
@@ -72,6 +72,6 @@ func TestClientListenerClosesIdleConnections(t *testing.T) {
 	closedWithin(partial, partial, "unfinished request headers")
 
 	// The session, older than several handshake timeouts, still relays.
-	c.send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "instructions": "still here"}})
-	c.waitFor("session.updated")
+	c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "instructions": "still here"}})
+	c.WaitEvent("session.updated", 5*time.Second)
 }

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,33 +17,15 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 	"go.uber.org/goleak"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer collects log output safely across goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func testConfig(t *testing.T) *config.Config {
 	t.Helper()
@@ -56,105 +36,32 @@ func testConfig(t *testing.T) *config.Config {
 	return cfg
 }
 
-// wsClient is a minimal realtime client for tests.
-type wsClient struct {
-	t    *testing.T
-	conn net.Conn
-}
-
-func dialClient(t *testing.T, url string, hdr http.Header, protocols ...string) (*wsClient, ws.Handshake) {
+// dialClient opens a realtime session with the shared test kit's client.
+func dialClient(t *testing.T, url string, hdr http.Header, protocols ...string) (*testkit.Conn, ws.Handshake) {
 	t.Helper()
-	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(hdr), Protocols: protocols, Timeout: 5 * time.Second}
-	conn, br, hs, err := d.Dial(context.Background(), url)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	if br != nil {
-		conn = &prefixConn{Conn: conn, r: io.MultiReader(br, conn)}
-	}
-	return &wsClient{t: t, conn: conn}, hs
-}
-
-type prefixConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func (c *wsClient) send(v any) {
-	b, _ := json.Marshal(v)
-	if err := wsutil.WriteClientText(c.conn, b); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
-
-// event reads the next server event (answering pings), or returns the close code.
-func (c *wsClient) event() (map[string]any, uint16) {
-	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		h, err := ws.ReadHeader(c.conn)
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		p := make([]byte, h.Length)
-		if _, err := io.ReadFull(c.conn, p); err != nil {
-			c.t.Fatalf("read payload: %v", err)
-		}
-		switch h.OpCode {
-		case ws.OpPing:
-			_ = ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewPongFrame(p)))
-		case ws.OpClose:
-			if len(p) < 2 {
-				return nil, 1005
-			}
-			return nil, binary.BigEndian.Uint16(p)
-		case ws.OpText:
-			var ev map[string]any
-			if err := json.Unmarshal(p, &ev); err != nil {
-				c.t.Fatalf("bad event %q: %v", p, err)
-			}
-			return ev, 0
-		}
-	}
-}
-
-func (c *wsClient) waitFor(typ string) map[string]any {
-	c.t.Helper()
-	for {
-		ev, code := c.event()
-		if code != 0 {
-			c.t.Fatalf("closed with %d while waiting for %s", code, typ)
-		}
-		if ev["type"] == typ {
-			return ev
-		}
-		if ev["type"] == "error" {
-			c.t.Fatalf("error event while waiting for %s: %v", typ, ev)
-		}
-	}
+	c := testkit.Dial(t, url, testkit.Options{Header: hdr, Protocols: protocols, Timeout: 5 * time.Second})
+	return c, ws.Handshake{Protocol: c.Protocol}
 }
 
 // voiceTurn runs session.update -> append -> commit -> response.create ->
 // response.done and returns the number of audio bytes received.
-func voiceTurn(t *testing.T, c *wsClient) int {
+func voiceTurn(t *testing.T, c *testkit.Conn) int {
 	t.Helper()
-	c.send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "instructions": "be brief"}})
-	c.waitFor("session.updated")
+	c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "instructions": "be brief"}})
+	c.WaitEvent("session.updated", 5*time.Second)
 	audio := make([]byte, 9600) // 200 ms of pcm16 at 24 kHz
 	for i := range audio {
 		audio[i] = byte(i)
 	}
-	c.send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(audio)})
-	c.send(map[string]any{"type": "input_audio_buffer.commit"})
-	c.waitFor("input_audio_buffer.committed")
-	c.send(map[string]any{"type": "response.create"})
+	c.Send(map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(audio)})
+	c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+	c.WaitEvent("input_audio_buffer.committed", 5*time.Second)
+	c.Send(map[string]any{"type": "response.create"})
 	got := 0
 	for {
-		ev, code := c.event()
-		if code != 0 {
-			t.Fatalf("closed with %d mid-response", code)
+		ev, ok := c.NextEvent(5 * time.Second)
+		if !ok {
+			t.Fatalf("closed (%s) mid-response", c.CloseState())
 		}
 		switch ev["type"] {
 		case "response.output_audio.delta":
@@ -170,7 +77,7 @@ func voiceTurn(t *testing.T, c *wsClient) int {
 
 func TestServeWithBuiltInMock(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "")
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := start(testConfig(t), log)
 	if err != nil {
@@ -185,7 +92,7 @@ func TestServeWithBuiltInMock(t *testing.T) {
 	if hs.Protocol != "realtime" {
 		t.Fatalf("subprotocol %q, want realtime", hs.Protocol)
 	}
-	created := c.waitFor("session.created")
+	created := c.WaitEvent("session.created", 5*time.Second)
 	if created["session"].(map[string]any)["model"] != "gpt-realtime" {
 		t.Fatalf("model not passed through: %v", created)
 	}
@@ -198,12 +105,12 @@ func TestServeWithBuiltInMock(t *testing.T) {
 	if len(rows) != 1 || rows[0]["responses"].(float64) != 1 {
 		t.Fatalf("sessions = %v", rows)
 	}
-	_ = wsutil.WriteClientMessage(c.conn, ws.OpClose, ws.NewCloseFrameBody(1000, "bye"))
-	if _, code := c.event(); code != 1000 {
+	c.SendClose(1000, "bye")
+	if code := c.WaitClose(5 * time.Second).Code; code != 1000 {
 		t.Fatalf("close echo %d", code)
 	}
-	c.conn.Close()
-	waitFor(t, func() bool { return a.mgr.Len() == 0 })
+	c.Close()
+	testkit.WaitFor(t, 5*time.Second, "the condition", func() bool { return a.mgr.Len() == 0 })
 	if strings.Contains(logs.String(), "ek_browsersecret") {
 		t.Fatal("client credential reached the log")
 	}
@@ -227,7 +134,7 @@ func TestServeInjectsKeyAndStripsClientCredentials(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Upstreams = []upstreams.Config{{Name: "primary", Type: "openai", URL: "ws://" + addr.String() + "/v1/realtime",
 		APIKeyEnv: "TETHER_TEST_KEY", DialTimeout: 2 * time.Second}}
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	a, err := start(cfg, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +144,7 @@ func TestServeInjectsKeyAndStripsClientCredentials(t *testing.T) {
 	c, _ := dialClient(t, "ws://"+a.clientLn.Addr().String()+"/v1/realtime?api-key=leak&model=m1", hdr,
 		"realtime", "openai-insecure-api-key.ek_client")
 	var received bytes.Buffer
-	ev := c.waitFor("session.created")
+	ev := c.WaitEvent("session.created", 5*time.Second)
 	b, _ := json.Marshal(ev)
 	received.Write(b)
 	mu.Lock()
@@ -252,13 +159,13 @@ func TestServeInjectsKeyAndStripsClientCredentials(t *testing.T) {
 	if got.Get("OpenAI-Beta") != "realtime=v1" {
 		t.Fatalf("OpenAI-Beta not forwarded: %v", got)
 	}
-	c.send(map[string]any{"type": "mock.fault", "fault": "close", "code": 4400, "reason": "bye " + key})
-	_, code := c.event()
+	c.Send(map[string]any{"type": "mock.fault", "fault": "close", "code": 4400, "reason": "bye " + key})
+	code := c.WaitClose(5 * time.Second).Code
 	if code != 4400 {
 		t.Fatalf("close %d, want the upstream's 4400", code)
 	}
-	c.conn.Close()
-	waitFor(t, func() bool { return a.mgr.Len() == 0 })
+	c.Close()
+	testkit.WaitFor(t, 5*time.Second, "the condition", func() bool { return a.mgr.Len() == 0 })
 	if strings.Contains(logs.String(), key) || strings.Contains(received.String(), key) {
 		t.Fatal("API key leaked to the log or the client")
 	}
@@ -286,13 +193,13 @@ func TestServeDrainsOnSignal(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "")
 	cfg := testConfig(t)
 	sigs := make(chan os.Signal, 2)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	done := make(chan error, 1)
 	// serve starts its own listeners; learn the addresses from the start log.
 	go func() { done <- serve(cfg, "", log, sigs) }()
 	var clientAddr, adminAddr string
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the condition", func() bool {
 		for _, line := range strings.Split(logs.String(), "\n") {
 			var rec map[string]any
 			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "tether started" {
@@ -302,10 +209,13 @@ func TestServeDrainsOnSignal(t *testing.T) {
 		}
 		return false
 	})
-	c, _ := dialClient(t, "ws://"+clientAddr+"/v1/realtime", nil)
-	c.waitFor("session.created")
+
+	// No close echo: the session stays in its closing handshake while the
+	// test looks at /readyz.
+	c := testkit.Dial(t, "ws://"+clientAddr+"/v1/realtime", testkit.Options{NoCloseEcho: true, Timeout: 5 * time.Second})
+	c.WaitEvent("session.created", 5*time.Second)
 	sigs <- syscall.SIGTERM
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the condition", func() bool {
 		resp, err := http.Get("http://" + adminAddr + "/readyz")
 		if err != nil {
 			return false
@@ -313,10 +223,11 @@ func TestServeDrainsOnSignal(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
-	if _, code := c.event(); code != 1001 {
+
+	if code := c.WaitClose(5 * time.Second).Code; code != 1001 {
 		t.Fatalf("close %d, want 1001", code)
 	}
-	c.conn.Close()
+	c.Close()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -336,17 +247,6 @@ func getJSON(t *testing.T, url string, v any) {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -220,18 +220,6 @@ func (c *client) expectSilence(d time.Duration) {
 	}
 }
 
-// waitFor polls cond for up to readTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(readTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // tone returns ms milliseconds of 24 kHz pcm16 sine at amplitude amp.
 func tone(ms int, amp float64) []byte {
 	n := 24 * ms

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/tetherproxy/tether/internal/testkit"
 	"go.uber.org/goleak"
 )
 
@@ -412,7 +413,7 @@ func TestFaultClose(t *testing.T) {
 		c.sendFrame(ws.OpClose, true, ws.NewCloseFrameBody(tc.code, ""))
 		c.expectEOF()
 	}
-	waitFor(t, "sessions to end", func() bool { return s.ActiveSessions() == 0 })
+	testkit.WaitFor(t, readTimeout, "sessions to end", func() bool { return s.ActiveSessions() == 0 })
 }
 
 func TestFaultCloseWithoutEcho(t *testing.T) {
@@ -430,7 +431,7 @@ func TestFaultCloseWithoutEcho(t *testing.T) {
 	c.expectClose(4000, "")
 	// The peer never answers: the mock gives up after closeWait.
 	start := time.Now()
-	waitFor(t, "session to end", func() bool { return s.ActiveSessions() == 0 })
+	testkit.WaitFor(t, readTimeout, "session to end", func() bool { return s.ActiveSessions() == 0 })
 	if d := time.Since(start); d > s.closeWait+500*time.Millisecond {
 		t.Errorf("session lingered %v", d)
 	}
@@ -448,7 +449,7 @@ func TestFaultRST(t *testing.T) {
 	if !isReset(err) {
 		t.Errorf("read: %v, want ECONNRESET", err)
 	}
-	waitFor(t, "session to end", func() bool { return s.ActiveSessions() == 0 })
+	testkit.WaitFor(t, readTimeout, "session to end", func() bool { return s.ActiveSessions() == 0 })
 }
 
 func TestFaultRSTOverTLS(t *testing.T) {
@@ -766,7 +767,7 @@ func TestCloseWithOpenSessions(t *testing.T) {
 		for ws.WriteFrame(notReading.nc, f) == nil {
 		}
 	}()
-	waitFor(t, "4 sessions", func() bool { return s.ActiveSessions() == 4 })
+	testkit.WaitFor(t, readTimeout, "4 sessions", func() bool { return s.ActiveSessions() == 4 })
 	time.Sleep(50 * time.Millisecond) // let the buffers fill
 
 	start := time.Now()
