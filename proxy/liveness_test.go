@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -98,84 +99,100 @@ func TestSlowReaderSurvivesStalledReaderDoesNot(t *testing.T) {
 	t.Run("reads nothing", func(t *testing.T) { slowReader(t, 0) })
 }
 
-// slowReader streams audio both ways while the client reads rate bytes/s
-// (0: never), and checks the session's fate.
-func slowReader(t *testing.T, rate float64) {
+// tcpRelay is a session relayed between two loopback TCP legs whose far
+// ends (client, upstream) the test drives, with heartbeats 1 s / 500 ms.
+type tcpRelay struct {
+	client, upstream net.Conn
+	sess             *lifecycle.Session
+	done             chan struct{} // closed once the relay and the session are finished
+}
+
+func startTCPRelay(t *testing.T) *tcpRelay {
 	lo := testLifecycle()
-	lo.ClientHeartbeat = lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
-	lo.UpstreamHeartbeat = lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+	hb := lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
+	lo.ClientHeartbeat, lo.UpstreamHeartbeat = hb, hb
 	mgr := lifecycle.NewManager(lo)
 	cPeer, cRelay := tcpPair(t)
 	uPeer, uRelay := tcpPair(t)
-	defer cPeer.Close()
-	defer uPeer.Close()
+	t.Cleanup(func() { cPeer.Close(); uPeer.Close() })
 	release, err := mgr.Reserve("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess := mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})
+	tr := &tcpRelay{client: cPeer, upstream: uPeer, done: make(chan struct{}),
+		sess: mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})}
 	r := NewRelay(cRelay, nil, uRelay, nil, testRelayOptions())
-	sess.Start(r)
-	done := make(chan struct{})
+	tr.sess.Start(r)
 	go func() {
-		defer close(done)
-		r.Run(sess)
-		mgr.Finished(sess, release)
+		defer close(tr.done)
+		r.Run(tr.sess)
+		mgr.Finished(tr.sess, release)
 	}()
-	stop := make(chan struct{})
-	defer close(stop)
-	// Client: reads at 150 KiB/s, sends a 20 ms append every 20 ms.
-	var clientRead atomic.Int64
-	go func() {
-		if rate == 0 {
-			<-stop
+	return tr
+}
+
+// every runs send every d (0: back to back) until stop is closed or send fails.
+func every(stop <-chan struct{}, d time.Duration, send func() error) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(d):
+		}
+		if send() != nil {
 			return
 		}
-		buf := make([]byte, 2048)
-		start := time.Now()
-		for {
-			due := start.Add(time.Duration(float64(clientRead.Load()) / rate * float64(time.Second)))
-			time.Sleep(time.Until(due))
-			n, err := cPeer.Read(buf)
-			clientRead.Add(int64(n))
-			if err != nil {
-				return
-			}
+	}
+}
+
+// readAt reads c at rate bytes/s (0: never, until stop) and counts what it read.
+func readAt(c net.Conn, rate float64, stop <-chan struct{}, read *atomic.Int64) {
+	if rate == 0 {
+		<-stop
+		return
+	}
+	buf := make([]byte, 2048)
+	start := time.Now()
+	for {
+		time.Sleep(time.Until(start.Add(time.Duration(float64(read.Load()) / rate * float64(time.Second)))))
+		n, err := c.Read(buf)
+		read.Add(int64(n))
+		if err != nil {
+			return
 		}
-	}()
+	}
+}
+
+// sendText returns a sender of text frames with payload p, masked when masked.
+func sendText(c net.Conn, p []byte, masked bool) func() error {
+	return func() error {
+		f := ws.NewTextFrame(append([]byte(nil), p...))
+		if masked {
+			f = ws.MaskFrameInPlace(f)
+		}
+		return ws.WriteFrame(c, f)
+	}
+}
+
+// slowReader streams audio both ways while the client reads rate bytes/s
+// (0: never), and checks the session's fate.
+func slowReader(t *testing.T, rate float64) {
+	tr := startTCPRelay(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	var clientRead atomic.Int64
+	go readAt(tr.client, rate, stop, &clientRead)
+	// The client sends a 20 ms append every 20 ms; the upstream discards what
+	// it gets and streams 6 KB deltas as fast as tether takes them.
 	appendEv := []byte(`{"type":"input_audio_buffer.append","audio":"` + strings.Repeat("QUFB", 320) + `"}`)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			f := ws.MaskFrameInPlace(ws.NewTextFrame(append([]byte(nil), appendEv...)))
-			if ws.WriteFrame(cPeer, f) != nil {
-				return
-			}
-		}
-	}()
-	// Upstream: discards what it gets, streams 6 KB deltas as fast as tether takes them.
-	go func() { _, _ = io.Copy(io.Discard, uPeer) }()
+	go every(stop, 20*time.Millisecond, sendText(tr.client, appendEv, true))
+	go func() { _, _ = io.Copy(io.Discard, tr.upstream) }()
 	delta := []byte(`{"type":"response.output_audio.delta","response_id":"resp_1","delta":"` + strings.Repeat("QUFB", 1600) + `"}`)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if ws.WriteFrame(uPeer, ws.NewTextFrame(delta)) != nil {
-				return
-			}
-		}
-	}()
+	go every(stop, 0, sendText(tr.upstream, delta, false))
 	start := time.Now()
 	select {
-	case <-done:
-		sum := sess.Summary()
+	case <-tr.done:
+		sum := tr.sess.Summary()
 		if rate > 0 {
 			t.Errorf("live client reading at %.0f KiB/s was killed after %v: %s (client read %d KiB)",
 				rate/1024, sum.Duration.Round(time.Millisecond), sum.Reason, clientRead.Load()>>10)
@@ -193,8 +210,8 @@ func slowReader(t *testing.T, rate float64) {
 		if rate == 0 {
 			t.Error("a client that reads nothing was not found out in 3 s")
 		}
-		sess.End(lifecycle.ReasonAdmin)
-		<-done
+		tr.sess.End(lifecycle.ReasonAdmin)
+		<-tr.done
 	}
 }
 
@@ -213,68 +230,19 @@ func TestBackPressureBlamesTheLegThatStoppedReading(t *testing.T) {
 // backPressure streams 3.2 MB/s from the client to an upstream that reads
 // rate bytes/s (0: never) and streams audio back.
 func backPressure(t *testing.T, rate float64) {
-	lo := testLifecycle()
-	hb := lifecycle.HeartbeatOptions{Interval: time.Second, Timeout: 500 * time.Millisecond}
-	lo.ClientHeartbeat, lo.UpstreamHeartbeat = hb, hb
-	mgr := lifecycle.NewManager(lo)
-	cPeer, cRelay := tcpPair(t)
-	uPeer, uRelay := tcpPair(t)
-	defer cPeer.Close()
-	defer uPeer.Close()
-	release, err := mgr.Reserve("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess := mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})
-	r := NewRelay(cRelay, nil, uRelay, nil, testRelayOptions())
-	sess.Start(r)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.Run(sess)
-		mgr.Finished(sess, release)
-	}()
+	tr := startTCPRelay(t)
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() { _, _ = io.Copy(io.Discard, cPeer) }() // the client reads everything
-	go func() {                                       // the upstream reads at rate
-		if rate == 0 {
-			<-stop
-			return
-		}
-		buf := make([]byte, 2048)
-		var got int64
-		start := time.Now()
-		for {
-			time.Sleep(time.Until(start.Add(time.Duration(float64(got) / rate * float64(time.Second)))))
-			n, err := uPeer.Read(buf)
-			got += int64(n)
-			if err != nil {
-				return
-			}
-		}
-	}()
-	every := func(d time.Duration, send func() error) {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(d):
-			}
-			if send() != nil {
-				return
-			}
-		}
-	}
+	go func() { _, _ = io.Copy(io.Discard, tr.client) }() // the client reads everything
+	var upRead atomic.Int64
+	go readAt(tr.upstream, rate, stop, &upRead)
 	appendEv := []byte(`{"type":"input_audio_buffer.append","audio":"` + strings.Repeat("QUFB", 16<<10) + `"}`)
-	go every(20*time.Millisecond, func() error {
-		return ws.WriteFrame(cPeer, ws.MaskFrameInPlace(ws.NewTextFrame(append([]byte(nil), appendEv...))))
-	})
+	go every(stop, 20*time.Millisecond, sendText(tr.client, appendEv, true))
 	delta := []byte(`{"type":"response.output_audio.delta","delta":"` + strings.Repeat("QUFB", 400) + `"}`)
-	go every(20*time.Millisecond, func() error { return ws.WriteFrame(uPeer, ws.NewTextFrame(delta)) })
+	go every(stop, 20*time.Millisecond, sendText(tr.upstream, delta, false))
 	select {
-	case <-done:
-		sum := sess.Summary()
+	case <-tr.done:
+		sum := tr.sess.Summary()
 		if rate > 0 {
 			t.Fatalf("session with a slow but live upstream ended: %s after %v", sum.Reason, sum.Duration.Round(time.Millisecond))
 		}
@@ -285,7 +253,7 @@ func backPressure(t *testing.T, rate float64) {
 		if rate == 0 {
 			t.Fatal("an upstream that reads nothing was not found out in 3 s")
 		}
-		sess.End(lifecycle.ReasonAdmin)
-		<-done
+		tr.sess.End(lifecycle.ReasonAdmin)
+		<-tr.done
 	}
 }
