@@ -5,6 +5,7 @@ package proxy
 // still makes progress versus one that does not.
 
 import (
+	"encoding/json"
 	"io"
 	"net"
 	"strings"
@@ -256,4 +257,28 @@ func backPressure(t *testing.T, rate float64) {
 		tr.sess.End(lifecycle.ReasonAdmin)
 		<-tr.done
 	}
+}
+
+// A key written with JSON escapes inside an error event is still redacted:
+// the decoded strings are scrubbed too.
+func TestErrorEventEscapedKeyIsScrubbed(t *testing.T) {
+	h := newHarness(t, testLifecycle(), testRelayOptions())
+	for _, ev := range []string{
+		`{"type":"error","error":{"code":"x","message":"Bad key \u0073k-test-SECRET"}}`,
+		`{"type":"error","error":{"code":"x","message":"Bad key sk-test-SEC\u0052ET, path a\/b"}}`,
+	} {
+		h.upstream.text(ev)
+		f := h.client.next(t)
+		var got struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		if err := json.Unmarshal(f.Payload, &got); err != nil {
+			t.Fatalf("client got invalid JSON %q: %v", f.Payload, err)
+		}
+		if strings.Contains(got.Error.Message, "SECRET") || !strings.Contains(got.Error.Message, "[redacted]") {
+			t.Fatalf("escaped key reached the client: %q", got.Error.Message)
+		}
+	}
+	h.upstream.send(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "")))
+	h.wait(t)
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"encoding/json"
@@ -546,11 +547,56 @@ func (p *pump) scrub(msg []byte, sensitive bool) []byte {
 	if !sensitive || p.r.opts.Redactor == nil {
 		return msg
 	}
-	clean := p.r.opts.Redactor.Redact(string(msg))
-	if clean == string(msg) {
-		return msg
+	out := msg
+	if clean := p.r.opts.Redactor.Redact(string(msg)); clean != string(msg) {
+		out = []byte(clean)
 	}
-	return []byte(clean)
+	if bytes.IndexByte(out, '\\') >= 0 {
+		// JSON escapes (\u0073k-..., \/) can hide a key from a literal match:
+		// look again at the decoded strings.
+		if decoded, ok := redactDecoded(p.r.opts.Redactor, out); ok {
+			out = decoded
+		}
+	}
+	return out
+}
+
+// redactDecoded decodes the JSON message msg, redacts every string in it
+// and, if that changed anything, returns it encoded again (rare: an error
+// event whose credential was written with escapes).
+func redactDecoded(r *Redactor, msg []byte) ([]byte, bool) {
+	d := json.NewDecoder(bytes.NewReader(msg))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil {
+		return nil, false
+	}
+	changed := false
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch x := v.(type) {
+		case string:
+			if c := r.Redact(x); c != x {
+				changed = true
+				return c
+			}
+		case []any:
+			for i := range x {
+				x[i] = walk(x[i])
+			}
+		case map[string]any:
+			for k, e := range x {
+				x[k] = walk(e)
+			}
+		}
+		return v
+	}
+	v = walk(v)
+	if !changed {
+		return nil, false
+	}
+	out, err := json.Marshal(v)
+	return out, err == nil
 }
 
 // writeMessage writes unmasked bytes of the upstream message in progress as
