@@ -177,12 +177,7 @@ func (r *busyRig) waitAudio(t *testing.T, n, appends int, match func(map[string]
 
 func (r *busyRig) signal(t *testing.T) time.Time {
 	t.Helper()
-	if r.exited == nil {
-		r.exited = watchExit(r.p)
-	}
-	at := time.Now()
-	r.p.signal(syscall.SIGTERM)
-	return at
+	return sigterm(r.p, &r.exited)
 }
 
 // closes waits for each client's close frame and checks it is 1001; it

@@ -76,11 +76,17 @@ func startDrainRig(t *testing.T, drainTimeout, delta time.Duration) *drainRig {
 // sigterm sends SIGTERM and returns when it was sent.
 func (r *drainRig) sigterm(t *testing.T) time.Time {
 	t.Helper()
-	if r.exited == nil {
-		r.exited = watchExit(r.p)
+	return sigterm(r.p, &r.exited)
+}
+
+// sigterm sends p SIGTERM, watching for its exit in *exited from the first
+// signal on, and returns when the signal was sent.
+func sigterm(p *proc, exited *<-chan time.Time) time.Time {
+	if *exited == nil {
+		*exited = watchExit(p)
 	}
 	at := time.Now()
-	r.p.signal(syscall.SIGTERM)
+	p.signal(syscall.SIGTERM)
 	return at
 }
 

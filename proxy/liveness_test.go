@@ -132,6 +132,24 @@ func startTCPRelay(t *testing.T) *tcpRelay {
 	return tr
 }
 
+// fate waits up to 3 s for the session to end. It returns the summary and
+// how long it took (0: still open; it is then ended as admin). When mustEnd,
+// a session still open after 3 s fails the test.
+func (tr *tcpRelay) fate(t *testing.T, mustEnd bool) (lifecycle.Summary, time.Duration) {
+	start := time.Now()
+	select {
+	case <-tr.done:
+		return tr.sess.Summary(), time.Since(start)
+	case <-time.After(3 * time.Second):
+		if mustEnd {
+			t.Error("the stalled peer was not found out in 3 s")
+		}
+		tr.sess.End(lifecycle.ReasonAdmin)
+		<-tr.done
+		return tr.sess.Summary(), 0
+	}
+}
+
 // every runs send every d (0: back to back) until stop is closed or send fails.
 func every(stop <-chan struct{}, d time.Duration, send func() error) {
 	for {
@@ -190,16 +208,12 @@ func slowReader(t *testing.T, rate float64) {
 	go func() { _, _ = io.Copy(io.Discard, tr.upstream) }()
 	delta := []byte(`{"type":"response.output_audio.delta","response_id":"resp_1","delta":"` + strings.Repeat("QUFB", 1600) + `"}`)
 	go every(stop, 0, sendText(tr.upstream, delta, false))
-	start := time.Now()
-	select {
-	case <-tr.done:
-		sum := tr.sess.Summary()
-		if rate > 0 {
-			t.Errorf("live client reading at %.0f KiB/s was killed after %v: %s (client read %d KiB)",
-				rate/1024, sum.Duration.Round(time.Millisecond), sum.Reason, clientRead.Load()>>10)
-			return
-		}
-		took := time.Since(start)
+	sum, took := tr.fate(t, rate == 0)
+	switch {
+	case rate > 0 && took > 0:
+		t.Errorf("live client reading at %.0f KiB/s was killed after %v: %s (client read %d KiB)",
+			rate/1024, took.Round(time.Millisecond), sum.Reason, clientRead.Load()>>10)
+	case rate == 0:
 		t.Logf("client that reads nothing: %s after %v", sum.Reason, took.Round(time.Millisecond))
 		if sum.Reason != lifecycle.ReasonClientHeartbeatTimeout || sum.CloseUp.Code != 1001 {
 			t.Errorf("reason %s, upstream close %d; want client_heartbeat_timeout, 1001", sum.Reason, sum.CloseUp.Code)
@@ -207,12 +221,6 @@ func slowReader(t *testing.T, rate float64) {
 		if bound := 2500 * time.Millisecond; took > bound {
 			t.Errorf("stalled reader found after %v, want within %v", took, bound)
 		}
-	case <-time.After(3 * time.Second):
-		if rate == 0 {
-			t.Error("a client that reads nothing was not found out in 3 s")
-		}
-		tr.sess.End(lifecycle.ReasonAdmin)
-		<-tr.done
 	}
 }
 
@@ -241,21 +249,12 @@ func backPressure(t *testing.T, rate float64) {
 	go every(stop, 20*time.Millisecond, sendText(tr.client, appendEv, true))
 	delta := []byte(`{"type":"response.output_audio.delta","delta":"` + strings.Repeat("QUFB", 400) + `"}`)
 	go every(stop, 20*time.Millisecond, sendText(tr.upstream, delta, false))
-	select {
-	case <-tr.done:
-		sum := tr.sess.Summary()
-		if rate > 0 {
-			t.Fatalf("session with a slow but live upstream ended: %s after %v", sum.Reason, sum.Duration.Round(time.Millisecond))
-		}
-		if sum.Reason != lifecycle.ReasonUpstreamHeartbeatTimeout {
-			t.Fatalf("reason %s, want upstream_heartbeat_timeout (the upstream stopped reading)", sum.Reason)
-		}
-	case <-time.After(3 * time.Second):
-		if rate == 0 {
-			t.Fatal("an upstream that reads nothing was not found out in 3 s")
-		}
-		tr.sess.End(lifecycle.ReasonAdmin)
-		<-tr.done
+	sum, took := tr.fate(t, rate == 0)
+	switch {
+	case rate > 0 && took > 0:
+		t.Fatalf("session with a slow but live upstream ended: %s after %v", sum.Reason, took.Round(time.Millisecond))
+	case rate == 0 && sum.Reason != lifecycle.ReasonUpstreamHeartbeatTimeout:
+		t.Fatalf("reason %s, want upstream_heartbeat_timeout (the upstream stopped reading)", sum.Reason)
 	}
 }
 
