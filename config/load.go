@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -40,8 +41,8 @@ import (
 // upstream's dial_timeout of 0. Upstream header names are stored in
 // canonical form.
 func Load(path string) (*Config, error) {
-	// yaml.v3 parses the file once into a document; the overrides are
-	// written into it; mapstructure decodes it onto Default, rejecting
+	// yaml.v3 parses the file once into a document; the overrides, read by
+	// viper, are written into it; mapstructure decodes it onto Default, rejecting
 	// unknown keys (ErrorUnused) and naming every failed key by its path.
 	doc := map[string]any{}
 	if path != "" {
@@ -149,9 +150,15 @@ func stringKeys(v any) any {
 // value. An override under a key that the file sets to a non-mapping value
 // is left out, so that decoding reports the file's value.
 func applyEnv(doc map[string]any) {
+	// viper reads the environment: TETHER_ + the key path with dots as
+	// underscores (its key replacer), an empty variable counting as unset.
+	env := viper.New()
+	env.SetEnvPrefix(EnvPrefix)
+	env.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 keys:
 	for _, key := range envKeys() {
-		val := os.Getenv(envName(key))
+		_ = env.BindEnv(key)
+		val := env.GetString(key)
 		if val == "" {
 			continue
 		}
