@@ -339,6 +339,9 @@ func (p *pump) run() {
 			}
 			return
 		}
+		if r.ended.Load() {
+			continue // the frame was skipped: teardown began while it came in
+		}
 		r.obs.Frame(p.d, h.Length)
 		if h.Fin && p.st.text {
 			if typ := p.peek.Type(); typ != nil {
@@ -405,12 +408,11 @@ func (p *pump) forward(h ws.Header) (failed lifecycle.Leg, err error) {
 				return p.srcLeg, err
 			}
 		} else {
-			n, err = p.src.rd.Read(pay[:min(remaining, chunkSize)])
-			if n == 0 {
-				if err == nil {
-					err = io.ErrNoProgress
-				}
-				return p.srcLeg, err
+			// Whatever has arrived, up to a fragment; a read error that comes
+			// with bytes is returned again by the next read.
+			var rerr error
+			if n, rerr = p.src.rd.Read(pay[:min(remaining, chunkSize)]); n == 0 {
+				return p.srcLeg, cmp.Or(rerr, io.ErrNoProgress)
 			}
 		}
 		if p.r.ended.Load() {
