@@ -9,6 +9,9 @@ package dialect
 type Dialect interface {
 	// Name labels the dialect in metrics, spans and GET /sessions.
 	Name() string
+	// Activity reports whether the dialect signals turn activity (speech,
+	// answers): then idle means no turn activity, else no data frame.
+	Activity() bool
 	// ClientEvent is called with the type of each client text message,
 	// after it was forwarded. Hot path: it must not allocate.
 	ClientEvent(s Signals, typ []byte)
@@ -35,8 +38,10 @@ type Signals interface {
 	// or requested a response). Time to first audio starts here unless the
 	// upstream already saw the caller stop speaking.
 	AnswerRequested()
-	// SpeechEnded: the upstream saw the caller stop speaking. Time to first
-	// audio starts here.
+	// CallerActive: the caller is taking a turn (speaking, or sending input).
+	CallerActive()
+	// SpeechEnded: the caller stopped speaking (or, on a stream without turn
+	// events, spoke last now). Time to first audio starts here.
 	SpeechEnded()
 	// AnswerStarted: an answer (response) is in progress from now on.
 	AnswerStarted(responseID string)
@@ -45,11 +50,32 @@ type Signals interface {
 	AnswerAudio(responseID []byte)
 	// AnswerDone: the answer ended with status; usage is its token usage.
 	AnswerDone(responseID, status string, usage Tokens)
+	// AnswerSpoken: a part of an answer was spoken (a transcript fragment,
+	// on a stream whose audio never stops). The first one after SpeechEnded
+	// completes the time to first audio; a drain waits for a quiet moment
+	// after the last one.
+	AnswerSpoken()
+	// TokensUsed adds token usage reported outside answer boundaries.
+	TokensUsed(u Tokens)
+	// AudioSeconds reports the session's cumulative billed audio seconds
+	// (a total so far: the latest value wins, values are never summed).
+	AudioSeconds(total float64)
+	// UpstreamEnded: the upstream ended the session itself, with reason
+	// (GPT-Live session.closed). The session ends when the upstream closes
+	// its socket, or soon after.
+	UpstreamEnded(reason string)
 	// UpstreamError: the upstream sent an error event (type and code; the
 	// message never leaves the dialect).
 	UpstreamError(errType, code string)
 	// RateLimits reports the upstream's latest rate limits.
 	RateLimits(limits []RateLimit)
+}
+
+// Closer is a dialect whose sessions end with an exchange of events: Close
+// is the message tether sends upstream when it ends a session whose upstream
+// leg is alive; the upstream's answer is reported through UpstreamEnded.
+type Closer interface {
+	Close() []byte
 }
 
 // Tokens is token usage, per answer or summed over a session.
@@ -87,6 +113,7 @@ type RateLimit struct {
 type None struct{}
 
 func (None) Name() string                          { return "none" }
+func (None) Activity() bool                        { return false }
 func (None) ClientEvent(Signals, []byte)           {}
 func (None) UpstreamEvent(Signals, []byte, []byte) {}
 func (None) Capture([]byte) bool                   { return false }

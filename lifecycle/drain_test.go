@@ -29,6 +29,8 @@ func (r *stuckRelay) Ping(Leg) error { return nil }
 // Liveness: the peers are always just heard from.
 func (r *stuckRelay) Liveness(Leg) (heard, writing time.Time) { return time.Now(), time.Time{} }
 func (r *stuckRelay) shutdownAt() time.Time                   { return time.Unix(0, r.calledAt.Load()) }
+func (r *stuckRelay) BeginClose([]byte) error                 { return nil }
+
 func (r *stuckRelay) Shutdown(_, _ CloseFrame) (sent [2]bool) {
 	if r.calls.Add(1) == 1 {
 		r.calledAt.Store(time.Now().UnixNano())

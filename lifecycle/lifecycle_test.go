@@ -65,6 +65,8 @@ func (f *fakeTransport) Liveness(leg Leg) (heard, writing time.Time) {
 	return f.heard[leg], f.writing[leg]
 }
 
+func (f *fakeTransport) BeginClose([]byte) error { return nil }
+
 func (f *fakeTransport) Shutdown(c, u CloseFrame) (sent [2]bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -108,6 +110,8 @@ func (h *recHooks) HeartbeatTimeout(_ *Session, leg Leg) {
 	h.timeouts[leg]++
 	h.mu.Unlock()
 }
+func (h *recHooks) UsageUpdated(*Session, Tokens, float64) {}
+
 func (h *recHooks) HeartbeatRTT(_ *Session, leg Leg, _ time.Duration) {
 	h.mu.Lock()
 	h.rtts[leg]++

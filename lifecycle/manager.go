@@ -29,6 +29,9 @@ type Hooks interface {
 	HeartbeatTimeout(s *Session, leg Leg)
 	// HeartbeatRTT reports a pong's round trip on leg.
 	HeartbeatRTT(s *Session, leg Leg, rtt time.Duration)
+	// UsageUpdated reports usage reported outside answer boundaries: tokens
+	// added, and the growth of the cumulative audio seconds (GPT-Live).
+	UsageUpdated(s *Session, tokens Tokens, audioSeconds float64)
 	SessionEnded(s *Session, sum Summary)
 }
 
@@ -43,8 +46,14 @@ type Options struct {
 	MaxSessions         int // 0 = unlimited
 	// MaxSessionsPerClient bounds sessions per client identity (0 = unlimited).
 	MaxSessionsPerClient int
-	Logger               *slog.Logger
-	Hooks                []Hooks
+	// CloseTimeout bounds a graceful close (dialect.Closer: GPT-Live's
+	// session.close, answered by session.closed); 0 sends no close event.
+	CloseTimeout time.Duration
+	// Quiet is how long an answer spoken on a continuous stream must have
+	// been quiet before a drain closes the session (0: at once).
+	Quiet  time.Duration
+	Logger *slog.Logger
+	Hooks  []Hooks
 }
 
 // ErrFull is returned by Reserve when max_sessions sessions are open.
@@ -145,9 +154,14 @@ func (m *Manager) Reserve(client string) (release func(), err error) {
 // Open registers a new session for an admitted upgrade. The caller must
 // call Start, and Finished once the relay's goroutines have exited.
 func (m *Manager) Open(info Info) *Session {
-	s := &Session{ID: newID(), Info: info, StartedAt: time.Now(), mgr: m, log: m.log, dialect: info.Dialect}
+	s := &Session{ID: newID(), Info: info, StartedAt: time.Now(), mgr: m, log: m.log, dialect: info.Dialect,
+		upstreamDone: make(chan struct{})}
 	if s.dialect == nil {
 		s.dialect = dialect.None{}
+	}
+	s.turns = s.dialect.Activity()
+	if c, ok := s.dialect.(dialect.Closer); ok && m.opts.CloseTimeout > 0 {
+		s.closeMsg = c.Close()
 	}
 	m.runMu.Lock()
 	m.running++
@@ -201,6 +215,7 @@ func (m *Manager) ended(s *Session) {
 		"bytes_upstream_to_client", sum.Bytes[UpstreamToClient],
 		"responses", sum.Responses,
 		"input_tokens", sum.Tokens.Input, "output_tokens", sum.Tokens.Output,
+		"dialect", sum.Dialect, "audio_seconds", sum.AudioSeconds, "upstream_end_reason", sum.UpstreamEndReason,
 		"trace_id", sum.TraceID, "span_id", sum.SpanID)
 }
 

@@ -27,6 +27,10 @@ type Transport interface {
 	// It reports which close frames were written (index Leg). It is called
 	// exactly once per session.
 	Shutdown(client, upstream CloseFrame) (sent [2]bool)
+	// BeginClose writes msg upstream as a text message at a frame boundary
+	// (a graceful close, dialect.Closer); from then on the client's data
+	// frames are no longer forwarded, while the upstream's still are.
+	BeginClose(msg []byte) error
 }
 
 // Info describes a session at start (or a handshake that failed).
@@ -77,6 +81,14 @@ type Session struct {
 	log       *slog.Logger
 	// dialect knows the session's protocol events (never nil).
 	dialect dialect.Dialect
+	// turns: the dialect signals turn activity, so idle means no turn
+	// activity rather than no data frame.
+	turns bool
+	// closeMsg is the dialect's graceful close message (nil: none).
+	closeMsg []byte
+	// upstreamDone is closed when the upstream ended the session itself
+	// (dialect.Signals.UpstreamEnded).
+	upstreamDone chan struct{}
 
 	// t is set once by Start (guarded by mu) before any timer runs.
 	t Transport
@@ -90,7 +102,8 @@ type Session struct {
 	// Hot-path counters (atomic).
 	bytes        [2]atomic.Int64 // by Direction
 	frames       [2]atomic.Int64 // by Direction
-	lastActivity atomic.Int64    // nanoseconds since StartedAt (monotonic) of the last data frame
+	lastActivity atomic.Int64    // nanoseconds since StartedAt (monotonic) of the last activity (see turns)
+	lastSpoken   atomic.Int64    // 1 + nanoseconds since StartedAt of the last AnswerSpoken; 0: none
 	responses    atomic.Int64    // responses started (response.created)
 	inResponse   atomic.Int32    // responses in progress
 	ended        atomic.Bool     // set once by End; never reset
@@ -103,6 +116,10 @@ type Session struct {
 	idleTimer    *time.Timer // nil when idle_timeout is 0; stopped by End
 	maxTimer     *time.Timer // nil when max_duration is 0; stopped by End
 	drainPending bool        // drain asked to close at the next response boundary
+	drainTimer   *time.Timer // waits for a quiet moment (AnswerSpoken); stopped by End
+	upEndTimer   *time.Timer // after UpstreamEnded: ends the session if the upstream keeps its socket open
+	upstreamEnd  string      // the upstream's own end reason (UpstreamEnded), "" until then
+	audioSeconds float64     // cumulative billed audio seconds (AudioSeconds)
 	reason       Reason      // set by End
 	closeClient  CloseFrame  // what End sent to the client
 	closeUp      CloseFrame  // what End sent upstream
@@ -141,6 +158,9 @@ func (s *Session) TraceID() string {
 	defer s.mu.Unlock()
 	return s.traceID
 }
+
+// DialectName names the session's protocol (metrics, spans, GET /sessions).
+func (s *Session) DialectName() string { return s.dialect.Name() }
 
 // Tokens is token usage (see package dialect).
 type Tokens = dialect.Tokens
@@ -188,10 +208,15 @@ func (s *Session) ReleaseOnEnd(release func()) {
 func (s *Session) Frame(d Direction, n int64) {
 	s.bytes[d].Add(n)
 	s.frames[d].Add(1)
-	s.lastActivity.Store(int64(s.since()))
+	if !s.turns {
+		s.touch()
+	}
 	s.mgr.relayedBytes[d].Add(n)
 	s.mgr.relayedFrames[d].Add(1)
 }
+
+// touch records activity now.
+func (s *Session) touch() { s.lastActivity.Store(int64(s.since())) }
 
 // Pong records a pong received on leg.
 func (s *Session) Pong(leg Leg) {
@@ -231,7 +256,22 @@ func (s *Session) LegError(leg Leg, err error) {
 		s.End(ReasonClientError)
 		return
 	}
+	if s.upstreamEnded() {
+		// The upstream ended the session, then dropped its socket.
+		s.end(ReasonUpstreamClosed, CloseFrame{Code: wsframe.NormalClosure}, CloseFrame{})
+		return
+	}
 	s.End(ReasonUpstreamError)
+}
+
+// upstreamEnded reports whether the upstream ended the session itself.
+func (s *Session) upstreamEnded() bool {
+	select {
+	case <-s.upstreamDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // End tears the session down with reason and the contract's close codes.
@@ -259,6 +299,12 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	if s.maxTimer != nil {
 		s.maxTimer.Stop()
 	}
+	if s.drainTimer != nil {
+		s.drainTimer.Stop()
+	}
+	if s.upEndTimer != nil {
+		s.upEndTimer.Stop()
+	}
 	s.mu.Unlock()
 	s.hb[Client].stop()
 	s.hb[Upstream].stop()
@@ -276,6 +322,63 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	s.shutdownPending = t == nil
 	release := s.release
 	s.mu.Unlock()
+	if t != nil && s.closesGracefully(reason) {
+		// The upstream answers on the upstream pump, which may be the
+		// caller: wait on a goroutine of its own (Run waits for Shutdown).
+		go s.closeGracefully(t, client, upstream, release)
+		return
+	}
+	s.finish(t, client, upstream, release)
+}
+
+// closesGracefully reports whether a session ending with reason first
+// closes its upstream session with the dialect's close message: always,
+// unless the upstream leg is dead or the upstream ended the session itself.
+func (s *Session) closesGracefully(reason Reason) bool {
+	switch reason {
+	case ReasonUpstreamError, ReasonUpstreamHeartbeatTimeout, ReasonUpstreamClosed:
+		return false
+	}
+	return s.closeMsg != nil && !s.upstreamEnded()
+}
+
+// stoppingCloseWait bounds the wait for the upstream's answer to a graceful
+// close once tether waits for nothing any more (drain deadline, second signal).
+const stoppingCloseWait = 500 * time.Millisecond
+
+// closeGracefully sends the dialect's close message upstream, waits (up to
+// CloseTimeout) for the upstream's answer, which the relay passes on to the
+// client, then closes both legs.
+func (s *Session) closeGracefully(t Transport, client, upstream CloseFrame, release func()) {
+	if err := t.BeginClose(s.closeMsg); err == nil {
+		s.awaitUpstreamEnd(s.mgr.opts.CloseTimeout)
+	}
+	s.finish(t, client, upstream, release)
+}
+
+// awaitUpstreamEnd waits until the upstream ended the session, d passed,
+// or stoppingCloseWait after tether stopped waiting for anything.
+func (s *Session) awaitUpstreamEnd(d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	stopping := s.mgr.Stopping().Done()
+	for {
+		select {
+		case <-s.upstreamDone:
+			return
+		case <-timer.C:
+			s.log.Info("upstream did not confirm the close", "session", s.ID, "waited_ms", d.Milliseconds())
+			return
+		case <-stopping:
+			stopping = nil
+			timer.Reset(stoppingCloseWait)
+		}
+	}
+}
+
+// finish closes both legs (the given close frames), frees the admission
+// slot and unregisters the session.
+func (s *Session) finish(t Transport, client, upstream CloseFrame, release func()) {
 	if t != nil {
 		s.recordSent(t.Shutdown(client, upstream))
 	}
@@ -331,14 +434,26 @@ func (s *Session) idleFired() {
 	s.mu.Unlock()
 }
 
-// drain closes the session now if no response is in progress, or marks it to
-// close at the next response boundary.
+// drain closes the session now if no answer is in progress, or marks it to
+// close at the next answer boundary: a response's end, or, on a stream
+// without answer boundaries, once the answer has been quiet for Quiet.
 func (s *Session) drain() {
 	s.mu.Lock()
 	s.drainPending = true
 	busy := s.inResponse.Load() > 0
+	var wait time.Duration
+	if last := s.lastSpoken.Load(); last > 0 && !busy {
+		wait = s.mgr.opts.Quiet - (s.since() - time.Duration(last-1))
+	}
+	if wait > 0 && !s.ended.Load() {
+		if s.drainTimer == nil {
+			s.drainTimer = time.AfterFunc(wait, s.drain)
+		} else {
+			s.drainTimer.Reset(wait)
+		}
+	}
 	s.mu.Unlock()
-	if !busy {
+	if !busy && wait <= 0 {
 		s.End(ReasonShutdown)
 	}
 }
@@ -363,8 +478,15 @@ type Summary struct {
 	PeerClose *PeerClose
 	// LastTTFA is the last time to first audio measured.
 	LastTTFA time.Duration
-	TraceID  string
-	SpanID   string
+	// AudioSeconds is the upstream's cumulative billed audio (GPT-Live).
+	AudioSeconds float64
+	// UpstreamEndReason is why the upstream ended the session itself
+	// (GPT-Live session.closed reason), "" when it did not.
+	UpstreamEndReason string
+	// Dialect names the session's protocol.
+	Dialect string
+	TraceID string
+	SpanID  string
 }
 
 // Summary returns the session's figures; meaningful once it has ended.
@@ -387,6 +509,7 @@ func (s *Session) Summary() Summary {
 		Responses: s.responses.Load(), Tokens: s.tokens,
 		Conversation: s.conversation, Model: model,
 		PeerClose: s.peerClose, LastTTFA: s.lastTTFA, TraceID: s.traceID, SpanID: s.spanID,
+		AudioSeconds: s.audioSeconds, UpstreamEndReason: s.upstreamEnd, Dialect: s.DialectName(),
 	}
 }
 
@@ -405,6 +528,8 @@ type Snapshot struct {
 	Conversation          string    `json:"conversation_id,omitempty"`
 	Model                 string    `json:"model,omitempty"`
 	Dialect               string    `json:"dialect"`
+	// AudioSeconds is the upstream's cumulative billed audio (GPT-Live).
+	AudioSeconds float64 `json:"audio_seconds,omitempty"`
 	// RateLimits are the upstream's latest rate limits, when it reports them.
 	RateLimits []dialect.RateLimit `json:"rate_limits,omitempty"`
 }
@@ -421,7 +546,7 @@ func (s *Session) Snapshot() Snapshot {
 	case s.inResponse.Load() > 0:
 		state = stateResponding
 	}
-	conv, model := s.conversation, s.model
+	conv, model, audio := s.conversation, s.model, s.audioSeconds
 	limits := append([]dialect.RateLimit(nil), s.rateLimits...)
 	s.mu.Unlock()
 	if model == "" {
@@ -434,6 +559,6 @@ func (s *Session) Snapshot() Snapshot {
 		BytesClientToUpstream: s.bytes[ClientToUpstream].Load(),
 		BytesUpstreamToClient: s.bytes[UpstreamToClient].Load(),
 		Responses:             s.responses.Load(), LastActivity: last.UTC(),
-		Conversation: conv, Model: model, Dialect: s.dialect.Name(), RateLimits: limits,
+		Conversation: conv, Model: model, Dialect: s.DialectName(), RateLimits: limits, AudioSeconds: audio,
 	}
 }

@@ -1,9 +1,11 @@
 package lifecycle
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // The relay reports peeked and captured events here; the session's dialect
@@ -48,6 +50,7 @@ func (s *Session) SessionStarted(conversationID, model string) {
 
 // AnswerRequested implements dialect.Signals.
 func (s *Session) AnswerRequested() {
+	s.touch()
 	s.mu.Lock()
 	if s.turnStart.IsZero() {
 		s.turnStart = time.Now()
@@ -55,8 +58,12 @@ func (s *Session) AnswerRequested() {
 	s.mu.Unlock()
 }
 
+// CallerActive implements dialect.Signals.
+func (s *Session) CallerActive() { s.touch() }
+
 // SpeechEnded implements dialect.Signals.
 func (s *Session) SpeechEnded() {
+	s.touch()
 	s.mu.Lock()
 	s.turnStart = time.Now()
 	s.mu.Unlock()
@@ -64,6 +71,7 @@ func (s *Session) SpeechEnded() {
 
 // AnswerStarted implements dialect.Signals.
 func (s *Session) AnswerStarted(responseID string) {
+	s.touch()
 	s.responses.Add(1)
 	s.inResponse.Add(1)
 	s.mu.Lock()
@@ -80,6 +88,7 @@ func (s *Session) AnswerStarted(responseID string) {
 // answer completes its time to first audio. Hot path: one atomic load
 // unless an answer awaits its first audio.
 func (s *Session) AnswerAudio(responseID []byte) {
+	s.touch()
 	if !s.audioPending.Load() {
 		return
 	}
@@ -106,6 +115,7 @@ func (s *Session) AnswerAudio(responseID []byte) {
 // AnswerDone implements dialect.Signals; a drain waiting for this boundary
 // ends the session.
 func (s *Session) AnswerDone(responseID, status string, u Tokens) {
+	s.touch()
 	if s.inResponse.Add(-1) < 0 {
 		s.inResponse.Store(0)
 	}
@@ -123,6 +133,74 @@ func (s *Session) AnswerDone(responseID, status string, u Tokens) {
 	if drain {
 		s.End(ReasonShutdown)
 	}
+}
+
+// AnswerSpoken implements dialect.Signals: the first part of an answer
+// after the caller spoke completes the time to first audio (measured from
+// transcripts); a drain waits for Quiet after the last part.
+func (s *Session) AnswerSpoken() {
+	s.touch()
+	s.lastSpoken.Store(int64(s.since()) + 1)
+	s.mu.Lock()
+	if s.turnStart.IsZero() {
+		s.mu.Unlock()
+		return
+	}
+	ttfa := time.Since(s.turnStart)
+	s.turnStart = time.Time{}
+	s.lastTTFA = ttfa
+	s.mu.Unlock()
+	for _, h := range s.mgr.opts.Hooks {
+		h.FirstAudio(s, "", ttfa)
+	}
+}
+
+// TokensUsed implements dialect.Signals.
+func (s *Session) TokensUsed(u Tokens) {
+	s.mu.Lock()
+	s.tokens.Add(u)
+	s.mu.Unlock()
+	for _, h := range s.mgr.opts.Hooks {
+		h.UsageUpdated(s, u, 0)
+	}
+}
+
+// AudioSeconds implements dialect.Signals: the latest total is kept; the
+// hooks get its growth.
+func (s *Session) AudioSeconds(total float64) {
+	s.mu.Lock()
+	grown := total - s.audioSeconds
+	if grown > 0 {
+		s.audioSeconds = total
+	}
+	s.mu.Unlock()
+	if grown <= 0 {
+		return
+	}
+	for _, h := range s.mgr.opts.Hooks {
+		h.UsageUpdated(s, Tokens{}, grown)
+	}
+}
+
+// UpstreamEnded implements dialect.Signals: the upstream ended the session
+// (its end message was relayed). The session ends when the upstream closes
+// its socket, or CloseTimeout later with 1000 on both legs.
+func (s *Session) UpstreamEnded(reason string) {
+	s.mu.Lock()
+	if s.upstreamEnd != "" || s.upstreamEnded() {
+		s.mu.Unlock()
+		return
+	}
+	s.upstreamEnd = cmp.Or(reason, "unknown")
+	close(s.upstreamDone)
+	if !s.ended.Load() {
+		s.upEndTimer = time.AfterFunc(cmp.Or(s.mgr.opts.CloseTimeout, time.Second), func() {
+			normal := CloseFrame{Code: wsframe.NormalClosure}
+			s.end(ReasonUpstreamClosed, normal, normal)
+		})
+	}
+	s.mu.Unlock()
+	s.log.Info("upstream ended the session", "session", s.ID, "end_reason", s.upstreamEnd)
 }
 
 // UpstreamError implements dialect.Signals: a code listed in

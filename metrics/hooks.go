@@ -14,19 +14,34 @@ import (
 func (m *Metrics) HandshakeFailed(lifecycle.Info, int, string) {}
 
 // SessionStarted implements lifecycle.Hooks.
-func (m *Metrics) SessionStarted(*lifecycle.Session) { m.sessionsActive.Inc() }
+func (m *Metrics) SessionStarted(s *lifecycle.Session) {
+	m.sessionsActive.WithLabelValues(s.DialectName()).Inc()
+}
 
 // ResponseStarted implements lifecycle.Hooks.
 func (m *Metrics) ResponseStarted(*lifecycle.Session, string) {}
 
 // FirstAudio implements lifecycle.Hooks.
 func (m *Metrics) FirstAudio(s *lifecycle.Session, _ string, ttfa time.Duration) {
-	observe(m.timeToFirstAudio, ttfa.Seconds(), s.TraceID())
+	observe(m.timeToFirstAudio.WithLabelValues(s.DialectName()), ttfa.Seconds(), s.TraceID())
 }
 
 // ResponseDone implements lifecycle.Hooks.
 func (m *Metrics) ResponseDone(_ *lifecycle.Session, _, status string, u lifecycle.Tokens) {
 	m.responsesTotal.WithLabelValues(m.responseStatusLabel(status)).Inc()
+	m.addTokens(u)
+}
+
+// UsageUpdated implements lifecycle.Hooks.
+func (m *Metrics) UsageUpdated(s *lifecycle.Session, u lifecycle.Tokens, audioSeconds float64) {
+	m.addTokens(u)
+	if audioSeconds > 0 {
+		m.audioSeconds.WithLabelValues(s.Info.Upstream).Add(audioSeconds)
+	}
+}
+
+// addTokens counts usage by kind.
+func (m *Metrics) addTokens(u lifecycle.Tokens) {
 	m.tokens.WithLabelValues("input_text").Add(float64(u.InputText))
 	m.tokens.WithLabelValues("input_audio").Add(float64(u.InputAudio))
 	m.tokens.WithLabelValues("output_text").Add(float64(u.OutputText))
@@ -51,13 +66,13 @@ func (m *Metrics) HeartbeatRTT(_ *lifecycle.Session, leg lifecycle.Leg, rtt time
 
 // SessionEnded implements lifecycle.Hooks.
 func (m *Metrics) SessionEnded(_ *lifecycle.Session, sum lifecycle.Summary) {
-	m.sessionsActive.Dec()
-	if c, ok := m.sessionsByReason[sum.Reason]; ok {
+	m.sessionsActive.WithLabelValues(sum.Dialect).Dec()
+	if c, ok := m.sessionsByReason[sessionKey{sum.Dialect, sum.Reason}]; ok {
 		c.Inc()
 	} else {
-		m.sessionsTotal.WithLabelValues(string(sum.Reason)).Inc()
+		m.sessionsTotal.WithLabelValues(string(sum.Reason), sum.Dialect).Inc()
 	}
-	observe(m.sessionDuration, sum.Duration.Seconds(), sum.TraceID)
+	observe(m.sessionDuration.WithLabelValues(sum.Dialect), sum.Duration.Seconds(), sum.TraceID)
 	for leg, f := range [2]lifecycle.CloseFrame{sum.CloseClient, sum.CloseUp} {
 		switch {
 		case sum.CloseUnsent[leg]:

@@ -27,19 +27,20 @@ type Options struct {
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	sessionsActive    prometheus.Gauge
+	sessionsActive    *prometheus.GaugeVec
 	sessionsTotal     *prometheus.CounterVec
-	sessionDuration   prometheus.Histogram
+	sessionDuration   *prometheus.HistogramVec
 	dialSeconds       *prometheus.HistogramVec
 	handshakeRejected *prometheus.CounterVec
 	heartbeatRTT      [2]prometheus.Observer // by lifecycle.Leg
-	timeToFirstAudio  prometheus.Histogram
+	timeToFirstAudio  *prometheus.HistogramVec
 	tokens            *prometheus.CounterVec
+	audioSeconds      *prometheus.CounterVec
 	upstreamErrors    *prometheus.CounterVec
 	responsesTotal    *prometheus.CounterVec
 	heartbeatTimeouts *prometheus.CounterVec
 	closeFramesTotal  [2][2]prometheus.Counter // by Leg, then 0 = not sent, 1 = sent
-	sessionsByReason  map[lifecycle.Reason]prometheus.Counter
+	sessionsByReason  map[sessionKey]prometheus.Counter
 
 	// Label sets (read-only after New).
 	errorCodes map[string]bool
@@ -48,21 +49,30 @@ type Metrics struct {
 
 var _ lifecycle.Hooks = (*Metrics)(nil)
 
+// sessionKey is one tether_sessions_total series.
+type sessionKey struct {
+	dialect string
+	reason  lifecycle.Reason
+}
+
+// Dialects are the values of the dialect label, created at 0 up front.
+var Dialects = []string{"realtime", "live"}
+
 // New creates the collectors on a fresh registry, with the Go runtime and
 // process collectors.
 func New(o Options) *Metrics {
 	r := prometheus.NewRegistry()
 	m := &Metrics{Registry: r, errorCodes: set(o.KnownErrorCodes, o.FatalUpstreamErrors), statuses: set(o.ResponseStatuses)}
-	m.sessionsActive = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "tether_sessions_active", Help: "Sessions currently open (both legs connected).",
-	})
+	m.sessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tether_sessions_active", Help: "Sessions currently open (both legs connected), by dialect.",
+	}, []string{"dialect"})
 	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_sessions_total", Help: "Sessions ended, by teardown reason.",
-	}, []string{"reason"})
-	m.sessionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "tether_session_duration_seconds", Help: "Session length from upgrade to teardown.",
+		Name: "tether_sessions_total", Help: "Sessions ended, by teardown reason and dialect.",
+	}, []string{"reason", "dialect"})
+	m.sessionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tether_session_duration_seconds", Help: "Session length from upgrade to teardown, by dialect.",
 		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600},
-	})
+	}, []string{"dialect"})
 	m.dialSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "tether_upstream_dial_seconds", Help: "Upstream dial time (TCP, TLS, upgrade, first event), by upstream and result.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -76,13 +86,16 @@ func New(o Options) *Metrics {
 	}, []string{"leg"})
 	m.heartbeatRTT[lifecycle.Client] = rtt.WithLabelValues("client")
 	m.heartbeatRTT[lifecycle.Upstream] = rtt.WithLabelValues("upstream")
-	m.timeToFirstAudio = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "tether_time_to_first_audio_seconds", Help: "From end of the caller's turn (speech_stopped, commit or response.created) to the first audio delta of the answer.",
+	m.timeToFirstAudio = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tether_time_to_first_audio_seconds", Help: "From the end of the caller's turn (Realtime: speech_stopped, commit or response.created; GPT-Live: the caller's last transcript fragment) to the answer's first audio (GPT-Live: its first transcript fragment), by dialect.",
 		Buckets: []float64{.1, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10},
-	})
+	}, []string{"dialect"})
 	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_tokens_total", Help: "Tokens reported in response.done usage, by kind.",
+		Name: "tether_tokens_total", Help: "Tokens reported in usage (Realtime response.done; GPT-Live delegated responses), by kind.",
 	}, []string{"kind"})
+	m.audioSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tether_audio_seconds_total", Help: "Billed session audio seconds the upstream reported (GPT-Live usage, cumulative per session: each report adds its growth), by upstream.",
+	}, []string{"upstream"})
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tether_upstream_errors_total", Help: "Upstream error events, by error code.",
 	}, []string{"code"})
@@ -100,9 +113,12 @@ func New(o Options) *Metrics {
 		m.closeFramesTotal[leg][0] = closeFrames.WithLabelValues(leg.String(), "not_sent")
 		m.closeFramesTotal[leg][1] = closeFrames.WithLabelValues(leg.String(), "sent")
 	}
-	m.sessionsByReason = make(map[lifecycle.Reason]prometheus.Counter, len(lifecycle.AllReasons))
-	for _, reason := range lifecycle.AllReasons {
-		m.sessionsByReason[reason] = m.sessionsTotal.WithLabelValues(string(reason))
+	m.sessionsByReason = make(map[sessionKey]prometheus.Counter, len(Dialects)*len(lifecycle.AllReasons))
+	for _, d := range Dialects {
+		for _, reason := range lifecycle.AllReasons {
+			m.sessionsByReason[sessionKey{d, reason}] = m.sessionsTotal.WithLabelValues(string(reason), d)
+		}
+		m.sessionsActive.WithLabelValues(d)
 	}
 	// Every series a dashboard or alert may look for exists from the start, at 0.
 	for _, k := range []string{"input_text", "input_audio", "output_text", "output_audio", "cached"} {
@@ -119,7 +135,7 @@ func New(o Options) *Metrics {
 	m.heartbeatTimeouts.WithLabelValues("client")
 	m.heartbeatTimeouts.WithLabelValues("upstream")
 	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration,
-		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens,
+		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens, m.audioSeconds,
 		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, closeFrames,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

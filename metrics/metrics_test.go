@@ -21,6 +21,8 @@ func (relay) Ping(lifecycle.Leg) error { return nil }
 func (relay) Liveness(lifecycle.Leg) (time.Time, time.Time) {
 	return time.Now(), time.Time{}
 }
+func (r relay) BeginClose([]byte) error { return nil }
+
 func (r relay) Shutdown(_, _ lifecycle.CloseFrame) [2]bool {
 	return [2]bool{!r.unsent[0], !r.unsent[1]}
 }
@@ -54,7 +56,7 @@ func (r *rig) open(tr lifecycle.Transport) (*lifecycle.Session, func()) {
 func TestSessionSeries(t *testing.T) {
 	r := newRig(t)
 	s, finish := r.open(relay{})
-	if got := testutil.ToFloat64(r.met.sessionsActive); got != 1 {
+	if got := testutil.ToFloat64(r.met.sessionsActive.WithLabelValues("none")); got != 1 {
 		t.Fatalf("active %v during the session", got)
 	}
 	s.Frame(lifecycle.ClientToUpstream, 1300)
@@ -63,11 +65,11 @@ func TestSessionSeries(t *testing.T) {
 	s.End(lifecycle.ReasonAdmin)
 	s.End(lifecycle.ReasonIdleTimeout) // only the first counts
 	finish()
-	if got := testutil.ToFloat64(r.met.sessionsActive); got != 0 {
+	if got := testutil.ToFloat64(r.met.sessionsActive.WithLabelValues("none")); got != 0 {
 		t.Fatalf("active %v after the end", got)
 	}
 	for reason, want := range map[lifecycle.Reason]float64{lifecycle.ReasonAdmin: 1, lifecycle.ReasonIdleTimeout: 0} {
-		if got := testutil.ToFloat64(r.met.sessionsTotal.WithLabelValues(string(reason))); got != want {
+		if got := testutil.ToFloat64(r.met.sessionsTotal.WithLabelValues(string(reason), "none")); got != want {
 			t.Errorf("sessions_total{%s} = %v, want %v", reason, got, want)
 		}
 	}

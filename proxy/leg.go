@@ -51,6 +51,9 @@ type leg struct {
 	// closeSent is set (under wsem) once tether wrote its close frame:
 	// nothing may follow it (RFC 6455 5.5.1).
 	closeSent bool
+	// midMessage is set (under wsem) while a relayed message's last frame
+	// has not gone out: a message tether originates must wait for its end.
+	midMessage bool
 	// hdr is the header read buffer, owned by the reading pump.
 	hdr [wsframe.MaxHeaderSize]byte
 	// closed is set once conn.Close has been called.
@@ -208,6 +211,35 @@ func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 	buf := ctlPool.Get().(*ctlBuf)
 	defer ctlPool.Put(buf)
 	n := wsframe.PutHeader(buf[:], h)
+	m := copy(buf[n:], payload)
+	if h.Masked {
+		ws.Cipher(buf[n:n+m], h.Mask, 0)
+	}
+	return l.writeLocked(buf[:n+m])
+}
+
+// writeMessageLocked writes msg as one text message tether originates
+// (masked toward the upstream); the caller holds wsem. A relayed message
+// cut short at teardown is ended first with an empty final fragment.
+func (l *leg) writeMessageLocked(msg []byte) error {
+	if l.midMessage {
+		if err := l.writeFrameLocked(ws.OpContinuation, nil); err != nil {
+			return err
+		}
+		l.midMessage = false
+	}
+	return l.writeFrameLocked(ws.OpText, msg)
+}
+
+// writeFrameLocked writes one final frame tether originates; the caller holds wsem.
+func (l *leg) writeFrameLocked(op ws.OpCode, payload []byte) error {
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
+	if !l.isClient {
+		h.Masked = true
+		binary.LittleEndian.PutUint32(h.Mask[:], rand.Uint32())
+	}
+	buf := make([]byte, wsframe.MaxHeaderSize+len(payload))
+	n := wsframe.PutHeader(buf, h)
 	m := copy(buf[n:], payload)
 	if h.Masked {
 		ws.Cipher(buf[n:n+m], h.Mask, 0)

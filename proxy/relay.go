@@ -88,6 +88,9 @@ type Relay struct {
 	legs  [2]*leg // index lifecycle.Leg
 	obs   Observer
 	ended atomic.Bool // set by Shutdown
+	// closing is set by BeginClose: the client's data frames are dropped
+	// while the upstream answers the close.
+	closing atomic.Bool
 	// shutdownDone is closed when Shutdown has finished writing close frames;
 	// Run waits for it before closing the sockets.
 	shutdownDone chan struct{}
@@ -232,6 +235,22 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 	return sent
 }
 
+// BeginClose implements lifecycle.Transport: msg goes upstream as a text
+// message at a frame boundary, and the client's data frames are dropped from
+// now on (the upstream's are still relayed: its answer reaches the client).
+func (r *Relay) BeginClose(msg []byte) error {
+	r.closing.Store(true)
+	l := r.legs[lifecycle.Upstream]
+	if !l.lockWithin(r.opts.CloseWriteTimeout) {
+		return errPartialFrame
+	}
+	_ = l.conn.SetWriteDeadline(time.Now().Add(r.opts.CloseWriteTimeout))
+	err := l.writeMessageLocked(msg)
+	_ = l.conn.SetWriteDeadline(time.Time{})
+	l.unlockFlush()
+	return err
+}
+
 // writeClose writes close frame f on l at a frame boundary. The lock is held
 // only while a fragment is being written, so failing to get it means the
 // peer stopped reading: the leg is closed without a frame.
@@ -322,6 +341,14 @@ func (p *pump) run() {
 		}
 		if h.OpCode.IsControl() {
 			if !r.control(p.srcLeg, src, h) {
+				return
+			}
+			continue
+		}
+		if p.d == lifecycle.ClientToUpstream && r.closing.Load() {
+			// The upstream is answering tether's close: nothing more of the client's goes out.
+			if _, err := src.rd.Discard(int(min(h.Length, 1<<30))); err != nil {
+				r.obs.LegError(p.srcLeg, err)
 				return
 			}
 			continue
@@ -459,7 +486,7 @@ func (p *pump) emit(buf *[wsframe.MaxHeaderSize + chunkSize]byte, n int, fin boo
 	}
 	start := wsframe.PutHeaderBefore(buf[:], wsframe.MaxHeaderSize, out)
 	p.started = true
-	return p.write(buf[start : wsframe.MaxHeaderSize+n])
+	return p.write(buf[start:wsframe.MaxHeaderSize+n], fin)
 }
 
 // rotateMask returns the masking key for the bytes of a frame masked with
@@ -471,10 +498,18 @@ func rotateMask(mask [4]byte, off int) [4]byte {
 
 // write writes one encoded frame to dst under its write lock, then the
 // control frames that waited for the boundary.
-func (p *pump) write(frame []byte) error {
+func (p *pump) write(frame []byte, fin bool) error {
 	dst := p.dst
 	dst.lock()
+	if p.d == lifecycle.ClientToUpstream && p.r.closing.Load() {
+		// tether's close message went (or goes) out: the client's frames stop here.
+		dst.unlockFlush()
+		return nil
+	}
 	err := dst.writeLocked(frame)
+	if err == nil {
+		dst.midMessage = !fin
+	}
 	if err == nil {
 		err = dst.flushPendingLocked()
 	}
@@ -615,7 +650,7 @@ func (p *pump) writeMessage(b []byte, fin bool) error {
 		hn := wsframe.PutHeader(buf[:], h)
 		hn += copy(buf[hn:], b[:n])
 		p.started = true
-		err := p.write(buf[:hn])
+		err := p.write(buf[:hn], h.Fin)
 		bufPool.Put(buf)
 		if err != nil || last {
 			return err

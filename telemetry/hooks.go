@@ -59,6 +59,10 @@ const (
 	AttrResponseID      = attribute.Key("gen_ai.response.id")
 	AttrResponseStatus  = attribute.Key("tether.response.status")
 	AttrTTFA            = attribute.Key("tether.time_to_first_audio_ms")
+	AttrTTFASource      = attribute.Key("tether.ttfa.source")
+	AttrDialect         = attribute.Key("tether.dialect")
+	AttrAudioSeconds    = attribute.Key("tether.usage.audio_seconds")
+	AttrUpstreamEnd     = attribute.Key("tether.upstream.end_reason")
 	AttrTimeToCreatedMS = attribute.Key("tether.time_to_response_created_ms")
 	AttrLeg             = attribute.Key("tether.leg")
 	AttrCloseCode       = attribute.Key("tether.close.code")
@@ -250,6 +254,14 @@ func (h *Hooks) FirstAudio(s *lifecycle.Session, responseID string, ttfa time.Du
 		return
 	}
 	now := time.Now()
+	if responseID == "" {
+		// A stream without responses (GPT-Live): measured from transcripts,
+		// the latest on the session span.
+		ss.span.SetAttributes(AttrTTFA.Float64(ms(ttfa)), AttrTTFASource.String("transcript"))
+		ss.span.AddEvent(EventFirstAudio, trace.WithTimestamp(now),
+			trace.WithAttributes(AttrTTFA.Float64(ms(ttfa)), AttrTTFASource.String("transcript")))
+		return
+	}
 	ss.mu.Lock()
 	r := ss.responses[responseID]
 	ss.mu.Unlock()
@@ -294,6 +306,10 @@ func (h *Hooks) UpstreamError(s *lifecycle.Session, errType, code string) {
 	}
 }
 
+// UsageUpdated implements lifecycle.Hooks (the totals go on the session
+// span at its end).
+func (h *Hooks) UsageUpdated(*lifecycle.Session, lifecycle.Tokens, float64) {}
+
 // HeartbeatRTT implements lifecycle.Hooks (round trips are metrics, not spans).
 func (h *Hooks) HeartbeatRTT(*lifecycle.Session, lifecycle.Leg, time.Duration) {}
 
@@ -334,6 +350,13 @@ func (h *Hooks) SessionEnded(s *lifecycle.Session, sum lifecycle.Summary) {
 		AttrResponses.Int64(sum.Responses),
 		AttrInputTokens.Int64(sum.Tokens.Input),
 		AttrOutputTokens.Int64(sum.Tokens.Output),
+		AttrDialect.String(sum.Dialect),
+	}
+	if sum.AudioSeconds > 0 {
+		attrs = append(attrs, AttrAudioSeconds.Float64(sum.AudioSeconds))
+	}
+	if sum.UpstreamEndReason != "" {
+		attrs = append(attrs, AttrUpstreamEnd.String(sum.UpstreamEndReason))
 	}
 	if sum.CloseClient.Code != lifecycle.CodeNone {
 		attrs = append(attrs, AttrClientCloseCode.Int(int(sum.CloseClient.Code)))

@@ -215,12 +215,18 @@ var _ dialect.Dialect = Dialect{}
 // Name implements dialect.Dialect.
 func (Dialect) Name() string { return "realtime" }
 
+// Activity implements dialect.Dialect: speech events and answers are the
+// turn activity (a microphone streaming silence is not).
+func (Dialect) Activity() bool { return true }
+
 // ClientEvent implements dialect.Dialect: a commit or a response request
 // asks for an answer.
 func (Dialect) ClientEvent(s dialect.Signals, typ []byte) {
 	switch string(typ) {
 	case InputAudioCommit, ResponseCreate:
 		s.AnswerRequested()
+	case ConversationItemCreate:
+		s.CallerActive()
 	}
 }
 
@@ -231,6 +237,8 @@ func (Dialect) UpstreamEvent(s dialect.Signals, typ, responseID []byte) {
 		s.AnswerAudio(responseID)
 	case SpeechStopped, InputAudioTimeout:
 		s.SpeechEnded()
+	case SpeechStarted:
+		s.CallerActive()
 	}
 }
 

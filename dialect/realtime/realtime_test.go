@@ -7,37 +7,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/dialect/dialecttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// recorder writes down the signals it gets, one line each.
-type recorder struct {
-	got   []string
-	usage dialect.Tokens // of the last AnswerDone
-}
-
-func (r *recorder) add(s string) { r.got = append(r.got, s) }
-
-func (r *recorder) SessionStarted(id, model string) { r.add("started " + id + " " + model) }
-func (r *recorder) AnswerRequested()                { r.add("requested") }
-func (r *recorder) SpeechEnded()                    { r.add("speech_ended") }
-func (r *recorder) AnswerStarted(id string)         { r.add("answer " + id) }
-func (r *recorder) AnswerAudio(id []byte)           { r.add("audio " + string(id)) }
-func (r *recorder) AnswerDone(id, status string, u dialect.Tokens) {
-	r.add("done " + id + " " + status)
-	r.usage = u
-}
-func (r *recorder) UpstreamError(typ, code string) { r.add("error " + typ + " " + code) }
-func (r *recorder) RateLimits(l []dialect.RateLimit) {
-	for _, x := range l {
-		r.add("limit " + x.Name)
-	}
-}
-
 func TestEventsBecomeSignals(t *testing.T) {
 	var d Dialect
-	r := &recorder{}
+	r := &dialecttest.Recorder{}
 	d.ClientEvent(r, []byte(InputAudioAppend)) // audio is no signal
 	d.ClientEvent(r, []byte(InputAudioCommit))
 	d.ClientEvent(r, []byte(ResponseCreate))
@@ -48,8 +25,8 @@ func TestEventsBecomeSignals(t *testing.T) {
 	d.UpstreamEvent(r, []byte("response.output_audio_transcript.delta"), []byte("resp_1"))
 	d.UpstreamEvent(r, []byte("some.future_event"), nil)
 	want := []string{"requested", "requested", "speech_ended", "speech_ended", "audio resp_1", "audio resp_2"}
-	if !reflect.DeepEqual(r.got, want) {
-		t.Fatalf("signals %q, want %q", r.got, want)
+	if !reflect.DeepEqual(r.Got, want) {
+		t.Fatalf("signals %q, want %q", r.Got, want)
 	}
 }
 
@@ -77,10 +54,10 @@ func TestCapturedEventsAreDecoded(t *testing.T) {
 		if !d.Capture([]byte(tc.typ)) {
 			t.Errorf("%s not captured", tc.typ)
 		}
-		r := &recorder{}
+		r := &dialecttest.Recorder{}
 		d.Captured(r, []byte(tc.typ), []byte(tc.payload))
-		if !reflect.DeepEqual(r.got, tc.want) {
-			t.Errorf("%s: signals %q, want %q", tc.typ, r.got, tc.want)
+		if !reflect.DeepEqual(r.Got, tc.want) {
+			t.Errorf("%s: signals %q, want %q", tc.typ, r.Got, tc.want)
 		}
 	}
 	if d.Capture([]byte(OutputAudioDelta)) || d.Capture([]byte(InputAudioAppend)) {
@@ -92,14 +69,14 @@ func TestCapturedEventsAreDecoded(t *testing.T) {
 }
 
 func TestResponseDoneUsage(t *testing.T) {
-	r := &recorder{}
+	r := &dialecttest.Recorder{}
 	Dialect{}.Captured(r, []byte(ResponseDone), []byte(`{"type":"response.done","response":{"id":"r","status":"completed",
 		"usage":{"total_tokens":412,"input_tokens":300,"output_tokens":112,
 		"input_token_details":{"text_tokens":120,"audio_tokens":180,"image_tokens":0,"cached_tokens":64},
 		"output_token_details":{"text_tokens":25,"audio_tokens":87}}}}`))
 	want := dialect.Tokens{Input: 300, Output: 112, InputText: 120, InputAudio: 180, Cached: 64, OutputText: 25, OutputAudio: 87}
-	if r.usage != want {
-		t.Fatalf("usage %+v, want %+v", r.usage, want)
+	if r.Usage != want {
+		t.Fatalf("usage %+v, want %+v", r.Usage, want)
 	}
 }
 

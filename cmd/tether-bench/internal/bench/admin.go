@@ -83,10 +83,12 @@ func (a *adminClient) runtimeStats(ctx context.Context) (RuntimeStats, error) {
 		if !ok || strings.HasPrefix(name, "#") {
 			continue
 		}
+		name, _, _ = strings.Cut(name, "{") // labelled series (dialect=...) add up
 		if p, ok := want[name]; ok {
-			val, _, _ = strings.Cut(val, " ") // drop a timestamp or exemplar
+			val = val[strings.LastIndexByte(val, '}')+1:]
+			val, _, _ = strings.Cut(strings.TrimSpace(val), " ") // drop a timestamp or exemplar
 			if v, err := strconv.ParseFloat(val, 64); err == nil {
-				*p = v
+				*p += v
 			}
 		}
 	}
