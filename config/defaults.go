@@ -5,6 +5,8 @@ import (
 	_ "embed"
 	"fmt"
 	"net/textproto"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/tetherproxy/tether/auth"
@@ -59,6 +61,9 @@ const (
 const (
 	DefaultServerListen      = "127.0.0.1:8080"
 	DefaultServerPath        = "/v1/realtime"
+	DefaultLivePath          = "/v1/live/sessions"
+	DefaultLiveCloseTimeout  = 5 * time.Second
+	DefaultLiveQuiet         = time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultMaxSessions       = 10000
 	DefaultMaxFrameBytes     = 16 << 20 // 16 MiB: one large input_audio_buffer.append
@@ -83,6 +88,11 @@ const (
 	DefaultUpstreamType = upstreams.KindOpenAI
 	// DefaultOpenAIURL is the url of an openai upstream without one.
 	DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
+	// DefaultOpenAILiveURL is the live_url of an openai upstream without one.
+	DefaultOpenAILiveURL = "wss://api.openai.com/v1/live/sessions"
+	// AzureLivePath is the GPT-Live path of an Azure resource: an azure
+	// upstream's default live_url is its url's scheme and host with it.
+	AzureLivePath = "/openai/v1/live/sessions"
 	// DefaultOpenAIAPIKeyEnv is the api_key_env of an openai upstream with
 	// neither api_key_env nor api_key_file. Its presence in the environment
 	// also selects the automatic upstream (see AutoUpstreams).
@@ -115,6 +125,7 @@ func Default() *Config {
 		Server: Server{
 			Listen:           DefaultServerListen,
 			Paths:            []string{DefaultServerPath},
+			LivePaths:        []string{DefaultLivePath},
 			HandshakeTimeout: DefaultHandshakeTimeout,
 			MaxSessions:      DefaultMaxSessions,
 			MaxFrameBytes:    DefaultMaxFrameBytes,
@@ -140,6 +151,7 @@ func Default() *Config {
 				UpstreamErrorInvalidAPIKey,
 				UpstreamErrorBetaAPIShapeDisabled,
 			},
+			Live: LiveLifecycle{CloseTimeout: DefaultLiveCloseTimeout, Quiet: DefaultLiveQuiet},
 		},
 		TLS: TLS{
 			Mode: DefaultTLSMode,
@@ -192,8 +204,19 @@ func fillUpstreamDefaults(u *upstreams.Config) {
 		if u.URL == "" {
 			u.URL = DefaultOpenAIURL
 		}
+		if u.LiveURL == "" {
+			u.LiveURL = openAILiveURL(u.URL)
+		}
 		if u.APIKeyEnv == "" && u.APIKeyFile == "" {
 			u.APIKeyEnv = DefaultOpenAIAPIKeyEnv
+		}
+	}
+	if u.Type == upstreams.KindMock && u.LiveURL == "" && u.URL != "" {
+		u.LiveURL = openAILiveURL(u.URL) // a mock-upstream elsewhere serves both
+	}
+	if u.Type == upstreams.KindAzure && u.LiveURL == "" {
+		if base, err := url.Parse(u.URL); err == nil && base.Host != "" {
+			u.LiveURL = (&url.URL{Scheme: base.Scheme, Host: base.Host, Path: AzureLivePath}).String()
 		}
 	}
 	if u.Type == upstreams.KindAzure && u.APIKeyEnv == "" && u.APIKeyFile == "" && u.TokenFile == "" {
@@ -223,6 +246,18 @@ func fillUpstreamDefaults(u *upstreams.Config) {
 		}
 		u.Headers = h
 	}
+}
+
+// openAILiveURL is the default live_url of an openai upstream at url: the
+// same host with /live/sessions in place of a path ending in /realtime
+// (DefaultOpenAILiveURL for the default url), else none.
+func openAILiveURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || !strings.HasSuffix(u.Path, "/realtime") {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host,
+		Path: strings.TrimSuffix(u.Path, "/realtime") + "/live/sessions"}).String()
 }
 
 // fillUpstreamListDefaults fills the defaults of every entry. An entry

@@ -422,24 +422,26 @@ func TestLoadUpstreamDefaults(t *testing.T) {
 		want []upstreams.Config
 	}{
 		{"empty entry keys", "upstreams: [{}]", []upstreams.Config{{
-			Name: "openai", Type: "openai", URL: "wss://api.openai.com/v1/realtime",
+			Name: "openai", Type: "openai", URL: "wss://api.openai.com/v1/realtime", LiveURL: "wss://api.openai.com/v1/live/sessions",
 			APIKeyEnv: "OPENAI_API_KEY", DialTimeout: 10 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"mock has no url or key", "upstreams: [{type: mock}]", []upstreams.Config{{
 			Name: "mock", Type: "mock", DialTimeout: 10 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"api_key_file suppresses the env default", "upstreams: [{api_key_file: /k}]", []upstreams.Config{{
-			Name: "openai", Type: "openai", URL: DefaultOpenAIURL, APIKeyFile: "/k", DialTimeout: DefaultDialTimeout, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
+			Name: "openai", Type: "openai", URL: DefaultOpenAIURL, LiveURL: DefaultOpenAILiveURL, APIKeyFile: "/k", DialTimeout: DefaultDialTimeout, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"explicit values kept", `upstreams: [{name: primary, url: "wss://proxy.internal/v1/realtime", api_key_env: MY_KEY, dial_timeout: 3s}]`, []upstreams.Config{{
-			Name: "primary", Type: "openai", URL: "wss://proxy.internal/v1/realtime", APIKeyEnv: "MY_KEY", DialTimeout: 3 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
+			Name: "primary", Type: "openai", URL: "wss://proxy.internal/v1/realtime", LiveURL: "wss://proxy.internal/v1/live/sessions", APIKeyEnv: "MY_KEY", DialTimeout: 3 * time.Second, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"azure key from AZURE_OPENAI_API_KEY by default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime"}]`, []upstreams.Config{{
 			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
+			LiveURL: "wss://x.openai.azure.com" + AzureLivePath,
 			APIKeyEnv: DefaultAzureAPIKeyEnv, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"azure with a token file gets no key default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime", token_file: /var/run/token}]`, []upstreams.Config{{
 			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
+			LiveURL: "wss://x.openai.azure.com" + AzureLivePath,
 			TokenFile: "/var/run/token", MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"zero dial_timeout takes the default", "upstreams: [{type: mock, dial_timeout: 0s}]", []upstreams.Config{mock("mock")}},

@@ -50,6 +50,9 @@ type Server struct {
 	// Paths are the HTTP paths on which WebSocket upgrades are accepted; the
 	// query string of an upgrade is passed to the upstream.
 	Paths []string `mapstructure:"paths" yaml:"paths"`
+	// LivePaths are the HTTP paths of GPT-Live upgrades (client-first: the
+	// first message is session.start); empty serves no GPT-Live.
+	LivePaths []string `mapstructure:"live_paths" yaml:"live_paths"`
 	// HandshakeTimeout bounds reading the client's upgrade request and dialing upstreams.
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout" yaml:"handshake_timeout"`
 	// MaxSessions is the number of concurrent sessions beyond which upgrades get HTTP 503.
@@ -99,8 +102,10 @@ type AuthJWT struct {
 type Lifecycle struct {
 	// Heartbeat configures the pings tether sends on each leg.
 	Heartbeat Heartbeats `mapstructure:"heartbeat" yaml:"heartbeat"`
-	// IdleTimeout ends a session (reason idle_timeout) after this long without
-	// a data frame in either direction; 0 disables it.
+	// IdleTimeout ends a session (reason idle_timeout) after this long
+	// without turn activity (speech, an answer, text input) when the
+	// session's dialect reports turns (Realtime, GPT-Live), else without a
+	// data frame in either direction; 0 disables it.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
 	// MaxDuration ends a session (reason max_duration) this long after it
 	// started; 0 disables it.
@@ -111,6 +116,18 @@ type Lifecycle struct {
 	// FatalUpstreamErrors are the upstream `error` event codes that tear the
 	// session down (reason upstream_fatal_event).
 	FatalUpstreamErrors []string `mapstructure:"fatal_upstream_errors" yaml:"fatal_upstream_errors"`
+	// Live tunes GPT-Live sessions.
+	Live LiveLifecycle `mapstructure:"live" yaml:"live"`
+}
+
+// LiveLifecycle tunes the ending and drain of GPT-Live sessions.
+type LiveLifecycle struct {
+	// CloseTimeout bounds the wait for session.closed after tether sent
+	// session.close; 0 closes the sockets without session.close.
+	CloseTimeout time.Duration `mapstructure:"close_timeout" yaml:"close_timeout"`
+	// Quiet is how long the assistant must have been quiet (no output
+	// transcript) before a drain closes the session.
+	Quiet time.Duration `mapstructure:"quiet" yaml:"quiet"`
 }
 
 // Heartbeats configures pings on each leg.

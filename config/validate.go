@@ -147,30 +147,37 @@ func (c *Config) validate(ps *problems) {
 
 func (s *Server) validate(ps *problems) {
 	checkListen(ps, "server.listen", s.Listen)
-	if len(s.Paths) == 0 {
-		ps.add("server.paths", "must list at least one path")
+	if len(s.Paths) == 0 && len(s.LivePaths) == 0 {
+		ps.add("server.paths", "must list at least one path (here or in server.live_paths)")
 	}
-	seen := make(map[string]int, len(s.Paths))
-	for i, p := range s.Paths {
-		path := fmt.Sprintf("server.paths[%d]", i)
-		switch {
-		case !strings.HasPrefix(p, "/"):
-			ps.add(path, "must start with \"/\" (got %q)", p)
-		case strings.ContainsAny(p, "?# \t\r\n"):
-			ps.add(path, "must be a plain URL path without query, fragment or spaces (got %q)", p)
-		}
-		if j, dup := seen[p]; dup {
-			ps.add(path, "duplicate of server.paths[%d]", j)
-		} else {
-			seen[p] = i
-		}
-	}
+	seen := make(map[string]string, len(s.Paths)+len(s.LivePaths))
+	checkPaths(ps, "server.paths", s.Paths, seen)
+	checkPaths(ps, "server.live_paths", s.LivePaths, seen)
 	positive(ps, "server.handshake_timeout", s.HandshakeTimeout)
 	if s.MaxSessions < 1 {
 		ps.add("server.max_sessions", "must be >= 1 (got %d)", s.MaxSessions)
 	}
 	if s.MaxFrameBytes < 1 || s.MaxFrameBytes > MaxFrameBytesLimit {
 		ps.add("server.max_frame_bytes", "must be between 1 and %d (got %d)", MaxFrameBytesLimit, s.MaxFrameBytes)
+	}
+}
+
+// checkPaths checks one list of upgrade paths; seen maps each path already
+// listed (in this list or another) to its key path.
+func checkPaths(ps *problems, key string, paths []string, seen map[string]string) {
+	for i, p := range paths {
+		path := fmt.Sprintf("%s[%d]", key, i)
+		switch {
+		case !strings.HasPrefix(p, "/"):
+			ps.add(path, "must start with \"/\" (got %q)", p)
+		case strings.ContainsAny(p, "?# \t\r\n"):
+			ps.add(path, "must be a plain URL path without query, fragment or spaces (got %q)", p)
+		}
+		if other, dup := seen[p]; dup {
+			ps.add(path, "duplicate of %s", other)
+		} else {
+			seen[p] = path
+		}
 	}
 }
 
@@ -227,6 +234,12 @@ func validateUpstreams(ps *problems, list []upstreams.Config) {
 			}
 		} else {
 			checkWebSocketURL(ps, p+".url", u.URL)
+		}
+		if u.LiveURL != "" {
+			checkWebSocketURL(ps, p+".live_url", u.LiveURL)
+			if strings.Contains(u.LiveURL, "?") {
+				ps.add(p+".live_url", "must have no query: GPT-Live takes none (got %q)", u.LiveURL)
+			}
 		}
 		if u.APIKeyEnv != "" && u.APIKeyFile != "" {
 			ps.add(p+".api_key_file", "set either api_key_env or api_key_file, not both")
@@ -306,6 +319,8 @@ func (l *Lifecycle) validate(ps *problems) {
 	nonNegative(ps, "lifecycle.idle_timeout", l.IdleTimeout)
 	nonNegative(ps, "lifecycle.max_duration", l.MaxDuration)
 	nonNegative(ps, "lifecycle.drain_timeout", l.DrainTimeout)
+	nonNegative(ps, "lifecycle.live.close_timeout", l.Live.CloseTimeout)
+	nonNegative(ps, "lifecycle.live.quiet", l.Live.Quiet)
 	for i, code := range l.FatalUpstreamErrors {
 		if strings.TrimSpace(code) == "" {
 			ps.add(fmt.Sprintf("lifecycle.fatal_upstream_errors[%d]", i), "must not be empty")

@@ -44,7 +44,15 @@ func TestValidateRules(t *testing.T) {
 		{name: "listen port 0 ok", mutate: func(c *Config) { c.Server.Listen = "127.0.0.1:0"; c.Admin.Listen = "127.0.0.1:0" }},
 		{name: "listen empty host ok", mutate: func(c *Config) { c.Server.Listen = ":8080" }},
 		{name: "listen ipv6 ok", mutate: func(c *Config) { c.Server.Listen = "[::1]:65535" }},
-		{name: "paths empty", mutate: func(c *Config) { c.Server.Paths = nil }, want: []string{"server.paths"}, msg: "at least one"},
+		{name: "paths empty", mutate: func(c *Config) { c.Server.Paths, c.Server.LivePaths = nil, nil }, want: []string{"server.paths"}, msg: "at least one"},
+		{name: "live paths only ok", mutate: func(c *Config) { c.Server.Paths = nil }},
+		{name: "path in both lists", mutate: func(c *Config) { c.Server.LivePaths = []string{"/v1/realtime"} }, want: []string{"server.live_paths[0]"}, msg: "duplicate of server.paths[0]"},
+		{name: "live path without slash", mutate: func(c *Config) { c.Server.LivePaths = []string{"live"} }, want: []string{"server.live_paths[0]"}, msg: `start with "/"`},
+		{name: "live url with query", mutate: func(c *Config) {
+			c.Upstreams = []upstreams.Config{DefaultUpstream(upstreams.KindOpenAI)}
+			c.Upstreams[0].LiveURL = "wss://x/v1/live/sessions?model=m"
+		}, want: []string{"upstreams[0].live_url"}, msg: "no query"},
+		{name: "live close timeout negative", mutate: func(c *Config) { c.Lifecycle.Live.CloseTimeout = -time.Second }, want: []string{"lifecycle.live.close_timeout"}},
 		{name: "path without slash", mutate: func(c *Config) { c.Server.Paths = []string{"/ok", "v1/realtime"} }, want: []string{"server.paths[1]"}, msg: `start with "/"`},
 		{name: "path with query", mutate: func(c *Config) { c.Server.Paths = []string{"/v1?model=x"} }, want: []string{"server.paths[0]"}},
 		{name: "path duplicate", mutate: func(c *Config) { c.Server.Paths = []string{"/a", "/b", "/a"} }, want: []string{"server.paths[2]"}, msg: "duplicate of server.paths[0]"},

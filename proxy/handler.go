@@ -27,6 +27,8 @@ type UpstreamDialer interface {
 	Dial(ctx context.Context, req upstreams.Request) (*upstreams.Conn, error)
 	// CheckModel reports upstreams.ErrModelNotAllowed when no upstream serves the model.
 	CheckModel(model string) error
+	// CheckLiveModel is CheckModel for a GPT-Live session.start's model.
+	CheckLiveModel(model string) error
 }
 
 // HandlerOptions configure the client-facing upgrade handler.
@@ -155,7 +157,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	info := h.sessionInfo(r, c, requestedAt)
-	up, rj := h.dialUpstream(r, c, &info)
+	up, rj := h.dialUpstream(r.Context(), r, upstreamRequest(r, c), &info)
 	if rj != nil {
 		h.refuse(w, rj)
 		return
@@ -215,21 +217,11 @@ type caller struct {
 
 // identify authenticates the client and checks what it asks for.
 func (h *Handler) identify(r *http.Request) (caller, *rejection) {
-	var c caller
-	c.offered, c.beta = parseProtocols(r.Header)
-	if h.opts.Auth != nil {
-		id, err := h.opts.Auth.Authenticate(r)
-		if err != nil {
-			reason := "unauthorized"
-			if errors.Is(err, auth.ErrMissing) {
-				reason = "unauthenticated"
-			}
-			return c, &rejection{http.StatusUnauthorized, reason, err.Error(),
-				map[string]string{"WWW-Authenticate": `Bearer realm="tether"`}}
-		}
-		c.clientID = id
+	c, rj := h.authenticate(r)
+	if rj != nil {
+		return c, rj
 	}
-	c.identity = cmp.Or(c.clientID, remoteIP(r.RemoteAddr))
+	c.offered, c.beta = parseProtocols(r.Header)
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return c, &rejection{http.StatusBadRequest, "bad_handshake", "malformed query string", nil}
@@ -246,6 +238,25 @@ func (h *Handler) identify(r *http.Request) (caller, *rejection) {
 	if err := h.dialer.CheckModel(c.model); err != nil {
 		return c, &rejection{http.StatusBadRequest, "model_not_allowed", "model not served by this proxy", nil}
 	}
+	return c, nil
+}
+
+// authenticate identifies the client (auth.mode), else by its IP.
+func (h *Handler) authenticate(r *http.Request) (caller, *rejection) {
+	var c caller
+	if h.opts.Auth != nil {
+		id, err := h.opts.Auth.Authenticate(r)
+		if err != nil {
+			reason := "unauthorized"
+			if errors.Is(err, auth.ErrMissing) {
+				reason = "unauthenticated"
+			}
+			return c, &rejection{http.StatusUnauthorized, reason, err.Error(),
+				map[string]string{"WWW-Authenticate": `Bearer realm="tether"`}}
+		}
+		c.clientID = id
+	}
+	c.identity = cmp.Or(c.clientID, remoteIP(r.RemoteAddr))
 	return c, nil
 }
 
@@ -301,10 +312,10 @@ func upstreamRequest(r *http.Request, c caller) upstreams.Request {
 // The dial gives up with the client, at the handshake timeout, and when
 // tether stops waiting (drain deadline or second signal): then the client
 // gets 503 with Retry-After at once, like any upgrade during a drain.
-func (h *Handler) dialUpstream(r *http.Request, c caller, info *lifecycle.Info) (*upstreams.Conn, *rejection) {
-	ctx, cancel := h.dialContext(r.Context())
+func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upstreams.Request, info *lifecycle.Info) (*upstreams.Conn, *rejection) {
+	ctx, cancel := h.dialContext(parent)
 	stopDial := context.AfterFunc(h.mgr.Stopping(), cancel)
-	up, err := h.dialer.Dial(ctx, upstreamRequest(r, c))
+	up, err := h.dialer.Dial(ctx, req)
 	stopDial()
 	cancel()
 	var de *upstreams.DialError

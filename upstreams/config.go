@@ -52,6 +52,12 @@ type Config struct {
 	// file for azure and generic; for mock, empty means the built-in mock
 	// backend (cmd/tether starts it and fills the URL).
 	URL string `mapstructure:"url" yaml:"url"`
+	// LiveURL is the GPT-Live endpoint (ws:// or wss://, no query): a
+	// GPT-Live session is dialed only to upstreams that have one. Config's
+	// defaults: openai config.DefaultOpenAILiveURL; azure the url's host with
+	// /openai/v1/live/sessions; mock, when url is empty too, the built-in
+	// mock; generic none.
+	LiveURL string `mapstructure:"live_url" yaml:"live_url"`
 	// APIKeyEnv names the environment variable holding the API key (read
 	// once, by [NewDialer]). Config's default for openai, when APIKeyFile is
 	// empty too: config.DefaultOpenAIAPIKeyEnv.

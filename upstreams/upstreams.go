@@ -135,6 +135,10 @@ type Request struct {
 	Model string
 	// Header holds client headers that may travel upstream (OpenAI-Beta, traceparent, ...).
 	Header http.Header
+	// Start, when set, makes this a GPT-Live dial: the client's session.start
+	// message (unmasked payload), sent as it is to each upstream's live_url;
+	// Model is then its session.model. RawQuery is not used.
+	Start []byte
 }
 
 // Conn is a dialed upstream.
@@ -149,7 +153,10 @@ type Conn struct {
 	FirstPayload []byte
 	// FirstType is the first event's type.
 	FirstType string
-	Upstream  *Upstream
+	// StartError is, after a failed GPT-Live dial, the upstream's error event
+	// that refused the session.start (nil otherwise).
+	StartError []byte
+	Upstream   *Upstream
 	// Attempts lists every dial of this request, the successful one last.
 	Attempts []Attempt
 }
@@ -246,6 +253,17 @@ func newUpstream(c Config) (*Upstream, error) {
 // ErrModelNotAllowed is returned by CheckModel when no upstream serves the model.
 var ErrModelNotAllowed = errors.New("model not allowed")
 
+// CheckLiveModel reports whether some upstream with a GPT-Live endpoint
+// serves the model named in session.start.
+func (d *Dialer) CheckLiveModel(requested string) error {
+	for _, u := range d.list {
+		if u.liveModel(requested) {
+			return nil
+		}
+	}
+	return ErrModelNotAllowed
+}
+
 // CheckModel reports whether some upstream serves the requested model.
 func (d *Dialer) CheckModel(requested string) error {
 	for _, u := range d.list {
@@ -285,6 +303,9 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 			break
 		}
 		model, ok := u.ModelFor(req.Model)
+		if req.Start != nil {
+			model, ok = req.Model, u.liveModel(req.Model)
+		}
 		if !ok {
 			continue
 		}
@@ -392,6 +413,9 @@ func (d *Dialer) dialOne(ctx context.Context, u *Upstream, req Request, model st
 	key, err := u.credential()
 	if err != nil {
 		return nil, Attempt{Result: "error", Err: err}
+	}
+	if req.Start != nil {
+		return d.dialLive(ctx, u, req, key)
 	}
 	target, err := upstreamURL(u.URL, u.query(req, model, key))
 	if err != nil {

@@ -105,7 +105,7 @@ func serve(cfg *config.Config, path string, log *slog.Logger, sigs <-chan os.Sig
 		return err
 	}
 	log.Info("tether started", "version", version, "config", displayPath(path),
-		"listen", a.clientLn.Addr().String(), "paths", cfg.Server.Paths,
+		"listen", a.clientLn.Addr().String(), "paths", cfg.Server.Paths, "live_paths", cfg.Server.LivePaths,
 		"admin", a.adminLn.Addr().String(), "upstreams", a.describeUpstreams())
 	sig := <-sigs
 	exitBy := time.Now().Add(cfg.Lifecycle.DrainTimeout + exitBudget - exitSlack)
@@ -210,16 +210,20 @@ func (a *app) useBuiltinMock(list []upstreams.Config) ([]upstreams.Config, error
 		if u.Type != upstreams.KindMock || u.URL != "" {
 			continue
 		}
+		builtinLive := u.LiveURL == ""
 		if a.mock == nil {
 			a.mock = mock.New(mock.Options{Logger: a.log.With("component", "mock")})
 			addr, err := a.mock.Start("127.0.0.1:0")
 			if err != nil {
 				return nil, fmt.Errorf("start built-in mock upstream: %w", err)
 			}
-			a.mockURL = "ws://" + addr.String() + "/v1/realtime"
+			a.mockURL = "ws://" + addr.String()
 			a.log.Debug("built-in mock upstream", "url", a.mockURL)
 		}
-		u.URL = a.mockURL
+		u.URL = a.mockURL + config.DefaultServerPath
+		if builtinLive {
+			u.LiveURL = a.mockURL + config.DefaultLivePath
+		}
 	}
 	return list, nil
 }
@@ -281,6 +285,8 @@ func newManager(cfg *config.Config, hooks []lifecycle.Hooks, log *slog.Logger) *
 		FatalUpstreamErrors:  lc.FatalUpstreamErrors,
 		MaxSessions:          cfg.Server.MaxSessions,
 		MaxSessionsPerClient: cfg.Auth.MaxSessionsPerClient,
+		CloseTimeout:         lc.Live.CloseTimeout,
+		Quiet:                lc.Live.Quiet,
 		Logger:               log,
 	})
 }
@@ -304,6 +310,9 @@ func (a *app) newClientMux(authn auth.Authenticator) *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, p := range cfg.Server.Paths {
 		mux.Handle(p, handler)
+	}
+	for _, p := range cfg.Server.LivePaths {
+		mux.HandleFunc(p, handler.ServeLive)
 	}
 	return mux
 }

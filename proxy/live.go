@@ -1,0 +1,406 @@
+package proxy
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/dialect/live"
+	"github.com/tetherproxy/tether/internal/wsframe"
+	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/upstreams"
+)
+
+// GPT-Live upgrades: the client speaks first. The handshake is checked and
+// admitted as for Realtime, then answered 101 at once; the client's first
+// message must be session.start. Only then is the upstream dialed (with
+// failover, each upstream getting the same session.start), and a dial
+// succeeds on session.started. Messages the client sends meanwhile are held
+// (up to maxLiveHeld bytes; beyond that tether stops reading) and forwarded
+// after session.started, in order. Failures after the 101 reach the client
+// as a GPT-Live error event and a close frame, never as a hang.
+
+const (
+	// maxLiveStart bounds session.start (instructions of 16,384 tokens and
+	// an 8,192-token history fit with room to spare).
+	maxLiveStart = 256 << 10
+	// maxLiveHeld bounds the client's messages held until session.started.
+	maxLiveHeld = 1 << 20
+)
+
+// ServeLive implements the GPT-Live upgrade paths (server.live_paths).
+func (h *Handler) ServeLive(w http.ResponseWriter, r *http.Request) {
+	requestedAt := time.Now()
+	if rj := h.checkUpgrade(r); rj != nil {
+		h.refuse(w, rj)
+		return
+	}
+	c, rj := h.authenticate(r)
+	if rj != nil {
+		h.refuse(w, rj)
+		return
+	}
+	release, rj := h.admit(c.identity)
+	if rj != nil {
+		h.refuse(w, rj)
+		return
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
+	conn, rw, _, err := (&ws.HTTPUpgrader{}).Upgrade(r, w)
+	if err != nil {
+		if conn != nil {
+			_ = conn.Close()
+		}
+		h.rejected("bad_handshake")
+		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
+		return
+	}
+	lc := &liveClient{conn: conn, br: rw.Reader, maxFrame: h.opts.Relay.MaxFrameBytes}
+	info := h.sessionInfo(r, c, requestedAt)
+	info.Dialect = live.Dialect{}
+	handedOff = h.startLive(r, lc, info, release)
+}
+
+// startLive reads session.start, dials and opens the session. It reports
+// whether the relay took over (and with it the admission slot).
+func (h *Handler) startLive(r *http.Request, lc *liveClient, info lifecycle.Info, release func()) bool {
+	deadline := time.Now().Add(h.opts.HandshakeTimeout)
+	if h.opts.HandshakeTimeout <= 0 {
+		deadline = time.Time{}
+	}
+	_ = lc.conn.SetReadDeadline(deadline)
+	payload, err := lc.readStart()
+	if err != nil {
+		h.liveStartFailed(lc, info, err)
+		return false
+	}
+	start, err := live.ParseStart(payload)
+	if err != nil {
+		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartRequired,
+			"the first message must be session.start (a JSON object)", "", wsframe.PolicyViolation)
+		return false
+	}
+	info.Model = start.Model
+	if err := h.dialer.CheckLiveModel(start.Model); err != nil {
+		h.liveRefuse(lc, info, "model_not_allowed", live.ErrTypeInvalidRequest, live.CodeModelNotAllowed,
+			fmt.Sprintf("model %q is not served by this proxy", start.Model), start.EventID, wsframe.PolicyViolation)
+		return false
+	}
+	// The dial gives up when the client leaves; the client waits for at most
+	// the dial (bounded by the handshake timeout) without a deadline of its own.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	_ = lc.conn.SetReadDeadline(time.Time{})
+	lc.done, lc.cancel = make(chan struct{}), cancel
+	go lc.holdUntilStarted()
+	req := upstreamRequest(r, caller{model: start.Model})
+	req.RawQuery, req.Start = "", payload
+	up, rj := h.dialUpstream(ctx, r, req, &info)
+	lc.stop()
+	if rj != nil || lc.err != nil {
+		if up != nil {
+			_ = up.Net.Close()
+		}
+		h.liveDialFailed(lc, info, rj, start.EventID)
+		return false
+	}
+	_ = lc.conn.SetReadDeadline(time.Time{})
+	return h.openLive(lc, info, up, release)
+}
+
+// openLive opens the session: session.started goes to the client, the
+// held client messages upstream, and the relay takes over.
+func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Conn, release func()) (handedOff bool) {
+	s := h.mgr.Open(info)
+	s.ReleaseOnEnd(release)
+	defer func() {
+		if !handedOff {
+			s.End(lifecycle.ReasonPanic)
+			_ = lc.conn.Close()
+			_ = up.Net.Close()
+			h.mgr.Finished(s, release)
+		}
+	}()
+	ro := h.opts.Relay
+	ro.Logger = cmp.Or(ro.Logger, h.log)
+	relay := NewRelay(lc.conn, lc.br, up.Net, up.BR, ro)
+	s.Frame(lifecycle.ClientToUpstream, int64(lc.startLen))
+	if err := relay.WriteFirst(up.First); err != nil {
+		s.LegError(lifecycle.Client, err)
+	} else {
+		s.Frame(lifecycle.UpstreamToClient, int64(len(up.FirstPayload)))
+		s.Captured([]byte(up.FirstType), up.FirstPayload)
+	}
+	if len(lc.held) > 0 {
+		if _, err := up.Net.Write(lc.held); err != nil {
+			s.LegError(lifecycle.Upstream, err)
+		}
+		for _, n := range lc.heldSizes {
+			s.Frame(lifecycle.ClientToUpstream, int64(n))
+		}
+	}
+	s.Start(relay)
+	go h.runSession(s, relay, release)
+	return true
+}
+
+// liveStartFailed answers a client whose first message did not come as a
+// session.start: it left, sent a bad frame, took too long or sent too much.
+func (h *Handler) liveStartFailed(lc *liveClient, info lifecycle.Info, err error) {
+	var ce *clientClose
+	switch {
+	case errors.As(err, &ce):
+		h.rejected("client_closed")
+		lc.finish(nil, ce.code, "")
+	case errors.Is(err, errLiveStartTooLarge):
+		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartRequired,
+			fmt.Sprintf("session.start over %d bytes", maxLiveStart), "", wsframe.MessageTooBig)
+	case isTimeout(err):
+		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartTimeout,
+			"no session.start within the handshake timeout", "", wsframe.PolicyViolation)
+	case errors.Is(err, errLiveFrame):
+		h.rejected("bad_handshake")
+		lc.finish(nil, wsframe.ProtocolError, "protocol error")
+	default: // the socket failed: nobody to answer
+		h.rejected("bad_handshake")
+		_ = lc.conn.Close()
+	}
+}
+
+// liveDialFailed answers a client for whom no upstream started a session.
+func (h *Handler) liveDialFailed(lc *liveClient, info lifecycle.Info, rj *rejection, eventID string) {
+	var ce *clientClose
+	switch {
+	case errors.As(lc.err, &ce):
+		h.rejected("client_closed")
+		lc.finish(nil, ce.code, "")
+	case lc.err != nil:
+		h.rejected("bad_handshake")
+		if errors.Is(lc.err, errLiveFrame) {
+			lc.finish(nil, wsframe.ProtocolError, "protocol error")
+			return
+		}
+		_ = lc.conn.Close()
+	case rj == drainingRejection:
+		lc.finish(live.NewError(live.ErrTypeServer, live.CodeShuttingDown, rj.msg, eventID), wsframe.GoingAway, "tether shutting down")
+	default:
+		msg := "no upstream could start the session"
+		if rj.reason == "upstream_rate_limited" {
+			msg = "the upstream is rate limiting; retry later"
+		}
+		lc.finish(live.NewError(live.ErrTypeServer, live.CodeUpstreamUnavailable, msg, eventID), wsframe.TryAgainLater, "upstream unavailable")
+	}
+}
+
+// liveRefuse refuses a session.start: error event, close, counted and recorded.
+func (h *Handler) liveRefuse(lc *liveClient, info lifecycle.Info, reason, errType, code, msg, eventID string, cc wsframe.CloseCode) {
+	h.rejected(reason)
+	h.mgr.HandshakeFailed(info, http.StatusSwitchingProtocols, reason)
+	lc.finish(live.NewError(errType, code, msg, eventID), cc, reason)
+}
+
+// Errors of the client's first message.
+var (
+	errLiveFrame         = errors.New("malformed frame before session.started")
+	errLiveStartTooLarge = errors.New("session.start too large")
+)
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// clientClose: the client sent a close frame before its session started.
+type clientClose struct{ code wsframe.CloseCode }
+
+func (c *clientClose) Error() string { return fmt.Sprintf("client closed (%d)", c.code) }
+
+// liveClient is the client leg of a GPT-Live session until the relay takes
+// it over: it reads session.start, then holds what follows.
+type liveClient struct {
+	conn     net.Conn
+	br       *bufio.Reader
+	maxFrame int64
+	startLen int // payload bytes of session.start
+
+	mu      sync.Mutex
+	stopped bool // stop was called: no new frame is read
+	busy    bool // a frame is being read
+	done    chan struct{}
+	cancel  func() // gives up the dial when holding ends early
+	// held are the client's frames after session.start, as received
+	// (masked), and their payload sizes; err is why holding ended early.
+	held      []byte
+	heldSizes []int
+	err       error
+	inMessage bool // a fragmented message is in progress among the held frames
+}
+
+// readStart reads the client's first message, answering pings.
+func (lc *liveClient) readStart() ([]byte, error) {
+	var msg []byte
+	var st frameState
+	for {
+		h, payload, err := lc.readFrame(&st, maxLiveStart-int64(len(msg)))
+		if err != nil {
+			return nil, err
+		}
+		if h.OpCode.IsControl() {
+			continue
+		}
+		if !st.text {
+			return nil, errLiveFrame // GPT-Live speaks JSON text only
+		}
+		ws.Cipher(payload, h.Mask, 0)
+		msg = append(msg, payload...)
+		if h.Fin {
+			lc.startLen = len(msg)
+			return msg, nil
+		}
+	}
+}
+
+// readFrame reads one whole frame (at most limit payload bytes for data
+// frames). Pings are answered; a close is a *clientClose.
+func (lc *liveClient) readFrame(st *frameState, limit int64) (ws.Header, []byte, error) {
+	var hb [wsframe.MaxHeaderSize]byte
+	h, err := readHeader(lc.br, hb[:])
+	if err != nil {
+		if errors.Is(err, errHeaderLengthInvalid) {
+			err = errLiveFrame
+		}
+		return h, nil, err
+	}
+	if err := st.checkHeader(h, true, lc.maxFrame); err != nil {
+		return h, nil, errLiveFrame
+	}
+	if !h.OpCode.IsControl() && h.Length > limit {
+		return h, nil, errLiveStartTooLarge
+	}
+	payload := make([]byte, h.Length)
+	if _, err := io.ReadFull(lc.br, payload); err != nil {
+		return h, nil, err
+	}
+	switch h.OpCode {
+	case ws.OpPing:
+		p := append([]byte(nil), payload...)
+		ws.Cipher(p, h.Mask, 0)
+		return h, payload, lc.writeControl(ws.OpPong, p)
+	case ws.OpClose:
+		p := append([]byte(nil), payload...)
+		ws.Cipher(p, h.Mask, 0)
+		code, _, err := wsframe.ParseClose(p)
+		if err != nil {
+			return h, nil, errLiveFrame
+		}
+		return h, nil, &clientClose{code: code}
+	}
+	return h, payload, nil
+}
+
+// holdUntilStarted keeps reading the client's frames until stop, a whole
+// frame at a time and never stopping inside a fragmented message, up to
+// maxLiveHeld bytes (then the client waits in TCP flow control).
+func (lc *liveClient) holdUntilStarted() {
+	defer close(lc.done)
+	defer func() {
+		if lc.err != nil {
+			lc.cancel()
+		}
+	}()
+	var st frameState
+	for {
+		if _, err := lc.br.Peek(1); err != nil {
+			lc.mu.Lock()
+			if !lc.stopped || lc.inMessage {
+				lc.err = err
+			}
+			lc.mu.Unlock()
+			return
+		}
+		lc.mu.Lock()
+		if (lc.stopped && !lc.inMessage) || len(lc.held) >= maxLiveHeld {
+			lc.mu.Unlock()
+			return
+		}
+		lc.busy = true
+		lc.mu.Unlock()
+		h, payload, err := lc.readFrame(&st, lc.maxFrame)
+		lc.mu.Lock()
+		lc.busy = false
+		switch {
+		case err != nil:
+			lc.err = err
+		case !h.OpCode.IsControl():
+			var hb [wsframe.MaxHeaderSize]byte
+			n := wsframe.PutHeader(hb[:], h)
+			lc.held = append(append(lc.held, hb[:n]...), payload...)
+			lc.heldSizes = append(lc.heldSizes, len(payload))
+			lc.inMessage = !h.Fin
+		}
+		stop := lc.err != nil || (lc.stopped && !lc.inMessage)
+		lc.mu.Unlock()
+		if stop {
+			return
+		}
+	}
+}
+
+// stop ends holding at the next message boundary and waits for it.
+func (lc *liveClient) stop() {
+	lc.mu.Lock()
+	if lc.done == nil { // holding never started
+		lc.mu.Unlock()
+		return
+	}
+	lc.stopped = true
+	if lc.busy || lc.inMessage {
+		// A message is coming in: it may take a moment more.
+		_ = lc.conn.SetReadDeadline(time.Now().Add(time.Second))
+	} else {
+		_ = lc.conn.SetReadDeadline(time.Unix(1, 0)) // wakes the Peek; nothing is consumed
+	}
+	lc.mu.Unlock()
+	<-lc.done
+}
+
+// writeControl writes a control frame to the client (unmasked).
+func (lc *liveClient) writeControl(op ws.OpCode, payload []byte) error {
+	var buf ctlBuf
+	n := wsframe.PutHeader(buf[:], ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))})
+	n += copy(buf[n:], payload)
+	_ = lc.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := lc.conn.Write(buf[:n])
+	_ = lc.conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// finish sends event (if any) and a close frame, waits briefly for the
+// client's close, and closes the socket.
+func (lc *liveClient) finish(event []byte, code wsframe.CloseCode, reason string) {
+	_ = lc.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	if event != nil {
+		var hb [wsframe.MaxHeaderSize]byte
+		n := wsframe.PutHeader(hb[:], ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(event))})
+		_, _ = lc.conn.Write(append(hb[:n:n], event...))
+	}
+	var p [125]byte
+	_ = lc.writeControl(ws.OpClose, wsframe.AppendClose(p[:0], code, reason))
+	_ = lc.conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(lc.br, 1<<20)) // until the client's close or EOF
+	_ = lc.conn.Close()
+}
