@@ -292,6 +292,10 @@ type pump struct {
 	// client; held is what was held (nil when not holding).
 	holding bool
 	held    *[]byte
+	// dstErr is the write error that failed dst; reported once by run, and
+	// from then on nothing is written to dst.
+	dstErr      error
+	dstReported bool
 }
 
 func newPump(r *Relay, d lifecycle.Direction) *pump {
@@ -365,6 +369,10 @@ func (p *pump) run() {
 				r.obs.LegError(failed, err)
 			}
 			return
+		}
+		if p.dstErr != nil && !p.dstReported {
+			p.dstReported = true
+			r.obs.LegError(p.dstLeg, p.dstErr)
 		}
 		if r.ended.Load() {
 			continue // the frame was skipped: teardown began while it came in
@@ -499,6 +507,9 @@ func rotateMask(mask [4]byte, off int) [4]byte {
 // write writes one encoded frame to dst under its write lock, then the
 // control frames that waited for the boundary.
 func (p *pump) write(frame []byte, fin bool) error {
+	if p.dstErr != nil {
+		return nil // dst failed: the source is still read (see dstErr)
+	}
 	dst := p.dst
 	dst.lock()
 	if p.d == lifecycle.ClientToUpstream && p.r.closing.Load() {
@@ -509,6 +520,12 @@ func (p *pump) write(frame []byte, fin bool) error {
 	err := dst.writeLocked(frame)
 	if err == nil {
 		dst.midMessage = !fin
+	} else if err != errCloseSent && !p.r.ended.Load() {
+		// dst failed. The source is still read, its events still reach the
+		// session (a graceful close waits for the upstream's answer even
+		// when the client is gone), until the session ends.
+		p.dstErr = err
+		err = nil
 	}
 	if err == nil {
 		err = dst.flushPendingLocked()
