@@ -28,6 +28,8 @@ type fakeTransport struct {
 	upstream CloseFrame
 	// unsent makes Shutdown report that leg's close frame as not written.
 	unsent [2]bool
+	// began are the messages of BeginClose calls.
+	began []string
 }
 
 func newFakeTransport() *fakeTransport {
@@ -65,7 +67,12 @@ func (f *fakeTransport) Liveness(leg Leg) (heard, writing time.Time) {
 	return f.heard[leg], f.writing[leg]
 }
 
-func (f *fakeTransport) BeginClose([]byte) error { return nil }
+func (f *fakeTransport) BeginClose(msg []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.began = append(f.began, string(msg))
+	return nil
+}
 
 func (f *fakeTransport) Shutdown(c, u CloseFrame) (sent [2]bool) {
 	f.mu.Lock()
@@ -85,6 +92,8 @@ type recHooks struct {
 	firstAudio []time.Duration
 	usage      Tokens
 	errCodes   []string
+	// audioSeconds sums UsageUpdated's growth of the audio total.
+	audioSeconds float64
 }
 
 func (h *recHooks) HandshakeFailed(Info, int, string) {}
@@ -110,7 +119,11 @@ func (h *recHooks) HeartbeatTimeout(_ *Session, leg Leg) {
 	h.timeouts[leg]++
 	h.mu.Unlock()
 }
-func (h *recHooks) UsageUpdated(*Session, Tokens, float64) {}
+func (h *recHooks) UsageUpdated(_ *Session, _ Tokens, audio float64) {
+	h.mu.Lock()
+	h.audioSeconds += audio
+	h.mu.Unlock()
+}
 
 func (h *recHooks) HeartbeatRTT(_ *Session, leg Leg, _ time.Duration) {
 	h.mu.Lock()

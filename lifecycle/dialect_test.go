@@ -1,0 +1,171 @@
+package lifecycle
+
+import (
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/dialect/live"
+	"github.com/tetherproxy/tether/dialect/realtime"
+)
+
+// openWith opens a started session speaking d.
+func openWith(t *testing.T, m *Manager, d dialect.Dialect) (*Session, *fakeTransport, func()) {
+	t.Helper()
+	release, err := m.Reserve("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.Open(Info{Upstream: "u", Dialect: d})
+	ft := newFakeTransport()
+	s.Start(ft)
+	return s, ft, func() { m.Finished(s, release) }
+}
+
+func upstreamEvent(s *Session, typ string) { s.Event(UpstreamToClient, []byte(typ), nil) }
+
+func captured(s *Session, typ, payload string) { s.Captured([]byte(typ), []byte(payload)) }
+
+// A microphone streaming silence is no turn: frames do not keep a
+// Realtime session from idling out; speech events do.
+func TestIdleCountsTurnsNotFrames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewManager(Options{IdleTimeout: 10 * time.Second})
+		streaming, _, f1 := openWith(t, m, realtime.Dialect{})
+		talking, _, f2 := openWith(t, m, realtime.Dialect{})
+		for i := range 24 { // 12 s: audio both ways on both, speech on one every 6 s
+			time.Sleep(500 * time.Millisecond)
+			for _, s := range []*Session{streaming, talking} {
+				s.Frame(ClientToUpstream, 3200)
+				s.Event(ClientToUpstream, []byte(realtime.InputAudioAppend), nil)
+			}
+			if i%12 == 0 {
+				upstreamEvent(talking, realtime.SpeechStarted)
+			}
+		}
+		synctest.Wait()
+		if r := streaming.Summary().Reason; r != ReasonIdleTimeout || !streaming.Ended() {
+			t.Errorf("session streaming silence: ended %v reason %q, want idle_timeout", streaming.Ended(), r)
+		}
+		if talking.Ended() {
+			t.Errorf("session with speech every 6 s ended: %s", talking.Summary().Reason)
+		}
+		talking.End(ReasonAdmin)
+		f1()
+		f2()
+	})
+}
+
+// GPT-Live: transcripts are the activity; a drain waits for the assistant
+// to be quiet for Quiet.
+func TestLiveDrainWaitsForQuiet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewManager(Options{Quiet: time.Second, DrainTimeout: 20 * time.Second})
+		s, ft, finish := openWith(t, m, live.Dialect{})
+		quiet, _, f2 := openWith(t, m, live.Dialect{})
+		upstreamEvent(s, live.OutputTranscriptDelta)
+		drained := make(chan struct{})
+		go func() { m.Drain(t.Context()); close(drained) }()
+		start := time.Now()
+		for range 10 { // the answer goes on for 3 s
+			time.Sleep(300 * time.Millisecond)
+			upstreamEvent(s, live.OutputTranscriptDelta)
+		}
+		last := time.Now()
+		synctest.Wait()
+		if !quiet.Ended() {
+			t.Error("a session with no answer in progress was not closed at once")
+		}
+		if s.Ended() {
+			t.Fatalf("closed %v into the drain while the answer was spoken", time.Since(start))
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if !s.Ended() || s.Summary().Reason != ReasonShutdown {
+			t.Fatalf("not closed 1 s after the answer's last words (ended %v)", s.Ended())
+		}
+		if d := s.Summary().Duration - last.Sub(s.StartedAt); d != time.Second {
+			t.Errorf("closed %v after the last transcript, want 1s (quiet)", d)
+		}
+		if len(ft.began) != 0 { // CloseTimeout 0: no session.close
+			t.Errorf("session.close sent with close_timeout 0: %v", ft.began)
+		}
+		finish()
+		f2()
+		<-drained
+	})
+}
+
+// Usage seconds are cumulative: the latest wins; the hooks get the growth.
+func TestLiveUsageIsLatestNotSum(t *testing.T) {
+	hooks := &recHooks{}
+	m := NewManager(Options{Hooks: []Hooks{hooks}})
+	s, _, finish := openWith(t, m, live.Dialect{})
+	captured(s, live.SessionStarted, `{"type":"session.started","session":{"id":"live_1","model":"gpt-live-1"}}`)
+	for _, sec := range []string{"5", "7", "7", "6.5"} {
+		captured(s, live.UsageUpdated, `{"type":"session.usage.updated","usage":{"seconds":`+sec+`}}`)
+	}
+	captured(s, live.SessionClosed, `{"type":"session.closed","reason":"close_requested","usage":{"seconds":9}}`)
+	s.CloseReceived(Upstream, 1000, "")
+	finish()
+	sum := s.Summary()
+	if sum.AudioSeconds != 9 || sum.Conversation != "live_1" || sum.Model != "gpt-live-1" || sum.UpstreamEndReason != "close_requested" {
+		t.Errorf("summary audio %v conversation %q model %q end %q", sum.AudioSeconds, sum.Conversation, sum.Model, sum.UpstreamEndReason)
+	}
+	hooks.mu.Lock()
+	defer hooks.mu.Unlock()
+	if hooks.audioSeconds != 9 {
+		t.Errorf("hooks got %v audio seconds in all, want 9 (the growth of the total)", hooks.audioSeconds)
+	}
+}
+
+// After session.closed, an upstream that drops its socket ends the session
+// as upstream_closed (1000 to the client), not upstream_error.
+func TestLiveUpstreamEndedThenDropped(t *testing.T) {
+	m := NewManager(Options{CloseTimeout: time.Second})
+	s, ft, finish := openWith(t, m, live.Dialect{})
+	captured(s, live.SessionClosed, `{"type":"session.closed","reason":"expired"}`)
+	s.LegError(Upstream, errors.New("EOF"))
+	finish()
+	if r := s.Summary().Reason; r != ReasonUpstreamClosed || ft.client.Code != 1000 || len(ft.began) != 0 {
+		t.Errorf("reason %s client close %d session.close %v; want upstream_closed, 1000, none", r, ft.client.Code, ft.began)
+	}
+}
+
+// tether's own end of a GPT-Live session goes through session.close; the
+// upstream's answer, or close_timeout, lets the sockets close. A dead
+// upstream leg gets no session.close.
+func TestLiveGracefulClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewManager(Options{CloseTimeout: 5 * time.Second})
+		answered, ft1, f1 := openWith(t, m, live.Dialect{})
+		silent, ft2, f2 := openWith(t, m, live.Dialect{})
+		dead, ft3, f3 := openWith(t, m, live.Dialect{})
+		answered.End(ReasonAdmin)
+		silent.End(ReasonIdleTimeout)
+		dead.End(ReasonUpstreamError)
+		synctest.Wait()
+		if len(ft1.began) != 1 || ft1.began[0] != string(live.CloseMessage) || ft1.shutdown != 0 {
+			t.Fatalf("began %v shutdown %d; want session.close sent and the sockets still open", ft1.began, ft1.shutdown)
+		}
+		time.Sleep(300 * time.Millisecond)
+		captured(answered, live.SessionClosed, `{"type":"session.closed","reason":"close_requested"}`)
+		synctest.Wait()
+		if ft1.shutdown != 1 || ft1.client.Code != 4003 {
+			t.Errorf("after session.closed: shutdown %d client close %d, want 1 and 4003", ft1.shutdown, ft1.client.Code)
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if ft2.shutdown != 1 || ft2.client.Code != 4000 {
+			t.Errorf("unanswered: shutdown %d client close %d after close_timeout, want 1 and 4000", ft2.shutdown, ft2.client.Code)
+		}
+		if len(ft3.began) != 0 || ft3.shutdown != 1 {
+			t.Errorf("dead upstream leg: began %v shutdown %d, want no session.close", ft3.began, ft3.shutdown)
+		}
+		f1()
+		f2()
+		f3()
+	})
+}
