@@ -5,6 +5,8 @@
 // event; each protocol lives in a package of its own (dialect/realtime).
 package dialect
 
+import "encoding/json"
+
 // Dialect turns one voice protocol's events into session signals.
 type Dialect interface {
 	// Name labels the dialect in metrics, spans and GET /sessions.
@@ -119,3 +121,78 @@ func (None) UpstreamEvent(Signals, []byte, []byte) {}
 func (None) Capture([]byte) bool                   { return false }
 func (None) Hold([]byte) bool                      { return false }
 func (None) Captured(Signals, []byte, []byte)      {}
+
+// ErrorType is the type of an error event in both dialects.
+const ErrorType = "error"
+
+// IsError reports whether typ is an error event's: the event a dialect holds
+// whole and scrubs before the client sees it (it may quote a credential).
+func IsError(typ []byte) bool { return string(typ) == ErrorType }
+
+// ReportError decodes an error event and tells s its type and code (the
+// message never leaves the dialect).
+func ReportError(s Signals, payload []byte) {
+	var ev ErrorEvent
+	_ = json.Unmarshal(payload, &ev)
+	s.UpstreamError(ev.Error.typeString(), ev.Error.CodeString())
+}
+
+func (e *ErrorDetail) typeString() string {
+	if e == nil {
+		return ""
+	}
+	return e.Type
+}
+
+// ErrorDetail is the error object of an error event, in both dialects
+// (Realtime echoes the client's event as event_id, GPT-Live as
+// client_event_id).
+type ErrorDetail struct {
+	Type          string  `json:"type"`
+	Code          *string `json:"code"`
+	Message       string  `json:"message,omitempty"`
+	Param         string  `json:"param,omitempty"`
+	EventID       string  `json:"event_id,omitempty"`
+	ClientEventID string  `json:"client_event_id,omitempty"`
+}
+
+// CodeString returns the code, or "" when there is none.
+func (e *ErrorDetail) CodeString() string {
+	if e == nil || e.Code == nil {
+		return ""
+	}
+	return *e.Code
+}
+
+// ErrorEvent is an error event.
+type ErrorEvent struct {
+	Type          string       `json:"type"`
+	EventID       string       `json:"event_id,omitempty"`
+	ClientEventID string       `json:"client_event_id,omitempty"`
+	Error         *ErrorDetail `json:"error"`
+}
+
+// Opening is the verdict on an upstream event awaited to open a session
+// (Realtime's session.created, GPT-Live's session.started).
+type Opening struct {
+	// OK: the awaited event, the session is open.
+	OK bool
+	// Type is the event's type.
+	Type string
+	// ErrType and Code describe an error event in its place.
+	ErrType, Code string
+}
+
+// CheckOpening decodes an upstream event: of type opened it opens the
+// session; an error event is described.
+func CheckOpening(payload []byte, opened string) (Opening, error) {
+	var ev ErrorEvent
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return Opening{}, err
+	}
+	o := Opening{Type: ev.Type, OK: ev.Type == opened}
+	if ev.Error != nil {
+		o.ErrType, o.Code = ev.Error.Type, ev.Error.CodeString()
+	}
+	return o, nil
+}

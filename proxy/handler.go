@@ -135,19 +135,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	requestedAt := time.Now()
-	// Everything is checked before any upstream is dialed.
-	if rj := h.checkUpgrade(r); rj != nil {
-		h.refuse(w, rj)
-		return
-	}
-	c, rj := h.identify(r)
-	if rj != nil {
-		h.refuse(w, rj)
-		return
-	}
-	release, rj := h.admit(c.identity)
-	if rj != nil {
-		h.refuse(w, rj)
+	c, release, ok := h.preflight(w, r, h.identify)
+	if !ok {
 		return
 	}
 	handedOff := false // once the relay runs, it releases the slot
@@ -163,6 +152,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	handedOff = h.upgradeAndRelay(w, r, c, info, up, release)
+}
+
+// preflight runs the checks of every upgrade, before anything is dialed:
+// the handshake itself, who is calling and what they ask for (identify),
+// and admission. A refusal is answered here; release frees the slot taken.
+func (h *Handler) preflight(w http.ResponseWriter, r *http.Request,
+	identify func(*http.Request) (caller, *rejection)) (c caller, release func(), ok bool) {
+	rj := h.checkUpgrade(r)
+	if rj == nil {
+		c, rj = identify(r)
+	}
+	if rj == nil {
+		release, rj = h.admit(c.identity)
+	}
+	if rj != nil {
+		h.refuse(w, rj)
+		return c, nil, false
+	}
+	return c, release, true
 }
 
 // rejection is a refused handshake: the HTTP answer and the reason counted.

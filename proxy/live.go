@@ -40,18 +40,8 @@ const (
 // ServeLive implements the GPT-Live upgrade paths (server.live_paths).
 func (h *Handler) ServeLive(w http.ResponseWriter, r *http.Request) {
 	requestedAt := time.Now()
-	if rj := h.checkUpgrade(r); rj != nil {
-		h.refuse(w, rj)
-		return
-	}
-	c, rj := h.authenticate(r)
-	if rj != nil {
-		h.refuse(w, rj)
-		return
-	}
-	release, rj := h.admit(c.identity)
-	if rj != nil {
-		h.refuse(w, rj)
+	c, release, ok := h.preflight(w, r, h.authenticate)
+	if !ok {
 		return
 	}
 	handedOff := false

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"slices"
-	"time"
 
 	"github.com/gobwas/ws"
 
@@ -58,30 +56,14 @@ func (d *Dialer) dialLive(ctx context.Context, u *Upstream, req Request, key str
 
 // awaitStarted sends session.start and waits, until ctx is done, for
 // session.started. Events before it (none are expected) are kept with it in
-// c.First for the client. On failure it closes the connection; the error is
-// cleaned of key.
+// c.First for the client.
 func (c *Conn) awaitStarted(ctx context.Context, start []byte, key string) Attempt {
-	conn := c.Net
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	unwatch := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	result, err := "error", writeMasked(conn, ws.OpText, start)
-	if err == nil {
-		result, err = c.readStarted()
-	}
-	if !unwatch() && err == nil {
-		err, result = ctx.Err(), "timeout"
-	}
-	_ = conn.SetDeadline(time.Time{})
-	if err != nil {
-		_ = conn.Close()
-		if isTimeout(err) {
-			result = "timeout"
+	return c.await(ctx, key, func() (string, error) {
+		if err := writeMasked(c.Net, ws.OpText, start); err != nil {
+			return "error", err
 		}
-		return Attempt{Result: result, Status: http.StatusSwitchingProtocols, Err: redactErr(err, key)}
-	}
-	return Attempt{Result: "ok", Status: http.StatusSwitchingProtocols}
+		return c.readStarted()
+	})
 }
 
 // readStarted reads upstream frames until session.started (success), an

@@ -534,21 +534,27 @@ func handshakeResult(status int, err error) string {
 }
 
 // awaitFirst waits, until ctx is done, for the first event of a realtime
-// upstream (see readFirst) and returns the attempt. On failure it closes
-// the connection; the error is cleaned of key.
+// upstream (see readFirst) and returns the attempt.
 func (c *Conn) awaitFirst(ctx context.Context, key string) Attempt {
+	return c.await(ctx, key, c.readFirst)
+}
+
+// await runs exchange (the dial's first exchange of events) until ctx is
+// done and returns the attempt. On failure it closes the connection; the
+// error is cleaned of key.
+func (c *Conn) await(ctx context.Context, key string, exchange func() (result string, err error)) Attempt {
 	conn := c.Net
 	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetReadDeadline(dl)
+		_ = conn.SetDeadline(dl)
 	}
-	// A cancelled dial (tether shutting down) stops waiting for the first event too.
-	unwatch := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
-	result, err := c.readFirst()
+	// A cancelled dial (tether shutting down) stops waiting too.
+	unwatch := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	result, err := exchange()
 	if !unwatch() && err == nil {
 		err = ctx.Err()
 		result = "timeout"
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
 	if err != nil {
 		_ = conn.Close()
 		if isTimeout(err) {

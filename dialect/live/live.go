@@ -49,7 +49,7 @@ const (
 	ResponseEvent         = "response.event"
 	UsageUpdated          = "session.usage.updated"
 	SessionClosed         = "session.closed"
-	Error                 = "error"
+	Error                 = dialect.ErrorType
 	Info                  = "info"
 )
 
@@ -257,30 +257,11 @@ type NestedEvent struct {
 // ResponseCompleted is the nested event type that carries usage.
 const ResponseCompleted = "response.completed"
 
-// ErrorDetail is the error object of an error event.
-type ErrorDetail struct {
-	Type          string  `json:"type"`
-	Code          *string `json:"code"`
-	Message       string  `json:"message"`
-	Param         string  `json:"param,omitempty"`
-	ClientEventID string  `json:"client_event_id,omitempty"`
-}
-
-// CodeString returns the code, or "" when there is none.
-func (e *ErrorDetail) CodeString() string {
-	if e == nil || e.Code == nil {
-		return ""
-	}
-	return *e.Code
-}
-
-// ErrorEvent is an error event.
-type ErrorEvent struct {
-	Type          string       `json:"type"`
-	EventID       string       `json:"event_id,omitempty"`
-	ClientEventID string       `json:"client_event_id,omitempty"`
-	Error         *ErrorDetail `json:"error"`
-}
+// ErrorDetail and ErrorEvent are an error event (shared by the dialects).
+type (
+	ErrorDetail = dialect.ErrorDetail
+	ErrorEvent  = dialect.ErrorEvent
+)
 
 // NewError encodes an error event of tether's own, for the client.
 func NewError(errType, code, message, clientEventID string) []byte {
@@ -292,32 +273,11 @@ func NewError(errType, code, message, clientEventID string) []byte {
 // CloseMessage is the session.close event tether sends when it ends a session.
 var CloseMessage = []byte(`{"type":"` + SessionClose + `"}`)
 
-// Started is the verdict on an upstream's answer to session.start.
-type Started struct {
-	// OK: session.started, the session runs.
-	OK bool
-	// Type is the event's type.
-	Type string
-	// ErrType and Code describe an error event in place of session.started.
-	ErrType, Code string
-}
-
 // CheckStarted decodes an upstream event received while waiting for
 // session.started: session.started is success, an error event a failed
 // start; any other type is neither (the caller keeps waiting).
-func CheckStarted(payload []byte) (Started, error) {
-	var ev struct {
-		Type  string       `json:"type"`
-		Error *ErrorDetail `json:"error"`
-	}
-	if err := json.Unmarshal(payload, &ev); err != nil {
-		return Started{}, err
-	}
-	st := Started{Type: ev.Type, OK: ev.Type == SessionStarted}
-	if ev.Error != nil {
-		st.ErrType, st.Code = ev.Error.Type, ev.Error.CodeString()
-	}
-	return st, nil
+func CheckStarted(payload []byte) (dialect.Opening, error) {
+	return dialect.CheckOpening(payload, SessionStarted)
 }
 
 // Dialect is GPT-Live's dialect.
@@ -359,7 +319,7 @@ func (Dialect) Capture(typ []byte) bool {
 }
 
 // Hold implements dialect.Dialect: error events may quote a credential.
-func (Dialect) Hold(typ []byte) bool { return string(typ) == Error }
+func (Dialect) Hold(typ []byte) bool { return dialect.IsError(typ) }
 
 // Captured implements dialect.Dialect.
 func (Dialect) Captured(s dialect.Signals, typ, payload []byte) {
@@ -382,13 +342,7 @@ func (Dialect) Captured(s dialect.Signals, typ, payload []byte) {
 		}
 		s.UpstreamEnded(ev.Reason)
 	case Error:
-		var ev ErrorEvent
-		_ = json.Unmarshal(payload, &ev)
-		if ev.Error != nil {
-			s.UpstreamError(ev.Error.Type, ev.Error.CodeString())
-		} else {
-			s.UpstreamError("", "")
-		}
+		dialect.ReportError(s, payload)
 	case DelegationCreated:
 		s.CallerActive() // the model works on the caller's request: a turn is in progress
 	case ResponseEvent:

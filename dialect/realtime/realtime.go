@@ -24,7 +24,7 @@ const (
 	ResponseCancel         = "response.cancel"
 
 	// Server events.
-	Error                       = "error"
+	Error                       = dialect.ErrorType
 	SessionCreated              = "session.created"
 	SessionUpdated              = "session.updated"
 	SpeechStarted               = "input_audio_buffer.speech_started"
@@ -151,27 +151,11 @@ type ResponseEvent struct {
 	Response Response `json:"response"`
 }
 
-// ErrorDetail is the error object of an error event.
-type ErrorDetail struct {
-	Type    string  `json:"type"`
-	Code    *string `json:"code"`
-	Message string  `json:"message,omitempty"`
-	EventID string  `json:"event_id,omitempty"`
-}
-
-// CodeString returns the code, or "" when there is none.
-func (e *ErrorDetail) CodeString() string {
-	if e == nil || e.Code == nil {
-		return ""
-	}
-	return *e.Code
-}
-
-// ErrorEvent is an error event.
-type ErrorEvent struct {
-	Type  string       `json:"type"`
-	Error *ErrorDetail `json:"error"`
-}
+// ErrorDetail and ErrorEvent are an error event (shared by the dialects).
+type (
+	ErrorDetail = dialect.ErrorDetail
+	ErrorEvent  = dialect.ErrorEvent
+)
 
 // RateLimitsEvent is rate_limits.updated.
 type RateLimitsEvent struct {
@@ -179,32 +163,11 @@ type RateLimitsEvent struct {
 	RateLimits []dialect.RateLimit `json:"rate_limits"`
 }
 
-// First is the verdict on an upstream's first event.
-type First struct {
-	// OK: session.created, the dial worked.
-	OK bool
-	// Type is the first event's type.
-	Type string
-	// ErrType and Code describe an error event in place of session.created.
-	ErrType, Code string
-}
-
 // CheckFirst decodes the first event of a Realtime upstream: session.created
 // is success; an error event (OpenAI reports a bad key in-band) or anything
 // else is a failed dial.
-func CheckFirst(payload []byte) (First, error) {
-	var ev struct {
-		Type  string       `json:"type"`
-		Error *ErrorDetail `json:"error"`
-	}
-	if err := json.Unmarshal(payload, &ev); err != nil {
-		return First{}, err
-	}
-	f := First{Type: ev.Type, OK: ev.Type == SessionCreated}
-	if ev.Error != nil {
-		f.ErrType, f.Code = ev.Error.Type, ev.Error.CodeString()
-	}
-	return f, nil
+func CheckFirst(payload []byte) (dialect.Opening, error) {
+	return dialect.CheckOpening(payload, SessionCreated)
 }
 
 // Dialect is the Realtime API's dialect.
@@ -252,7 +215,7 @@ func (Dialect) Capture(typ []byte) bool {
 }
 
 // Hold implements dialect.Dialect: error events may quote a credential.
-func (Dialect) Hold(typ []byte) bool { return string(typ) == Error }
+func (Dialect) Hold(typ []byte) bool { return dialect.IsError(typ) }
 
 // Captured implements dialect.Dialect.
 func (Dialect) Captured(s dialect.Signals, typ, payload []byte) {
@@ -271,13 +234,7 @@ func (Dialect) Captured(s dialect.Signals, typ, payload []byte) {
 		_ = json.Unmarshal(payload, &ev)
 		s.AnswerDone(ev.Response.ID, ev.Response.Status, ev.Response.Usage.Tokens())
 	case Error:
-		var ev ErrorEvent
-		_ = json.Unmarshal(payload, &ev)
-		if ev.Error != nil {
-			s.UpstreamError(ev.Error.Type, ev.Error.CodeString())
-		} else {
-			s.UpstreamError("", "")
-		}
+		dialect.ReportError(s, payload)
 	case RateLimitsUpdated:
 		var ev RateLimitsEvent
 		if json.Unmarshal(payload, &ev) == nil {

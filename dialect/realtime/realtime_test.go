@@ -83,12 +83,12 @@ func TestResponseDoneUsage(t *testing.T) {
 func TestCheckFirst(t *testing.T) {
 	cases := []struct {
 		payload string
-		want    First
+		want    dialect.Opening
 	}{
-		{`{"type":"session.created","session":{"id":"s"}}`, First{OK: true, Type: SessionCreated}},
+		{`{"type":"session.created","session":{"id":"s"}}`, dialect.Opening{OK: true, Type: SessionCreated}},
 		{`{"type":"error","error":{"type":"invalid_request_error","code":"invalid_api_key"}}`,
-			First{Type: Error, ErrType: "invalid_request_error", Code: CodeInvalidAPIKey}},
-		{`{"type":"session.updated"}`, First{Type: SessionUpdated}},
+			dialect.Opening{Type: Error, ErrType: "invalid_request_error", Code: CodeInvalidAPIKey}},
+		{`{"type":"session.updated"}`, dialect.Opening{Type: SessionUpdated}},
 	}
 	for _, tc := range cases {
 		got, err := CheckFirst([]byte(tc.payload))
