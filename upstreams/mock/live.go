@@ -91,6 +91,8 @@ type liveSession struct {
 	items     int    // response.item.create items so far
 	responses int    // delegated responses so far
 	lastInput int64  // input tokens of the last delegated response
+	// emitIn is inputTranscript, bound once (not per append).
+	emitIn func(startMs, endMs int64, text string) error
 
 	ticks atomic.Int64 // output deltas sent (written by the track): the session timeline
 
@@ -125,13 +127,12 @@ func (l *liveSession) inMillis() int64 {
 
 // liveEvent is a GPT-Live client event (other than a fast-path append).
 type liveEvent struct {
-	Type         string          `json:"type"`
-	EventID      string          `json:"event_id"`
-	Session      json.RawMessage `json:"session"`
-	Audio        *string         `json:"audio"`
-	Content      *string         `json:"content"`
-	DelegationID *string         `json:"delegation_id"`
-	Item         json.RawMessage `json:"item"`
+	Type    string          `json:"type"`
+	EventID string          `json:"event_id"`
+	Session json.RawMessage `json:"session"`
+	Audio   *string         `json:"audio"`
+	Content *string         `json:"content"`
+	Item    json.RawMessage `json:"item"`
 	faultArgs
 }
 
@@ -185,7 +186,7 @@ func (l *liveSession) handle(op ws.OpCode, msg []byte) error {
 		return l.sendError(ev.EventID, missingParam("type"))
 	case ev.Type == live.SessionStart:
 		return l.sendError(ev.EventID, invalidRequest(live.CodeAlreadyStarted, "type",
-			"The session has already started: session.start may be sent only once."))
+			"session.start may be sent only once per session."))
 	case !slices.Contains(live.ClientEvents, ev.Type):
 		return l.sendError(ev.EventID, invalidRequest(live.CodeUnknownEventType, "type", fmt.Sprintf(
 			"Invalid value: '%s'. Supported client event types are: '%s'.", ev.Type, strings.Join(live.ClientEvents, "', '"))))
@@ -244,6 +245,7 @@ func (l *liveSession) start(op ws.OpCode, msg []byte) error {
 	l.res, l.format = st.res, st.format
 	l.c.model = st.res.Model
 	l.in = newSpeechMeter(l.format)
+	l.emitIn = l.inputTranscript
 	l.buffering = true
 	l.exited = make(chan struct{})
 	l.c.log.Debug("mock upstream: GPT-Live session.start", "model", l.c.model, "format", l.res.Audio.Format.Type, "rate", l.format.rate)
@@ -274,10 +276,10 @@ func (l *liveSession) appendAudio(b64, msg []byte) error {
 	l.inBytes += int64(len(dec))
 	if l.muted {
 		// The model hears nothing; the timeline goes on.
-		return l.in.feed(nil, len(dec), l.inputTranscript)
+		return l.in.feed(nil, len(dec), l.emitIn)
 	}
 	// Transcripts first: the caller's words come before their echo.
-	if err := l.in.feed(dec, len(dec), l.inputTranscript); err != nil {
+	if err := l.in.feed(dec, len(dec), l.emitIn); err != nil {
 		return err
 	}
 	l.mu.Lock()

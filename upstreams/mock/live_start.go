@@ -2,6 +2,7 @@ package mock
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -313,7 +314,7 @@ func parseAudio(raw json.RawMessage, res *liveResource) (liveFormat, *liveError)
 			return f, e
 		}
 		if id, ok, e := stringAt(v["id"], "session.audio.output.voice.id"); e != nil || !ok || id == "" {
-			return f, cmpErr(e, missingParam("session.audio.output.voice.id"))
+			return f, cmp.Or(e, missingParam("session.audio.output.voice.id"))
 		}
 		res.Audio.Output.Voice = raw
 	default:
@@ -352,7 +353,10 @@ func parseDelegation(raw json.RawMessage) (map[string]any, *liveError) {
 		return nil, e
 	}
 	if typ == live.DelegationResponses {
-		out["responses"] = cmpMap(settings, map[string]any{})
+		if settings == nil {
+			settings = map[string]any{}
+		}
+		out["responses"] = settings
 	}
 	return out, nil
 }
@@ -419,18 +423,4 @@ func joinInts(v []int) string {
 		s[i] = fmt.Sprint(n)
 	}
 	return strings.Join(s, ", ")
-}
-
-func cmpErr(a, b *liveError) *liveError {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
-func cmpMap(a, b map[string]any) map[string]any {
-	if a != nil {
-		return a
-	}
-	return b
 }

@@ -115,6 +115,7 @@ func (l *liveSession) track(startEventID string) {
 		chunk: make([]byte, deltaBytes),
 		out:   newSpeechMeter(l.format),
 	}
+	tr.transcript = tr.outputTranscript
 	deltas := time.NewTicker(opts.LiveDeltaInterval)
 	defer deltas.Stop()
 	usage := time.NewTicker(opts.UsageInterval)
@@ -158,6 +159,8 @@ type trackState struct {
 	buf   []byte // outgoing frame, headroom first
 	chunk []byte // the audio of one delta
 	out   speechMeter
+	// transcript is outputTranscript, bound once (not per delta).
+	transcript func(startMs, endMs int64, text string) error
 }
 
 // emit sends ev as JSON.
@@ -182,10 +185,13 @@ func (tr *trackState) delta() error {
 		return err
 	}
 	l.ticks.Add(1)
-	return tr.out.feed(tr.chunk, len(tr.chunk), func(startMs, endMs int64, text string) error {
-		return tr.emit(live.TranscriptDelta{Type: live.OutputTranscriptDelta, EventID: l.c.newID("event"),
-			Delta: text, StartMS: startMs, EndMS: endMs})
-	})
+	return tr.out.feed(tr.chunk, len(tr.chunk), tr.transcript)
+}
+
+// outputTranscript sends an output transcript fragment.
+func (tr *trackState) outputTranscript(startMs, endMs int64, text string) error {
+	return tr.emit(live.TranscriptDelta{Type: live.OutputTranscriptDelta, EventID: tr.l.c.newID("event"),
+		Delta: text, StartMS: startMs, EndMS: endMs})
 }
 
 // fillChunk fills out with the next audio to play: the caller's audio once
