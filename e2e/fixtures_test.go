@@ -33,6 +33,7 @@ var fixtureDefaults = map[string]string{
 	"DialTimeout":        "3s",
 	"APIKeyEnv":          "E2E_UPSTREAM_KEY",
 	"APIKeyFile":         "",
+	"AllowedModels":      "[]",
 }
 
 // renderFixture fills testdata/name with vars (over fixtureDefaults) and

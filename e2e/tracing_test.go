@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherproxy/tether/dialect/live"
 	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
@@ -282,10 +283,30 @@ func TestTracesInJaeger(t *testing.T) {
 			}
 			c2.WaitEnd(stepTimeout)
 
+			// A GPT-Live call: the caller speaks, hears the echo, and ends it
+			// with session.close.
+			tpLive, liveID, _ := newTraceparent(t)
+			lc := dialLive(t, p.Listen, clientOpts{Header: http.Header{"Traceparent": {tpLive}}})
+			lc.speak(500 * time.Millisecond)
+			lc.WaitEvent(live.OutputTranscriptDelta, stepTimeout)
+			lc.stopMic()
+			lc.Send(map[string]any{"type": live.SessionClose})
+			lc.WaitEvent(live.SessionClosed, stepTimeout)
+			lc.WaitClose(stepTimeout)
+			lc.WaitEnd(stepTimeout)
+
 			if tc.stopFirst {
 				p.stop()
 			} else {
 				checkExemplarAndLog(t, p, normalID, resetID)
+			}
+			// 3 spans: the session and two dial attempts (no responses on GPT-Live).
+			liveTrace, rawLive := j.trace(t, liveID, 3)
+			checkLiveTrace(t, liveTrace)
+			for _, s := range secrets {
+				if strings.Contains(rawLive, s) {
+					t.Errorf("a secret or audio payload is in the GPT-Live span: %q", s)
+				}
 			}
 
 			// 4 spans each: the session, two dial attempts, one response.
@@ -322,6 +343,40 @@ func TestTracesInJaeger(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkLiveTrace asserts what a user reads of a GPT-Live call in Jaeger.
+func checkLiveTrace(t *testing.T, tr jTrace) {
+	t.Helper()
+	sess := spanNamed(t, tr, "tether.session")
+	want := map[string]any{"tether.dialect": "live", "tether.teardown.reason": "upstream_closed",
+		"tether.upstream.end_reason": "close_requested", "tether.ttfa.source": "transcript"}
+	for k, v := range want {
+		if got, _ := sess.tag(k); got != v {
+			t.Errorf("session span %s = %v, want %v", k, got, v)
+		}
+	}
+	if sec, _ := sess.tag("tether.usage.audio_seconds"); sec == nil || sec.(float64) <= 0 {
+		t.Errorf("session span tether.usage.audio_seconds = %v, want > 0", sec)
+	}
+	if ttfa, _ := sess.tag("tether.time_to_first_audio_ms"); ttfa == nil || ttfa.(float64) <= 0 {
+		t.Errorf("session span tether.time_to_first_audio_ms = %v, want > 0", ttfa)
+	}
+	if id, _ := sess.tag("gen_ai.conversation.id"); !strings.HasPrefix(fmt.Sprint(id), "live_") {
+		t.Errorf("gen_ai.conversation.id = %v, want the upstream's live_ id", id)
+	}
+	dials := 0
+	for _, s := range tr.Spans {
+		if s.OperationName == "tether.upstream.dial" {
+			dials++
+			if s.parent() != sess.SpanID {
+				t.Errorf("dial span's parent %s, want the session span", s.parent())
+			}
+		}
+	}
+	if dials != 2 {
+		t.Errorf("%d dial spans, want 2 (the dead upstream, then the mock)", dials)
 	}
 }
 
