@@ -1,7 +1,6 @@
 package tls
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -68,7 +67,10 @@ func newACME(addr net.Addr, o ACMEOptions, log *slog.Logger) (_ *acmeManager, er
 	if err != nil {
 		return nil, err
 	}
-	ca := cmp.Or(o.CAURL, LetsEncryptProduction)
+	ca := o.CAURL
+	if ca == "" {
+		ca = LetsEncryptProduction
+	}
 	issuer := m.configure(o, certmagic.ACMEIssuer{
 		CA:                   ca,
 		TrustedRoots:         roots,
