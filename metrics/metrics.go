@@ -56,9 +56,7 @@ func New(o Options) *Metrics {
 	m.sessionsActive = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tether_sessions_active", Help: "Sessions currently open (both legs connected).",
 	})
-	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_sessions_total", Help: "Sessions ended, by teardown reason.",
-	}, []string{"reason"})
+	m.sessionsTotal = counterVec("tether_sessions_total", "Sessions ended, by teardown reason.", "reason")
 	m.sessionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "tether_session_duration_seconds", Help: "Session length from upgrade to teardown.",
 		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600},
@@ -67,9 +65,7 @@ func New(o Options) *Metrics {
 		Name: "tether_upstream_dial_seconds", Help: "Upstream dial time (TCP, TLS, upgrade, first event), by upstream and result.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"upstream", "result"})
-	m.handshakeRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_handshake_rejections_total", Help: "Client upgrades refused before a session started, by reason.",
-	}, []string{"reason"})
+	m.handshakeRejected = counterVec("tether_handshake_rejections_total", "Client upgrades refused before a session started, by reason.", "reason")
 	rtt := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "tether_heartbeat_rtt_seconds", Help: "Ping to pong round trip, by leg.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
@@ -80,22 +76,13 @@ func New(o Options) *Metrics {
 		Name: "tether_time_to_first_audio_seconds", Help: "From end of the caller's turn (speech_stopped, commit or response.created) to the first audio delta of the answer.",
 		Buckets: []float64{.1, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10},
 	})
-	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_tokens_total", Help: "Tokens reported in response.done usage, by kind.",
-	}, []string{"kind"})
-	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_upstream_errors_total", Help: "Upstream error events, by error code.",
-	}, []string{"code"})
-	m.responsesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_responses_total", Help: "Responses finished (response.done), by status.",
-	}, []string{"status"})
-	m.heartbeatTimeouts = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_heartbeat_timeouts_total", Help: "Heartbeat timeouts, by leg.",
-	}, []string{"leg"})
-	closeFrames := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_close_frames_total",
-		Help: "Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
-	}, []string{"leg", "result"})
+	m.tokens = counterVec("tether_tokens_total", "Tokens reported in response.done usage, by kind.", "kind")
+	m.upstreamErrors = counterVec("tether_upstream_errors_total", "Upstream error events, by error code.", "code")
+	m.responsesTotal = counterVec("tether_responses_total", "Responses finished (response.done), by status.", "status")
+	m.heartbeatTimeouts = counterVec("tether_heartbeat_timeouts_total", "Heartbeat timeouts, by leg.", "leg")
+	closeFrames := counterVec("tether_close_frames_total",
+		"Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
+		"leg", "result")
 	for _, leg := range []lifecycle.Leg{lifecycle.Client, lifecycle.Upstream} {
 		m.closeFramesTotal[leg][0] = closeFrames.WithLabelValues(leg.String(), "not_sent")
 		m.closeFramesTotal[leg][1] = closeFrames.WithLabelValues(leg.String(), "sent")
@@ -123,6 +110,11 @@ func New(o Options) *Metrics {
 		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, closeFrames,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// counterVec is the counter family name, explained by help, by labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
 // set returns the union of lists as a set.
