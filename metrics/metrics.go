@@ -131,28 +131,26 @@ func set(lists ...[]string) map[string]bool {
 // Label values read from upstream events are bounded (an upstream, or a
 // client steering one, must not be able to grow the series set).
 
-// errorCodeLabel is the tether_upstream_errors_total code label: "none"
-// when missing, the code when known or configured fatal, else "other".
-func (m *Metrics) errorCodeLabel(code string) string {
+// boundedLabel is the label value for v: missing when v is empty, v when
+// known, else "other".
+func boundedLabel(v, missing string, known map[string]bool) string {
 	switch {
-	case code == "":
-		return "none"
-	case m.errorCodes[code]:
-		return code
+	case v == "":
+		return missing
+	case known[v]:
+		return v
 	}
 	return "other"
 }
 
+// errorCodeLabel is the tether_upstream_errors_total code label: "none"
+// when missing, the code when known or configured fatal, else "other".
+func (m *Metrics) errorCodeLabel(code string) string { return boundedLabel(code, "none", m.errorCodes) }
+
 // responseStatusLabel is the tether_responses_total status label:
 // "unknown" when missing, the status when known, else "other".
 func (m *Metrics) responseStatusLabel(status string) string {
-	switch {
-	case status == "":
-		return "unknown"
-	case m.statuses[status]:
-		return status
-	}
-	return "other"
+	return boundedLabel(status, "unknown", m.statuses)
 }
 
 // ObserveDial records one upstream dial attempt.
