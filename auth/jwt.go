@@ -6,9 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 )
@@ -39,31 +38,17 @@ func NewJWT(path, issuer, audience string) (*JWT, error) {
 	return j, nil
 }
 
+// reload re-reads the secret file when it changed (see fileWatch.reload).
+// Caller holds w.mu.
 func (j *JWT) reload(force bool) error {
-	fi, ch, err := j.w.changed(time.Now(), force)
-	if err != nil || !ch {
-		if err != nil && force {
-			return fmt.Errorf("hmac_secret_file: %w", err)
+	return j.w.reload("hmac_secret_file", force, func(b []byte) error {
+		b = bytes.TrimSpace(b)
+		if len(b) < 32 {
+			return errors.New("hmac_secret_file: secret shorter than 32 bytes")
 		}
+		j.secret = b
 		return nil
-	}
-	b, err := os.ReadFile(j.w.path)
-	if err != nil {
-		if force {
-			return fmt.Errorf("hmac_secret_file: %w", err)
-		}
-		return nil
-	}
-	b = bytes.TrimSpace(b)
-	if len(b) < 32 {
-		if force {
-			return fmt.Errorf("hmac_secret_file: secret shorter than 32 bytes")
-		}
-		return nil
-	}
-	j.secret = b
-	j.w.loaded(fi)
-	return nil
+	})
 }
 
 // Claims are the registered claims tether checks.

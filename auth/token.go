@@ -48,6 +48,32 @@ func (w *fileWatch) changed(now time.Time, force bool) (os.FileInfo, bool, error
 // loaded records the file version now in use.
 func (w *fileWatch) loaded(fi os.FileInfo) { w.mod, w.size = fi.ModTime(), fi.Size() }
 
+// reload re-reads the file when it changed and passes its content to use,
+// which takes it in or says why not. Caller holds w.mu. With force (the
+// first load) every failure is returned, a stat or read failure as
+// "<setting>: <err>"; otherwise a failure keeps what is in use, and the file
+// is tried again at the next check.
+func (w *fileWatch) reload(setting string, force bool, use func(data []byte) error) error {
+	fi, ch, err := w.changed(time.Now(), force)
+	if err == nil && !ch {
+		return nil
+	}
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(w.path)
+	}
+	if err != nil {
+		err = fmt.Errorf("%s: %w", setting, err)
+	} else if err = use(data); err == nil {
+		w.loaded(fi)
+		return nil
+	}
+	if force {
+		return err
+	}
+	return nil
+}
+
 // tokenEntry is one accepted token: its SHA-256 and a label for logs.
 type tokenEntry struct {
 	sum   [sha256.Size]byte
@@ -78,33 +104,17 @@ func NewTokens(path string) (*Tokens, error) {
 // cannot be read or parsed (a rewrite caught half-way) keeps the previous
 // list and is tried again; a file that parses to no token revokes them all.
 func (t *Tokens) reload(force bool) error {
-	fi, ch, err := t.w.changed(time.Now(), force)
-	if err != nil || !ch {
-		if err != nil && force {
-			return fmt.Errorf("tokens_file: %w", err)
-		}
-		return nil
-	}
-	data, err := os.ReadFile(t.w.path)
-	if err != nil {
-		if force {
-			return fmt.Errorf("tokens_file: %w", err)
-		}
-		return nil
-	}
-	entries, err := parseTokens(data)
-	switch {
-	case errors.Is(err, errNoTokens) && !force:
-		entries = nil // every token revoked
-	case err != nil:
-		if force {
+	return t.w.reload("tokens_file", force, func(data []byte) error {
+		entries, err := parseTokens(data)
+		switch {
+		case errors.Is(err, errNoTokens) && !force:
+			entries = nil // every token revoked
+		case err != nil:
 			return fmt.Errorf("tokens_file %s: %w", t.w.path, err)
 		}
+		t.entries = entries
 		return nil
-	}
-	t.entries = entries
-	t.w.loaded(fi)
-	return nil
+	})
 }
 
 // errNoTokens: the file lists no token.
