@@ -86,9 +86,9 @@ func TestTokens(t *testing.T) {
 	writeFile(t, dir, "tokens", "new-secret app-c\n")
 	future := time.Now().Add(2 * time.Second)
 	_ = os.Chtimes(path, future, future)
-	tok.w.mu.Lock()
-	tok.w.checked = time.Time{}
-	tok.w.mu.Unlock()
+	tok.list.w.mu.Lock()
+	tok.list.w.checked = time.Time{}
+	tok.list.w.mu.Unlock()
 	if _, err := tok.Authenticate(req("Bearer plain-secret")); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("old token after rotation: %v", err)
 	}

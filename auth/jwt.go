@@ -6,9 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 )
@@ -20,8 +19,7 @@ const Leeway = 30 * time.Second
 // it changes); iss and aud are checked when configured, exp and nbf always
 // when present. The identity is the `sub` claim.
 type JWT struct {
-	w        fileWatch
-	secret   []byte // guarded by w.mu
+	secret   *fileValue[[]byte]
 	Issuer   string
 	Audience string
 	// Now returns the current time (tests).
@@ -30,40 +28,17 @@ type JWT struct {
 
 // NewJWT loads the secret from path.
 func NewJWT(path, issuer, audience string) (*JWT, error) {
-	j := &JWT{w: fileWatch{path: path}, Issuer: issuer, Audience: audience, Now: time.Now}
-	j.w.mu.Lock()
-	defer j.w.mu.Unlock()
-	if err := j.reload(true); err != nil {
+	secret, err := newFileValue("hmac_secret_file", path, func(b []byte, _ bool) ([]byte, error) {
+		b = bytes.TrimSpace(b)
+		if len(b) < 32 {
+			return nil, errors.New("hmac_secret_file: secret shorter than 32 bytes")
+		}
+		return b, nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	return j, nil
-}
-
-func (j *JWT) reload(force bool) error {
-	fi, ch, err := j.w.changed(time.Now(), force)
-	if err != nil || !ch {
-		if err != nil && force {
-			return fmt.Errorf("hmac_secret_file: %w", err)
-		}
-		return nil
-	}
-	b, err := os.ReadFile(j.w.path)
-	if err != nil {
-		if force {
-			return fmt.Errorf("hmac_secret_file: %w", err)
-		}
-		return nil
-	}
-	b = bytes.TrimSpace(b)
-	if len(b) < 32 {
-		if force {
-			return fmt.Errorf("hmac_secret_file: secret shorter than 32 bytes")
-		}
-		return nil
-	}
-	j.secret = b
-	j.w.loaded(fi)
-	return nil
+	return &JWT{secret: secret, Issuer: issuer, Audience: audience, Now: time.Now}, nil
 }
 
 // Claims are the registered claims tether checks.
@@ -98,11 +73,7 @@ func (j *JWT) Authenticate(r *http.Request) (string, error) {
 	if !ok {
 		return "", ErrMissing
 	}
-	j.w.mu.Lock()
-	_ = j.reload(false)
-	secret := j.secret
-	j.w.mu.Unlock()
-	c, err := VerifyHS256(cred, secret, j.Now())
+	c, err := VerifyHS256(cred, j.secret.get(), j.Now())
 	if err != nil {
 		return "", err
 	}

@@ -18,9 +18,9 @@ func TestEmptyTokensFileRevokesAll(t *testing.T) {
 	}
 	os.WriteFile(p, []byte("# all access revoked\n"), 0o600)
 	os.Chtimes(p, time.Now().Add(time.Minute), time.Now().Add(time.Minute))
-	tk.w.mu.Lock()
-	tk.w.checked = time.Time{} // skip the once-a-second stat throttle
-	tk.w.mu.Unlock()
+	tk.list.w.mu.Lock()
+	tk.list.w.checked = time.Time{} // skip the once-a-second stat throttle
+	tk.list.w.mu.Unlock()
 	r, _ := http.NewRequest("GET", "/", nil)
 	r.Header.Set("Authorization", "Bearer tok-secret-1")
 	if id, err := tk.Authenticate(r); err == nil {

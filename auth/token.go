@@ -9,44 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
-	"sync"
-	"time"
 )
-
-// reloadEvery bounds how often a credentials file is stat'ed for changes.
-const reloadEvery = time.Second
-
-// fileWatch re-reads a file when its size or modification time changes.
-type fileWatch struct {
-	path    string
-	mu      sync.Mutex
-	checked time.Time
-	mod     time.Time
-	size    int64
-}
-
-// changed reports whether the file must be (re)loaded; it stats at most
-// once per reloadEvery. The caller calls loaded(fi) once the new content is
-// in use, so a failed load is retried at the next check.
-func (w *fileWatch) changed(now time.Time, force bool) (os.FileInfo, bool, error) {
-	if !force && now.Sub(w.checked) < reloadEvery {
-		return nil, false, nil
-	}
-	w.checked = now
-	fi, err := os.Stat(w.path)
-	if err != nil {
-		return nil, false, err
-	}
-	if !force && fi.ModTime().Equal(w.mod) && fi.Size() == w.size {
-		return nil, false, nil
-	}
-	return fi, true, nil
-}
-
-// loaded records the file version now in use.
-func (w *fileWatch) loaded(fi os.FileInfo) { w.mod, w.size = fi.ModTime(), fi.Size() }
 
 // tokenEntry is one accepted token: its SHA-256 and a label for logs.
 type tokenEntry struct {
@@ -57,54 +21,28 @@ type tokenEntry struct {
 // Tokens accepts the tokens listed in a file, one per line: a plain token or
 // `sha256:<hex>` of one. Blank lines and lines starting with # are ignored;
 // an optional label follows the token after whitespace ("tok123 app-a").
-// The file is re-read when it changes.
+// The file is re-read when it changes (see fileValue); a rewrite that lists
+// no token revokes them all.
 type Tokens struct {
-	w       fileWatch
-	entries []tokenEntry // guarded by w.mu
+	list *fileValue[[]tokenEntry]
 }
 
 // NewTokens loads path; an unreadable or empty file is an error.
 func NewTokens(path string) (*Tokens, error) {
-	t := &Tokens{w: fileWatch{path: path}}
-	t.w.mu.Lock()
-	defer t.w.mu.Unlock()
-	if err := t.reload(true); err != nil {
+	list, err := newFileValue("tokens_file", path, func(data []byte, first bool) ([]tokenEntry, error) {
+		entries, err := parseTokens(data)
+		switch {
+		case errors.Is(err, errNoTokens) && !first:
+			return nil, nil // every token revoked
+		case err != nil:
+			return nil, fmt.Errorf("tokens_file %s: %w", path, err)
+		}
+		return entries, nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	return t, nil
-}
-
-// reload re-reads the file when it changed. Caller holds w.mu. A file that
-// cannot be read or parsed (a rewrite caught half-way) keeps the previous
-// list and is tried again; a file that parses to no token revokes them all.
-func (t *Tokens) reload(force bool) error {
-	fi, ch, err := t.w.changed(time.Now(), force)
-	if err != nil || !ch {
-		if err != nil && force {
-			return fmt.Errorf("tokens_file: %w", err)
-		}
-		return nil
-	}
-	data, err := os.ReadFile(t.w.path)
-	if err != nil {
-		if force {
-			return fmt.Errorf("tokens_file: %w", err)
-		}
-		return nil
-	}
-	entries, err := parseTokens(data)
-	switch {
-	case errors.Is(err, errNoTokens) && !force:
-		entries = nil // every token revoked
-	case err != nil:
-		if force {
-			return fmt.Errorf("tokens_file %s: %w", t.w.path, err)
-		}
-		return nil
-	}
-	t.entries = entries
-	t.w.loaded(fi)
-	return nil
+	return &Tokens{list: list}, nil
 }
 
 // errNoTokens: the file lists no token.
@@ -158,10 +96,7 @@ func (t *Tokens) Authenticate(r *http.Request) (string, error) {
 		return "", ErrMissing
 	}
 	sum := sha256.Sum256([]byte(cred))
-	t.w.mu.Lock()
-	_ = t.reload(false)
-	entries := t.entries
-	t.w.mu.Unlock()
+	entries := t.list.get()
 	match := -1
 	for i := range entries {
 		if subtle.ConstantTimeCompare(sum[:], entries[i].sum[:]) == 1 && match < 0 {

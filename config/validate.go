@@ -185,18 +185,22 @@ func (a *Auth) validate(ps *problems) {
 	switch a.Mode {
 	case auth.ModeNone:
 	case auth.ModeToken:
-		if a.TokensFile == "" {
-			ps.add("auth.tokens_file", "required when auth.mode is %q", auth.ModeToken)
-		}
+		requiredIn(ps, "auth.tokens_file", a.TokensFile, "auth.mode", auth.ModeToken)
 	case auth.ModeJWT:
-		if a.JWT.HMACSecretFile == "" {
-			ps.add("auth.jwt.hmac_secret_file", "required when auth.mode is %q", auth.ModeJWT)
-		}
+		requiredIn(ps, "auth.jwt.hmac_secret_file", a.JWT.HMACSecretFile, "auth.mode", auth.ModeJWT)
 	default:
 		oneOf(ps, "auth.mode", a.Mode, auth.Modes()...)
 	}
 	if a.MaxSessionsPerClient < 0 {
 		ps.add("auth.max_sessions_per_client", "must be >= 0 (got %d); 0 means unlimited", a.MaxSessionsPerClient)
+	}
+}
+
+// requiredIn reports path when its value v is empty: it is required when
+// modeKey is mode.
+func requiredIn(ps *problems, path, v, modeKey string, mode any) {
+	if v == "" {
+		ps.add(path, "required when %s is %q", modeKey, mode)
 	}
 }
 
@@ -340,12 +344,8 @@ func (t *TLS) validate(ps *problems) {
 	switch t.Mode {
 	case tethertls.ModeOff:
 	case tethertls.ModeFiles:
-		if t.CertFile == "" {
-			ps.add("tls.cert_file", "required when tls.mode is %q", tethertls.ModeFiles)
-		}
-		if t.KeyFile == "" {
-			ps.add("tls.key_file", "required when tls.mode is %q", tethertls.ModeFiles)
-		}
+		requiredIn(ps, "tls.cert_file", t.CertFile, "tls.mode", tethertls.ModeFiles)
+		requiredIn(ps, "tls.key_file", t.KeyFile, "tls.mode", tethertls.ModeFiles)
 	case tethertls.ModeACME:
 		a := &t.ACME
 		if len(a.Domains) == 0 {
@@ -355,9 +355,7 @@ func (t *TLS) validate(ps *problems) {
 				ps.add("tls.acme.domains", "must list at least one domain when tls.mode is %q", tethertls.ModeACME)
 			}
 		}
-		if a.StorageDir == "" {
-			ps.add("tls.acme.storage_dir", "required when tls.mode is %q", tethertls.ModeACME)
-		}
+		requiredIn(ps, "tls.acme.storage_dir", a.StorageDir, "tls.mode", tethertls.ModeACME)
 		// The file is only read in acme mode: a bundle kept in the file
 		// for later must not break a configuration that does not use it.
 		if a.CARootFile != "" {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -112,22 +111,11 @@ func TestCLIServePortInUse(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
 // TestCLIMockUpstream: `tether mock-upstream` accepts a realtime session on
 // its own, and behind `tether serve` as a mock-type upstream.
 func TestCLIMockUpstream(t *testing.T) {
 	t.Parallel()
-	addr := "127.0.0.1:" + freePort(t)
+	addr := testkit.DeadAddr(t)
 	m := startProc(t, nil, "mock-upstream", "--listen", addr)
 	var c *rtClient
 	testkit.WaitFor(t, startTimeout, "mock-upstream to accept connections", func() bool {

@@ -253,31 +253,33 @@ func (r *drainRig) checkLogs(t *testing.T) {
 // each busy session receives its whole response and response.done and then
 // 1001 (nothing cut short), and tether exits 0 within drain_timeout + 2 s.
 func TestDrainTurnAware(t *testing.T) {
-	r := startDrainRig(t, 10*time.Second, 300*time.Millisecond)
-	t0 := r.sigterm(t)
-	ready := r.checkNotReady(t, t0)
-	idle := r.checkIdleClosed(t, t0)
-	var first, last time.Duration = time.Hour, 0
-	for i, c := range r.busy {
-		ci := c.WaitClose(r.timeout + 2*time.Second)
-		d := ci.At.Sub(t0)
-		first, last = min(first, d), max(last, d)
-		c.WaitEnd(stepTimeout)
-		checkBusyFinished(t, i, c)
-	}
-	exit := checkExit(t, r.p, r.exited, t0, r.timeout+2*time.Second)
-	r.checkLogs(t)
-	t.Logf("drain figures (%d sessions, %d mid-response, drain_timeout %v): /readyz 503 after %v; idle sessions closed 1001 within %v; "+
-		"busy sessions got response.done then 1001 between %v and %v; exit 0 after %v",
-		drainSessions, len(r.busy), r.timeout, ready.Round(time.Millisecond), idle.Round(time.Millisecond),
-		first.Round(time.Millisecond), last.Round(time.Millisecond), exit.Round(time.Millisecond))
+	drainOnce(t, 10*time.Second, 300*time.Millisecond, "mid-response", "got response.done then 1001",
+		func(t *testing.T, i int, c *rtClient, _ time.Duration) { checkBusyFinished(t, i, c) })
 }
 
 // TestDrainDeadline: responses outlast drain_timeout (9 s against 3 s): the
 // idle half close at once, the rest with 1001 at the deadline (whole frames,
 // no response.done), and tether exits 0 within drain_timeout + 2 s.
 func TestDrainDeadline(t *testing.T) {
-	r := startDrainRig(t, 3*time.Second, time.Second)
+	const drainTimeout = 3 * time.Second
+	drainOnce(t, drainTimeout, time.Second, "with 9 s responses", "closed 1001",
+		func(t *testing.T, i int, c *rtClient, d time.Duration) {
+			if d < drainTimeout-100*time.Millisecond || d > drainTimeout+time.Second {
+				t.Errorf("busy session %d: closed %v after SIGTERM, want at drain_timeout (%v)", i, d, drainTimeout)
+			}
+			checkBusyCut(t, i, c)
+		})
+}
+
+// drainOnce sends one SIGTERM to a drain rig (drainTimeout, responses paced
+// by delta) and checks /readyz, the idle half, each busy session in turn
+// (checkBusy, given how long after the signal its close came), the exit
+// within drain_timeout + 2 s and the log lines. It logs the figures; busyAre
+// and busyDid describe the busy half and its end.
+func drainOnce(t *testing.T, drainTimeout, delta time.Duration, busyAre, busyDid string,
+	checkBusy func(t *testing.T, i int, c *rtClient, d time.Duration)) {
+	t.Helper()
+	r := startDrainRig(t, drainTimeout, delta)
 	t0 := r.sigterm(t)
 	ready := r.checkNotReady(t, t0)
 	idle := r.checkIdleClosed(t, t0)
@@ -286,18 +288,15 @@ func TestDrainDeadline(t *testing.T) {
 		ci := c.WaitClose(r.timeout + 2*time.Second)
 		d := ci.At.Sub(t0)
 		first, last = min(first, d), max(last, d)
-		if d < r.timeout-100*time.Millisecond || d > r.timeout+time.Second {
-			t.Errorf("busy session %d: closed %v after SIGTERM, want at drain_timeout (%v)", i, d, r.timeout)
-		}
 		c.WaitEnd(stepTimeout)
-		checkBusyCut(t, i, c)
+		checkBusy(t, i, c, d)
 	}
 	exit := checkExit(t, r.p, r.exited, t0, r.timeout+2*time.Second)
 	r.checkLogs(t)
-	t.Logf("drain deadline figures (%d sessions, %d with 9 s responses, drain_timeout %v): /readyz 503 after %v; idle closed within %v; "+
-		"busy closed 1001 between %v and %v; exit 0 after %v",
-		drainSessions, len(r.busy), r.timeout, ready.Round(time.Millisecond), idle.Round(time.Millisecond),
-		first.Round(time.Millisecond), last.Round(time.Millisecond), exit.Round(time.Millisecond))
+	t.Logf("drain figures (%d sessions, %d %s, drain_timeout %v): /readyz 503 after %v; idle sessions closed 1001 within %v; "+
+		"busy sessions %s between %v and %v; exit 0 after %v",
+		drainSessions, len(r.busy), busyAre, r.timeout, ready.Round(time.Millisecond), idle.Round(time.Millisecond),
+		busyDid, first.Round(time.Millisecond), last.Round(time.Millisecond), exit.Round(time.Millisecond))
 }
 
 // TestDrainSecondSignal: SIGTERM starts a drain (10 s); a second SIGTERM

@@ -558,69 +558,32 @@ func (p *wsPeer) waitType(t testing.TB, typ string, n int, timeout time.Duration
 // rawUpstream answers WebSocket upgrades itself, sends session.created, and
 // hands each session to the test as a wsPeer.
 type rawUpstream struct {
-	ln    net.Listener
 	URL   string
 	peers chan *wsPeer
-	wg    sync.WaitGroup
-
-	mu     sync.Mutex
-	closed bool
-	all    []*wsPeer
-	conns  map[net.Conn]struct{} // still upgrading
 }
 
 func startRawUpstream(t testing.TB) *rawUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &rawUpstream{ln: ln, URL: "ws://" + ln.Addr().String() + "/v1/realtime", peers: make(chan *wsPeer, 16),
-		conns: map[net.Conn]struct{}{}}
-	u.wg.Add(1)
-	go u.accept()
-	t.Cleanup(u.close)
+	u := &rawUpstream{peers: make(chan *wsPeer, 16)}
+	u.URL = "ws://" + testkit.Serve(t, u.serve).Addr() + "/v1/realtime"
 	return u
-}
-
-func (u *rawUpstream) accept() {
-	defer u.wg.Done()
-	for {
-		nc, err := u.ln.Accept()
-		if err != nil {
-			return
-		}
-		u.mu.Lock()
-		if u.closed {
-			u.mu.Unlock()
-			nc.Close()
-			return
-		}
-		u.conns[nc] = struct{}{}
-		u.wg.Add(1)
-		u.mu.Unlock()
-		go u.serve(nc)
-	}
 }
 
 const rawSessionCreated = `{"type":"session.created","event_id":"evt_raw_0","session":{"type":"realtime","object":"realtime.session","id":"sess_raw","model":"gpt-realtime"}}`
 
+// serve upgrades nc and runs its peer until the connection ends (the
+// server closes it when the test ends).
 func (u *rawUpstream) serve(nc net.Conn) {
-	defer u.wg.Done()
 	_ = nc.SetDeadline(time.Now().Add(stepTimeout))
 	up := ws.Upgrader{Protocol: func(b []byte) bool { return string(b) == "realtime" }}
 	_, err := up.Upgrade(nc)
 	_ = nc.SetDeadline(time.Time{})
-	u.mu.Lock()
-	delete(u.conns, nc)
-	if err != nil || u.closed {
-		u.mu.Unlock()
+	if err != nil {
 		nc.Close()
 		return
 	}
 	p := newPeer("upstream", nc, nc, false)
-	u.all = append(u.all, p)
-	u.mu.Unlock()
+	defer p.wg.Wait()
 	if p.sendText([]byte(rawSessionCreated)) != nil {
 		return
 	}
@@ -642,21 +605,6 @@ func (u *rawUpstream) next(t testing.TB) *wsPeer {
 	}
 }
 
-func (u *rawUpstream) close() {
-	u.mu.Lock()
-	u.closed = true
-	all := u.all
-	for nc := range u.conns {
-		nc.Close()
-	}
-	u.mu.Unlock()
-	u.ln.Close()
-	for _, p := range all {
-		p.Close()
-	}
-	u.wg.Wait()
-}
-
 // streamAnswer starts an answer: response.created, then a 20 ms audio delta
 // every 20 ms (real time) until stopped or a write fails.
 func streamAnswer(t testing.TB, up *wsPeer) *ticker {
@@ -673,62 +621,36 @@ func streamAnswer(t testing.TB, up *wsPeer) *ticker {
 // throttle is a TCP relay in front of tether that passes the client's
 // bytes on at most rate bytes/s (a slow uplink) and tether's unshaped.
 type throttle struct {
-	ln     net.Listener
+	srv    *testkit.Server
 	target string
 	rate   float64
-	wg     sync.WaitGroup
-
-	mu     sync.Mutex
-	closed bool
-	conns  []net.Conn
 }
 
 func startThrottle(t testing.TB, target string, rate float64) *throttle {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	th := &throttle{ln: ln, target: target, rate: rate}
-	th.wg.Add(1)
-	go th.accept()
-	t.Cleanup(th.close)
+	th := &throttle{target: target, rate: rate}
+	th.srv = testkit.Serve(t, th.relay)
 	return th
 }
 
-func (th *throttle) Addr() string { return th.ln.Addr().String() }
+func (th *throttle) Addr() string { return th.srv.Addr() }
 
-func (th *throttle) accept() {
-	defer th.wg.Done()
-	for {
-		down, err := th.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.DialTimeout("tcp", th.target, stepTimeout)
-		if err != nil {
-			down.Close()
-			continue
-		}
-		th.mu.Lock()
-		if th.closed {
-			th.mu.Unlock()
-			down.Close()
-			up.Close()
-			return
-		}
-		th.conns = append(th.conns, down, up)
-		th.wg.Add(2)
-		th.mu.Unlock()
-		go th.pipe(up, down, th.rate)
-		go th.pipe(down, up, 0)
+// relay connects one client connection to tether until either side ends.
+func (th *throttle) relay(down net.Conn) {
+	up, err := net.DialTimeout("tcp", th.target, stepTimeout)
+	if err != nil {
+		down.Close()
+		return
 	}
+	var downlink sync.WaitGroup
+	downlink.Go(func() { copyPaced(down, up, 0) })
+	copyPaced(up, down, th.rate)
+	downlink.Wait()
 }
 
-// pipe copies src to dst; with rate > 0, paced to rate bytes/s (no credit
-// for idle time, so no bursts).
-func (th *throttle) pipe(dst, src net.Conn, rate float64) {
-	defer th.wg.Done()
+// copyPaced copies src to dst, then closes both; with rate > 0, paced to
+// rate bytes/s (no credit for idle time, so no bursts).
+func copyPaced(dst, src net.Conn, rate float64) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 8<<10)
@@ -752,18 +674,6 @@ func (th *throttle) pipe(dst, src net.Conn, rate float64) {
 			return
 		}
 	}
-}
-
-func (th *throttle) close() {
-	th.mu.Lock()
-	th.closed = true
-	conns := th.conns
-	th.mu.Unlock()
-	th.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
-	th.wg.Wait()
 }
 
 // ---------------------------------------------------------------------------

@@ -182,19 +182,21 @@ func (p *proc) adminDo(method, path string) (int, http.Header, []byte, error) {
 // get performs an admin GET; a transport error fails the test.
 func (p *proc) get(path string) (int, []byte) {
 	p.t.Helper()
-	code, _, body, err := p.adminDo(http.MethodGet, path)
-	if err != nil {
-		p.t.Fatalf("GET %s: %v", path, err)
-	}
-	return code, body
+	return p.admin(http.MethodGet, path)
 }
 
 // del performs an admin DELETE; a transport error fails the test.
 func (p *proc) del(path string) (int, []byte) {
 	p.t.Helper()
-	code, _, body, err := p.adminDo(http.MethodDelete, path)
+	return p.admin(http.MethodDelete, path)
+}
+
+// admin performs an admin request; a transport error fails the test.
+func (p *proc) admin(method, path string) (int, []byte) {
+	p.t.Helper()
+	code, _, body, err := p.adminDo(method, path)
 	if err != nil {
-		p.t.Fatalf("DELETE %s: %v", path, err)
+		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	return code, body
 }

@@ -22,13 +22,10 @@ import (
 // leg. A reset from either side is passed on as a reset.
 type tap struct {
 	t      testing.TB
-	ln     net.Listener
 	target string
-	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	closed bool
-	conns  []*tapConn
+	mu    sync.Mutex
+	conns []*tapConn
 }
 
 type tapConn struct {
@@ -71,53 +68,35 @@ func startTap(t testing.TB, upstreamURL string) (*tap, string) {
 	t.Helper()
 	host := strings.TrimPrefix(upstreamURL, "ws://")
 	host, path, _ := strings.Cut(host, "/")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tp := &tap{t: t, target: host}
+	srv := testkit.Serve(t, tp.relay)
+	return tp, "ws://" + srv.Addr() + "/" + path
+}
+
+// relay connects one connection from tether to the upstream and records
+// both directions until either side ends.
+func (tp *tap) relay(down net.Conn) {
+	up, err := net.DialTimeout("tcp", tp.target, 5*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		down.Close()
+		return
 	}
-	tp := &tap{t: t, ln: ln, target: host}
-	tp.wg.Add(1)
-	go tp.accept()
-	t.Cleanup(tp.close)
-	return tp, "ws://" + ln.Addr().String() + "/" + path
+	tc := &tapConn{down: down, up: up}
+	tp.mu.Lock()
+	tp.conns = append(tp.conns, tc)
+	tp.mu.Unlock()
+	var toTether sync.WaitGroup
+	toTether.Go(func() { copyRecorded(down, up, &tc.toTether) })
+	err = copyRecorded(up, down, &tc.toUp)
+	tc.mu.Lock()
+	tc.endErr = err
+	tc.mu.Unlock()
+	toTether.Wait()
 }
 
-func (tp *tap) accept() {
-	defer tp.wg.Done()
-	for {
-		down, err := tp.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.DialTimeout("tcp", tp.target, 5*time.Second)
-		if err != nil {
-			down.Close()
-			continue
-		}
-		tc := &tapConn{down: down, up: up}
-		tp.mu.Lock()
-		if tp.closed {
-			tp.mu.Unlock()
-			down.Close()
-			up.Close()
-			return
-		}
-		tp.conns = append(tp.conns, tc)
-		tp.wg.Add(2)
-		tp.mu.Unlock()
-		go func() {
-			err := tp.pipe(up, down, &tc.toUp)
-			tc.mu.Lock()
-			tc.endErr = err
-			tc.mu.Unlock()
-		}()
-		go tp.pipe(down, up, &tc.toTether)
-	}
-}
-
-// pipe copies src to dst, recording the bytes in rec, and returns why it stopped.
-func (tp *tap) pipe(dst, src net.Conn, rec *stream) error {
-	defer tp.wg.Done()
+// copyRecorded copies src to dst, recording the bytes in rec, and returns why it
+// stopped; it closes both, passing a reset on as a reset.
+func copyRecorded(dst, src net.Conn, rec *stream) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -138,19 +117,6 @@ func (tp *tap) pipe(dst, src net.Conn, rec *stream) error {
 			return err
 		}
 	}
-}
-
-func (tp *tap) close() {
-	tp.mu.Lock()
-	tp.closed = true
-	conns := tp.conns
-	tp.mu.Unlock()
-	tp.ln.Close()
-	for _, c := range conns {
-		c.down.Close()
-		c.up.Close()
-	}
-	tp.wg.Wait()
 }
 
 // count is the number of connections tether made through the tap.

@@ -92,100 +92,247 @@ func TestVoiceTurnBuiltInMock(t *testing.T) {
 	}
 }
 
+// teardownRow is a row of the teardown table provoked on an open session:
+// the close code each leg must get and the reason the session ends with.
+type teardownRow struct {
+	name    string
+	vars    map[string]string               // fixture overrides
+	setup   func(t *testing.T, c *rtClient) // before the clock starts; may be nil
+	provoke func(t *testing.T, c *rtClient)
+	what    string // what provoke does, for failure messages
+	// client is the client's close code (0: it left and gets none);
+	// within, if set, bounds its arrival after provoke began.
+	client   int
+	within   time.Duration
+	upstream int    // the upstream's close code (0: it left and gets none)
+	reason   string // the session's end reason
+	// check makes further checks once both legs closed; may be nil.
+	check func(t *testing.T, r *rig, c *rtClient, ci closeInfo)
+}
+
+// teardownRows are the rows a client provokes with one action.
+var teardownRows = []teardownRow{
+	{
+		name:    "client_closed",
+		provoke: func(t *testing.T, c *rtClient) { c.SendClose(4100, "client done") },
+		what:    "after its own close 4100 (want it echoed)",
+		client:  4100, upstream: 4100, reason: "client_closed",
+	},
+	{
+		name: "upstream_closed",
+		provoke: func(t *testing.T, c *rtClient) {
+			c.fault("close", map[string]any{"code": 4321, "reason": "upstream says bye"})
+		},
+		what:   "after the upstream closed with 4321 (want it relayed, and echoed upstream)",
+		client: 4321, upstream: 4321, reason: "upstream_closed",
+		check: func(t *testing.T, _ *rig, _ *rtClient, ci closeInfo) {
+			if ci.Reason != "upstream says bye" {
+				t.Errorf("client got close reason %q, want the upstream's \"upstream says bye\"", ci.Reason)
+			}
+		},
+	},
+	{
+		name: "upstream_closed_long_reason",
+		// 122 bytes on the wire; redacting the key-shaped token makes it
+		// longer, so tether must cut it again without splitting a rune.
+		provoke: func(t *testing.T, c *rtClient) {
+			c.fault("close", map[string]any{"code": 4322, "reason": "sk-ab " + strings.Repeat("é", 58)})
+		},
+		what:   "after the upstream closed with 4322 and a long reason",
+		client: 4322, upstream: 4322, reason: "upstream_closed",
+		check: func(t *testing.T, _ *rig, _ *rtClient, ci closeInfo) {
+			if len(ci.Reason) > 123 || !utf8.ValidString(ci.Reason) {
+				t.Errorf("relayed close reason is %d bytes, valid UTF-8 %v: want at most 123 bytes of valid UTF-8 (%q)",
+					len(ci.Reason), utf8.ValidString(ci.Reason), ci.Reason)
+			}
+			if strings.Contains(ci.Reason, "sk-ab ") {
+				t.Errorf("key-shaped token not redacted: %q", ci.Reason)
+			}
+		},
+	},
+	{
+		name:     "client_error_rst",
+		provoke:  func(t *testing.T, c *rtClient) { c.Vanish() },
+		what:     "after the client vanished",
+		upstream: 1001, reason: "client_error",
+	},
+	{
+		name:     "client_error_eof",
+		provoke:  func(t *testing.T, c *rtClient) { c.Close() }, // TCP FIN without a close frame
+		what:     "after the client's EOF",
+		upstream: 1001, reason: "client_error",
+	},
+	{
+		name:    "upstream_error",
+		provoke: func(t *testing.T, c *rtClient) { c.fault("rst", nil) },
+		what:    "after an upstream reset",
+		client:  1014, within: time.Second, reason: "upstream_error",
+	},
+	{
+		name:    "upstream_heartbeat_timeout",
+		vars:    map[string]string{"UpstreamHBInterval": "1s", "UpstreamHBTimeout": "500ms"},
+		provoke: func(t *testing.T, c *rtClient) { c.fault("stall", nil) },
+		what:    "when the upstream stalled",
+		// interval + timeout + 1 s
+		client: 4002, within: 2500 * time.Millisecond, upstream: 1001, reason: "upstream_heartbeat_timeout",
+	},
+	{
+		name: "upstream_fatal_event_expire",
+		provoke: func(t *testing.T, c *rtClient) {
+			c.fault("expire", nil)
+			if code := errorCode(c.WaitEvent("error", stepTimeout)); code != "session_expired" {
+				t.Errorf("relayed error event code %q, want session_expired", code)
+			}
+		},
+		what:   "after the fatal error event",
+		client: 1014, within: time.Second, upstream: 1000, reason: "upstream_fatal_event",
+	},
+	{
+		name: "upstream_fatal_event_error",
+		// A code not in fatal_upstream_errors is relayed and the session lives on.
+		setup: func(t *testing.T, c *rtClient) {
+			c.fault("error", map[string]any{"code": "harmless_hiccup"})
+			if code := errorCode(c.WaitEvent("error", stepTimeout)); code != "harmless_hiccup" {
+				t.Errorf("relayed error code %q, want harmless_hiccup", code)
+			}
+			c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
+			c.WaitEvent("session.updated", stepTimeout)
+		},
+		provoke: func(t *testing.T, c *rtClient) {
+			c.fault("error", map[string]any{"code": "session_expired"})
+			if code := errorCode(c.WaitEvent("error", stepTimeout)); code != "session_expired" {
+				t.Errorf("relayed error code %q, want session_expired", code)
+			}
+		},
+		what:   "after the fatal error event",
+		client: 1014, within: time.Second, upstream: 1000, reason: "upstream_fatal_event",
+	},
+	{
+		name: "frame_too_large",
+		vars: map[string]string{"MaxFrameBytes": "1024"},
+		provoke: func(t *testing.T, c *rtClient) {
+			writeFrame(t, c, ws.NewTextFrame([]byte(`{"type":"conversation.item.create","item":{"type":"message","role":"user",`+
+				`"content":[{"type":"input_text","text":"`+strings.Repeat("a", 2048)+`"}]}}`)))
+		},
+		what:   "for a 2 KiB frame over max_frame_bytes 1024",
+		client: 1009, upstream: 1000, reason: "frame_too_large",
+		check: func(t *testing.T, r *rig, _ *rtClient, _ closeInfo) {
+			for _, f := range r.tap.conn(0).frames() {
+				if f.Length > 1024 {
+					t.Errorf("a %d-byte frame reached the upstream", f.Length)
+				}
+			}
+		},
+	},
+	{
+		name: "frame_too_large_upstream",
+		// The limit holds on the upstream leg too: audio deltas are about 6.4 KB.
+		vars:    map[string]string{"MaxFrameBytes": "1024"},
+		provoke: func(t *testing.T, c *rtClient) { c.Send(map[string]any{"type": "response.create"}) },
+		what:    "for an upstream frame over max_frame_bytes",
+		client:  1009, upstream: 1000, reason: "frame_too_large",
+		check: func(t *testing.T, _ *rig, c *rtClient, _ closeInfo) {
+			for _, ev := range c.Events() {
+				if ev["type"] == "response.output_audio.delta" {
+					t.Errorf("an oversized audio delta reached the client")
+				}
+			}
+		},
+	},
+	{
+		name: "protocol_error",
+		// Client frames must be masked.
+		provoke: func(t *testing.T, c *rtClient) {
+			if err := c.WriteRaw(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))); err != nil {
+				t.Fatal(err)
+			}
+		},
+		what:   "for an unmasked frame",
+		client: 1002, upstream: 1000, reason: "protocol_error",
+	},
+	{
+		name: "protocol_error_rsv1",
+		// RSV1 marks a compressed frame; no extension was negotiated.
+		provoke: func(t *testing.T, c *rtClient) {
+			f := ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))
+			f.Header.Rsv = ws.Rsv(true, false, false)
+			writeFrame(t, c, f)
+		},
+		what:   "for a frame with RSV1 set",
+		client: 1002, upstream: 1000, reason: "protocol_error",
+	},
+	{
+		name: "protocol_error_bad_close_code",
+		// 1004 is reserved and must not appear in a close frame.
+		provoke: func(t *testing.T, c *rtClient) { writeFrame(t, c, ws.NewCloseFrame([]byte{0x03, 0xec})) },
+		what:    "for a close frame with code 1004",
+		client:  1002, upstream: 1000, reason: "protocol_error",
+	},
+}
+
+// writeFrame writes f (masked); an error fails the test.
+func writeFrame(t *testing.T, c *rtClient, f ws.Frame) {
+	t.Helper()
+	if err := c.Write(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run provokes the row on a fresh rig and checks both legs and the end.
+func (row teardownRow) run(t *testing.T) {
+	r := newRig(t, row.vars, mock.Options{})
+	c := r.dial(t, clientOpts{})
+	if row.setup != nil {
+		row.setup(t, c)
+	}
+	sent := time.Now()
+	row.provoke(t, c)
+	var ci closeInfo
+	if row.client != 0 {
+		ci = r.expectClientClose(t, c, row.client, row.what)
+		if d := ci.At.Sub(sent); row.within > 0 && d > row.within {
+			t.Errorf("client closed %v %s, want within %v", d, row.what, row.within)
+		}
+	}
+	if row.upstream != 0 {
+		r.expectUpstreamClose(t, row.upstream, row.what)
+	}
+	if row.check != nil {
+		row.check(t, r, c, ci)
+	}
+	r.p.assertSessionGone(row.reason, r.base)
+}
+
+// expectClientClose waits for the client's close frame and checks its code.
+func (r *rig) expectClientClose(t *testing.T, c *rtClient, want int, what string) closeInfo {
+	t.Helper()
+	ci := c.WaitClose(stepTimeout)
+	if ci.Code != want {
+		t.Errorf("client got close %d %s, want %d", ci.Code, what, want)
+	}
+	return ci
+}
+
+// expectUpstreamClose waits for tether's close frame on the (first)
+// upstream leg and checks its code.
+func (r *rig) expectUpstreamClose(t *testing.T, want int, what string) {
+	t.Helper()
+	if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != want {
+		t.Errorf("upstream got close %d %s, want %d", code, what, want)
+	}
+}
+
 // TestTeardown drives every row of the design's teardown table from outside
 // and checks the close codes on both legs, the reason metric, and that the
 // session and its goroutines are gone afterwards. Shutdown has its own tests.
 func TestTeardown(t *testing.T) {
 	t.Parallel()
-
-	t.Run("client_closed", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		c.SendClose(4100, "client done")
-		if ci := c.WaitClose(stepTimeout); ci.Code != 4100 {
-			t.Errorf("client got close %d, want its own 4100 echoed", ci.Code)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 4100 {
-			t.Errorf("upstream got close %d, want the client's 4100", code)
-		}
-		r.p.assertSessionGone("client_closed", r.base)
-	})
-
-	t.Run("upstream_closed", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		c.fault("close", map[string]any{"code": 4321, "reason": "upstream says bye"})
-		ci := c.WaitClose(stepTimeout)
-		if ci.Code != 4321 || ci.Reason != "upstream says bye" {
-			t.Errorf("client got close %d %q, want the upstream's 4321 \"upstream says bye\"", ci.Code, ci.Reason)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 4321 {
-			t.Errorf("upstream got close %d, want its 4321 echoed", code)
-		}
-		r.p.assertSessionGone("upstream_closed", r.base)
-	})
-
-	t.Run("upstream_closed_long_reason", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		// 122 bytes on the wire; redacting the key-shaped token makes it
-		// longer, so tether must cut it again without splitting a rune.
-		reason := "sk-ab " + strings.Repeat("é", 58)
-		c.fault("close", map[string]any{"code": 4322, "reason": reason})
-		ci := c.WaitClose(stepTimeout)
-		if ci.Code != 4322 {
-			t.Errorf("client got close %d, want 4322", ci.Code)
-		}
-		if len(ci.Reason) > 123 || !utf8.ValidString(ci.Reason) {
-			t.Errorf("relayed close reason is %d bytes, valid UTF-8 %v: want at most 123 bytes of valid UTF-8 (%q)",
-				len(ci.Reason), utf8.ValidString(ci.Reason), ci.Reason)
-		}
-		if strings.Contains(ci.Reason, "sk-ab ") {
-			t.Errorf("key-shaped token not redacted: %q", ci.Reason)
-		}
-		r.p.assertSessionGone("upstream_closed", r.base)
-	})
-
-	t.Run("client_error_rst", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		c.Vanish()
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1001 {
-			t.Errorf("upstream got close %d after the client vanished, want 1001", code)
-		}
-		r.p.assertSessionGone("client_error", r.base)
-	})
-
-	t.Run("client_error_eof", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		c.Close() // TCP FIN without a close frame
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1001 {
-			t.Errorf("upstream got close %d after the client's EOF, want 1001", code)
-		}
-		r.p.assertSessionGone("client_error", r.base)
-	})
-
-	t.Run("upstream_error", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		sent := time.Now()
-		c.fault("rst", nil)
-		ci := c.WaitClose(stepTimeout)
-		if ci.Code != 1014 {
-			t.Errorf("client got close %d after an upstream reset, want 1014", ci.Code)
-		}
-		if d := ci.At.Sub(sent); d > time.Second {
-			t.Errorf("client closed %v after the upstream reset, want within 1s", d)
-		}
-		r.p.assertSessionGone("upstream_error", r.base)
-	})
+	for _, row := range teardownRows {
+		t.Run(row.name, func(t *testing.T) {
+			t.Parallel()
+			row.run(t)
+		})
+	}
 
 	t.Run("client_heartbeat_timeout", func(t *testing.T) {
 		t.Parallel()
@@ -202,9 +349,7 @@ func TestTeardown(t *testing.T) {
 		if c.Pings() == 0 {
 			t.Errorf("the client saw no ping")
 		}
-		if ci := c.WaitClose(stepTimeout); ci.Code != 1001 {
-			t.Errorf("client got close %d, want 1001", ci.Code)
-		}
+		r.expectClientClose(t, c, 1001, "after its heartbeat timed out")
 		r.p.assertSessionGone("client_heartbeat_timeout", r.base)
 	})
 
@@ -245,26 +390,6 @@ func TestTeardown(t *testing.T) {
 		r.p.assertSessionGone("client_heartbeat_timeout", r.base)
 	})
 
-	t.Run("upstream_heartbeat_timeout", func(t *testing.T) {
-		t.Parallel()
-		const interval, timeout = time.Second, 500 * time.Millisecond
-		r := newRig(t, map[string]string{"UpstreamHBInterval": "1s", "UpstreamHBTimeout": "500ms"}, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		stalled := time.Now()
-		c.fault("stall", nil)
-		ci := c.WaitClose(interval + timeout + 3*time.Second)
-		if ci.Code != 4002 {
-			t.Errorf("client got close %d when the upstream stalled, want 4002", ci.Code)
-		}
-		if d := ci.At.Sub(stalled); d > interval+timeout+time.Second {
-			t.Errorf("client closed %v after the upstream stalled, want within %v", d, interval+timeout+time.Second)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1001 {
-			t.Errorf("upstream got close %d, want 1001", code)
-		}
-		r.p.assertSessionGone("upstream_heartbeat_timeout", r.base)
-	})
-
 	t.Run("idle_timeout", func(t *testing.T) {
 		t.Parallel()
 		const idle = time.Second
@@ -278,19 +403,14 @@ func TestTeardown(t *testing.T) {
 		c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
 		c.WaitEvent("session.updated", stepTimeout)
 		last := time.Now() // after the last data frame
-		ci := c.WaitClose(idle + 3*time.Second)
-		if ci.Code != 4000 {
-			t.Errorf("client got close %d, want 4000", ci.Code)
-		}
+		ci := r.expectClientClose(t, c, 4000, "when idle")
 		if d := ci.At.Sub(sent); d < idle {
 			t.Errorf("idle close %v after the last data frame, before idle_timeout %v", d, idle)
 		}
 		if d := ci.At.Sub(last); d > idle+time.Second {
 			t.Errorf("idle close %v after the last data frame, want within 1s of idle_timeout %v", d, idle)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
+		r.expectUpstreamClose(t, 1000, "when idle")
 		if c.Pings() == 0 {
 			t.Errorf("no ping reached the client: the heartbeat did not run during the idle period")
 		}
@@ -321,152 +441,17 @@ func TestTeardown(t *testing.T) {
 				}
 			}
 		}()
-		ci := c.WaitClose(maxDur + 5*time.Second)
+		ci := r.expectClientClose(t, c, 4001, "at max_duration")
 		close(stop)
 		<-busy
-		if ci.Code != 4001 {
-			t.Errorf("client got close %d, want 4001", ci.Code)
-		}
 		if d := ci.At.Sub(start); d < maxDur {
 			t.Errorf("max_duration close %v after the upgrade began, before max_duration %v", d, maxDur)
 		}
 		if d := ci.At.Sub(c.Connected); d > maxDur+time.Second {
 			t.Errorf("max_duration close %v after connect, want about %v", d, maxDur)
 		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
+		r.expectUpstreamClose(t, 1000, "at max_duration")
 		r.p.assertSessionGone("max_duration", r.base)
-	})
-
-	t.Run("upstream_fatal_event_expire", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		sent := time.Now()
-		c.fault("expire", nil)
-		ev := c.WaitEvent("error", stepTimeout)
-		if code := errorCode(ev); code != "session_expired" {
-			t.Errorf("relayed error event code %q, want session_expired", code)
-		}
-		expectFatalTeardown(t, r, c, sent)
-	})
-
-	t.Run("upstream_fatal_event_error", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		// A code not in fatal_upstream_errors is relayed and the session lives on.
-		c.fault("error", map[string]any{"code": "harmless_hiccup"})
-		if code := errorCode(c.WaitEvent("error", stepTimeout)); code != "harmless_hiccup" {
-			t.Errorf("relayed error code %q, want harmless_hiccup", code)
-		}
-		c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
-		c.WaitEvent("session.updated", stepTimeout)
-
-		sent := time.Now()
-		c.fault("error", map[string]any{"code": "session_expired"})
-		if code := errorCode(c.WaitEvent("error", stepTimeout)); code != "session_expired" {
-			t.Errorf("relayed error code %q, want session_expired", code)
-		}
-		expectFatalTeardown(t, r, c, sent)
-	})
-
-	t.Run("frame_too_large", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, map[string]string{"MaxFrameBytes": "1024"}, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		big := `{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"` +
-			strings.Repeat("a", 2048) + `"}]}}`
-		if err := c.Write(ws.NewTextFrame([]byte(big))); err != nil {
-			t.Fatal(err)
-		}
-		if ci := c.WaitClose(stepTimeout); ci.Code != 1009 {
-			t.Errorf("client got close %d for a 2 KiB frame over max_frame_bytes 1024, want 1009", ci.Code)
-		}
-		f := r.tap.waitClose(0, stepTimeout)
-		if code, _ := f.CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
-		for _, f := range r.tap.conn(0).frames() {
-			if f.Length > 1024 {
-				t.Errorf("a %d-byte frame reached the upstream", f.Length)
-			}
-		}
-		r.p.assertSessionGone("frame_too_large", r.base)
-	})
-
-	t.Run("protocol_error", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		// Client frames must be masked.
-		if err := c.WriteRaw(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))); err != nil {
-			t.Fatal(err)
-		}
-		if ci := c.WaitClose(stepTimeout); ci.Code != 1002 {
-			t.Errorf("client got close %d for an unmasked frame, want 1002", ci.Code)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
-		r.p.assertSessionGone("protocol_error", r.base)
-	})
-
-	t.Run("frame_too_large_upstream", func(t *testing.T) {
-		t.Parallel()
-		// The limit holds on the upstream leg too: audio deltas are about 6.4 KB.
-		r := newRig(t, map[string]string{"MaxFrameBytes": "1024"}, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		c.Send(map[string]any{"type": "response.create"})
-		if ci := c.WaitClose(stepTimeout); ci.Code != 1009 {
-			t.Errorf("client got close %d for an upstream frame over max_frame_bytes, want 1009", ci.Code)
-		}
-		for _, ev := range c.Events() {
-			if ev["type"] == "response.output_audio.delta" {
-				t.Errorf("an oversized audio delta reached the client")
-			}
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
-		r.p.assertSessionGone("frame_too_large", r.base)
-	})
-
-	t.Run("protocol_error_rsv1", func(t *testing.T) {
-		t.Parallel()
-		// RSV1 marks a compressed frame; no extension was negotiated.
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		f := ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))
-		f.Header.Rsv = ws.Rsv(true, false, false)
-		if err := c.Write(f); err != nil {
-			t.Fatal(err)
-		}
-		if ci := c.WaitClose(stepTimeout); ci.Code != 1002 {
-			t.Errorf("client got close %d for a frame with RSV1 set, want 1002", ci.Code)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
-		r.p.assertSessionGone("protocol_error", r.base)
-	})
-
-	t.Run("protocol_error_bad_close_code", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		// 1004 is reserved and must not appear in a close frame.
-		if err := c.Write(ws.NewCloseFrame([]byte{0x03, 0xec})); err != nil {
-			t.Fatal(err)
-		}
-		if ci := c.WaitClose(stepTimeout); ci.Code != 1002 {
-			t.Errorf("client got close %d for a close frame with code 1004, want 1002", ci.Code)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
-		r.p.assertSessionGone("protocol_error", r.base)
 	})
 
 	t.Run("admin", func(t *testing.T) {
@@ -487,12 +472,8 @@ func TestTeardown(t *testing.T) {
 		if code, body := r.p.del("/sessions/" + id); code != http.StatusOK {
 			t.Fatalf("DELETE /sessions/%s: %d %s", id, code, body)
 		}
-		if ci := c.WaitClose(stepTimeout); ci.Code != 4003 {
-			t.Errorf("client got close %d, want 4003", ci.Code)
-		}
-		if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-			t.Errorf("upstream got close %d, want 1000", code)
-		}
+		r.expectClientClose(t, c, 4003, "after DELETE /sessions/{id}")
+		r.expectUpstreamClose(t, 1000, "after DELETE /sessions/{id}")
 		r.p.assertSessionGone("admin", r.base)
 		if code, body := r.p.del("/sessions/" + id); code != http.StatusNotFound {
 			t.Errorf("second DELETE /sessions/%s: %d %s, want 404", id, code, body)
@@ -626,22 +607,4 @@ func TestShutdownSecondSignal(t *testing.T) {
 	if code := r.p.waitExit(exitTimeout); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
-}
-
-// expectFatalTeardown checks the upstream_fatal_event row after the fatal
-// error event was provoked at sent: the client gets 1014 within 1 s, the
-// upstream 1000, and the session is gone.
-func expectFatalTeardown(t *testing.T, r *rig, c *rtClient, sent time.Time) {
-	t.Helper()
-	ci := c.WaitClose(stepTimeout)
-	if ci.Code != 1014 {
-		t.Errorf("client got close %d after the fatal error event, want 1014", ci.Code)
-	}
-	if d := ci.At.Sub(sent); d > time.Second {
-		t.Errorf("client closed %v after the fatal error event, want promptly (1s)", d)
-	}
-	if code, _ := r.tap.waitClose(0, stepTimeout).CloseCode(); code != 1000 {
-		t.Errorf("upstream got close %d, want 1000", code)
-	}
-	r.p.assertSessionGone("upstream_fatal_event", r.base)
 }

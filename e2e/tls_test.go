@@ -43,16 +43,8 @@ func TestTLSACME(t *testing.T) {
 	bin := pebblePath(t)
 	t.Parallel()
 	listen := testkit.DeadAddr(t)
-	pb := startPebble(t, bin, pebbleOpts{TLSPort: port(t, listen), HTTPPort: port(t, testkit.DeadAddr(t))})
-	vars := map[string]string{
-		"Listen":     listen,
-		"CAURL":      pb.DirURL,
-		"CARootFile": pb.CAFile,
-		"Domains":    `["rt.tether.test"]`,
-		"StorageDir": filepath.Join(t.TempDir(), "acme"),
-		"OnDemand":   "false",
-		"HTTPListen": "",
-	}
+	pb := startPebble(t, bin, pebbleOpts{TLSPort: portOf(t, listen), HTTPPort: portOf(t, testkit.DeadAddr(t))})
+	vars := pb.tetherVars(t, listen, `["rt.tether.test"]`, false, "")
 	p := startTether(t, "tls-acme.yaml", vars)
 	waitLog(t, p, issueTimeout, "tls certificate obtained", "name", "rt.tether.test")
 	roots := pb.issuingRoots(t)
@@ -105,16 +97,8 @@ func TestTLSACMEOnDemand(t *testing.T) {
 	bin := pebblePath(t)
 	t.Parallel()
 	listen, httpListen := testkit.DeadAddr(t), testkit.DeadAddr(t)
-	pb := startPebble(t, bin, pebbleOpts{TLSPort: port(t, testkit.DeadAddr(t)), HTTPPort: port(t, httpListen)})
-	p := startTether(t, "tls-acme.yaml", map[string]string{
-		"Listen":     listen,
-		"CAURL":      pb.DirURL,
-		"CARootFile": pb.CAFile,
-		"Domains":    `["*.voice.test"]`,
-		"StorageDir": filepath.Join(t.TempDir(), "acme"),
-		"OnDemand":   "true",
-		"HTTPListen": httpListen,
-	})
+	pb := startPebble(t, bin, pebbleOpts{TLSPort: portOf(t, testkit.DeadAddr(t)), HTTPPort: portOf(t, httpListen)})
+	p := startTether(t, "tls-acme.yaml", pb.tetherVars(t, listen, `["*.voice.test"]`, true, httpListen))
 	// Nothing is requested at startup.
 	time.Sleep(200 * time.Millisecond)
 	if hasLog(p, "tls certificate obtained") {
@@ -384,6 +368,20 @@ func startPebble(t *testing.T, bin string, o pebbleOpts) *pebble {
 	})
 
 	return pb
+}
+
+// tetherVars fill tls-acme.yaml for a tether listening on listen that gets
+// certificates for domains (a YAML list) from pb, with a fresh storage_dir.
+func (pb *pebble) tetherVars(t *testing.T, listen, domains string, onDemand bool, httpListen string) map[string]string {
+	return map[string]string{
+		"Listen":     listen,
+		"CAURL":      pb.DirURL,
+		"CARootFile": pb.CAFile,
+		"Domains":    domains,
+		"StorageDir": filepath.Join(t.TempDir(), "acme"),
+		"OnDemand":   strconv.FormatBool(onDemand),
+		"HTTPListen": httpListen,
+	}
 }
 
 // issuingRoots returns a pool holding the root of the chains Pebble issues,
@@ -684,18 +682,4 @@ func waitLog(t *testing.T, p *proc, timeout time.Duration, msg string, kv ...str
 		return hasLog(p, msg, kv...)
 	})
 
-}
-
-// port returns the port of a host:port address.
-func port(t *testing.T, addr string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

@@ -50,10 +50,7 @@ func openStuck(t *testing.T, m *Manager, n int, busy bool, hold time.Duration, u
 	t.Helper()
 	out := make([]*stuckRelay, n)
 	for i := range out {
-		release, err := m.Reserve("")
-		if err != nil {
-			t.Fatal(err)
-		}
+		release := reserve(t, m)
 		s := m.Open(Info{Upstream: "u"})
 		s.ReleaseOnEnd(release)
 		r := &stuckRelay{m: m, s: s, release: release, hold: hold, unblock: unblock}
@@ -175,10 +172,7 @@ func TestDrainSecondSignalClosesAtOnce(t *testing.T) {
 func TestDrainCancelsHandshakesAtTheDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := NewManager(Options{DrainTimeout: 2 * time.Second})
-		release, err := m.Reserve("")
-		if err != nil {
-			t.Fatal(err)
-		}
+		release := reserve(t, m)
 		var cancelledAfter time.Duration
 		start := time.Now()
 		go func() { // the handler: a dial that never answers, cancelled by Stopping
@@ -202,10 +196,7 @@ func TestDrainCancelsHandshakesAtTheDeadline(t *testing.T) {
 func TestDrainSecondSignalCancelsHandshakes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := NewManager(Options{DrainTimeout: 30 * time.Second})
-		release, err := m.Reserve("")
-		if err != nil {
-			t.Fatal(err)
-		}
+		release := reserve(t, m)
 		go func() {
 			<-m.Stopping().Done()
 			release()
@@ -229,10 +220,7 @@ func TestDrainIsBoundedWhenEverythingHangs(t *testing.T) {
 		m := NewManager(Options{DrainTimeout: 2 * time.Second})
 		openStuck(t, m, 10, false, 0, unblock)
 		openStuck(t, m, 10, true, 0, unblock)
-		release, err := m.Reserve("")
-		if err != nil {
-			t.Fatal(err)
-		}
+		release := reserve(t, m)
 		took := drainAsync(m, t.Context())
 		if d := <-took; d != 2*time.Second+closeGrace {
 			t.Fatalf("Drain took %v, want drain_timeout + closeGrace (%v)", d, 2*time.Second+closeGrace)

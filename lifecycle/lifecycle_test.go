@@ -136,12 +136,19 @@ func (h *recHooks) SessionEnded(_ *Session, sum Summary) {
 	h.mu.Unlock()
 }
 
-func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
+// reserve takes a handshake slot on m; a refusal fails the test.
+func reserve(t *testing.T, m *Manager) (release func()) {
 	t.Helper()
 	release, err := m.Reserve("")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return release
+}
+
+func open(t *testing.T, m *Manager) (*Session, *fakeTransport, func()) {
+	t.Helper()
+	release := reserve(t, m)
 	s := m.Open(Info{Upstream: "u", ClientAddr: "1.2.3.4:5"})
 	ft := newFakeTransport()
 	s.Start(ft)

@@ -92,34 +92,31 @@ type CloseFrame struct {
 	Reason string
 }
 
+// legCloses is what a teardown sends on each leg.
+type legCloses struct{ client, upstream CloseFrame }
+
+// teardownCloses is the contract's teardown table: the close frames each
+// reason sends. client_closed and upstream_closed are filled from the
+// peer's frame instead; a reason not listed closes both legs normally.
+var teardownCloses = map[Reason]legCloses{
+	ReasonClientError:              {upstream: CloseFrame{Code: wsframe.GoingAway}},
+	ReasonUpstreamError:            {client: CloseFrame{Code: wsframe.BadGateway, Reason: "upstream connection lost"}},
+	ReasonClientHeartbeatTimeout:   {CloseFrame{wsframe.GoingAway, "heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}},
+	ReasonUpstreamHeartbeatTimeout: {CloseFrame{wsframe.UpstreamTimeout, "upstream heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}},
+	ReasonIdleTimeout:              {CloseFrame{wsframe.IdleTimeout, "idle timeout"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonMaxDuration:              {CloseFrame{wsframe.MaxDuration, "max duration reached"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonUpstreamFatalEvent:       {CloseFrame{wsframe.BadGateway, "upstream fatal error"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonFrameTooLarge:            {CloseFrame{wsframe.MessageTooBig, "frame too large"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonProtocolError:            {CloseFrame{wsframe.ProtocolError, "protocol error"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonAdmin:                    {CloseFrame{wsframe.Admin, "closed by admin"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonShutdown:                 {CloseFrame{wsframe.GoingAway, "tether shutting down"}, CloseFrame{Code: wsframe.GoingAway}},
+	ReasonPanic:                    {CloseFrame{wsframe.InternalError, "internal error"}, CloseFrame{Code: wsframe.GoingAway}},
+}
+
 // closeCodes maps a reason to the close frames of the contract's teardown table.
-// client_closed and upstream_closed are filled from the peer's frame instead.
 func closeCodes(r Reason) (client, upstream CloseFrame) {
-	switch r {
-	case ReasonClientError:
-		return CloseFrame{}, CloseFrame{Code: wsframe.GoingAway}
-	case ReasonUpstreamError:
-		return CloseFrame{Code: wsframe.BadGateway, Reason: "upstream connection lost"}, CloseFrame{}
-	case ReasonClientHeartbeatTimeout:
-		return CloseFrame{Code: wsframe.GoingAway, Reason: "heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}
-	case ReasonUpstreamHeartbeatTimeout:
-		return CloseFrame{Code: wsframe.UpstreamTimeout, Reason: "upstream heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}
-	case ReasonIdleTimeout:
-		return CloseFrame{Code: wsframe.IdleTimeout, Reason: "idle timeout"}, CloseFrame{Code: wsframe.NormalClosure}
-	case ReasonMaxDuration:
-		return CloseFrame{Code: wsframe.MaxDuration, Reason: "max duration reached"}, CloseFrame{Code: wsframe.NormalClosure}
-	case ReasonUpstreamFatalEvent:
-		return CloseFrame{Code: wsframe.BadGateway, Reason: "upstream fatal error"}, CloseFrame{Code: wsframe.NormalClosure}
-	case ReasonFrameTooLarge:
-		return CloseFrame{Code: wsframe.MessageTooBig, Reason: "frame too large"}, CloseFrame{Code: wsframe.NormalClosure}
-	case ReasonProtocolError:
-		return CloseFrame{Code: wsframe.ProtocolError, Reason: "protocol error"}, CloseFrame{Code: wsframe.NormalClosure}
-	case ReasonAdmin:
-		return CloseFrame{Code: wsframe.Admin, Reason: "closed by admin"}, CloseFrame{Code: wsframe.NormalClosure}
-	case ReasonShutdown:
-		return CloseFrame{Code: wsframe.GoingAway, Reason: "tether shutting down"}, CloseFrame{Code: wsframe.GoingAway}
-	case ReasonPanic:
-		return CloseFrame{Code: wsframe.InternalError, Reason: "internal error"}, CloseFrame{Code: wsframe.GoingAway}
+	if c, ok := teardownCloses[r]; ok {
+		return c.client, c.upstream
 	}
 	return CloseFrame{Code: wsframe.NormalClosure}, CloseFrame{Code: wsframe.NormalClosure}
 }

@@ -66,9 +66,7 @@ func New(o Options) *Metrics {
 	m.sessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tether_sessions_active", Help: "Sessions currently open (both legs connected), by dialect.",
 	}, []string{"dialect"})
-	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_sessions_total", Help: "Sessions ended, by teardown reason and dialect.",
-	}, []string{"reason", "dialect"})
+	m.sessionsTotal = counterVec("tether_sessions_total", "Sessions ended, by teardown reason and dialect.", "reason", "dialect")
 	m.sessionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "tether_session_duration_seconds", Help: "Session length from upgrade to teardown, by dialect.",
 		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600},
@@ -77,9 +75,7 @@ func New(o Options) *Metrics {
 		Name: "tether_upstream_dial_seconds", Help: "Upstream dial time (TCP, TLS, upgrade, first event), by upstream and result.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"upstream", "result"})
-	m.handshakeRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_handshake_rejections_total", Help: "Client upgrades refused before a session started, by reason.",
-	}, []string{"reason"})
+	m.handshakeRejected = counterVec("tether_handshake_rejections_total", "Client upgrades refused before a session started, by reason.", "reason")
 	rtt := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "tether_heartbeat_rtt_seconds", Help: "Ping to pong round trip, by leg.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
@@ -90,25 +86,14 @@ func New(o Options) *Metrics {
 		Name: "tether_time_to_first_audio_seconds", Help: "From the end of the caller's turn (Realtime: speech_stopped, commit or response.created; GPT-Live: the caller's last transcript fragment) to the answer's first audio (GPT-Live: its first transcript fragment), by dialect.",
 		Buckets: []float64{.1, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10},
 	}, []string{"dialect"})
-	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_tokens_total", Help: "Tokens reported in usage (Realtime response.done; GPT-Live delegated responses), by kind.",
-	}, []string{"kind"})
-	m.audioSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_audio_seconds_total", Help: "Billed session audio seconds the upstream reported (GPT-Live usage, cumulative per session: each report adds its growth), by upstream.",
-	}, []string{"upstream"})
-	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_upstream_errors_total", Help: "Upstream error events, by error code.",
-	}, []string{"code"})
-	m.responsesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_responses_total", Help: "Responses finished (response.done), by status.",
-	}, []string{"status"})
-	m.heartbeatTimeouts = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_heartbeat_timeouts_total", Help: "Heartbeat timeouts, by leg.",
-	}, []string{"leg"})
-	closeFrames := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tether_close_frames_total",
-		Help: "Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
-	}, []string{"leg", "result"})
+	m.tokens = counterVec("tether_tokens_total", "Tokens reported in usage (Realtime response.done; GPT-Live delegated responses), by kind.", "kind")
+	m.audioSeconds = counterVec("tether_audio_seconds_total", "Billed session audio seconds the upstream reported (GPT-Live usage, cumulative per session: each report adds its growth), by upstream.", "upstream")
+	m.upstreamErrors = counterVec("tether_upstream_errors_total", "Upstream error events, by error code.", "code")
+	m.responsesTotal = counterVec("tether_responses_total", "Responses finished (response.done), by status.", "status")
+	m.heartbeatTimeouts = counterVec("tether_heartbeat_timeouts_total", "Heartbeat timeouts, by leg.", "leg")
+	closeFrames := counterVec("tether_close_frames_total",
+		"Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
+		"leg", "result")
 	for _, leg := range []lifecycle.Leg{lifecycle.Client, lifecycle.Upstream} {
 		m.closeFramesTotal[leg][0] = closeFrames.WithLabelValues(leg.String(), "not_sent")
 		m.closeFramesTotal[leg][1] = closeFrames.WithLabelValues(leg.String(), "sent")
@@ -141,6 +126,11 @@ func New(o Options) *Metrics {
 	return m
 }
 
+// counterVec is the counter family name, explained by help, by labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
 // set returns the union of lists as a set.
 func set(lists ...[]string) map[string]bool {
 	out := make(map[string]bool)
@@ -155,28 +145,26 @@ func set(lists ...[]string) map[string]bool {
 // Label values read from upstream events are bounded (an upstream, or a
 // client steering one, must not be able to grow the series set).
 
-// errorCodeLabel is the tether_upstream_errors_total code label: "none"
-// when missing, the code when known or configured fatal, else "other".
-func (m *Metrics) errorCodeLabel(code string) string {
+// boundedLabel is the label value for v: missing when v is empty, v when
+// known, else "other".
+func boundedLabel(v, missing string, known map[string]bool) string {
 	switch {
-	case code == "":
-		return "none"
-	case m.errorCodes[code]:
-		return code
+	case v == "":
+		return missing
+	case known[v]:
+		return v
 	}
 	return "other"
 }
 
+// errorCodeLabel is the tether_upstream_errors_total code label: "none"
+// when missing, the code when known or configured fatal, else "other".
+func (m *Metrics) errorCodeLabel(code string) string { return boundedLabel(code, "none", m.errorCodes) }
+
 // responseStatusLabel is the tether_responses_total status label:
 // "unknown" when missing, the status when known, else "other".
 func (m *Metrics) responseStatusLabel(status string) string {
-	switch {
-	case status == "":
-		return "unknown"
-	case m.statuses[status]:
-		return status
-	}
-	return "other"
+	return boundedLabel(status, "unknown", m.statuses)
 }
 
 // ObserveDial records one upstream dial attempt.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/wsframe"
 	"github.com/tetherproxy/tether/lifecycle"
 )
@@ -53,17 +52,9 @@ func newRawHarness(tb testing.TB) *rawHarness {
 	cp, cr := tcpPair(tb)
 	up, ur := tcpPair(tb)
 	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: lifecycle.NewManager(testLifecycle()), done: make(chan struct{})}
-	release, _ := h.mgr.Reserve("")
-	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "bench", Dialect: realtime.Dialect{}})
 	ro := testRelayOptions()
 	ro.MaxFrameBytes = 16 << 20
-	r := NewRelay(cr, nil, ur, nil, ro)
-	h.sess.Start(r)
-	go func() {
-		defer close(h.done)
-		r.Run(h.sess)
-		h.mgr.Finished(h.sess, release)
-	}()
+	h.sess = startRelay(tb, h.mgr, "bench", cr, ur, ro, h.done)
 	return h
 }
 

@@ -31,13 +31,7 @@ func (g *guardReader) Read(p []byte) (int, error) {
 // pipe selects net.Pipe (no raw access: the fallback path) over loopback TCP.
 func legPair(t *testing.T, pipe bool, hs func(net.Conn) *bufio.Reader) (*legReader, net.Conn) {
 	t.Helper()
-	var a, b net.Conn
-	if pipe {
-		a, b = net.Pipe()
-	} else {
-		a, b = tcpPair(t)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
+	a, b := connPair(t, pipe)
 	lr := &legReader{}
 	var br *bufio.Reader
 	if hs != nil {
@@ -50,9 +44,31 @@ func legPair(t *testing.T, pipe bool, hs func(net.Conn) *bufio.Reader) (*legRead
 	return lr, a
 }
 
+// connPair returns both ends of a net.Pipe (pipe) or of a loopback TCP
+// connection, closed when the test ends.
+func connPair(t *testing.T, pipe bool) (a, b net.Conn) {
+	t.Helper()
+	if pipe {
+		a, b = net.Pipe()
+	} else {
+		a, b = tcpPair(t)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
 func write(t *testing.T, c net.Conn, s string) {
 	t.Helper()
 	go func() { _, _ = c.Write([]byte(s)) }() // net.Pipe writes block until read
+}
+
+// readAll reads len(want) bytes from lr and fails unless they are want.
+func readAll(t *testing.T, lr *legReader, want string) {
+	t.Helper()
+	p := make([]byte, len(want))
+	if _, err := io.ReadFull(lr, p); err != nil || string(p) != want {
+		t.Fatalf("read %q, %v; want %q", p, err, want)
+	}
 }
 
 func forBoth(t *testing.T, f func(t *testing.T, pipe bool)) {
@@ -73,20 +89,14 @@ func TestLegReaderServesHandshakeBytesFirst(t *testing.T) {
 			t.Fatal("an empty handshake reader was kept")
 		}
 		write(t, peer, "hi")
-		p := make([]byte, 2)
-		if _, err := io.ReadFull(lr, p); err != nil || string(p) != "hi" {
-			t.Fatalf("read %q, %v", p, err)
-		}
+		readAll(t, lr, "hi")
 	})
 	forBoth(t, func(t *testing.T, pipe bool) {
 		// Leftover bytes come first, then the socket's.
 		var g *guardReader
 		lr, peer := legPairWithLeftover(t, pipe, "HELLO", &g)
 		write(t, peer, "WORLD")
-		got := make([]byte, 10)
-		if _, err := io.ReadFull(lr, got); err != nil || string(got) != "HELLOWORLD" {
-			t.Fatalf("read %q, %v; want HELLOWORLD", got, err)
-		}
+		readAll(t, lr, "HELLOWORLD")
 		if lr.hs != nil || lr.buf != nil {
 			t.Fatalf("after consuming everything: hs %v, buffer held %v", lr.hs != nil, lr.buf != nil)
 		}
@@ -98,13 +108,7 @@ func TestLegReaderServesHandshakeBytesFirst(t *testing.T) {
 // upgrade request.
 func legPairWithLeftover(t *testing.T, pipe bool, leftover string, g **guardReader) (*legReader, net.Conn) {
 	t.Helper()
-	var a, b net.Conn
-	if pipe {
-		a, b = net.Pipe()
-	} else {
-		a, b = tcpPair(t)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
+	a, b := connPair(t, pipe)
 	*g = &guardReader{t: t, r: b}
 	br := bufio.NewReader(*g)
 	write(t, a, leftover)
@@ -125,17 +129,11 @@ func TestLegReaderHoldsNoBufferWhenIdle(t *testing.T) {
 		}
 		write(t, peer, "0123456789")
 		// The first read brings all ten bytes into a pooled buffer.
-		p := make([]byte, 4)
-		if _, err := io.ReadFull(lr, p); err != nil || string(p) != "0123" {
-			t.Fatalf("read %q, %v", p, err)
-		}
+		readAll(t, lr, "0123")
 		if lr.buf == nil || lr.w-lr.r != 6 {
 			t.Fatalf("buffer %v with %d bytes unread; want the other 6 buffered", lr.buf != nil, lr.w-lr.r)
 		}
-		p = make([]byte, 6)
-		if _, err := io.ReadFull(lr, p); err != nil || string(p) != "456789" {
-			t.Fatalf("read %q, %v", p, err)
-		}
+		readAll(t, lr, "456789")
 		if lr.buf != nil {
 			t.Fatal("an idle leg still holds its read buffer")
 		}
@@ -199,9 +197,6 @@ func TestLegReaderDiscard(t *testing.T) {
 		if n, err := lr.Discard(3 + 2*readBufSize); err != nil || n != 3+2*readBufSize {
 			t.Fatalf("Discard = %d, %v", n, err)
 		}
-		p := make([]byte, 3)
-		if _, err := io.ReadFull(lr, p); err != nil || string(p) != "XYZ" {
-			t.Fatalf("after Discard read %q, %v; want XYZ", p, err)
-		}
+		readAll(t, lr, "XYZ") // after the discarded bytes
 	})
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/wsframe"
 	"github.com/tetherproxy/tether/lifecycle"
 )
@@ -116,19 +115,8 @@ func startTCPRelay(t *testing.T) *tcpRelay {
 	cPeer, cRelay := tcpPair(t)
 	uPeer, uRelay := tcpPair(t)
 	t.Cleanup(func() { cPeer.Close(); uPeer.Close() })
-	release, err := mgr.Reserve("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &tcpRelay{client: cPeer, upstream: uPeer, done: make(chan struct{}),
-		sess: mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})}
-	r := NewRelay(cRelay, nil, uRelay, nil, testRelayOptions())
-	tr.sess.Start(r)
-	go func() {
-		defer close(tr.done)
-		r.Run(tr.sess)
-		mgr.Finished(tr.sess, release)
-	}()
+	tr := &tcpRelay{client: cPeer, upstream: uPeer, done: make(chan struct{})}
+	tr.sess = startRelay(t, mgr, "test", cRelay, uRelay, testRelayOptions(), tr.done)
 	return tr
 }
 

@@ -15,26 +15,37 @@ import (
 // payload forwarded yet). Contract: client_error -> upstream gets 1001.
 func TestClientDiesMidFrameUpstreamGets1001(t *testing.T) {
 	h := newHarness(t, testLifecycle(), testRelayOptions())
-	hdr := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: 100, Masked: true, Mask: [4]byte{1, 2, 3, 4}}
-	var b [wsframe.MaxHeaderSize]byte
-	n := wsframe.PutHeader(b[:], hdr)
 	start := time.Now()
 	go func() {
-		_, _ = h.client.conn.Write(b[:n])
+		_ = h.client.writeHeader(ws.Header{Fin: true, OpCode: ws.OpBinary, Length: 100, Masked: true, Mask: [4]byte{1, 2, 3, 4}})
 		_, _ = h.client.conn.Write(make([]byte, 10))
 		h.client.conn.Close()
 	}()
-	gotClose := false
-	for f := range h.upstream.frames {
-		if f.Header.OpCode == ws.OpClose {
-			gotClose = true
-		}
-	}
+	code, gotClose := h.upstream.drainClose()
 	sum := h.wait(t)
 	t.Logf("reason=%s closeUp=%d upstream got close frame=%v teardown took %v", sum.Reason, sum.CloseUp.Code, gotClose, time.Since(start))
-	if !gotClose {
-		t.Errorf("upstream got no close frame (want 1001 for client_error)")
+	if !gotClose || code != wsframe.GoingAway {
+		t.Errorf("upstream got close frame %v, code %d (want 1001 for client_error)", gotClose, code)
 	}
+}
+
+// uploadSlowly sends the client's masked binary frame of size bytes at
+// 64 KiB/s (a 1 MiB append takes 16 s) until it is whole or the session
+// ended.
+func (h *harness) uploadSlowly(size int) {
+	go func() {
+		_ = h.client.writeHeader(ws.Header{Fin: true, OpCode: ws.OpBinary, Length: int64(size), Masked: true, Mask: [4]byte{1, 2, 3, 4}})
+		chunk := make([]byte, 64<<10)
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := h.client.conn.Write(chunk); err != nil {
+				return
+			}
+			time.Sleep(time.Second)
+			if h.sess.Ended() {
+				return
+			}
+		}
+	}()
 }
 
 // A client uploading one large frame slowly: the frame goes upstream as
@@ -45,23 +56,7 @@ func TestSlowUploadKeepsHealthyUpstream(t *testing.T) {
 		lo := testLifecycle()
 		lo.UpstreamHeartbeat = lifecycle.HeartbeatOptions{Interval: 5 * time.Second, Timeout: 2 * time.Second}
 		h := newHarness(t, lo, testRelayOptions())
-		const size = 1 << 20
-		hdr := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: size, Masked: true, Mask: [4]byte{1, 2, 3, 4}}
-		var b [wsframe.MaxHeaderSize]byte
-		n := wsframe.PutHeader(b[:], hdr)
-		go func() {
-			_, _ = h.client.conn.Write(b[:n])
-			chunk := make([]byte, 64<<10) // 64 KiB/s: a 1 MiB append takes 16 s
-			for sent := 0; sent < size; sent += len(chunk) {
-				if _, err := h.client.conn.Write(chunk); err != nil {
-					return
-				}
-				time.Sleep(time.Second)
-				if h.sess.Ended() {
-					return
-				}
-			}
-		}()
+		h.uploadSlowly(1 << 20)
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
 		if h.sess.Ended() {
@@ -79,23 +74,7 @@ func TestSlowUploadKeepsHealthyUpstream(t *testing.T) {
 func TestUpstreamPingDoesNotBlockDownlink(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, testLifecycle(), testRelayOptions())
-		const size = 1 << 20
-		hdr := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: size, Masked: true, Mask: [4]byte{1, 2, 3, 4}}
-		var b [wsframe.MaxHeaderSize]byte
-		n := wsframe.PutHeader(b[:], hdr)
-		go func() {
-			_, _ = h.client.conn.Write(b[:n])
-			chunk := make([]byte, 64<<10)
-			for sent := 0; sent < size; sent += len(chunk) {
-				if _, err := h.client.conn.Write(chunk); err != nil {
-					return
-				}
-				time.Sleep(time.Second)
-				if h.sess.Ended() {
-					return
-				}
-			}
-		}()
+		h.uploadSlowly(1 << 20)
 		time.Sleep(time.Second)
 		go func() {
 			h.upstream.send(ws.NewPingFrame([]byte("p")))
@@ -117,23 +96,15 @@ func TestUpstreamPingDoesNotBlockDownlink(t *testing.T) {
 // the upstream dies mid-frame: contract upstream_error -> client gets 1014.
 func TestUpstreamDiesMidFrameClientGets1014(t *testing.T) {
 	h := newHarness(t, testLifecycle(), testRelayOptions())
-	hdr := ws.Header{Fin: true, OpCode: ws.OpText, Length: 20000}
-	var b [wsframe.MaxHeaderSize]byte
-	n := wsframe.PutHeader(b[:], hdr)
 	go func() {
-		_, _ = h.upstream.conn.Write(b[:n])
+		_ = h.upstream.writeHeader(ws.Header{Fin: true, OpCode: ws.OpText, Length: 20000})
 		_, _ = h.upstream.conn.Write([]byte(`{"type":"response.output_audio.delta","delta":"AAAA`))
 		h.upstream.conn.Close()
 	}()
-	gotClose := false
-	for f := range h.client.frames {
-		if f.Header.OpCode == ws.OpClose {
-			gotClose = true
-		}
-	}
+	code, gotClose := h.client.drainClose()
 	sum := h.wait(t)
 	t.Logf("reason=%s closeClient=%d client got close frame=%v", sum.Reason, sum.CloseClient.Code, gotClose)
-	if !gotClose {
-		t.Errorf("client got no close frame (want 1014 for upstream_error)")
+	if !gotClose || code != wsframe.BadGateway {
+		t.Errorf("client got close frame %v, code %d (want 1014 for upstream_error)", gotClose, code)
 	}
 }

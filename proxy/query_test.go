@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tetherproxy/tether/internal/testkit/prom"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/upstreams"
@@ -92,21 +93,6 @@ func TestClientCannotPickCredentialsOrAccount(t *testing.T) {
 // rejections reads tether_handshake_rejections_total{reason}.
 func rejections(t *testing.T, m *metrics.Metrics, reason string) float64 {
 	t.Helper()
-	mfs, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "tether_handshake_rejections_total" {
-			continue
-		}
-		for _, mt := range mf.GetMetric() {
-			for _, l := range mt.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return mt.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	v, _ := prom.Counter(t, m.Registry, "tether_handshake_rejections_total", "reason", reason)
+	return v
 }

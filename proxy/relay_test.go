@@ -105,6 +105,27 @@ func (p *peer) expectClose(t *testing.T) (wsframe.CloseCode, string) {
 	return wsframe.CloseCode(binary.BigEndian.Uint16(f.Payload)), string(f.Payload[2:])
 }
 
+// drainClose drains the leg until it ends and returns the code of the first
+// close frame received; got is false if none came.
+func (p *peer) drainClose() (code wsframe.CloseCode, got bool) {
+	for f := range p.frames {
+		if f.Header.OpCode == ws.OpClose && !got {
+			code, got = wsframe.NoStatusReceived, true
+			if len(f.Payload) >= 2 {
+				code = wsframe.CloseCode(binary.BigEndian.Uint16(f.Payload))
+			}
+		}
+	}
+	return code, got
+}
+
+// writeHeader writes a frame header alone: the payload is up to the caller.
+func (p *peer) writeHeader(hdr ws.Header) error {
+	var b [wsframe.MaxHeaderSize]byte
+	_, err := p.conn.Write(b[:wsframe.PutHeader(b[:], hdr)])
+	return err
+}
+
 // expectNoClose drains the leg until it ends and fails if a close frame came.
 func (p *peer) expectEnd(t *testing.T) {
 	t.Helper()
@@ -142,19 +163,29 @@ func startHarness(t testing.TB, clientPeer, clientRelay, upPeer, upRelay net.Con
 	h := &harness{mgr: lifecycle.NewManager(lo), done: make(chan struct{})}
 	h.client = newPeer(clientPeer, true)
 	h.upstream = newPeer(upPeer, false)
-	release, err := h.mgr.Reserve("")
+	h.sess = startRelay(t, h.mgr, "test", clientRelay, upRelay, ro, h.done)
+	return h
+}
+
+// startRelay reserves a slot on mgr, opens a session for upstream and runs
+// a relay between clientRelay and upRelay on it; done is closed once the
+// relay returned and the session was released.
+func startRelay(t testing.TB, mgr *lifecycle.Manager, upstream string, clientRelay, upRelay net.Conn, ro Options,
+	done chan struct{}) *lifecycle.Session {
+	t.Helper()
+	release, err := mgr.Reserve("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.sess = h.mgr.Open(lifecycle.Info{Upstream: "test", Dialect: realtime.Dialect{}})
+	sess := mgr.Open(lifecycle.Info{Upstream: upstream, Dialect: realtime.Dialect{}})
 	r := NewRelay(clientRelay, nil, upRelay, nil, ro)
-	h.sess.Start(r)
+	sess.Start(r)
 	go func() {
-		defer close(h.done)
-		r.Run(h.sess)
-		h.mgr.Finished(h.sess, release)
+		defer close(done)
+		r.Run(sess)
+		mgr.Finished(sess, release)
 	}()
-	return h
+	return sess
 }
 
 // wait waits for the relay to finish and closes the peers.

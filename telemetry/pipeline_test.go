@@ -17,6 +17,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/tetherproxy/tether/internal/testkit/prom"
 	"github.com/tetherproxy/tether/lifecycle"
 )
 
@@ -54,24 +55,11 @@ func (failingExporter) Shutdown(context.Context) error { return nil }
 // dropped reads tether_spans_dropped_total{reason} from reg.
 func dropped(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := prom.Counter(t, reg, "tether_spans_dropped_total", "reason", reason)
+	if !ok {
+		t.Fatalf("tether_spans_dropped_total{reason=%q} not registered", reason)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != "tether_spans_dropped_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("tether_spans_dropped_total{reason=%q} not registered", reason)
-	return 0
+	return v
 }
 
 // endSpans ends n root spans on p's tracer and returns how long it took.

@@ -39,15 +39,8 @@ type acmeManager struct {
 // newACME sets up certmagic for the client listener at addr and, unless
 // on demand, starts obtaining (or loading from storage) the certificates.
 func newACME(addr net.Addr, o ACMEOptions, log *slog.Logger) (_ *acmeManager, err error) {
-	if len(o.Domains) == 0 {
-		return nil, errors.New("acme mode needs at least one domain")
-	}
-	if o.StorageDir == "" {
-		return nil, errors.New("acme mode needs a storage directory")
-	}
-	// Fail at startup, not at the first issuance, on an unusable directory.
-	if err := os.MkdirAll(o.StorageDir, 0o700); err != nil {
-		return nil, fmt.Errorf("storage directory: %w", err)
+	if err := checkStorage(o); err != nil {
+		return nil, err
 	}
 	roots, err := trustedRoots(o.CARootFile)
 	if err != nil {
@@ -70,20 +63,70 @@ func newACME(addr net.Addr, o ACMEOptions, log *slog.Logger) (_ *acmeManager, er
 			m.close()
 		}
 	}()
-
-	var httpLn net.Listener
-	httpPort := 0
-	if o.HTTPListen != "" {
-		if httpLn, err = net.Listen("tcp", o.HTTPListen); err != nil {
-			return nil, fmt.Errorf("http_listen: %w", err)
-		}
-		if _, httpPort, err = hostPort(httpLn.Addr()); err != nil {
-			_ = httpLn.Close()
-			return nil, fmt.Errorf("http_listen address: %w", err)
-		}
+	httpLn, httpPort, err := listenHTTP01(o.HTTPListen)
+	if err != nil {
+		return nil, err
 	}
+	ca := o.CAURL
+	if ca == "" {
+		ca = LetsEncryptProduction
+	}
+	issuer := m.configure(o, certmagic.ACMEIssuer{
+		CA:                   ca,
+		TrustedRoots:         roots,
+		ListenHost:           host,
+		AltTLSALPNPort:       port,
+		DisableHTTPChallenge: httpLn == nil,
+		AltHTTPPort:          httpPort,
+	})
+	if httpLn != nil {
+		m.serveHTTP01(httpLn, issuer)
+	}
+	if err = m.start(ctx, o, ca); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
 
-	zl := newZapLogger(log.Handler()).Named("certmagic")
+// checkStorage checks the options name domains and a storage directory, and
+// creates the directory: tether fails at startup, not at the first
+// issuance, on an unusable one.
+func checkStorage(o ACMEOptions) error {
+	if len(o.Domains) == 0 {
+		return errors.New("acme mode needs at least one domain")
+	}
+	if o.StorageDir == "" {
+		return errors.New("acme mode needs a storage directory")
+	}
+	if err := os.MkdirAll(o.StorageDir, 0o700); err != nil {
+		return fmt.Errorf("storage directory: %w", err)
+	}
+	return nil
+}
+
+// listenHTTP01 opens the HTTP-01 challenge listener at addr and returns it
+// with its port; an empty addr opens none (nil, 0).
+func listenHTTP01(addr string) (net.Listener, int, error) {
+	if addr == "" {
+		return nil, 0, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, 0, fmt.Errorf("http_listen: %w", err)
+	}
+	_, port, err := hostPort(ln.Addr())
+	if err != nil {
+		_ = ln.Close()
+		return nil, 0, fmt.Errorf("http_listen address: %w", err)
+	}
+	return ln, port, nil
+}
+
+// configure builds the certificate cache and the certmagic config (on
+// demand if o says so) with one ACME issuer: iss gives its CA and challenge
+// settings, configure adds the account and the logger.
+func (m *acmeManager) configure(o ACMEOptions, iss certmagic.ACMEIssuer) *certmagic.ACMEIssuer {
+	zl := newZapLogger(m.log.Handler()).Named("certmagic")
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic, nil },
 		Logger:           zl,
@@ -97,55 +140,50 @@ func newACME(addr net.Addr, o ACMEOptions, log *slog.Logger) (_ *acmeManager, er
 		cfg.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: m.decide}
 	}
 	m.magic = certmagic.New(m.cache, cfg)
-	ca := o.CAURL
-	if ca == "" {
-		ca = LetsEncryptProduction
-	}
-	issuer := certmagic.NewACMEIssuer(m.magic, certmagic.ACMEIssuer{
-		CA:    ca,
-		Email: o.Email,
-		// Choosing acme mode is accepting the CA's subscriber agreement;
-		// tether runs unattended and cannot ask.
-		Agreed:               true,
-		TrustedRoots:         roots,
-		ListenHost:           host,
-		AltTLSALPNPort:       port,
-		DisableHTTPChallenge: httpLn == nil,
-		AltHTTPPort:          httpPort,
-		Logger:               zl,
-	})
+	iss.Email = o.Email
+	// Choosing acme mode is accepting the CA's subscriber agreement;
+	// tether runs unattended and cannot ask.
+	iss.Agreed = true
+	iss.Logger = zl
+	issuer := certmagic.NewACMEIssuer(m.magic, iss)
 	m.magic.Issuers = []certmagic.Issuer{issuer}
+	return issuer
+}
 
-	if httpLn != nil {
-		m.httpSrv = &http.Server{
-			Handler:           issuer.HTTPChallengeHandler(http.HandlerFunc(notChallenge)),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		}
-		m.httpAddr = httpLn.Addr()
-		m.httpDone = make(chan struct{})
-		go func() {
-			defer close(m.httpDone)
-			if err := m.httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http-01 listener failed", "addr", httpLn.Addr().String(), "err", err)
-			}
-		}()
-		log.Info("answering ACME HTTP-01 challenges", "http_listen", httpLn.Addr().String())
+// serveHTTP01 answers the issuer's HTTP-01 challenges on ln until close.
+func (m *acmeManager) serveHTTP01(ln net.Listener, issuer *certmagic.ACMEIssuer) {
+	m.httpSrv = &http.Server{
+		Handler:           issuer.HTTPChallengeHandler(http.HandlerFunc(notChallenge)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
 	}
+	m.httpAddr = ln.Addr()
+	m.httpDone = make(chan struct{})
+	go func() {
+		defer close(m.httpDone)
+		if err := m.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("http-01 listener failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	m.log.Info("answering ACME HTTP-01 challenges", "http_listen", ln.Addr().String())
+}
 
+// start begins managing o.Domains' certificates with ctx, unless they are
+// obtained on demand.
+func (m *acmeManager) start(ctx context.Context, o ACMEOptions, ca string) error {
 	if o.OnDemand {
-		log.Info("acme on demand: certificates are obtained at the first handshake for an allowed name",
+		m.log.Info("acme on demand: certificates are obtained at the first handshake for an allowed name",
 			"ca", ca, "allowed", strings.Join(o.Domains, ","))
-		return m, nil
+		return nil
 	}
 	// Certificates already in storage are loaded before ManageAsync
 	// returns; missing or expiring ones are obtained in the background, with
 	// retries, so a CA outage does not keep tether from starting.
-	log.Info("acme: managing certificates", "ca", ca, "domains", strings.Join(o.Domains, ","))
+	m.log.Info("acme: managing certificates", "ca", ca, "domains", strings.Join(o.Domains, ","))
 	if err := m.magic.ManageAsync(ctx, o.Domains); err != nil {
-		return nil, fmt.Errorf("manage %s: %w", strings.Join(o.Domains, ","), err)
+		return fmt.Errorf("manage %s: %w", strings.Join(o.Domains, ","), err)
 	}
-	return m, nil
+	return nil
 }
 
 // getCertificate is the tls.Config.GetCertificate callback: certmagic

@@ -75,7 +75,7 @@ func TestOnDemandRefusesUnlistedNames(t *testing.T) {
 	srv := serveEcho(t, m)
 
 	for _, name := range []string{"evil.example", "voice.test", "a.b.voice.test", "rt.test.evil.example"} {
-		conn, err := dial(srv.addr, name, nil)
+		conn, err := dial(srv.Addr(), name, nil)
 		if err == nil {
 			_ = conn.Close()
 			t.Errorf("handshake for %q succeeded", name)

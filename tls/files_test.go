@@ -2,6 +2,7 @@ package tls
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,6 +64,34 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
+// filesRig is a files-mode Manager serving c1 from certFile and keyFile to
+// an echo server, with c2 (same name) ready to rotate to.
+type filesRig struct {
+	c1, c2            testCert
+	roots             *x509.CertPool // trusts both
+	certFile, keyFile string
+	addr              string // the echo server
+	logs              *testkit.SyncBuffer
+}
+
+// startFiles starts a filesRig whose files are checked every interval (-1:
+// at every handshake).
+func startFiles(t *testing.T, interval time.Duration) *filesRig {
+	t.Helper()
+	log, logs := testLogger()
+	r := &filesRig{c1: newTestCert(t, "tether.test"), c2: newTestCert(t, "tether.test"), logs: logs}
+	r.roots = testkit.Pool(r.c1, r.c2)
+	r.certFile, r.keyFile = writePair(t, t.TempDir(), r.c1)
+	m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: r.certFile, KeyFile: r.keyFile,
+		FileCheckInterval: interval, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = serveEcho(t, m).Addr()
+	t.Cleanup(m.Close) // before the echo server stops
+	return r
+}
+
 // TestFilesRotation: a new handshake gets the replaced certificate while a
 // connection opened before keeps working, both for files rewritten in place
 // and for files renamed over the old ones.
@@ -75,40 +104,29 @@ func TestFilesRotation(t *testing.T) {
 		{"rename", replaceFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log, logs := testLogger()
-			c1, c2 := newTestCert(t, "tether.test"), newTestCert(t, "tether.test")
-			roots := testkit.Pool(c1, c2)
-			certFile, keyFile := writePair(t, t.TempDir(), c1)
-			m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
-				FileCheckInterval: -1, Logger: log})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			srv := serveEcho(t, m)
-
-			old, err := dial(srv.addr, "tether.test", roots)
+			r := startFiles(t, -1)
+			old, err := dial(r.addr, "tether.test", r.roots)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer old.Close()
-			if got := old.ConnectionState().PeerCertificates[0]; !got.Equal(c1.Leaf) {
-				t.Fatalf("first handshake got serial %v, want %v", got.SerialNumber, c1.Leaf.SerialNumber)
+			if got := old.ConnectionState().PeerCertificates[0]; !got.Equal(r.c1.Leaf) {
+				t.Fatalf("first handshake got serial %v, want %v", got.SerialNumber, r.c1.Leaf.SerialNumber)
 			}
 			if err := echo(old, "before"); err != nil {
 				t.Fatal(err)
 			}
 
-			tc.write(t, keyFile, c2.KeyPEM)
-			tc.write(t, certFile, c2.CertPEM)
-			if got := served(t, srv.addr, roots); !got.Equal(c2.Leaf) {
-				t.Fatalf("after rotation a new handshake got serial %v, want %v", got.SerialNumber, c2.Leaf.SerialNumber)
+			tc.write(t, r.keyFile, r.c2.KeyPEM)
+			tc.write(t, r.certFile, r.c2.CertPEM)
+			if got := served(t, r.addr, r.roots); !got.Equal(r.c2.Leaf) {
+				t.Fatalf("after rotation a new handshake got serial %v, want %v", got.SerialNumber, r.c2.Leaf.SerialNumber)
 			}
 			if err := echo(old, "after"); err != nil {
 				t.Fatalf("connection opened before the rotation: %v", err)
 			}
-			if !strings.Contains(logs.String(), "tls certificate reloaded") {
-				t.Errorf("no reload logged:\n%s", logs)
+			if !strings.Contains(r.logs.String(), "tls certificate reloaded") {
+				t.Errorf("no reload logged:\n%s", r.logs)
 			}
 		})
 	}
@@ -117,49 +135,29 @@ func TestFilesRotation(t *testing.T) {
 // TestFilesHalfRotation: a certificate whose key has not arrived yet does
 // not replace the working pair; once the key lands, it does.
 func TestFilesHalfRotation(t *testing.T) {
-	log, logs := testLogger()
-	c1, c2 := newTestCert(t, "tether.test"), newTestCert(t, "tether.test")
-	roots := testkit.Pool(c1, c2)
-	certFile, keyFile := writePair(t, t.TempDir(), c1)
-	m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
-		FileCheckInterval: -1, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	srv := serveEcho(t, m)
-
-	testkit.WriteFile(t, certFile, c2.CertPEM) // key still c1's
-	for range 3 {                              // every handshake retries; the warning is logged once
-		if got := served(t, srv.addr, roots); !got.Equal(c1.Leaf) {
-			t.Fatalf("half-rotated pair served serial %v, want the previous %v", got.SerialNumber, c1.Leaf.SerialNumber)
+	r := startFiles(t, -1)
+	testkit.WriteFile(t, r.certFile, r.c2.CertPEM) // key still c1's
+	for range 3 {                                  // every handshake retries; the warning is logged once
+		if got := served(t, r.addr, r.roots); !got.Equal(r.c1.Leaf) {
+			t.Fatalf("half-rotated pair served serial %v, want the previous %v", got.SerialNumber, r.c1.Leaf.SerialNumber)
 		}
 	}
-	if n := strings.Count(logs.String(), "do not load"); n != 1 {
-		t.Errorf("load failure logged %d times, want once:\n%s", n, logs)
+	if n := strings.Count(r.logs.String(), "do not load"); n != 1 {
+		t.Errorf("load failure logged %d times, want once:\n%s", n, r.logs)
 	}
-	testkit.WriteFile(t, keyFile, c2.KeyPEM)
-	if got := served(t, srv.addr, roots); !got.Equal(c2.Leaf) {
-		t.Fatalf("completed rotation served serial %v, want %v", got.SerialNumber, c2.Leaf.SerialNumber)
+	testkit.WriteFile(t, r.keyFile, r.c2.KeyPEM)
+	if got := served(t, r.addr, r.roots); !got.Equal(r.c2.Leaf) {
+		t.Fatalf("completed rotation served serial %v, want %v", got.SerialNumber, r.c2.Leaf.SerialNumber)
 	}
 }
 
 // TestFilesCheckInterval: within the interval the files are not looked at.
 func TestFilesCheckInterval(t *testing.T) {
-	c1, c2 := newTestCert(t, "tether.test"), newTestCert(t, "tether.test")
-	roots := testkit.Pool(c1, c2)
-	certFile, keyFile := writePair(t, t.TempDir(), c1)
-	m, err := New(testkit.Listen(t), Options{Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
-		FileCheckInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	srv := serveEcho(t, m)
-	replaceFile(t, keyFile, c2.KeyPEM)
-	replaceFile(t, certFile, c2.CertPEM)
-	if got := served(t, srv.addr, roots); !got.Equal(c1.Leaf) {
-		t.Fatalf("got serial %v before the check interval passed, want %v", got.SerialNumber, c1.Leaf.SerialNumber)
+	r := startFiles(t, time.Hour)
+	replaceFile(t, r.keyFile, r.c2.KeyPEM)
+	replaceFile(t, r.certFile, r.c2.CertPEM)
+	if got := served(t, r.addr, r.roots); !got.Equal(r.c1.Leaf) {
+		t.Fatalf("got serial %v before the check interval passed, want %v", got.SerialNumber, r.c1.Leaf.SerialNumber)
 	}
 }
 
@@ -178,7 +176,7 @@ func TestFilesProtocols(t *testing.T) {
 	}
 	srv := serveEcho(t, m)
 
-	conn, err := dial(srv.addr, "tether.test", testkit.Pool(c), "h2", ProtoHTTP11)
+	conn, err := dial(srv.Addr(), "tether.test", testkit.Pool(c), "h2", ProtoHTTP11)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +185,7 @@ func TestFilesProtocols(t *testing.T) {
 	}
 	_ = conn.Close()
 
-	old, err := tls.Dial("tcp", srv.addr, &tls.Config{ServerName: "tether.test", RootCAs: testkit.Pool(c),
+	old, err := tls.Dial("tcp", srv.Addr(), &tls.Config{ServerName: "tether.test", RootCAs: testkit.Pool(c),
 		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		_ = old.Close()

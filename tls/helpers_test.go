@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,45 +45,14 @@ func writePair(t *testing.T, dir string, c testCert) (certFile, keyFile string) 
 	return certFile, keyFile
 }
 
-// echoServer accepts TLS connections on a Manager's listener and echoes
-// what each one sends until the test ends.
-type echoServer struct {
-	addr string
-	wg   sync.WaitGroup
-}
-
 // serveEcho runs an echo server on m's listener; it stops, closing the
 // listener and every connection, when the test ends.
-func serveEcho(t *testing.T, m *Manager) *echoServer {
+func serveEcho(t *testing.T, m *Manager) *testkit.Server {
 	t.Helper()
-	s := &echoServer{addr: m.Listener().Addr().String()}
-	var mu sync.Mutex
-	var conns []net.Conn
-	s.wg.Go(func() {
-		for {
-			c, err := m.Listener().Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			s.wg.Go(func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c) // the first Read runs the handshake
-			})
-		}
+	return testkit.ServeListener(t, m.Listener(), func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(c, c) // the first Read runs the handshake
 	})
-	t.Cleanup(func() {
-		_ = m.Listener().Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		s.wg.Wait()
-	})
-	return s
 }
 
 // dial completes a TLS handshake with addr for serverName, trusting roots.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,6 +48,22 @@ func (s *seen) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.reqs)
+}
+
+// wantSent checks the upstream's handshake r: each header in header and
+// each query parameter in query has the value given ("": absent).
+func wantSent(t *testing.T, r *http.Request, header, query map[string]string) {
+	t.Helper()
+	for k, v := range header {
+		if got := r.Header.Get(k); got != v {
+			t.Errorf("upstream got header %s %q, want %q", k, got, v)
+		}
+	}
+	for k, v := range query {
+		if got := r.URL.Query().Get(k); got != v {
+			t.Errorf("upstream got query %s=%q, want %q (in %q)", k, got, v, r.URL.RawQuery)
+		}
+	}
 }
 
 func startMock(t *testing.T, key string) (string, *seen) {
@@ -99,16 +116,10 @@ func TestOpenAIShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := sn.last(t)
-	if r.Header.Get("Authorization") != "Bearer sk-canary-openai" || r.Header.Get("OpenAI-Beta") != "realtime=v1" {
-		t.Fatalf("headers %v", r.Header)
-	}
-	if r.URL.Query().Get("model") != "gpt-realtime-mini" || r.URL.Query().Get("foo") != "bar" {
-		t.Fatalf("query %q: default model and client query expected", r.URL.RawQuery)
-	}
-	if r.Header.Get("Traceparent") != "00-abc" {
-		t.Fatal("forwarded header lost")
-	}
+	// The default model, the client's query and a forwarded header.
+	wantSent(t, sn.last(t),
+		map[string]string{"Authorization": "Bearer sk-canary-openai", "OpenAI-Beta": "realtime=v1", "Traceparent": "00-abc"},
+		map[string]string{"model": "gpt-realtime-mini", "foo": "bar"})
 	if !strings.Contains(string(c.FirstPayload), `"session.created"`) || len(c.Attempts) != 1 || c.Attempts[0].Result != "ok" {
 		t.Fatalf("first event %q attempts %+v", c.FirstPayload, c.Attempts)
 	}
@@ -130,13 +141,8 @@ func TestAzureShapes(t *testing.T) {
 	if _, err := dial(t, d, Request{RawQuery: "model=my-deployment"}); err != nil {
 		t.Fatal(err)
 	}
-	r := sn.last(t)
-	if r.Header.Get("api-key") != "azure-canary-key" || r.Header.Get("Authorization") != "" {
-		t.Fatalf("azure key headers %v", r.Header)
-	}
-	if r.URL.Query().Get("model") != "my-deployment" || r.URL.Query().Get("api-version") != "ignored" {
-		t.Fatalf("azure query %q", r.URL.RawQuery)
-	}
+	wantSent(t, sn.last(t), map[string]string{"api-key": "azure-canary-key", "Authorization": ""},
+		map[string]string{"model": "my-deployment", "api-version": "ignored"})
 	// Workload identity: a token file, re-read at each dial.
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte("token-one\n"), 0o600)
@@ -161,15 +167,12 @@ func TestGenericCredentialPlacement(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		header, query string
-		check         func(r *http.Request) bool
+		// what the upstream must get besides X-Tenant and the subprotocol
+		wantHeader, wantQuery map[string]string
 	}{
-		{"bearer", "", "", func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer gen-canary" }},
-		{"header", "X-Goog-Api-Key", "", func(r *http.Request) bool {
-			return r.Header.Get("X-Goog-Api-Key") == "gen-canary" && r.Header.Get("Authorization") == ""
-		}},
-		{"query", "", "key", func(r *http.Request) bool {
-			return r.URL.Query().Get("key") == "gen-canary" && r.Header.Get("Authorization") == ""
-		}},
+		{"bearer", "", "", map[string]string{"Authorization": "Bearer gen-canary"}, nil},
+		{"header", "X-Goog-Api-Key", "", map[string]string{"X-Goog-Api-Key": "gen-canary", "Authorization": ""}, nil},
+		{"query", "", "key", map[string]string{"Authorization": ""}, map[string]string{"key": "gen-canary"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := Config{Name: "g", Type: KindGeneric, URL: url, APIKeyEnv: "TEST_GEN_KEY",
@@ -183,10 +186,9 @@ func TestGenericCredentialPlacement(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := sn.last(t)
-			if !tc.check(r) || r.Header.Get("X-Tenant") != "demo" || r.Header.Get("Sec-WebSocket-Protocol") != "realtime" {
-				t.Fatalf("upstream request %v %q", r.Header, r.URL.RawQuery)
-			}
+			want := map[string]string{"X-Tenant": "demo", "Sec-WebSocket-Protocol": "realtime"}
+			maps.Copy(want, tc.wantHeader)
+			wantSent(t, sn.last(t), want, tc.wantQuery)
 			if c.First != nil {
 				t.Fatal("generic upstream must not wait for a first event")
 			}

@@ -586,6 +586,16 @@ func containerNames(cs []corev1.Container) []string {
 	return names
 }
 
+// named is the item of items whose name (as nameOf reads it) is name, or nil.
+func named[T any](items []T, nameOf func(*T) string, name string) *T {
+	for i := range items {
+		if nameOf(&items[i]) == name {
+			return &items[i]
+		}
+	}
+	return nil
+}
+
 func envIndex(c *corev1.Container, name string) int {
 	for i, e := range c.Env {
 		if e.Name == name {
@@ -596,37 +606,19 @@ func envIndex(c *corev1.Container, name string) int {
 }
 
 func envVar(c *corev1.Container, name string) *corev1.EnvVar {
-	if i := envIndex(c, name); i >= 0 {
-		return &c.Env[i]
-	}
-	return nil
+	return named(c.Env, func(e *corev1.EnvVar) string { return e.Name }, name)
 }
 
 func containerPort(c *corev1.Container, name string) *corev1.ContainerPort {
-	for i := range c.Ports {
-		if c.Ports[i].Name == name {
-			return &c.Ports[i]
-		}
-	}
-	return nil
+	return named(c.Ports, func(p *corev1.ContainerPort) string { return p.Name }, name)
 }
 
 func volumeMount(c *corev1.Container, name string) *corev1.VolumeMount {
-	for i := range c.VolumeMounts {
-		if c.VolumeMounts[i].Name == name {
-			return &c.VolumeMounts[i]
-		}
-	}
-	return nil
+	return named(c.VolumeMounts, func(m *corev1.VolumeMount) string { return m.Name }, name)
 }
 
 func volume(spec *corev1.PodSpec, name string) *corev1.Volume {
-	for i := range spec.Volumes {
-		if spec.Volumes[i].Name == name {
-			return &spec.Volumes[i]
-		}
-	}
-	return nil
+	return named(spec.Volumes, func(v *corev1.Volume) string { return v.Name }, name)
 }
 
 func objectMeta(obj any) *struct{ Namespace string } {

@@ -28,23 +28,13 @@ func newAdminMux(mgr *lifecycle.Manager, m *metrics.Metrics, withPprof bool) *ht
 	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, mgr.Snapshots())
 	})
-	mux.HandleFunc("GET /sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s := mgr.Get(r.PathValue("id"))
-		if s == nil {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such session"})
-			return
-		}
+	mux.HandleFunc("GET /sessions/{id}", withSession(mgr, func(w http.ResponseWriter, s *lifecycle.Session) {
 		writeJSON(w, http.StatusOK, s.Snapshot())
-	})
-	mux.HandleFunc("DELETE /sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s := mgr.Get(r.PathValue("id"))
-		if s == nil {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such session"})
-			return
-		}
+	}))
+	mux.HandleFunc("DELETE /sessions/{id}", withSession(mgr, func(w http.ResponseWriter, s *lifecycle.Session) {
 		s.End(lifecycle.ReasonAdmin)
 		writeJSON(w, http.StatusOK, map[string]string{"id": s.ID, "status": "closed"})
-	})
+	}))
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -53,6 +43,19 @@ func newAdminMux(mgr *lifecycle.Manager, m *metrics.Metrics, withPprof bool) *ht
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+// withSession hands the session the path's {id} names to handle, or
+// answers 404 when there is none.
+func withSession(mgr *lifecycle.Manager, handle func(http.ResponseWriter, *lifecycle.Session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s := mgr.Get(r.PathValue("id"))
+		if s == nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such session"})
+			return
+		}
+		handle(w, s)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

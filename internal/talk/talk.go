@@ -144,6 +144,33 @@ type turn struct {
 }
 
 func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) error {
+	c, err := dial(ctx, opts, u)
+	if err != nil {
+		return err
+	}
+	// A timeout or cancellation unblocks any read or write in progress.
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stop()
+		c.close()
+	}()
+	if err := t.awaitSession(ctx, c); err != nil {
+		return err
+	}
+	committed, err := t.sendAudio(c, pcm)
+	if err != nil {
+		return err
+	}
+	if err := t.awaitResponse(ctx, c, committed); err != nil {
+		return err
+	}
+	c.closeGracefully()
+	return t.res.verdict()
+}
+
+// dial opens the WebSocket, offering the realtime subprotocol; a refused
+// upgrade's error carries the HTTP status and the start of its body.
+func dial(ctx context.Context, opts Options, u *url.URL) (*client, error) {
 	var statusErr error
 	d := ws.Dialer{
 		Protocols: []string{"realtime"},
@@ -162,18 +189,15 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 	conn, br, _, err := d.Dial(ctx, u.String())
 	if err != nil {
 		if statusErr != nil && ctx.Err() == nil {
-			return statusErr
+			return nil, statusErr
 		}
-		return fmt.Errorf("connect %s: %w", redact.URL(opts.URL), err)
+		return nil, fmt.Errorf("connect %s: %w", redact.URL(opts.URL), err)
 	}
-	c := newClient(conn, br)
-	// A timeout or cancellation unblocks any read or write in progress.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		stop()
-		c.close()
-	}()
+	return newClient(conn, br), nil
+}
 
+// awaitSession waits for session.created and records the session.
+func (t *turn) awaitSession(ctx context.Context, c *client) error {
 	t.phase = realtime.SessionCreated
 	for t.res.SessionID == "" {
 		ev, err := t.next(ctx, c)
@@ -187,10 +211,15 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 			}
 		}
 	}
+	return nil
+}
 
+// sendAudio configures the session, streams pcm as appends, commits and
+// asks for a response; it returns when the commit was sent.
+func (t *turn) sendAudio(c *client, pcm []byte) (committed time.Time, err error) {
 	t.phase = "sending audio"
 	if err := c.sendJSON(sessionUpdate()); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	for off := 0; off < len(pcm); off += chunkBytes {
 		chunk := pcm[off:min(off+chunkBytes, len(pcm))]
@@ -198,17 +227,23 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 			"type":  realtime.InputAudioAppend,
 			"audio": base64.StdEncoding.EncodeToString(chunk),
 		}); err != nil {
-			return err
+			return time.Time{}, err
 		}
 	}
 	if err := c.sendJSON(map[string]any{"type": realtime.InputAudioCommit}); err != nil {
-		return err
+		return time.Time{}, err
 	}
-	committed := time.Now()
+	committed = time.Now()
 	if err := c.sendJSON(map[string]any{"type": realtime.ResponseCreate}); err != nil {
-		return err
+		return time.Time{}, err
 	}
+	return committed, nil
+}
 
+// awaitResponse reads the response until response.done, recording its
+// audio (time to first audio counted from committed), transcript, status
+// and usage.
+func (t *turn) awaitResponse(ctx context.Context, c *client, committed time.Time) error {
 	t.phase = realtime.ResponseDone
 	var transcript strings.Builder
 	for !t.res.gotResponseDone {
@@ -237,31 +272,41 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 				transcript.WriteString(ev.Delta)
 			}
 		case realtime.ResponseDone:
-			t.res.gotResponseDone = true
-			if r := ev.Response; r != nil {
-				if t.res.ResponseID == "" {
-					t.res.ResponseID = r.ID
-				}
-				t.res.Status = r.Status
-				t.res.StatusDetails = r.StatusDetails.String()
-				if r.Usage != nil {
-					t.res.InputTokens, t.res.OutputTokens, t.res.TotalTokens = r.Usage.InputTokens, r.Usage.OutputTokens, r.Usage.TotalTokens
-				}
-			}
+			t.res.done(ev.Response)
 		}
 	}
 	t.res.Transcript = truncate(transcript.String(), maxTranscript)
-	c.closeGracefully()
+	return nil
+}
 
+// done records response.done's response (nil if the event had none).
+func (r *result) done(resp *response) {
+	r.gotResponseDone = true
+	if resp == nil {
+		return
+	}
+	if r.ResponseID == "" {
+		r.ResponseID = resp.ID
+	}
+	r.Status = resp.Status
+	r.StatusDetails = resp.StatusDetails.String()
+	if resp.Usage != nil {
+		r.InputTokens, r.OutputTokens, r.TotalTokens = resp.Usage.InputTokens, resp.Usage.OutputTokens, resp.Usage.TotalTokens
+	}
+}
+
+// verdict fails a finished turn whose response did not complete (nor end
+// incomplete) or held no audio.
+func (r *result) verdict() error {
 	switch {
-	case t.res.Status != "completed" && t.res.Status != "incomplete":
-		msg := fmt.Sprintf("response %s ended with status %q", t.res.ResponseID, t.res.Status)
-		if t.res.StatusDetails != "" {
-			msg += ": " + t.res.StatusDetails
+	case r.Status != "completed" && r.Status != "incomplete":
+		msg := fmt.Sprintf("response %s ended with status %q", r.ResponseID, r.Status)
+		if r.StatusDetails != "" {
+			msg += ": " + r.StatusDetails
 		}
 		return errors.New(msg)
-	case t.res.AudioBytes == 0:
-		return fmt.Errorf("response %s (%s) held no audio", t.res.ResponseID, t.res.Status)
+	case r.AudioBytes == 0:
+		return fmt.Errorf("response %s (%s) held no audio", r.ResponseID, r.Status)
 	}
 	return nil
 }

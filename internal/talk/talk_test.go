@@ -22,6 +22,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -441,27 +443,10 @@ func TestBadOptions(t *testing.T) {
 
 // TestOverTCP runs a turn through a real socket and the real dialer.
 func TestOverTCP(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &fakeServer{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		s.serve(conn)
-	}()
-	defer func() {
-		ln.Close()
-		<-done
-	}()
+	srv := testkit.Serve(t, (&fakeServer{}).serve)
 	var out bytes.Buffer
-	err = Run(t.Context(), Options{
-		URL:     "ws://" + ln.Addr().String() + "/v1/realtime?model=gpt-realtime&api-key=sk-secret",
+	err := Run(t.Context(), Options{
+		URL:     "ws://" + srv.Addr() + "/v1/realtime?model=gpt-realtime&api-key=sk-secret",
 		Timeout: 10 * time.Second,
 		Out:     &out,
 	})

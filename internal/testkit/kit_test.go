@@ -84,16 +84,12 @@ func TestCAIssuesTrustedLeaves(t *testing.T) {
 			t.Fatal(err)
 		}
 		ln := tls.NewListener(Listen(t), &tls.Config{Certificates: []tls.Certificate{pair}})
-		s := &Server{ln: ln}
-		s.accepter.Go(func() {
-			c, err := ln.Accept()
-			if err == nil {
-				_ = c.(*tls.Conn).Handshake()
-				c.Close()
-			}
+		s := ServeListener(t, ln, func(c net.Conn) {
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
 		})
 		defer s.Close()
-		c, err := tls.Dial("tcp", ln.Addr().String(), roots)
+		c, err := tls.Dial("tcp", s.Addr(), roots)
 		if err == nil {
 			c.Close()
 		}

@@ -30,6 +30,12 @@ func Serve(t testing.TB, handle func(net.Conn)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ServeListener(t, ln, handle)
+}
+
+// ServeListener is [Serve] on ln (a TLS listener, say), which the Server
+// closes when the test ends.
+func ServeListener(t testing.TB, ln net.Listener, handle func(net.Conn)) *Server {
 	s := &Server{ln: ln}
 	s.accepter.Go(func() {
 		for {

@@ -82,13 +82,8 @@ func TestHotPathAllocs(t *testing.T) {
 }
 
 func BenchmarkEcho(b *testing.B) {
-	s := New(Options{})
-	addr, err := s.Start("127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	p := echoPeer(b, "ws://"+addr.String())
+	_, url := startServer(b, Options{})
+	p := echoPeer(b, url)
 	b.SetBytes(int64(len(p.out) + len(p.reply)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -97,13 +92,8 @@ func BenchmarkEcho(b *testing.B) {
 }
 
 func BenchmarkAppendVAD(b *testing.B) {
-	s := New(Options{})
-	addr, err := s.Start("127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	p := vadPeer(b, "ws://"+addr.String())
+	_, url := startServer(b, Options{})
+	p := vadPeer(b, url)
 	b.SetBytes(int64(len(p.out)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -114,13 +104,8 @@ func BenchmarkAppendVAD(b *testing.B) {
 // BenchmarkResponse measures a whole manual turn: 1 s of audio appended,
 // committed and echoed back in ten deltas.
 func BenchmarkResponse(b *testing.B) {
-	s := New(Options{})
-	addr, err := s.Start("127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	c := dial(b, "ws://"+addr.String(), ws.Dialer{})
+	_, url := startServer(b, Options{})
+	c := dial(b, url, ws.Dialer{})
 	c.event()
 	audio := noise(48000)
 	b.ReportAllocs()

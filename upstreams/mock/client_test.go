@@ -28,7 +28,7 @@ const readTimeout = 2 * time.Second
 
 // startServer starts a Server on loopback, closed when the test ends, and
 // returns its ws:// base URL.
-func startServer(t *testing.T, opts Options) (*Server, string) {
+func startServer(t testing.TB, opts Options) (*Server, string) {
 	t.Helper()
 	s := New(opts)
 	addr, err := s.Start("127.0.0.1:0")
@@ -37,6 +37,16 @@ func startServer(t *testing.T, opts Options) (*Server, string) {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, "ws://" + addr.String()
+}
+
+// openSession starts a Server with opts and opens a session on it, past
+// session.created.
+func openSession(t *testing.T, opts Options) (*Server, *client) {
+	t.Helper()
+	s, url := startServer(t, opts)
+	c := dial(t, url, ws.Dialer{})
+	c.expect("session.created")
+	return s, c
 }
 
 // client is a minimal raw WebSocket client (gobwas/ws) that sees every

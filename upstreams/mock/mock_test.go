@@ -183,9 +183,7 @@ func checkUsage(t *testing.T, resp map[string]any, inText, inAudio, cached, outT
 }
 
 func TestCommitEmptyAndClear(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 
 	c.appendAudio(noise(2400), 2400) // 50 ms
 	c.send(map[string]any{"type": "input_audio_buffer.commit", "event_id": "c_17"})
@@ -211,9 +209,7 @@ func TestCommitEmptyAndClear(t *testing.T) {
 }
 
 func TestResponseAlreadyActive(t *testing.T) {
-	_, url := startServer(t, Options{DeltaInterval: 10 * time.Millisecond})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{DeltaInterval: 10 * time.Millisecond})
 
 	c.send(map[string]any{"type": "response.create"})
 	c.expect("response.created")
@@ -231,9 +227,7 @@ func TestResponseAlreadyActive(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	_, url := startServer(t, Options{DeltaInterval: time.Second})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{DeltaInterval: time.Second})
 
 	c.send(map[string]any{"type": "response.cancel", "event_id": "x_1"})
 	if e := obj(c.expect("error"), "error"); e["code"] != "response_cancel_not_active" || e["event_id"] != "x_1" {
@@ -275,9 +269,7 @@ func TestCancel(t *testing.T) {
 }
 
 func TestInvalidEvents(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 
 	for _, tc := range []struct {
 		name  string
@@ -351,9 +343,7 @@ func TestInvalidEvents(t *testing.T) {
 }
 
 func TestPingAndClientClose(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 
 	for _, p := range []string{"hello", ""} {
 		c.sendFrame(ws.OpPing, true, []byte(p))
@@ -368,9 +358,7 @@ func TestPingAndClientClose(t *testing.T) {
 }
 
 func TestProtocolErrorCloses1002(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	// Unmasked client frame.
 	if err := ws.WriteFrame(c.nc, ws.NewTextFrame([]byte(`{"type":"x"}`))); err != nil {
 		t.Fatal(err)
@@ -438,9 +426,7 @@ func TestFaultCloseWithoutEcho(t *testing.T) {
 }
 
 func TestFaultRST(t *testing.T) {
-	s, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	s, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "mock.fault", "fault": "rst"})
 	f, err := c.readFrame(readTimeout)
 	if err == nil {
@@ -467,9 +453,7 @@ func TestFaultRSTOverTLS(t *testing.T) {
 }
 
 func TestFaultStall(t *testing.T) {
-	s, url := startServer(t, Options{DeltaInterval: 20 * time.Millisecond})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	s, c := openSession(t, Options{DeltaInterval: 20 * time.Millisecond})
 	c.send(map[string]any{"type": "response.create"})
 	c.until("response.output_audio.delta")
 	c.send(map[string]any{"type": "mock.fault", "fault": "stall"})
@@ -503,9 +487,7 @@ func TestFaultStall(t *testing.T) {
 }
 
 func TestFaultError(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 
 	c.send(map[string]any{"type": "mock.fault", "fault": "error", "code": "rate_limit_exceeded"})
 	if e := obj(c.expect("error"), "error"); e["type"] != "invalid_request_error" || e["code"] != "rate_limit_exceeded" {
@@ -524,9 +506,7 @@ func TestFaultError(t *testing.T) {
 }
 
 func TestFaultExpire(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "mock.fault", "fault": "expire"})
 	const msg = "Your session hit the maximum duration of 60 minutes."
 	if e := obj(c.expect("error"), "error"); e["code"] != "session_expired" || e["type"] != "invalid_request_error" || e["message"] != msg {
@@ -536,9 +516,7 @@ func TestFaultExpire(t *testing.T) {
 }
 
 func TestFaultEcho(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "mock.fault", "fault": "echo"})
 
 	big := `{"type":"input_audio_buffer.append","audio":"` + base64.StdEncoding.EncodeToString(noise(150000)) + `"}`
@@ -587,9 +565,7 @@ func TestFaultSlow(t *testing.T) {
 }
 
 func TestUnknownFault(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "mock.fault", "fault": "explode", "event_id": "f_1"})
 	if e := obj(c.expect("error"), "error"); e["code"] != "invalid_value" || e["param"] != "fault" || e["event_id"] != "f_1" {
 		t.Errorf("error %v", e)
@@ -828,9 +804,7 @@ func TestServeReturnsNilAfterClose(t *testing.T) {
 }
 
 func TestServerVAD(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "audio": map[string]any{
 		"input": map[string]any{
 			"turn_detection": map[string]any{"type": "server_vad", "silence_duration_ms": 200},
@@ -878,9 +852,7 @@ func TestServerVAD(t *testing.T) {
 }
 
 func TestServerVADBargeIn(t *testing.T) {
-	_, url := startServer(t, Options{DeltaInterval: 50 * time.Millisecond})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{DeltaInterval: 50 * time.Millisecond})
 	c.send(map[string]any{"type": "session.update", "session": map[string]any{"audio": map[string]any{
 		"input": map[string]any{"turn_detection": map[string]any{"type": "server_vad"}},
 	}}})
@@ -898,9 +870,7 @@ func TestServerVADBargeIn(t *testing.T) {
 }
 
 func TestServerVADMuLaw(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "session.update", "session": map[string]any{"audio": map[string]any{
 		"input":  map[string]any{"format": map[string]any{"type": "audio/pcmu"}, "turn_detection": map[string]any{"type": "server_vad", "create_response": false}},
 		"output": map[string]any{"format": map[string]any{"type": "audio/pcmu"}},
@@ -928,9 +898,7 @@ func sinTable(i int) float64 {
 }
 
 func TestSessionUpdateMergesAndValidates(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "session.update", "session": map[string]any{
 		"id": "sess_hijack", "audio": map[string]any{"input": map[string]any{"format": map[string]any{"type": "audio/pcm", "rate": 16000}}},
 	}})
@@ -957,9 +925,7 @@ func TestSessionUpdateMergesAndValidates(t *testing.T) {
 }
 
 func TestConversationItemEvents(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	c.send(map[string]any{"type": "conversation.item.create", "item": map[string]any{
 		"type": "message", "role": "user", "content": []any{map[string]any{"type": "input_text", "text": "Hi"}},
 	}})
@@ -998,9 +964,7 @@ func TestEventIDsUnique(t *testing.T) {
 }
 
 func TestMessageTooBig(t *testing.T) {
-	_, url := startServer(t, Options{})
-	c := dial(t, url, ws.Dialer{})
-	c.expect("session.created")
+	_, c := openSession(t, Options{})
 	// Only the header: the mock must refuse on the declared length.
 	h := ws.Header{Fin: true, OpCode: ws.OpText, Length: maxMessageBytes + 1, Masked: true}
 	if err := ws.WriteHeader(c.nc, h); err != nil {

@@ -148,18 +148,25 @@ func silentServer(t *testing.T) (string, func() int64) {
 	}
 }
 
+// runOne runs o, which names one target, and returns that target's report;
+// an error fails the test.
+func runOne(t *testing.T, o Options) TargetReport {
+	t.Helper()
+	rep, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep.Targets[0]
+}
+
 // Open loop: with no echo ever coming back, the sends still go out on
 // schedule, and every one of them is reported lost.
 func TestRunIsOpenLoop(t *testing.T) {
 	url, frames := silentServer(t)
-	rep, err := Run(context.Background(), Options{
+	tr := runOne(t, Options{
 		Target:   Target{Name: "silent", URL: url},
 		Sessions: 3, Rate: 100, Duration: 300 * time.Millisecond, Drain: 50 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := rep.Targets[0]
 	if tr.FramesSent != 90 || tr.FramesReceived != 0 || tr.Lost != 90 {
 		t.Fatalf("sent %d received %d lost %d; want 90 0 90", tr.FramesSent, tr.FramesReceived, tr.Lost)
 	}
@@ -175,14 +182,10 @@ func TestRunIsOpenLoop(t *testing.T) {
 
 func TestRunIdleSessions(t *testing.T) {
 	url := startMock(t)
-	rep, err := Run(context.Background(), Options{
+	tr := runOne(t, Options{
 		Target:   Target{Name: "mock", URL: url},
 		Sessions: 20, Rate: 0, Duration: 100 * time.Millisecond, Ramp: 20 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := rep.Targets[0]
 	if tr.Connected != 20 || tr.FramesSent != 0 || tr.Errors != 0 || tr.Dropped != 0 {
 		t.Fatalf("idle run: %+v", tr)
 	}
@@ -224,14 +227,10 @@ func TestRunReportsConnectFailures(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	rep, err := Run(context.Background(), Options{
+	tr := runOne(t, Options{
 		Target:   Target{Name: "down", URL: "ws://" + ln.Addr().String() + "/"},
 		Sessions: 3, Rate: 10, Duration: 100 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := rep.Targets[0]
 	if tr.Connected != 0 || tr.ConnectFailed != 3 || tr.ErrorKinds["connect: http 503"] != 3 {
 		t.Fatalf("connected %d failed %d errors %v; want 0, 3, connect: http 503 x3", tr.Connected, tr.ConnectFailed, tr.ErrorKinds)
 	}

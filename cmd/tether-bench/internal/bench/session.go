@@ -144,13 +144,7 @@ func (s *session) dialSession(ctx context.Context) bool {
 
 	// The first event must be session.created (answering pings meanwhile).
 	_ = conn.SetReadDeadline(time.Now().Add(s.r.opts.HandshakeTimeout))
-	first, err := s.readEvent()
-	if err != nil {
-		st.fail(errorKind("setup", err))
-		return false
-	}
-	if !bytes.Contains(first, []byte(`"`+realtime.SessionCreated+`"`)) {
-		st.fail("setup: first event is not session.created")
+	if !s.expectEvent(st, realtime.SessionCreated, "setup: first event is not session.created") {
 		return false
 	}
 	st.setup.Record(time.Since(start))
@@ -160,13 +154,7 @@ func (s *session) dialSession(ctx context.Context) bool {
 		st.fail(errorKind("setup", err))
 		return false
 	}
-	updated, err := s.readEvent()
-	if err != nil {
-		st.fail(errorKind("setup", err))
-		return false
-	}
-	if !bytes.Contains(updated, []byte(`"`+realtime.SessionUpdated+`"`)) {
-		st.fail("setup: session.update was not answered with session.updated")
+	if !s.expectEvent(st, realtime.SessionUpdated, "setup: session.update was not answered with session.updated") {
 		return false
 	}
 	_ = conn.SetReadDeadline(time.Time{})
@@ -186,6 +174,22 @@ func (s *session) dialSession(ctx context.Context) bool {
 	}
 	st.lastUp.Store(int64(time.Since(s.r.base)))
 	st.connected.Add(1)
+	return true
+}
+
+// expectEvent reads the next event during setup; unless it is one of type
+// typ (or cannot be read), it records the failure (wrong: the kind for a
+// wrong event) and returns false.
+func (s *session) expectEvent(st *targetStats, typ, wrong string) bool {
+	ev, err := s.readEvent()
+	if err != nil {
+		st.fail(errorKind("setup", err))
+		return false
+	}
+	if !bytes.Contains(ev, []byte(`"`+typ+`"`)) {
+		st.fail(wrong)
+		return false
+	}
 	return true
 }
 
