@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"syscall"
@@ -393,22 +394,43 @@ func TestTeardown(t *testing.T) {
 	t.Run("idle_timeout", func(t *testing.T) {
 		t.Parallel()
 		const idle = time.Second
-		// Heartbeats keep running on both legs meanwhile: pings and pongs
-		// are not data frames and must not keep the session alive.
+		// Idle means no turn: heartbeats on both legs and a microphone
+		// streaming silence (appends at 50/s, no speech) do not keep the
+		// session alive; the caller's last text message is its last turn.
 		r := newRig(t, map[string]string{"IdleTimeout": "1s",
 			"ClientHBInterval": "300ms", "ClientHBTimeout": "200ms",
 			"UpstreamHBInterval": "300ms", "UpstreamHBTimeout": "200ms"}, mock.Options{})
 		c := r.dial(t, clientOpts{})
-		sent := time.Now() // before the last data frames
-		c.Send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime"}})
-		c.WaitEvent("session.updated", stepTimeout)
-		last := time.Now() // after the last data frame
+		sent := time.Now() // before the last turn
+		c.Send(map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "message", "role": "user",
+			"content": []any{map[string]any{"type": "input_text", "text": "hello"}}}})
+		c.WaitEvent("conversation.item.added", stepTimeout)
+		last := time.Now() // after the last turn
+		stopMic := make(chan struct{})
+		micDone := make(chan struct{})
+		go func() { // silence, until the session closes
+			defer close(micDone)
+			silence, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append",
+				"audio": base64.StdEncoding.EncodeToString(make([]byte, 960))})
+			for {
+				select {
+				case <-stopMic:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if c.WriteOpen(ws.NewFrame(ws.OpText, true, silence)) != nil {
+					return
+				}
+			}
+		}()
 		ci := r.expectClientClose(t, c, 4000, "when idle")
+		close(stopMic)
+		<-micDone
 		if d := ci.At.Sub(sent); d < idle {
-			t.Errorf("idle close %v after the last data frame, before idle_timeout %v", d, idle)
+			t.Errorf("idle close %v after the last turn, before idle_timeout %v", d, idle)
 		}
 		if d := ci.At.Sub(last); d > idle+time.Second {
-			t.Errorf("idle close %v after the last data frame, want within 1s of idle_timeout %v", d, idle)
+			t.Errorf("idle close %v after the last turn, want within 1s of idle_timeout %v although silence streamed", d, idle)
 		}
 		r.expectUpstreamClose(t, 1000, "when idle")
 		if c.Pings() == 0 {
