@@ -27,6 +27,9 @@ const TONE_AMPLITUDE = 8_000;
 // A delta whose loudest sample is above this is not silence (the tone peaks
 // at TONE_AMPLITUDE; the mock's silence is digital zero).
 const NON_SILENT = 1_000;
+// The first call lasts this long from session.started: a second of tone,
+// then silence.
+const CALL_MS = 3_000;
 
 // Mic is a real-time audio source: toneMs of a 440 Hz tone, then silence,
 // for as long as it runs. It sends a chunk every 50 ms on a drift-free
@@ -177,13 +180,17 @@ class Call {
 
 // open dials tether with LiveWS, sends session.start on open and waits for
 // session.started.
-async function open() {
+async function open(t) {
   assert.ok(port, 'TETHER_PORT is not set (run through the Go test TestNodeLiveClient)');
   // apiKey: tether holds the upstream credential; what the client sends is
   // never forwarded.
   const client = new OpenAI({ apiKey: 'placeholder', baseURL: `http://127.0.0.1:${port}/v1` });
   const ws = new LiveWS(client);
   const call = new Call(ws);
+  // A failed test must not leave the socket open (node --test would wait for it).
+  t.after(() => {
+    if (!call.closed) ws.close({ code: 1000, reason: 'test over' });
+  });
   assert.equal(ws.url.toString(), `ws://127.0.0.1:${port}/v1/live/sessions`, 'LiveWS dials plain ws:// with no query');
   ws.socket.on('open', () => {
     ws.send({ type: 'session.start', event_id: 'evt_start_node', session: { model: 'gpt-live-1' } });
@@ -195,8 +202,8 @@ async function open() {
   return { ws, call, started };
 }
 
-test('a GPT-Live call through tether: session.start, continuous audio both ways, session.close, session.closed, close 1000', async () => {
-  const { ws, call, started } = await open();
+test('a GPT-Live call through tether: session.start, continuous audio both ways, session.close, session.closed, close 1000', async (t) => {
+  const { ws, call, started } = await open(t);
   const mic = new Mic(ws, 1_000);
   mic.start();
   try {
@@ -211,9 +218,11 @@ test('a GPT-Live call through tether: session.start, continuous audio both ways,
       if (call.closed) throw new Error(`connection closed mid-call: ${call.summary()}`);
       return loud && words ? { loud, words } : undefined;
     }, 15_000);
-    // Go on for 1.5 s more (silence once the tone is over): the output track
-    // must keep coming in real time.
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Go on until CALL_MS into the call (silence once the tone is over), at
+    // least a second past the echo: the output track must keep coming in
+    // real time.
+    const until = Math.max(call.startedAt + CALL_MS, performance.now() + 1_000);
+    await new Promise((r) => setTimeout(r, until - performance.now()));
     assert.equal(call.closed, null, `connection closed mid-call: ${call.summary()}`);
 
     const deltas = call.of('session.output_audio.delta');
@@ -224,7 +233,7 @@ test('a GPT-Live call through tether: session.start, continuous audio both ways,
     console.log(`output: ${deltas.length} audio deltas (${audioMs.toFixed(0)} ms of audio) over ${span.toFixed(0)} ms, largest gap ${maxGap.toFixed(0)} ms; ` +
       `first non-silent delta ${(echo.loud.at - call.startedAt).toFixed(0)} ms after session.started, first output transcript delta ` +
       `${JSON.stringify(echo.words.ev.delta)} at ${(echo.words.at - call.startedAt).toFixed(0)} ms; input sent: ${mic.seconds} s`);
-    assert.ok(span >= 2_000, `output audio deltas spanned ${span.toFixed(0)} ms, want a continuous track over the call`);
+    assert.ok(span >= CALL_MS - 1_000, `output audio deltas spanned ${span.toFixed(0)} ms, want a continuous track over the call`);
     assert.ok(deltas.length >= 10, `${deltas.length} output audio deltas, want a continuous track`);
     assert.ok(maxGap < 1_000, `largest gap between output audio deltas ${maxGap.toFixed(0)} ms: the track is not continuous`);
     assert.ok(audioMs >= span * 0.5, `${audioMs.toFixed(0)} ms of output audio over ${span.toFixed(0)} ms: not a real-time track`);
@@ -245,8 +254,8 @@ test('a GPT-Live call through tether: session.start, continuous audio both ways,
   console.log(`session.closed usage.seconds ${closed.usage.seconds}; socket closed ${(end.at - call.events.at(-1).at).toFixed(0)} ms after the last event, code ${end.code}`);
 });
 
-test('the upstream resets mid-call: the client sees close 1014 promptly, not a hang and not 1006', async () => {
-  const { ws, call } = await open();
+test('the upstream resets mid-call: the client sees close 1014 promptly, not a hang and not 1006', async (t) => {
+  const { ws, call } = await open(t);
   const mic = new Mic(ws, 10_000);
   mic.start();
   try {
