@@ -212,7 +212,7 @@ func (a *app) useBuiltinMock(list []upstreams.Config) ([]upstreams.Config, error
 		}
 		builtinLive := u.LiveURL == ""
 		if a.mock == nil {
-			a.mock = mock.New(mock.Options{Logger: a.log.With("component", "mock")})
+			a.mock = mock.New(mock.Options{Logger: a.log.With("component", "mock"), StartDelay: builtinMockStartDelay})
 			addr, err := a.mock.Start("127.0.0.1:0")
 			if err != nil {
 				return nil, fmt.Errorf("start built-in mock upstream: %w", err)

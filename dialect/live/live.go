@@ -86,6 +86,30 @@ const (
 	CodeStartRequired       = "session_start_required"
 	CodeStartTimeout        = "session_start_timeout"
 	CodeShuttingDown        = "server_shutting_down"
+	// Codes the built-in mock sends (validation and sequencing errors in
+	// the service's style; the service's own codes for these cases are
+	// unconfirmed).
+	CodeMissingParameter   = "missing_required_parameter"
+	CodeInvalidValue       = "invalid_value"
+	CodeInvalidType        = "invalid_type"
+	CodeUnknownEventType   = "unknown_event_type"
+	CodeNotStarted         = "session_not_started"
+	CodeAlreadyStarted     = "session_already_started"
+	CodeDelegationRequired = "responses_delegation_required"
+	CodeMissingAuth        = "missing_authorization"
+)
+
+// Values of the session resource.
+const (
+	// ModelGPTLive1 is the first GPT-Live model.
+	ModelGPTLive1 = "gpt-live-1"
+	// DefaultVoice is session.audio.output.voice when session.start names none.
+	DefaultVoice = "marin"
+	// StatusActive is the session resource's status (also in session.closed).
+	StatusActive = "active"
+	// Delegation types (session.delegation.type).
+	DelegationClient    = "client"
+	DelegationResponses = "responses"
 )
 
 // Audio formats of session.start.session.audio.format.type.
@@ -184,6 +208,7 @@ type Usage struct {
 // UsageEvent is session.usage.updated.
 type UsageEvent struct {
 	Type          string `json:"type"`
+	EventID       string `json:"event_id,omitempty"`
 	Usage         Usage  `json:"usage"`
 	ContextWindow *struct {
 		UsageRatio float64 `json:"usage_ratio"`
@@ -205,6 +230,7 @@ type ClosedEvent struct {
 // timeline (milliseconds).
 type TranscriptDelta struct {
 	Type    string `json:"type"`
+	EventID string `json:"event_id,omitempty"`
 	Delta   string `json:"delta"`
 	StartMS int64  `json:"start_ms"`
 	EndMS   int64  `json:"end_ms"`
@@ -254,8 +280,13 @@ type NestedEvent struct {
 	} `json:"event"`
 }
 
-// ResponseCompleted is the nested event type that carries usage.
-const ResponseCompleted = "response.completed"
+// Nested Responses event types (inside response.event). ResponseCompleted
+// is the one that carries usage.
+const (
+	ResponseCreated   = "response.created"
+	ResponseTextDelta = "response.output_text.delta"
+	ResponseCompleted = "response.completed"
+)
 
 // ErrorDetail is the error object of an error event.
 type ErrorDetail struct {

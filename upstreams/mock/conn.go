@@ -46,13 +46,19 @@ var (
 // conn is one WebSocket session. Its goroutine (the caller of run, which
 // is a ServeHTTP call) owns the session and reads; at most one streamer
 // goroutine (stream, per response) runs beside it and is waited for at exit.
+// A GPT-Live session (live != nil) shares the plumbing (frames, control
+// frames, writes, close handshake, faults) and runs its own events and
+// output track (live.go); the Realtime fields below stay unused then.
 type conn struct {
 	srv    *Server
 	nc     net.Conn
 	log    *slog.Logger
-	id     string // sess_...
+	id     string // sess_... (Realtime) or live_... (GPT-Live)
 	model  string
 	prefix string // random part of the ids the session hands out
+	// live is the GPT-Live session state; nil for Realtime sessions. Set
+	// before run, owned as its fields say.
+	live *liveSession
 
 	seq        atomic.Uint64 // id counter; reader and streamer
 	pace       atomic.Int64  // nanoseconds between output deltas; set by mock.fault slow
@@ -89,23 +95,31 @@ type conn struct {
 	lastExited chan struct{} // closed when the last streamer exited; nil before the first
 }
 
+// newConn returns a Realtime session.
 func newConn(s *Server, nc net.Conn, br io.Reader, r *http.Request) *conn {
 	model := cmp.Or(r.URL.Query().Get("model"), "gpt-realtime")
+	c := newBaseConn(s, nc, br, "sess_"+randomID(20))
+	c.model = model
+	c.convID = "conv_" + c.prefix
+	c.pace.Store(int64(s.opts.DeltaInterval))
+	c.session = newSessionObject(c.id, model, time.Now().Add(time.Hour).Unix())
+	c.cfg, _ = normalizeSession(c.session)
+	return c
+}
+
+// newBaseConn returns the plumbing every session has: buffers, the frame
+// reader, the id.
+func newBaseConn(s *Server, nc net.Conn, br io.Reader, id string) *conn {
 	c := &conn{
 		srv:    s,
 		nc:     nc,
-		model:  model,
+		id:     id,
+		log:    s.log.With("session", id),
 		prefix: randomID(10),
 		quit:   make(chan struct{}),
 		rbuf:   make([]byte, headroom, headroom+readBufSize),
 		obuf:   make([]byte, headroom, headroom+4096),
 	}
-	c.id = "sess_" + randomID(20)
-	c.convID = "conv_" + c.prefix
-	c.log = s.log.With("session", c.id)
-	c.pace.Store(int64(s.opts.DeltaInterval))
-	c.session = newSessionObject(c.id, model, time.Now().Add(time.Hour).Unix())
-	c.cfg, _ = normalizeSession(c.session)
 	c.rd = wsutil.Reader{
 		Source:         br,
 		State:          ws.StateServerSide,
@@ -162,15 +176,23 @@ func (c *conn) run(authorized bool) {
 	if c.lastExited != nil {
 		<-c.lastExited
 	}
+	if c.live != nil {
+		c.live.wait()
+	}
 	c.log.Debug("mock upstream: session ended", "why", why)
 }
 
 func (c *conn) loop(authorized bool) string {
-	if !authorized {
+	switch {
+	case c.live != nil:
+		// The client speaks first; the credential was checked at the upgrade.
+	case !authorized:
 		c.sendError("", "invalid_request_error", "invalid_api_key", "Incorrect API key provided.", "")
 		c.closeWith(wsframe.Unauthorized, "invalid_request_error.invalid_api_key")
-	} else if err := c.sendEvent(c.sessionEvent(realtime.SessionCreated)); err != nil {
-		return "write failed"
+	default:
+		if err := c.sendEvent(c.sessionEvent(realtime.SessionCreated)); err != nil {
+			return "write failed"
+		}
 	}
 	for {
 		if c.stalled {
@@ -197,7 +219,9 @@ func (c *conn) loop(authorized bool) string {
 		if err != nil {
 			return c.readFailed(err)
 		}
-		if c.echo {
+		if c.live != nil {
+			err = c.live.handle(hdr.OpCode, msg)
+		} else if c.echo {
 			err = c.send(hdr.OpCode, c.rbuf)
 		} else if hdr.OpCode != ws.OpText {
 			err = c.sendError("", "invalid_request_error", "invalid_value", "Binary frames are not supported; send JSON events as text frames.", "")

@@ -72,7 +72,11 @@ type clientEvent struct {
 	// conversation.item.truncate
 	ContentIndex int `json:"content_index"`
 	AudioEndMs   int `json:"audio_end_ms"`
-	// mock.fault
+	faultArgs
+}
+
+// faultArgs are the members of a mock.fault event (both dialects).
+type faultArgs struct {
 	Fault           string          `json:"fault"`
 	Code            json.RawMessage `json:"code"` // close: number; error: string
 	Reason          string          `json:"reason"`
@@ -358,28 +362,12 @@ func (c *conn) fault(ev *clientEvent) error {
 	c.log.Info("mock upstream: fault", "fault", ev.Fault)
 	switch ev.Fault {
 	case "close":
-		code := wsframe.NormalClosure
-		if n, ok := jsonInt(ev.Code); ok && n > 0 {
-			code = wsframe.CloseCode(n)
-		}
-		c.closeWith(code, ev.Reason)
+		c.closeFault(ev.Code, ev.Reason)
 		return nil
 	case "rst":
-		c.wmu.Lock()
-		c.wclosed = true
-		nc := c.nc
-		if tc, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS
-			nc = tc.NetConn()
-		}
-		if tc, ok := nc.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0) // close sends RST
-		}
-		nc.Close() // the raw connection: TLS would send close_notify first
-		c.wmu.Unlock()
-		return errRST
+		return c.reset()
 	case "stall":
-		c.stopWriting()
-		c.stalled = true
+		c.stall()
 		return nil
 	case "error":
 		code := cmp.Or(jsonString(ev.Code), "mock_error")
@@ -412,6 +400,39 @@ func (c *conn) fault(ev *clientEvent) error {
 	}
 	return c.sendError(ev.EventID, "invalid_request_error", "invalid_value",
 		fmt.Sprintf("Invalid value: '%s'. Supported faults: close, rst, stall, error, expire, echo, slow.", ev.Fault), "fault")
+}
+
+// reset drops the TCP connection with an RST and no close frame (mock.fault
+// rst); it returns errRST, which ends the session.
+func (c *conn) reset() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wclosed = true
+	nc := c.nc
+	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS
+		nc = tc.NetConn()
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // close sends RST
+	}
+	nc.Close() // the raw connection: TLS would send close_notify first
+	return errRST
+}
+
+// stall stops all writes and, from the next frame on, all reads (mock.fault
+// stall): the socket stays open until the session is killed.
+func (c *conn) stall() {
+	c.stopWriting()
+	c.stalled = true
+}
+
+// closeFault starts the close of mock.fault close: code (default 1000) and reason.
+func (c *conn) closeFault(rawCode json.RawMessage, reason string) {
+	code := wsframe.NormalClosure
+	if n, ok := jsonInt(rawCode); ok && n > 0 {
+		code = wsframe.CloseCode(n)
+	}
+	c.closeWith(code, reason)
 }
 
 // jsonInt reads a JSON number, or a string holding one.

@@ -1,14 +1,26 @@
-// Package mock is tether's built-in mock OpenAI Realtime backend. It speaks
-// the GA dialect over WebSocket (github.com/gobwas/ws): session.created on
-// connect, session.update, input_audio_buffer.*, response.* with audio deltas
-// that echo the committed audio, response.done with usage, optional
-// energy-based server VAD, and the mock.fault client events of the design
-// contract (close, rst, stall, error, expire, echo, slow).
+// Package mock is tether's built-in mock OpenAI voice backend. It speaks
+// two dialects over WebSocket (github.com/gobwas/ws), chosen by the path:
 //
-// It runs in-process as tether's default upstream, behind
-// `tether mock-upstream`, and in tests and load benchmarks.
+//   - A path ending in /live/sessions (/v1/live/sessions,
+//     /openai/v1/live/sessions) is GPT-Live (live.go, dialect/live): the
+//     client speaks first with a strictly checked session.start, answered by
+//     session.started after Options.StartDelay; then a continuous output
+//     audio track (one session.output_audio.delta of 100 ms per
+//     Options.LiveDeltaInterval, digital silence or the caller's audio echoed
+//     about 200 ms later), input and output transcript deltas for the audio
+//     that is not silent, cumulative session.usage.updated, the acks of the
+//     client events, Responses-delegation answers as response.event, and
+//     session.close answered by session.closed and close 1000.
+//   - Every other path is the Realtime GA dialect: session.created on
+//     connect, session.update, input_audio_buffer.*, response.* with audio
+//     deltas that echo the committed audio, response.done with usage,
+//     optional energy-based server VAD.
 //
-// Faults, sent by the client as {"type":"mock.fault","fault":F,...}:
+// Both obey the mock.fault client events of the design contract. It runs
+// in-process as tether's default upstream, behind `tether mock-upstream`,
+// and in tests and load benchmarks.
+//
+// Realtime faults, sent by the client as {"type":"mock.fault","fault":F,...}:
 //
 //   - close: close frame with "code" (default 1000) and "reason".
 //   - rst: drop the TCP connection without a close frame (RST).
@@ -22,11 +34,26 @@
 //   - slow: "delta_interval_ms" (default 100) between this session's
 //     output deltas.
 //
-// Usage numbers in response.done are derived from audio lengths:
+// GPT-Live faults, accepted at any time after session.start (also while
+// session.started is pending):
+//
+//   - close, rst, stall: as for Realtime (stall also stops the output track).
+//   - error: an error event (GPT-Live shape) with "code" (default
+//     mock_error), "error_type" (default invalid_request_error) and
+//     optional "message"; with "close_code", then a close frame with that
+//     code and reason "<error_type>.<code>". The session goes on otherwise
+//     (e.g. code credit_balance_exhausted before session.started).
+//   - expire: session.closed with reason expired and the usage so far, then
+//     close 1000.
+//   - content: session.closed with reason content, then close 1000.
+//
+// Realtime usage numbers in response.done are derived from audio lengths:
 // input audio_tokens = ceil(committed ms / 100), input text_tokens =
 // 10 + len(instructions)/4, cached_tokens = that text_tokens from the second
 // response of a session on, output audio_tokens = ceil(sent ms / 50), output
-// text_tokens = transcript words sent.
+// text_tokens = transcript words sent. GPT-Live usage seconds are the session
+// timeline: 0.1 s per output delta sent (wall-clock seconds since
+// session.started at the default pace).
 package mock
 
 import (
@@ -45,11 +72,14 @@ import (
 
 // Options configures a Server.
 type Options struct {
-	// APIKey, if non-empty, is the credential every session must present, as
-	// "Authorization: Bearer KEY", an "api-key" header or query parameter, or
-	// the subprotocol "openai-insecure-api-key.KEY". A wrong or missing one
-	// is reported in-band like OpenAI does: the upgrade succeeds, then an
-	// error event (invalid_request_error, invalid_api_key) and close 3000.
+	// APIKey, if non-empty, is the credential every session must present.
+	// Realtime: as "Authorization: Bearer KEY", an "api-key" header or query
+	// parameter, or the subprotocol "openai-insecure-api-key.KEY"; a wrong or
+	// missing one is reported in-band like OpenAI does: the upgrade
+	// succeeds, then an error event (invalid_request_error, invalid_api_key)
+	// and close 3000. GPT-Live: as "Authorization: Bearer KEY" or an
+	// "api-key" header; a wrong or missing one gets HTTP 401 with a JSON
+	// error body at the upgrade.
 	APIKey string
 	// DeltaInterval is the pause between the audio deltas of a response.
 	// Zero sends them in a burst, faster than real time.
@@ -57,6 +87,18 @@ type Options struct {
 	// DeltaBytes is the raw audio per output delta; default 4800 (100 ms of
 	// 24 kHz pcm16).
 	DeltaBytes int
+	// StartDelay is how long a GPT-Live session takes from session.start to
+	// session.started (the service takes about 1.1 s). Zero answers at once.
+	StartDelay time.Duration
+	// LiveDeltaInterval paces a GPT-Live session's output audio track: one
+	// session.output_audio.delta carrying 100 ms of audio every interval,
+	// for the whole session. Zero means DefaultLiveDeltaInterval (real
+	// time); a shorter interval runs the track, and with it the session
+	// timeline, faster than real time.
+	LiveDeltaInterval time.Duration
+	// UsageInterval is the pause between a GPT-Live session's
+	// session.usage.updated events. Zero means DefaultUsageInterval.
+	UsageInterval time.Duration
 	// OnHandshake, if set, is called with every upgrade request before it is
 	// answered.
 	OnHandshake func(r *http.Request)
@@ -65,8 +107,18 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// DefaultDeltaBytes is the audio per output delta when Options.DeltaBytes is 0.
-const DefaultDeltaBytes = 4800
+// Defaults of Options.
+const (
+	// DefaultDeltaBytes is the audio per Realtime output delta when
+	// Options.DeltaBytes is 0.
+	DefaultDeltaBytes = 4800
+	// DefaultLiveDeltaInterval is the pace of a GPT-Live output track when
+	// Options.LiveDeltaInterval is 0: real time.
+	DefaultLiveDeltaInterval = 100 * time.Millisecond
+	// DefaultUsageInterval is the pause between GPT-Live usage events when
+	// Options.UsageInterval is 0.
+	DefaultUsageInterval = 5 * time.Second
+)
 
 const (
 	// handshakeTimeout bounds reading the upgrade request and writing its answer.
@@ -78,8 +130,8 @@ const (
 	killWriteTimeout = 100 * time.Millisecond
 )
 
-// Server is a mock OpenAI Realtime backend. Its methods are safe for
-// concurrent use.
+// Server is a mock OpenAI voice backend (Realtime and GPT-Live). Its
+// methods are safe for concurrent use.
 type Server struct {
 	opts Options
 	log  *slog.Logger
@@ -106,6 +158,15 @@ func New(opts Options) *Server {
 	if opts.DeltaInterval < 0 {
 		opts.DeltaInterval = 0
 	}
+	if opts.StartDelay < 0 {
+		opts.StartDelay = 0
+	}
+	if opts.LiveDeltaInterval <= 0 {
+		opts.LiveDeltaInterval = DefaultLiveDeltaInterval
+	}
+	if opts.UsageInterval <= 0 {
+		opts.UsageInterval = DefaultUsageInterval
+	}
 	log := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
 	return &Server{
 		opts:      opts,
@@ -116,8 +177,10 @@ func New(opts Options) *Server {
 	}
 }
 
-// ServeHTTP upgrades the request (on any path) to a WebSocket and runs the
-// session until it ends. The model is the "model" query parameter, else
+// ServeHTTP upgrades the request to a WebSocket and runs the session until
+// it ends. A path ending in /live/sessions gets a GPT-Live session (the
+// credential is checked at the upgrade: 401 without it); any other path a
+// Realtime session whose model is the "model" query parameter, else
 // "gpt-realtime". After Close it answers 503.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.enter() {
@@ -128,9 +191,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f := s.opts.OnHandshake; f != nil {
 		f(r)
 	}
-	u := ws.HTTPUpgrader{
-		Timeout:  handshakeTimeout,
-		Protocol: func(p string) bool { return p == "realtime" },
+	live := isLivePath(r.URL.Path)
+	if live && !s.liveAuthorized(w, r) {
+		return
+	}
+	u := ws.HTTPUpgrader{Timeout: handshakeTimeout}
+	if !live {
+		u.Protocol = func(p string) bool { return p == "realtime" }
 	}
 	nc, rw, _, err := u.Upgrade(r, w)
 	if err != nil {
@@ -140,7 +207,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("mock upstream: upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	c := newConn(s, nc, rw.Reader, r)
+	var c *conn
+	if live {
+		c = newLiveConn(s, nc, rw.Reader)
+	} else {
+		c = newConn(s, nc, rw.Reader, r)
+	}
 	if !s.register(c) {
 		nc.Close()
 		return
@@ -275,25 +347,31 @@ func (s *Server) unregister(c *conn) {
 // insecureKeyPrefix marks the subprotocol token that carries a credential.
 const insecureKeyPrefix = "openai-insecure-api-key."
 
-// authorized reports whether r carries Options.APIKey (or none is required).
+// keyMatches reports whether got is Options.APIKey (compared in constant time).
+func (s *Server) keyMatches(got string) bool {
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.APIKey)) == 1
+}
+
+// headerAuthorized reports whether r carries Options.APIKey in a header:
+// "Authorization: Bearer KEY" or "api-key: KEY".
+func (s *Server) headerAuthorized(r *http.Request) bool {
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") && s.keyMatches(strings.TrimSpace(h[7:])) {
+		return true
+	}
+	return s.keyMatches(r.Header.Get("api-key"))
+}
+
+// authorized reports whether a Realtime request r carries Options.APIKey
+// (or none is required): in a header, the api-key query parameter or the
+// subprotocol.
 func (s *Server) authorized(r *http.Request) bool {
-	want := s.opts.APIKey
-	if want == "" {
-		return true
-	}
-	eq := func(got string) bool {
-		return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
-	}
-	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") && eq(strings.TrimSpace(h[7:])) {
-		return true
-	}
-	if eq(r.Header.Get("api-key")) || eq(r.URL.Query().Get("api-key")) {
+	if s.opts.APIKey == "" || s.headerAuthorized(r) || s.keyMatches(r.URL.Query().Get("api-key")) {
 		return true
 	}
 	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for tok := range strings.SplitSeq(h, ",") {
 			tok = strings.TrimSpace(tok)
-			if strings.HasPrefix(tok, insecureKeyPrefix) && eq(tok[len(insecureKeyPrefix):]) {
+			if strings.HasPrefix(tok, insecureKeyPrefix) && s.keyMatches(tok[len(insecureKeyPrefix):]) {
 				return true
 			}
 		}
