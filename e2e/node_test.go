@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,8 +26,8 @@ const nodeTimeout = 90 * time.Second
 // wss:// (it rewrites the base URL's scheme), so tether serves TLS from files
 // signed by a throwaway CA that Node trusts through NODE_EXTRA_CA_CERTS.
 //
-// It needs node (>= 20) and `npm ci` in e2e/node; without them it is skipped,
-// unless TETHER_REQUIRE_NODE is set (CI), when it fails.
+// It needs node (>= 20) and npm (see requireNode); without them it is
+// skipped, unless TETHER_REQUIRE_NODE is set (CI), when it fails.
 func TestNodeOpenAIClient(t *testing.T) {
 	t.Parallel()
 	node := requireNode(t)
@@ -76,8 +78,19 @@ func TestNodeOpenAIClient(t *testing.T) {
 	}
 }
 
-// requireNode returns the node binary, or skips (fails with
-// TETHER_REQUIRE_NODE set) when node or e2e/node/node_modules is missing.
+// nodeModuleFiles are files the node tests import, under e2e/node/node_modules:
+// the openai 6.x Realtime client and the openai 7.x GPT-Live client (npm
+// alias openai-live), both pinned in e2e/node/package.json.
+var nodeModuleFiles = []string{
+	"openai/realtime/ws.js",
+	"openai-live/resources/live/ws.js",
+}
+
+// requireNode returns the node binary with e2e/node/node_modules installed.
+// It skips (fails with TETHER_REQUIRE_NODE set, as in CI) when node >= 20 or
+// npm is missing. When node_modules lacks a client the tests import (a fresh
+// clone, or one installed before a dependency was added) it runs `npm ci` in
+// e2e/node once for all the node tests; a failing install fails the test.
 func requireNode(t *testing.T) string {
 	t.Helper()
 	missing := func(format string, args ...any) {
@@ -89,7 +102,7 @@ func requireNode(t *testing.T) string {
 	}
 	node, err := exec.LookPath("node")
 	if err != nil {
-		missing("node is not installed: the official openai client test needs Node >= 20")
+		missing("node is not installed: the official openai client tests need Node >= 20 and npm")
 		return ""
 	}
 	v, err := exec.Command(node, "--version").Output()
@@ -99,12 +112,55 @@ func requireNode(t *testing.T) string {
 	}
 	major, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(string(v)), "v"), ".")
 	if n, err := strconv.Atoi(major); err != nil || n < 20 {
-		missing("node %s is too old: the openai client test needs Node >= 20", strings.TrimSpace(string(v)))
+		missing("node %s is too old: the openai client tests need Node >= 20", strings.TrimSpace(string(v)))
 		return ""
 	}
-	if _, err := os.Stat(filepath.Join("node", "node_modules", "openai", "realtime", "ws.js")); err != nil {
-		missing("e2e/node/node_modules is missing: run `cd e2e/node && npm ci`")
-		return ""
+	if nodeModulesMissing() != "" {
+		if _, err := exec.LookPath("npm"); err != nil {
+			missing("npm is not installed: the openai client tests install their packages with `npm ci` in e2e/node")
+			return ""
+		}
+	}
+	npmOnce.Do(func() { npmErr = npmCI() })
+	if npmErr != nil {
+		t.Fatalf("installing e2e/node's packages: %v", npmErr)
 	}
 	return node
+}
+
+var (
+	npmOnce sync.Once
+	npmErr  error
+)
+
+// nodeModulesMissing returns the first of nodeModuleFiles not installed, or "".
+func nodeModulesMissing() string {
+	for _, f := range nodeModuleFiles {
+		if _, err := os.Stat(filepath.Join("node", "node_modules", filepath.FromSlash(f))); err != nil {
+			return f
+		}
+	}
+	return ""
+}
+
+// npmCI runs `npm ci` in e2e/node when a client is missing (from
+// package-lock.json, exactly the pinned versions), then checks the clients
+// are there.
+func npmCI() error {
+	f := nodeModulesMissing()
+	if f == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = "node"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("node_modules/%s is missing and `npm ci` in e2e/node failed: %v\n%s", f, err, out)
+	}
+	if f := nodeModulesMissing(); f != "" {
+		return fmt.Errorf("node_modules/%s is still missing after `npm ci` in e2e/node:\n%s", f, out)
+	}
+	return nil
 }
