@@ -775,6 +775,8 @@ config:
 	want := normalize(t, in.Config)
 	want["lifecycle"].(map[string]any)["idle_timeout"] = "120s"
 	want["lifecycle"].(map[string]any)["max_duration"] = "60m"
+	want["lifecycle"].(map[string]any)["live"] = map[string]any{"close_timeout": "5s", "quiet": "1s"}
+	want["server"].(map[string]any)["live_paths"] = []any{"/v1/live/sessions"}
 	want["log"] = map[string]any{"level": "info", "format": "json"}
 	if !reflect.DeepEqual(normalize(t, got), want) {
 		t.Errorf("rendered tether.yaml:\n%s\nwant the values' config %v", tetherYAML, want)
