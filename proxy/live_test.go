@@ -72,6 +72,23 @@ func newLiveEnv(t *testing.T, lo lifecycle.Options, ups ...*liveUpstream) *liveE
 	return &liveEnv{url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/live/sessions", mgr: mgr}
 }
 
+// started dials env, starts a gpt-live-1 session and returns the client and
+// the session.
+func (e *liveEnv) started(t *testing.T) (*testkit.Conn, *lifecycle.Session) {
+	t.Helper()
+	c := testkit.Dial(t, e.url, testkit.Options{})
+	c.Send(startMsg("gpt-live-1"))
+	c.WaitEvent(live.SessionStarted, 5*time.Second)
+	return c, e.mgr.Get(e.mgr.Snapshots()[0].ID)
+}
+
+// closeTimeout is testLifecycle with the given close_timeout.
+func closeTimeout(d time.Duration) lifecycle.Options {
+	lo := testLifecycle()
+	lo.CloseTimeout = d
+	return lo
+}
+
 func startMsg(model string) map[string]any {
 	return map[string]any{"type": live.SessionStart, "event_id": "evt_start",
 		"session": map[string]any{"model": model, "instructions": "be brief"}}
@@ -223,13 +240,8 @@ func TestLiveGracefulCloseOnClientClose(t *testing.T) {
 			}
 		}
 	}))
-	lo := testLifecycle()
-	lo.CloseTimeout = 2 * time.Second
-	env := newLiveEnv(t, lo, up)
-	c := testkit.Dial(t, env.url, testkit.Options{})
-	c.Send(startMsg("gpt-live-1"))
-	c.WaitEvent(live.SessionStarted, 5*time.Second)
-	s := env.mgr.Snapshots()[0]
+	env := newLiveEnv(t, closeTimeout(2*time.Second), up)
+	c, s := env.started(t)
 	c.SendClose(1000, "bye")
 	if !recvWithin(t, gotClose) {
 		t.Fatal("upstream got no session.close")
@@ -256,13 +268,8 @@ func TestLiveGracefulCloseBounded(t *testing.T) {
 				}
 				c.WaitClose(5 * time.Second)
 			}))
-			lo := testLifecycle()
-			lo.CloseTimeout = 500 * time.Millisecond
-			env := newLiveEnv(t, lo, up)
-			c := testkit.Dial(t, env.url, testkit.Options{})
-			c.Send(startMsg("gpt-live-1"))
-			c.WaitEvent(live.SessionStarted, 5*time.Second)
-			s := env.mgr.Get(env.mgr.Snapshots()[0].ID)
+			env := newLiveEnv(t, closeTimeout(500*time.Millisecond), up)
+			c, s := env.started(t)
 			s.End(lifecycle.ReasonAdmin)
 			var sent time.Time
 			select {
@@ -300,10 +307,7 @@ func TestLiveUpstreamEnds(t *testing.T) {
 		c.WaitClose(5 * time.Second)
 	}))
 	env := newLiveEnv(t, testLifecycle(), up)
-	c := testkit.Dial(t, env.url, testkit.Options{})
-	c.Send(startMsg("gpt-live-1"))
-	c.WaitEvent(live.SessionStarted, 5*time.Second)
-	s := env.mgr.Get(env.mgr.Snapshots()[0].ID)
+	c, s := env.started(t)
 	c.Send(map[string]any{"type": live.InputAudioAppend, "audio": "AAAA"})
 	ev := c.WaitEvent(live.SessionClosed, 5*time.Second)
 	if ev["reason"] != live.ReasonExpired {
@@ -329,13 +333,8 @@ func TestLiveClientVanishes(t *testing.T) {
 		c.Send(map[string]any{"type": live.SessionClosed, "reason": live.ReasonCloseRequested})
 		c.WaitClose(5 * time.Second)
 	}))
-	lo := testLifecycle()
-	lo.CloseTimeout = time.Second
-	env := newLiveEnv(t, lo, up)
-	c := testkit.Dial(t, env.url, testkit.Options{})
-	c.Send(startMsg("gpt-live-1"))
-	c.WaitEvent(live.SessionStarted, 5*time.Second)
-	s := env.mgr.Get(env.mgr.Snapshots()[0].ID)
+	env := newLiveEnv(t, closeTimeout(time.Second), up)
+	c, s := env.started(t)
 	c.Vanish()
 	if !recvWithin(t, gotClose) {
 		t.Fatal("upstream got no session.close after the client vanished")

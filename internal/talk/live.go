@@ -1,29 +1,19 @@
 package talk
 
 import (
-	"bufio"
 	"cmp"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
-
 	"github.com/tetherproxy/tether/dialect/live"
-	"github.com/tetherproxy/tether/internal/redact"
 )
 
 // DefaultLiveURL is the GPT-Live endpoint of a local tether.
@@ -90,51 +80,34 @@ func RunLive(ctx context.Context, opts LiveOptions) error {
 }
 
 func runLive(ctx context.Context, opts LiveOptions) (*liveResult, error) {
-	out := cmp.Or(opts.Out, io.Discard)
 	timeout := cmp.Or(opts.Timeout, DefaultTimeout)
-	u, err := url.Parse(opts.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return nil, fmt.Errorf("url %q: want ws://host[:port]/v1/live/sessions or wss://...", redact.URL(opts.URL))
-	}
-	var pcm []byte
-	source := fmt.Sprintf("%d Hz tone", ToneHz)
-	if opts.WAV != "" {
-		if pcm, err = ReadWAVFile(opts.WAV); err != nil {
-			return nil, err
-		}
-		source = opts.WAV
-	} else {
-		pcm = Tone(ToneDuration)
+	u, pcm, source, err := opts.prepare("ws://host[:port]/v1/live/sessions")
+	if err != nil {
+		return nil, err
 	}
 	interval := cmp.Or(opts.chunkInterval, liveChunkInterval)
 	if streamed := time.Duration(len(pcm)/liveChunkBytes) * interval; streamed >= timeout {
 		return nil, fmt.Errorf("the audio streams in real time for %s, longer than the timeout %s: raise --timeout", streamed, timeout)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	s := &liveTalk{res: &liveResult{AudioSentBytes: len(pcm), Model: cmp.Or(opts.Model, live.ModelGPTLive1)},
-		start: time.Now(), phase: "the WebSocket handshake"}
-	fmt.Fprintf(out, "%-13s%s\n", "url:", redact.URL(opts.URL))
-	err = s.run(ctx, opts, u, pcm, interval)
-	s.res.Elapsed = time.Since(s.start)
-	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-		err = fmt.Errorf("timed out after %s waiting for %s", timeout, s.phase)
-	}
-	s.report(out, source)
+	s := &liveTalk{res: &liveResult{AudioSentBytes: len(pcm), Model: cmp.Or(opts.Model, live.ModelGPTLive1)}}
+	rep := reporter{cmp.Or(opts.Out, io.Discard)}
+	s.res.Elapsed, err = runTimed(ctx, rep, opts.URL, timeout, &s.waiter, func(ctx context.Context) error {
+		return s.run(ctx, opts, u, pcm, interval)
+	})
+	s.report(rep, source)
 	if err != nil {
 		return s.res, err
 	}
-	fmt.Fprintf(out, "%-13s%s\n", "ok:", "answered and closed in "+s.res.Elapsed.Round(time.Millisecond).String())
+	rep.line("ok", "answered and closed in %s", s.res.Elapsed.Round(time.Millisecond))
 	return s.res, nil
 }
 
 // liveTalk is one RunLive. Only its goroutine touches it; the audio goes
 // out from a liveStreamer.
 type liveTalk struct {
-	res   *liveResult
-	start time.Time
-	phase string // what it waits for, for the timeout message
+	waiter
+	res *liveResult
 
 	audioDone   bool      // the source audio was all sent
 	lastInput   time.Time // when the latest input transcript delta came
@@ -146,17 +119,11 @@ type liveTalk struct {
 }
 
 func (s *liveTalk) run(ctx context.Context, opts LiveOptions, u *url.URL, pcm []byte, interval time.Duration) error {
-	conn, br, err := dialLive(ctx, opts.Options, u)
+	c, err := dial(ctx, opts.Options, u)
 	if err != nil {
 		return err
 	}
-	c := newClient(conn, br)
-	// A timeout or cancellation unblocks any read or write in progress.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		stop()
-		c.close()
-	}()
+	defer c.close()
 
 	s.phase = live.SessionStarted
 	if err := c.sendJSON(map[string]any{"type": live.SessionStart, "event_id": "talk_start",
@@ -209,39 +176,6 @@ func (s *liveTalk) run(ctx context.Context, opts LiveOptions, u *url.URL, pcm []
 	return nil
 }
 
-// dialLive opens the WebSocket (no subprotocol: GPT-Live clients offer none).
-func dialLive(ctx context.Context, opts Options, u *url.URL) (net.Conn, *bufio.Reader, error) {
-	var statusErr error
-	d := ws.Dialer{
-		NetDial: opts.netDial,
-		OnStatusError: func(status int, reason []byte, resp io.Reader) {
-			// resp is the whole response, status line on; parse it so the
-			// body read stops at its end (the server may keep the
-			// connection open).
-			var body []byte
-			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
-				body, _ = io.ReadAll(io.LimitReader(r.Body, 512))
-				r.Body.Close()
-			}
-			statusErr = fmt.Errorf("handshake: HTTP %d %s: %s", status, reason, strings.TrimSpace(string(body)))
-		},
-	}
-	if len(opts.Headers) > 0 {
-		d.Header = ws.HandshakeHeaderHTTP(opts.Headers)
-	}
-	if opts.InsecureSkipVerify {
-		d.TLSConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opt-in flag for self-signed test servers
-	}
-	conn, br, _, err := d.Dial(ctx, u.String())
-	if err != nil {
-		if statusErr != nil && ctx.Err() == nil {
-			return nil, nil, statusErr
-		}
-		return nil, nil, fmt.Errorf("connect %s: %w", redact.URL(u.String()), err)
-	}
-	return conn, br, nil
-}
-
 // liveEvent is the part of a GPT-Live server event talk reads.
 type liveEvent struct {
 	Type    string        `json:"type"`
@@ -255,37 +189,18 @@ type liveEvent struct {
 // next returns the next server event. An error event, a session.closed
 // talk did not ask for, a close or a read failure is an error.
 func (s *liveTalk) next(ctx context.Context, c *client) (*liveEvent, error) {
-	data, err := c.receive(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		return nil, s.closedErr(err)
-	}
 	var ev liveEvent
-	if err := json.Unmarshal(data, &ev); err != nil {
-		return nil, fmt.Errorf("waiting for %s: server sent a frame that is not a JSON event: %w", s.phase, err)
+	if err := s.read(ctx, c, &ev); err != nil {
+		return nil, err
 	}
 	switch {
 	case ev.Type == live.Error:
-		return nil, fmt.Errorf("waiting for %s: error event: %s", s.phase, ev.Error)
+		return nil, s.errorEvent(ev.Error)
 	case ev.Type == live.SessionClosed && !s.closeCalled:
 		s.observe(&ev)
 		return nil, fmt.Errorf("the server ended the session (session.closed, reason %q) while waiting for %s", ev.Reason, s.phase)
 	}
 	return &ev, nil
-}
-
-func (s *liveTalk) closedErr(err error) error {
-	var closed wsutil.ClosedError
-	switch {
-	case errors.As(err, &closed):
-		return fmt.Errorf("server closed the WebSocket (code %d %q) while waiting for %s", closed.Code, closed.Reason, s.phase)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("connection dropped without a close frame while waiting for %s", s.phase)
-	default:
-		return fmt.Errorf("read while waiting for %s: %w", s.phase, err)
-	}
 }
 
 // observe records what ev says about the session.
@@ -360,11 +275,9 @@ func (s *liveTalk) awaitServerClose(ctx context.Context, c *client) {
 	}
 }
 
-func (s *liveTalk) report(out io.Writer, source string) {
+func (s *liveTalk) report(rep reporter, source string) {
 	r := s.res
-	line := func(label, format string, args ...any) {
-		fmt.Fprintf(out, "%-13s%s\n", label+":", fmt.Sprintf(format, args...))
-	}
+	line := rep.line
 	silence := ""
 	if r.SilenceSentBytes > 0 {
 		silence = ", then " + seconds(r.SilenceSentBytes) + " of silence"

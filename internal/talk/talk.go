@@ -80,9 +80,9 @@ type result struct {
 	AudioDeltas      int
 	TimeToFirstAudio time.Duration // from sending the commit to the first audio delta; 0 if none
 	Transcript       string
-	InputTokens      int
-	OutputTokens     int
-	TotalTokens      int
+	InputTokens      int64
+	OutputTokens     int64
+	TotalTokens      int64
 	Elapsed          time.Duration
 	gotResponseDone  bool
 }
@@ -96,64 +96,80 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 func run(ctx context.Context, opts Options) (*result, error) {
-	out := cmp.Or(opts.Out, io.Discard)
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	u, err := url.Parse(opts.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return nil, fmt.Errorf("url %q: want ws://host[:port]/path or wss://...", redact.URL(opts.URL))
+	u, pcm, source, err := opts.prepare("ws://host[:port]/path")
+	if err != nil {
+		return nil, err
 	}
-
-	var pcm []byte
-	source := fmt.Sprintf("%d Hz tone", ToneHz)
-	if opts.WAV != "" {
-		if pcm, err = ReadWAVFile(opts.WAV); err != nil {
-			return nil, err
-		}
-		source = opts.WAV
-	} else {
-		pcm = Tone(ToneDuration)
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
-	t := &turn{res: &result{AudioSentBytes: len(pcm)}, start: time.Now(), phase: "the WebSocket handshake"}
-	fmt.Fprintf(out, "%-13s%s\n", "url:", redact.URL(opts.URL))
-	err = t.run(ctx, opts, u, pcm)
-	t.res.Elapsed = time.Since(t.start)
-	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-		err = fmt.Errorf("timed out after %s waiting for %s", timeout, t.phase)
-	}
-	t.report(out, source)
+	t := &turn{res: &result{AudioSentBytes: len(pcm)}}
+	rep := reporter{cmp.Or(opts.Out, io.Discard)}
+	t.res.Elapsed, err = runTimed(ctx, rep, opts.URL, timeout, &t.waiter, func(ctx context.Context) error {
+		return t.run(ctx, opts, u, pcm)
+	})
+	t.report(rep, source)
 	if err != nil {
 		return t.res, err
 	}
-	fmt.Fprintf(out, "%-13s%s\n", "ok:", "one turn in "+t.res.Elapsed.Round(time.Millisecond).String())
+	rep.line("ok", "one turn in %s", t.res.Elapsed.Round(time.Millisecond))
 	return t.res, nil
+}
+
+// prepare checks the URL (want shows a good one) and loads the audio to
+// send: the WAV file, or else the tone; source names it for the report.
+func (o Options) prepare(want string) (u *url.URL, pcm []byte, source string, err error) {
+	u, err = url.Parse(o.URL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return nil, nil, "", fmt.Errorf("url %q: want %s or wss://...", redact.URL(o.URL), want)
+	}
+	if o.WAV == "" {
+		return u, Tone(ToneDuration), fmt.Sprintf("%d Hz tone", ToneHz), nil
+	}
+	if pcm, err = ReadWAVFile(o.WAV); err != nil {
+		return nil, nil, "", err
+	}
+	return u, pcm, o.WAV, nil
+}
+
+// runTimed writes the url line, then runs body under timeout; a deadline
+// becomes an error naming what w waited for. It returns body's error and
+// how long body took.
+func runTimed(ctx context.Context, rep reporter, rawURL string, timeout time.Duration, w *waiter, body func(context.Context) error) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	w.phase = "the WebSocket handshake"
+	start := time.Now()
+	rep.line("url", "%s", redact.URL(rawURL))
+	err := body(ctx)
+	elapsed := time.Since(start)
+	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		err = fmt.Errorf("timed out after %s waiting for %s", timeout, w.phase)
+	}
+	return elapsed, err
+}
+
+// reporter writes the lines of a report: a label column, then the value.
+type reporter struct{ out io.Writer }
+
+func (r reporter) line(label, format string, args ...any) {
+	fmt.Fprintf(r.out, "%-13s%s\n", label+":", fmt.Sprintf(format, args...))
 }
 
 // turn is one run. Only Run's goroutine touches it, except conn writes,
 // which go through client.
 type turn struct {
-	res   *result
-	start time.Time
-	phase string // what the turn waits for, for the timeout message
+	waiter
+	res *result
 }
 
 func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) error {
-	c, err := dial(ctx, opts, u)
+	c, err := dial(ctx, opts, u, "realtime")
 	if err != nil {
 		return err
 	}
-	// A timeout or cancellation unblocks any read or write in progress.
-	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		stop()
-		c.close()
-	}()
+	defer c.close()
 	if err := t.awaitSession(ctx, c); err != nil {
 		return err
 	}
@@ -168,16 +184,17 @@ func (t *turn) run(ctx context.Context, opts Options, u *url.URL, pcm []byte) er
 	return t.res.verdict()
 }
 
-// dial opens the WebSocket, offering the realtime subprotocol; a refused
-// upgrade's error carries the HTTP status and the start of its body.
-func dial(ctx context.Context, opts Options, u *url.URL) (*client, error) {
+// dial opens the WebSocket, offering protocols (Realtime's "realtime";
+// GPT-Live clients offer none); a refused upgrade's error carries the HTTP
+// status and the start of its body. Until the client is closed, ctx ending
+// unblocks any read or write in progress.
+func dial(ctx context.Context, opts Options, u *url.URL, protocols ...string) (*client, error) {
 	var statusErr error
 	d := ws.Dialer{
-		Protocols: []string{"realtime"},
+		Protocols: protocols,
 		NetDial:   opts.netDial,
 		OnStatusError: func(status int, reason []byte, resp io.Reader) {
-			body, _ := io.ReadAll(io.LimitReader(resp, 512))
-			statusErr = fmt.Errorf("handshake: HTTP %d %s: %s", status, reason, strings.TrimSpace(string(body)))
+			statusErr = fmt.Errorf("handshake: HTTP %d %s: %s", status, reason, rejectionBody(resp))
 		},
 	}
 	if len(opts.Headers) > 0 {
@@ -193,7 +210,22 @@ func dial(ctx context.Context, opts Options, u *url.URL) (*client, error) {
 		}
 		return nil, fmt.Errorf("connect %s: %w", redact.URL(opts.URL), err)
 	}
-	return newClient(conn, br), nil
+	c := newClient(conn, br)
+	c.stopDeadline = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	return c, nil
+}
+
+// rejectionBody returns the start of a refused upgrade's body. resp is the
+// whole response, status line on: parsing it stops the body read at the
+// body's end (the server may keep the connection open).
+func rejectionBody(resp io.Reader) string {
+	r, err := http.ReadResponse(bufio.NewReader(resp), nil)
+	if err != nil {
+		return ""
+	}
+	defer r.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 512))
+	return strings.TrimSpace(string(body))
 }
 
 // awaitSession waits for session.created and records the session.
@@ -314,40 +346,57 @@ func (r *result) verdict() error {
 // next returns the next server event; an error event, a close or a read
 // failure is an error.
 func (t *turn) next(ctx context.Context, c *client) (*event, error) {
-	data, err := c.receive(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		return nil, t.closedErr(err)
-	}
 	var ev event
-	if err := json.Unmarshal(data, &ev); err != nil {
-		return nil, fmt.Errorf("waiting for %s: server sent a frame that is not a JSON event: %w", t.phase, err)
+	if err := t.read(ctx, c, &ev); err != nil {
+		return nil, err
 	}
 	if ev.Type == "error" {
-		return nil, fmt.Errorf("waiting for %s: error event: %s", t.phase, ev.Error)
+		return nil, t.errorEvent(ev.Error)
 	}
 	return &ev, nil
 }
 
-func (t *turn) closedErr(err error) error {
+// waiter knows what a run waits for (its phase), and names it in the
+// errors of what ends the wait: a timeout, an error event, a close, a
+// read failure or a frame that is not a JSON event.
+type waiter struct {
+	phase string
+}
+
+// read reads the next server event into ev.
+func (w *waiter) read(ctx context.Context, c *client, ev any) error {
+	data, err := c.receive(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return w.closedErr(err)
+	}
+	if err := json.Unmarshal(data, ev); err != nil {
+		return fmt.Errorf("waiting for %s: server sent a frame that is not a JSON event: %w", w.phase, err)
+	}
+	return nil
+}
+
+func (w *waiter) errorEvent(e *apiError) error {
+	return fmt.Errorf("waiting for %s: error event: %s", w.phase, e)
+}
+
+func (w *waiter) closedErr(err error) error {
 	var closed wsutil.ClosedError
 	switch {
 	case errors.As(err, &closed):
-		return fmt.Errorf("server closed the WebSocket (code %d %q) while waiting for %s", closed.Code, closed.Reason, t.phase)
+		return fmt.Errorf("server closed the WebSocket (code %d %q) while waiting for %s", closed.Code, closed.Reason, w.phase)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("connection dropped without a close frame while waiting for %s", t.phase)
+		return fmt.Errorf("connection dropped without a close frame while waiting for %s", w.phase)
 	default:
-		return fmt.Errorf("read while waiting for %s: %w", t.phase, err)
+		return fmt.Errorf("read while waiting for %s: %w", w.phase, err)
 	}
 }
 
-func (t *turn) report(out io.Writer, source string) {
+func (t *turn) report(rep reporter, source string) {
 	r := t.res
-	line := func(label, format string, args ...any) {
-		fmt.Fprintf(out, "%-13s%s\n", label+":", fmt.Sprintf(format, args...))
-	}
+	line := rep.line
 	line("audio", "%s (%d bytes, %s)", seconds(r.AudioSentBytes), r.AudioSentBytes, source)
 	if r.SessionID == "" {
 		return
@@ -396,23 +445,18 @@ func sessionUpdate() map[string]any {
 
 // event is the part of a server event talk reads.
 type event struct {
-	Type     string    `json:"type"`
-	Session  *session  `json:"session"`
-	Response *response `json:"response"`
-	Delta    string    `json:"delta"`
-	Error    *apiError `json:"error"`
+	Type     string            `json:"type"`
+	Session  *realtime.Session `json:"session"`
+	Response *response         `json:"response"`
+	Delta    string            `json:"delta"`
+	Error    *apiError         `json:"error"`
 }
 
-type session struct {
-	ID    string `json:"id"`
-	Model string `json:"model"`
-}
-
+// response is the dialect's response object with the status details of
+// one that did not complete.
 type response struct {
-	ID            string         `json:"id"`
-	Status        string         `json:"status"`
+	realtime.Response
 	StatusDetails *statusDetails `json:"status_details"`
-	Usage         *usage         `json:"usage"`
 }
 
 type statusDetails struct {
@@ -429,12 +473,6 @@ func (d *statusDetails) String() string {
 	default:
 		return d.Reason
 	}
-}
-
-type usage struct {
-	TotalTokens  int `json:"total_tokens"`
-	InputTokens  int `json:"input_tokens"`
-	OutputTokens int `json:"output_tokens"`
 }
 
 type apiError struct {
@@ -479,7 +517,8 @@ const maxQueued = 64 << 20
 // server never waits on talk while talk streams audio; every write, the
 // reader's control replies included, holds wmu.
 type client struct {
-	conn net.Conn
+	conn         net.Conn
+	stopDeadline func() bool // ends dial's unblocking of conn when its ctx ends
 
 	wmu       sync.Mutex  // guards writes to conn
 	closeSent atomic.Bool // our close frame is out: the server's close needs no reply
@@ -633,6 +672,9 @@ func (c *client) closeGracefully() {
 // close closes the connection and waits for the reader.
 func (c *client) close() {
 	c.closeOne.Do(func() {
+		if c.stopDeadline != nil {
+			c.stopDeadline()
+		}
 		_ = c.conn.Close()
 		c.wg.Wait()
 	})

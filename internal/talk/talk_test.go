@@ -1,6 +1,7 @@
 package talk
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -461,6 +462,28 @@ func TestOverTCP(t *testing.T) {
 	}
 }
 
+// TestRejectionOverTCP: a refused upgrade fails at once with its status and
+// body, though the server keeps the connection open.
+func TestRejectionOverTCP(t *testing.T) {
+	const body = `{"error":{"type":"invalid_request_error","code":"invalid_api_key"}}`
+	srv := testkit.Serve(t, func(conn net.Conn) {
+		defer conn.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(conn)); err != nil {
+			return
+		}
+		fmt.Fprintf(conn, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		_, _ = io.Copy(io.Discard, conn) // until talk hangs up
+	})
+	start := time.Now()
+	err := Run(t.Context(), Options{URL: "ws://" + srv.Addr() + "/v1/realtime", Timeout: 5 * time.Second})
+	if want := "handshake: HTTP 401 Unauthorized: " + body; err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the refusal took %v: the body read must not wait for the connection to close", d)
+	}
+}
+
 func TestTruncateKeepsRunes(t *testing.T) {
 	s := strings.Repeat("é", 10) // 2 bytes each
 	got := truncate(s, 5)
@@ -472,7 +495,7 @@ func TestTruncateKeepsRunes(t *testing.T) {
 func TestParseErrorsAreNotMistakenForSuccess(t *testing.T) {
 	// A closed events channel with a nil error (reader stopped cleanly)
 	// must still be a failure.
-	tr := &turn{phase: "response.done"}
+	tr := &waiter{phase: "response.done"}
 	if err := tr.closedErr(io.EOF); err == nil || !strings.Contains(err.Error(), "without a close frame") {
 		t.Errorf("closedErr(EOF) = %v", err)
 	}

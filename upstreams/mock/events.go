@@ -123,24 +123,8 @@ func (c *conn) handle(msg []byte) error {
 		return c.responseCancel(&ev)
 	case realtime.ConversationItemCreate:
 		return c.itemCreate(&ev)
-	case "conversation.item.truncate":
-		if ev.ItemID == "" {
-			return c.sendError(ev.EventID, "invalid_request_error", "missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id")
-		}
-		return c.sendEvent(struct {
-			head
-			ItemID       string `json:"item_id"`
-			ContentIndex int    `json:"content_index"`
-			AudioEndMs   int    `json:"audio_end_ms"`
-		}{c.head(realtime.ItemTruncated), ev.ItemID, ev.ContentIndex, ev.AudioEndMs})
-	case "conversation.item.delete":
-		if ev.ItemID == "" {
-			return c.sendError(ev.EventID, "invalid_request_error", "missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id")
-		}
-		return c.sendEvent(struct {
-			head
-			ItemID string `json:"item_id"`
-		}{c.head(realtime.ItemDeleted), ev.ItemID})
+	case itemTruncate, itemDelete:
+		return c.itemEdit(&ev)
 	case realtime.MockFault:
 		return c.fault(&ev)
 	case "":
@@ -149,6 +133,32 @@ func (c *conn) handle(msg []byte) error {
 		return c.sendError(ev.EventID, "invalid_request_error", "invalid_value",
 			fmt.Sprintf("Invalid value: '%s'. The mock upstream does not support this event type.", ev.Type), "type")
 	}
+}
+
+// The client events that edit an item named by item_id.
+const (
+	itemTruncate = "conversation.item.truncate"
+	itemDelete   = "conversation.item.delete"
+)
+
+// itemEdit answers conversation.item.truncate and conversation.item.delete
+// (the mock keeps no items to edit: it confirms).
+func (c *conn) itemEdit(ev *clientEvent) error {
+	if ev.ItemID == "" {
+		return c.sendError(ev.EventID, "invalid_request_error", "missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id")
+	}
+	type itemIDEvent struct {
+		head
+		ItemID string `json:"item_id"`
+	}
+	if ev.Type == itemDelete {
+		return c.sendEvent(itemIDEvent{c.head(realtime.ItemDeleted), ev.ItemID})
+	}
+	return c.sendEvent(struct {
+		itemIDEvent
+		ContentIndex int `json:"content_index"`
+		AudioEndMs   int `json:"audio_end_ms"`
+	}{itemIDEvent{c.head(realtime.ItemTruncated), ev.ItemID}, ev.ContentIndex, ev.AudioEndMs})
 }
 
 // eventID digs the client's event_id out of msg (for errors on the append path).
@@ -360,26 +370,12 @@ func (c *conn) itemCreate(ev *clientEvent) error {
 // fault handles mock.fault.
 func (c *conn) fault(ev *clientEvent) error {
 	c.log.Info("mock upstream: fault", "fault", ev.Fault)
+	if done, err := c.commonFault(&ev.faultArgs, "invalid_request_error", func(typ, code, msg string) error {
+		return c.sendError("", typ, code, msg, "")
+	}); done {
+		return err
+	}
 	switch ev.Fault {
-	case "close":
-		c.closeFault(ev.Code, ev.Reason)
-		return nil
-	case "rst":
-		return c.reset()
-	case "stall":
-		c.stall()
-		return nil
-	case "error":
-		code := cmp.Or(jsonString(ev.Code), "mock_error")
-		typ := cmp.Or(ev.ErrorType, "invalid_request_error")
-		msg := cmp.Or(ev.Message, "Mock fault: "+code)
-		if err := c.sendError("", typ, code, msg, ""); err != nil {
-			return err
-		}
-		if ev.CloseCode != 0 {
-			c.closeWith(wsframe.CloseCode(ev.CloseCode), typ+"."+code)
-		}
-		return nil
 	case "expire":
 		const msg = "Your session hit the maximum duration of 60 minutes."
 		if err := c.sendError("", "invalid_request_error", "session_expired", msg, ""); err != nil {
@@ -400,6 +396,34 @@ func (c *conn) fault(ev *clientEvent) error {
 	}
 	return c.sendError(ev.EventID, "invalid_request_error", "invalid_value",
 		fmt.Sprintf("Invalid value: '%s'. Supported faults: close, rst, stall, error, expire, echo, slow.", ev.Fault), "fault")
+}
+
+// commonFault obeys the faults of both dialects: close, rst, stall, and
+// error, which sends an error event (of type defaultType unless f names
+// one) with sendError, then closes with f.CloseCode if set. done is false
+// for any other fault.
+func (c *conn) commonFault(f *faultArgs, defaultType string, sendError func(typ, code, msg string) error) (done bool, err error) {
+	switch f.Fault {
+	case "close":
+		c.closeFault(f.Code, f.Reason)
+		return true, nil
+	case "rst":
+		return true, c.reset()
+	case "stall":
+		c.stall()
+		return true, nil
+	case "error":
+		code := cmp.Or(jsonString(f.Code), "mock_error")
+		typ := cmp.Or(f.ErrorType, defaultType)
+		if err := sendError(typ, code, cmp.Or(f.Message, "Mock fault: "+code)); err != nil {
+			return true, err
+		}
+		if f.CloseCode != 0 {
+			c.closeWith(wsframe.CloseCode(f.CloseCode), typ+"."+code)
+		}
+		return true, nil
+	}
+	return false, nil
 }
 
 // reset drops the TCP connection with an RST and no close frame (mock.fault

@@ -1,7 +1,6 @@
 package mock
 
 import (
-	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -439,25 +438,12 @@ const liveFaults = "close, rst, stall, error, expire, content"
 func (l *liveSession) fault(ev *liveEvent) error {
 	c := l.c
 	c.log.Info("mock upstream: fault", "fault", ev.Fault, "dialect", "live")
+	if done, err := c.commonFault(&ev.faultArgs, live.ErrTypeInvalidRequest, func(typ, code, msg string) error {
+		return l.sendError("", &liveError{typ: typ, code: code, msg: msg})
+	}); done {
+		return err
+	}
 	switch ev.Fault {
-	case "close":
-		c.closeFault(ev.Code, ev.Reason)
-		return nil
-	case "rst":
-		return c.reset()
-	case "stall":
-		c.stall()
-		return nil
-	case "error":
-		code := cmp.Or(jsonString(ev.Code), "mock_error")
-		typ := cmp.Or(ev.ErrorType, live.ErrTypeInvalidRequest)
-		if err := l.sendError("", &liveError{typ: typ, code: code, msg: cmp.Or(ev.Message, "Mock fault: "+code)}); err != nil {
-			return err
-		}
-		if ev.CloseCode != 0 {
-			c.closeWith(wsframe.CloseCode(ev.CloseCode), typ+"."+code)
-		}
-		return nil
 	case "expire":
 		return l.end(live.ReasonExpired, "")
 	case "content":

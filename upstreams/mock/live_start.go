@@ -106,6 +106,16 @@ func object(raw json.RawMessage, param string) (map[string]json.RawMessage, *liv
 	return m, nil
 }
 
+// checkedObject is object, and an unknown_parameter error for the first of
+// its members not in allowed.
+func checkedObject(raw json.RawMessage, param string, allowed []string) (map[string]json.RawMessage, *liveError) {
+	m, e := object(raw, param)
+	if e == nil {
+		e = checkKeys(m, param+".", allowed)
+	}
+	return m, e
+}
+
 // stringAt decodes the JSON string at param; ok is false when it is absent
 // or null.
 func stringAt(raw json.RawMessage, param string) (s string, ok bool, e *liveError) {
@@ -116,6 +126,16 @@ func stringAt(raw json.RawMessage, param string) (s string, ok bool, e *liveErro
 		return "", false, invalidType(param, "a string")
 	}
 	return s, true, nil
+}
+
+// requiredString is stringAt for a member that must be given: absent or
+// null, it is missing_required_parameter.
+func requiredString(raw json.RawMessage, param string) (string, *liveError) {
+	s, ok, e := stringAt(raw, param)
+	if e == nil && !ok {
+		e = missingParam(param)
+	}
+	return s, e
 }
 
 // checkKeys reports the first member of obj (in sorted order) not in
@@ -175,11 +195,8 @@ func parseStart(msg []byte, id string) (st liveStart, eventID string, e *liveErr
 	if absent(top["session"]) {
 		return st, eventID, missingParam("session")
 	}
-	sess, e := object(top["session"], "session")
+	sess, e := checkedObject(top["session"], "session", startSessionKeys)
 	if e != nil {
-		return st, eventID, e
-	}
-	if e = checkKeys(sess, "session.", startSessionKeys); e != nil {
 		return st, eventID, e
 	}
 	st.eventID = eventID
@@ -187,12 +204,10 @@ func parseStart(msg []byte, id string) (st liveStart, eventID string, e *liveErr
 	res.ID, res.Status = id, live.StatusActive
 	res.ExpiresAt = time.Now().Add(time.Hour).Unix()
 
-	model, ok, e := stringAt(sess["model"], "session.model")
+	model, e := requiredString(sess["model"], "session.model")
 	switch {
 	case e != nil:
 		return st, eventID, e
-	case !ok:
-		return st, eventID, missingParam("session.model")
 	case model == "":
 		return st, eventID, invalidValue("session.model", "Invalid value: ''. 'session.model' must name a model.")
 	}
@@ -219,18 +234,11 @@ func parseStart(msg []byte, id string) (st liveStart, eventID string, e *liveErr
 		res.Input = raw
 	}
 	if raw := sess["client"]; !absent(raw) {
-		client, e := object(raw, "session.client")
+		client, e := checkedObject(raw, "session.client", clientKeys)
 		if e != nil {
 			return st, eventID, e
 		}
-		if e = checkKeys(client, "session.client.", clientKeys); e != nil {
-			return st, eventID, e
-		}
-		dc, e := object(client["data_channel"], "session.client.data_channel")
-		if e != nil {
-			return st, eventID, e
-		}
-		if e = checkKeys(dc, "session.client.data_channel.", dataChannelKeys); e != nil {
+		if _, e = checkedObject(client["data_channel"], "session.client.data_channel", dataChannelKeys); e != nil {
 			return st, eventID, e
 		}
 		res.Client = raw
@@ -251,27 +259,18 @@ func parseAudio(raw json.RawMessage, res *liveResource) (liveFormat, *liveError)
 	f := liveFormat{enc: formatPCM, rate: 24000}
 	res.Audio.Format = live.AudioFormat{Type: live.FormatPCM, Rate: 24000}
 	res.Audio.Output.Voice, _ = json.Marshal(live.DefaultVoice)
-	audio, e := object(raw, "session.audio")
+	audio, e := checkedObject(raw, "session.audio", audioKeys)
 	if e != nil {
 		return f, e
 	}
-	if e = checkKeys(audio, "session.audio.", audioKeys); e != nil {
-		return f, e
-	}
-	format, e := object(audio["format"], "session.audio.format")
+	format, e := checkedObject(audio["format"], "session.audio.format", formatKeys)
 	if e != nil {
 		return f, e
 	}
 	if format != nil {
-		if e = checkKeys(format, "session.audio.format.", formatKeys); e != nil {
-			return f, e
-		}
-		typ, ok, e := stringAt(format["type"], "session.audio.format.type")
+		typ, e := requiredString(format["type"], "session.audio.format.type")
 		if e != nil {
 			return f, e
-		}
-		if !ok {
-			return f, missingParam("session.audio.format.type")
 		}
 		rates := map[string][]int{live.FormatPCM: {24000, 16000}, live.FormatPCMU: {8000}, live.FormatPCMA: {8000}}[typ]
 		if rates == nil {
@@ -292,11 +291,8 @@ func parseAudio(raw json.RawMessage, res *liveResource) (liveFormat, *liveError)
 		f.rate = rate
 		res.Audio.Format = live.AudioFormat{Type: typ, Rate: rate}
 	}
-	output, e := object(audio["output"], "session.audio.output")
+	output, e := checkedObject(audio["output"], "session.audio.output", audioOutputKeys)
 	if e != nil {
-		return f, e
-	}
-	if e = checkKeys(output, "session.audio.output.", audioOutputKeys); e != nil {
 		return f, e
 	}
 	switch raw := output["voice"]; jsonKind(raw) {
@@ -326,22 +322,16 @@ func parseAudio(raw json.RawMessage, res *liveResource) (liveFormat, *liveError)
 // parseDelegation checks session.start's session.delegation and returns
 // the resolved one ({"type":"client"} when absent or null).
 func parseDelegation(raw json.RawMessage) (map[string]any, *liveError) {
-	d, e := object(raw, "session.delegation")
+	d, e := checkedObject(raw, "session.delegation", delegationKeys)
 	if e != nil {
 		return nil, e
 	}
 	if d == nil {
 		return map[string]any{"type": live.DelegationClient}, nil
 	}
-	if e = checkKeys(d, "session.delegation.", delegationKeys); e != nil {
-		return nil, e
-	}
-	typ, ok, e := stringAt(d["type"], "session.delegation.type")
+	typ, e := requiredString(d["type"], "session.delegation.type")
 	if e != nil {
 		return nil, e
-	}
-	if !ok {
-		return nil, missingParam("session.delegation.type")
 	}
 	if typ != live.DelegationClient && typ != live.DelegationResponses {
 		return nil, invalidValue("session.delegation.type", fmt.Sprintf(
@@ -385,12 +375,9 @@ func parseResponses(raw json.RawMessage, typ string) (map[string]any, *liveError
 // updateDelegation applies session.update's sparse session.delegation to
 // cur (which it does not modify) and returns the new delegation.
 func updateDelegation(raw json.RawMessage, cur map[string]any) (map[string]any, *liveError) {
-	d, e := object(raw, "session.delegation")
+	d, e := checkedObject(raw, "session.delegation", delegationKeys)
 	if e != nil || d == nil {
 		return cur, e
-	}
-	if e = checkKeys(d, "session.delegation.", delegationKeys); e != nil {
-		return nil, e
 	}
 	curType, _ := cur["type"].(string)
 	typ, ok, e := stringAt(d["type"], "session.delegation.type")

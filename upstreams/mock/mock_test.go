@@ -943,6 +943,12 @@ func TestConversationItemEvents(t *testing.T) {
 	if ev := c.expect("conversation.item.deleted"); ev["item_id"] != id {
 		t.Errorf("deleted %v", ev)
 	}
+	for _, typ := range []string{"conversation.item.truncate", "conversation.item.delete"} {
+		c.send(map[string]any{"type": typ, "event_id": "evt_" + typ})
+		if e := obj(c.expect("error"), "error"); e["code"] != "missing_required_parameter" || e["param"] != "item_id" || e["event_id"] != "evt_"+typ {
+			t.Errorf("%s without item_id: %v", typ, e)
+		}
+	}
 }
 
 func TestEventIDsUnique(t *testing.T) {
