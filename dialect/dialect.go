@@ -40,8 +40,12 @@ type Signals interface {
 	// or requested a response). Time to first audio starts here unless the
 	// upstream already saw the caller stop speaking.
 	AnswerRequested()
-	// CallerActive: the caller is taking a turn (speaking, or sending input).
+	// CallerActive: the caller (or the app on its behalf) did something
+	// that is part of a turn: input, context, a delegation's answer.
 	CallerActive()
+	// SpeechStarted: the upstream heard the caller start speaking; the turn
+	// lasts until SpeechEnded, however long.
+	SpeechStarted()
 	// SpeechEnded: the caller stopped speaking (or, on a stream without turn
 	// events, spoke last now). Time to first audio starts here.
 	SpeechEnded()

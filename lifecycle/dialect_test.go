@@ -35,6 +35,9 @@ func TestIdleCountsTurnsNotFrames(t *testing.T) {
 		m := NewManager(Options{IdleTimeout: 10 * time.Second})
 		streaming, _, f1 := openWith(t, m, realtime.Dialect{})
 		talking, _, f2 := openWith(t, m, realtime.Dialect{})
+		// One long utterance: speech_started once, no speech_stopped for 12 s.
+		speech, _, f3 := openWith(t, m, realtime.Dialect{})
+		upstreamEvent(speech, realtime.SpeechStarted)
 		for i := range 24 { // 12 s: audio both ways on both, speech on one every 6 s
 			time.Sleep(500 * time.Millisecond)
 			for _, s := range []*Session{streaming, talking} {
@@ -52,9 +55,19 @@ func TestIdleCountsTurnsNotFrames(t *testing.T) {
 		if talking.Ended() {
 			t.Errorf("session with speech every 6 s ended: %s", talking.Summary().Reason)
 		}
+		if speech.Ended() {
+			t.Errorf("a caller still speaking after 12 s was cut off: %s", speech.Summary().Reason)
+		}
+		upstreamEvent(speech, realtime.SpeechStopped)
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if r := speech.Summary().Reason; r != ReasonIdleTimeout {
+			t.Errorf("10 s after the caller stopped speaking: reason %q, want idle_timeout", r)
+		}
 		talking.End(ReasonAdmin)
 		f1()
 		f2()
+		f3()
 	})
 }
 

@@ -97,6 +97,9 @@ type Manager struct {
 	// stopping is cancelled by stop (drain deadline or second signal).
 	stopping context.Context
 	stop     context.CancelFunc
+	// drainStarted is cancelled when Drain begins.
+	drainStarted context.Context
+	startDrain   context.CancelFunc
 }
 
 // NewManager returns a Manager with opts.
@@ -107,6 +110,7 @@ func NewManager(opts Options) *Manager {
 	m := &Manager{opts: opts, log: opts.Logger,
 		fatal: make(map[string]bool), sessions: make(map[string]*Session), clients: make(map[string]int)}
 	m.stopping, m.stop = context.WithCancel(context.Background())
+	m.drainStarted, m.startDrain = context.WithCancel(context.Background())
 	for _, c := range opts.FatalUpstreamErrors {
 		m.fatal[c] = true
 	}
@@ -270,6 +274,10 @@ func (m *Manager) Draining() bool { return m.draining.Load() }
 // from it, so a dial in progress is cut short then (its client gets 503).
 func (m *Manager) Stopping() context.Context { return m.stopping }
 
+// DrainStarted is cancelled as soon as a drain begins (handshakes that have
+// not asked for anything yet stop waiting for the client).
+func (m *Manager) DrainStarted() context.Context { return m.drainStarted }
+
 // closeGrace bounds how long Drain waits, once it has closed every session,
 // for their relays to exit and for cancelled handshakes to answer. A relay's
 // Shutdown is bounded by its close write timeout and linger (1 s each,
@@ -288,6 +296,7 @@ func (m *Manager) Drain(ctx context.Context) {
 	deadline := time.NewTimer(m.opts.DrainTimeout)
 	defer deadline.Stop()
 	m.draining.Store(true)
+	m.startDrain()
 	m.mu.Lock()
 	list := make([]*Session, 0, len(m.sessions))
 	for _, s := range m.sessions {

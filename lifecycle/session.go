@@ -108,6 +108,7 @@ type Session struct {
 	inResponse   atomic.Int32    // responses in progress
 	ended        atomic.Bool     // set once by End; never reset
 	audioPending atomic.Bool     // a response is waiting for its first audio delta
+	speaking     atomic.Bool     // the caller is speaking (SpeechStarted .. SpeechEnded): a turn in progress
 
 	// hb are the two heartbeats (index Leg); each guards its own state.
 	hb [2]heartbeat
@@ -177,10 +178,19 @@ func (s *Session) Start(t Transport) {
 	if s.ended.Load() {
 		// Ended before the relay existed (drain began mid-handshake): the
 		// relay still needs its close frames, exactly once.
-		pending, c, u := s.shutdownPending, s.closeClient, s.closeUp
+		pending, c, u, reason := s.shutdownPending, s.closeClient, s.closeUp, s.reason
 		s.shutdownPending = false
 		s.mu.Unlock()
-		if pending {
+		if pending && s.closesGracefully(reason) {
+			// The upstream session started: close it as any other (the
+			// registry entry and the slot are already gone).
+			go func() {
+				if t.BeginClose(s.closeMsg) == nil {
+					s.awaitUpstreamEnd(s.mgr.opts.CloseTimeout)
+				}
+				s.recordSent(t.Shutdown(c, u))
+			}()
+		} else if pending {
 			s.recordSent(t.Shutdown(c, u))
 		}
 		return
@@ -422,6 +432,9 @@ func (s *Session) idleFired() {
 		return
 	}
 	idle := s.mgr.opts.IdleTimeout
+	if s.speaking.Load() || s.inResponse.Load() > 0 {
+		s.touch() // a turn in progress is activity, however long it runs
+	}
 	elapsed := s.since() - time.Duration(s.lastActivity.Load())
 	if elapsed >= idle {
 		s.End(ReasonIdleTimeout)

@@ -61,9 +61,17 @@ func (s *Session) AnswerRequested() {
 // CallerActive implements dialect.Signals.
 func (s *Session) CallerActive() { s.touch() }
 
+// SpeechStarted implements dialect.Signals: until SpeechEnded the caller's
+// turn is in progress, and idle does not count it as quiet.
+func (s *Session) SpeechStarted() {
+	s.touch()
+	s.speaking.Store(true)
+}
+
 // SpeechEnded implements dialect.Signals.
 func (s *Session) SpeechEnded() {
 	s.touch()
+	s.speaking.Store(false)
 	s.mu.Lock()
 	s.turnStart = time.Now()
 	s.mu.Unlock()

@@ -146,7 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	info := h.sessionInfo(r, c, requestedAt)
-	up, rj := h.dialUpstream(r.Context(), r, upstreamRequest(r, c), &info)
+	up, rj, _ := h.dialUpstream(r.Context(), r, upstreamRequest(r, c), &info)
 	if rj != nil {
 		h.refuse(w, rj)
 		return
@@ -320,7 +320,8 @@ func upstreamRequest(r *http.Request, c caller) upstreams.Request {
 // The dial gives up with the client, at the handshake timeout, and when
 // tether stops waiting (drain deadline or second signal): then the client
 // gets 503 with Retry-After at once, like any upgrade during a drain.
-func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upstreams.Request, info *lifecycle.Info) (*upstreams.Conn, *rejection) {
+func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upstreams.Request,
+	info *lifecycle.Info) (*upstreams.Conn, *rejection, error) {
 	ctx, cancel := h.dialContext(parent)
 	stopDial := context.AfterFunc(h.mgr.Stopping(), cancel)
 	up, err := h.dialer.Dial(ctx, req)
@@ -339,7 +340,7 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 		}
 		h.log.Info("upstream dial cancelled: shutting down", "client", r.RemoteAddr)
 		h.mgr.HandshakeFailed(*info, http.StatusServiceUnavailable, "draining")
-		return nil, drainingRejection
+		return nil, drainingRejection, err
 	}
 	if err != nil {
 		status, retry := http.StatusBadGateway, ""
@@ -356,10 +357,10 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 			reason = "upstream_rate_limited"
 		}
 		h.mgr.HandshakeFailed(*info, status, reason)
-		return nil, &rejection{status, reason, "no upstream could be reached", hdr}
+		return nil, &rejection{status, reason, "no upstream could be reached", hdr}, err
 	}
 	info.Upstream, info.UpstreamType = up.Upstream.Name, string(up.Upstream.Type)
-	return up, nil
+	return up, nil, nil
 }
 
 // upgradeAndRelay answers 101, opens the session and hands both legs to a

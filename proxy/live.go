@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -59,7 +61,8 @@ func (h *Handler) ServeLive(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
 		return
 	}
-	lc := &liveClient{conn: conn, br: rw.Reader, maxFrame: h.opts.Relay.MaxFrameBytes}
+	lc := &liveClient{conn: conn, br: rw.Reader, maxFrame: cmp.Or(h.opts.Relay.MaxFrameBytes, math.MaxInt64),
+		frameWait: cmp.Or(h.opts.HandshakeTimeout, 10*time.Second)}
 	info := h.sessionInfo(r, c, requestedAt)
 	info.Dialect = live.Dialect{}
 	handedOff = h.startLive(r, lc, info, release)
@@ -73,15 +76,26 @@ func (h *Handler) startLive(r *http.Request, lc *liveClient, info lifecycle.Info
 		deadline = time.Time{}
 	}
 	_ = lc.conn.SetReadDeadline(deadline)
+	// A drain does not wait for a client that has not spoken yet.
+	stopWatch := context.AfterFunc(h.mgr.DrainStarted(), func() { _ = lc.conn.SetReadDeadline(time.Unix(1, 0)) })
 	payload, err := lc.readStart()
+	stopWatch()
+	if h.mgr.Draining() {
+		h.rejected("draining")
+		lc.finish(live.NewError(live.ErrTypeServer, live.CodeShuttingDown, drainingRejection.msg, ""), wsframe.GoingAway, "tether shutting down")
+		return false
+	}
 	if err != nil {
 		h.liveStartFailed(lc, info, err)
 		return false
 	}
 	start, err := live.ParseStart(payload)
 	if err != nil {
-		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartRequired,
-			"the first message must be session.start (a JSON object)", "", wsframe.PolicyViolation)
+		code := live.CodeInvalidValue
+		if errors.Is(err, live.ErrNotStart) {
+			code = live.CodeStartRequired
+		}
+		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, code, err.Error(), "", wsframe.PolicyViolation)
 		return false
 	}
 	info.Model = start.Model
@@ -99,13 +113,18 @@ func (h *Handler) startLive(r *http.Request, lc *liveClient, info lifecycle.Info
 	go lc.holdUntilStarted()
 	req := upstreamRequest(r, caller{model: start.Model})
 	req.RawQuery, req.Start = "", payload
-	up, rj := h.dialUpstream(ctx, r, req, &info)
+	up, rj, dialErr := h.dialUpstream(ctx, r, req, &info)
+	var de *upstreams.DialError
+	var refusal []byte
+	if errors.As(dialErr, &de) {
+		refusal = de.Refusal
+	}
 	lc.stop()
 	if rj != nil || lc.err != nil {
 		if up != nil {
-			_ = up.Net.Close()
+			closeStarted(up)
 		}
-		h.liveDialFailed(lc, info, rj, start.EventID)
+		h.liveDialFailed(lc, info, rj, refusal, start.EventID)
 		return false
 	}
 	_ = lc.conn.SetReadDeadline(time.Time{})
@@ -136,12 +155,15 @@ func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Co
 		s.Captured([]byte(up.FirstType), up.FirstPayload)
 	}
 	if len(lc.held) > 0 {
-		if _, err := up.Net.Write(lc.held); err != nil {
+		if err := relay.WriteBefore(lifecycle.Upstream, lc.held, lc.inMessage); err != nil {
 			s.LegError(lifecycle.Upstream, err)
 		}
 		for _, n := range lc.heldSizes {
 			s.Frame(lifecycle.ClientToUpstream, int64(n))
 		}
+	}
+	if lc.inMessage {
+		relay.ResumeClientMessage(lc.msgText)
 	}
 	s.Start(relay)
 	go h.runSession(s, relay, release)
@@ -158,10 +180,13 @@ func (h *Handler) liveStartFailed(lc *liveClient, info lifecycle.Info, err error
 		lc.finish(nil, ce.code, "")
 	case errors.Is(err, errLiveStartTooLarge):
 		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartRequired,
-			fmt.Sprintf("session.start over %d bytes", maxLiveStart), "", wsframe.MessageTooBig)
+			fmt.Sprintf("session.start over %d bytes (or a frame over server.max_frame_bytes)", maxLiveStart), "", wsframe.MessageTooBig)
+	case errors.Is(err, errLiveNotText):
+		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartRequired,
+			"the first message must be session.start, a JSON text message", "", wsframe.PolicyViolation)
 	case isTimeout(err):
 		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartTimeout,
-			"no session.start within the handshake timeout", "", wsframe.PolicyViolation)
+			"no whole session.start (or frame) within the handshake timeout", "", wsframe.PolicyViolation)
 	case errors.Is(err, errLiveFrame):
 		h.rejected("bad_handshake")
 		lc.finish(nil, wsframe.ProtocolError, "protocol error")
@@ -171,22 +196,21 @@ func (h *Handler) liveStartFailed(lc *liveClient, info lifecycle.Info, err error
 	}
 }
 
-// liveDialFailed answers a client for whom no upstream started a session.
-func (h *Handler) liveDialFailed(lc *liveClient, info lifecycle.Info, rj *rejection, eventID string) {
-	var ce *clientClose
+// liveDialFailed answers a client for whom no session started: it left or
+// misbehaved meanwhile, or no upstream started one.
+func (h *Handler) liveDialFailed(lc *liveClient, info lifecycle.Info, rj *rejection, refusal []byte, eventID string) {
+	if lc.err != nil {
+		h.liveStartFailed(lc, info, lc.err)
+		return
+	}
+	h.rejected(rj.reason)
 	switch {
-	case errors.As(lc.err, &ce):
-		h.rejected("client_closed")
-		lc.finish(nil, ce.code, "")
-	case lc.err != nil:
-		h.rejected("bad_handshake")
-		if errors.Is(lc.err, errLiveFrame) {
-			lc.finish(nil, wsframe.ProtocolError, "protocol error")
-			return
-		}
-		_ = lc.conn.Close()
 	case rj == drainingRejection:
 		lc.finish(live.NewError(live.ErrTypeServer, live.CodeShuttingDown, rj.msg, eventID), wsframe.GoingAway, "tether shutting down")
+	case refusal != nil:
+		// The service refused this session.start (its invalid_request_error,
+		// scrubbed): the client's to fix, not a reason to retry.
+		lc.finish(scrubJSON(h.opts.Relay.Redactor, refusal), wsframe.PolicyViolation, "session.start refused")
 	default:
 		msg := "no upstream could start the session"
 		if rj.reason == "upstream_rate_limited" {
@@ -194,6 +218,16 @@ func (h *Handler) liveDialFailed(lc *liveClient, info lifecycle.Info, rj *reject
 		}
 		lc.finish(live.NewError(live.ErrTypeServer, live.CodeUpstreamUnavailable, msg, eventID), wsframe.TryAgainLater, "upstream unavailable")
 	}
+}
+
+// closeStarted ends an upstream session that started for a client who is
+// gone: session.close and a close frame, best effort, then the socket.
+func closeStarted(up *upstreams.Conn) {
+	_ = up.Net.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = upstreams.WriteMasked(up.Net, ws.OpText, live.CloseMessage)
+	var p [2]byte
+	_ = upstreams.WriteMasked(up.Net, ws.OpClose, wsframe.AppendClose(p[:0], wsframe.NormalClosure, ""))
+	_ = up.Net.Close()
 }
 
 // liveRefuse refuses a session.start: error event, close, counted and recorded.
@@ -206,7 +240,8 @@ func (h *Handler) liveRefuse(lc *liveClient, info lifecycle.Info, reason, errTyp
 // Errors of the client's first message.
 var (
 	errLiveFrame         = errors.New("malformed frame before session.started")
-	errLiveStartTooLarge = errors.New("session.start too large")
+	errLiveStartTooLarge = errors.New("session.start (or a frame before session.started) too large")
+	errLiveNotText       = errors.New("the first message is not text")
 )
 
 func isTimeout(err error) bool {
@@ -237,7 +272,11 @@ type liveClient struct {
 	held      []byte
 	heldSizes []int
 	err       error
-	inMessage bool // a fragmented message is in progress among the held frames
+	// inMessage: the held frames end inside a fragmented message (msgText:
+	// a text one), which the relay continues.
+	inMessage, msgText bool
+	// frameWait bounds the wait for a frame coming in when holding stops.
+	frameWait time.Duration
 }
 
 // readStart reads the client's first message, answering pings.
@@ -253,7 +292,7 @@ func (lc *liveClient) readStart() ([]byte, error) {
 			continue
 		}
 		if !st.text {
-			return nil, errLiveFrame // GPT-Live speaks JSON text only
+			return nil, errLiveNotText // GPT-Live speaks JSON text only
 		}
 		ws.Cipher(payload, h.Mask, 0)
 		msg = append(msg, payload...)
@@ -267,20 +306,54 @@ func (lc *liveClient) readStart() ([]byte, error) {
 // readFrame reads one whole frame (at most limit payload bytes for data
 // frames). Pings are answered; a close is a *clientClose.
 func (lc *liveClient) readFrame(st *frameState, limit int64) (ws.Header, []byte, error) {
-	var hb [wsframe.MaxHeaderSize]byte
-	h, err := readHeader(lc.br, hb[:])
+	h, hn, err := lc.peekHeader()
 	if err != nil {
-		if errors.Is(err, errHeaderLengthInvalid) {
-			err = errLiveFrame
-		}
 		return h, nil, err
 	}
 	if err := st.checkHeader(h, true, lc.maxFrame); err != nil {
+		if err == ErrFrameTooLarge {
+			return h, nil, errLiveStartTooLarge
+		}
 		return h, nil, errLiveFrame
 	}
 	if !h.OpCode.IsControl() && h.Length > limit {
 		return h, nil, errLiveStartTooLarge
 	}
+	_, _ = lc.br.Discard(hn)
+	return lc.readPayload(h)
+}
+
+// peekHeader parses the next frame header without consuming it: a frame
+// that is not to be read yet stays whole in the buffer for the relay.
+func (lc *liveClient) peekHeader() (ws.Header, int, error) {
+	b, err := lc.br.Peek(2)
+	if err != nil {
+		return ws.Header{}, 0, err
+	}
+	n := 2
+	if b[1]&0x80 != 0 {
+		n += 4
+	}
+	switch b[1] & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b, err = lc.br.Peek(n); err != nil {
+		return ws.Header{}, 0, err
+	}
+	var hb [wsframe.MaxHeaderSize]byte
+	h, err := readHeader(bytes.NewReader(b), hb[:])
+	if err != nil {
+		return h, 0, errLiveFrame
+	}
+	return h, n, nil
+}
+
+// readPayload reads h's payload (the header consumed); pings are answered,
+// a close is a *clientClose.
+func (lc *liveClient) readPayload(h ws.Header) (ws.Header, []byte, error) {
 	payload := make([]byte, h.Length)
 	if _, err := io.ReadFull(lc.br, payload); err != nil {
 		return h, nil, err
@@ -302,9 +375,12 @@ func (lc *liveClient) readFrame(st *frameState, limit int64) (ws.Header, []byte,
 	return h, payload, nil
 }
 
-// holdUntilStarted keeps reading the client's frames until stop, a whole
-// frame at a time and never stopping inside a fragmented message, up to
-// maxLiveHeld bytes (then the client waits in TCP flow control).
+// holdUntilStarted reads the client's frames, a whole frame at a time,
+// until stop, and keeps the data frames (as received) up to maxLiveHeld
+// bytes: a frame that does not fit is left unread, in the socket, for the
+// relay to stream once the session runs (the client waits in TCP flow
+// control meanwhile), even in the middle of a fragmented message (the
+// relay continues it, see Relay.ResumeClientMessage).
 func (lc *liveClient) holdUntilStarted() {
 	defer close(lc.done)
 	defer func() {
@@ -314,35 +390,46 @@ func (lc *liveClient) holdUntilStarted() {
 	}()
 	var st frameState
 	for {
-		if _, err := lc.br.Peek(1); err != nil {
-			lc.mu.Lock()
-			if !lc.stopped || lc.inMessage {
-				lc.err = err
-			}
+		h, hn, err := lc.peekHeader()
+		lc.mu.Lock()
+		if lc.stopped {
 			lc.mu.Unlock()
 			return
 		}
-		lc.mu.Lock()
-		if (lc.stopped && !lc.inMessage) || len(lc.held) >= maxLiveHeld {
+		if err == nil {
+			if cerr := st.checkHeader(h, true, lc.maxFrame); cerr != nil {
+				err = errLiveFrame
+				if cerr == ErrFrameTooLarge {
+					err = errLiveStartTooLarge
+				}
+			}
+		}
+		if err != nil {
+			lc.err = err
 			lc.mu.Unlock()
 			return
+		}
+		if !h.OpCode.IsControl() && int64(len(lc.held))+h.Length > maxLiveHeld {
+			lc.mu.Unlock()
+			return // over the budget: the relay reads it
 		}
 		lc.busy = true
 		lc.mu.Unlock()
-		h, payload, err := lc.readFrame(&st, lc.maxFrame)
+		head, _ := lc.br.Peek(hn)
+		head = bytes.Clone(head)
+		_, _ = lc.br.Discard(hn)
+		h, payload, err := lc.readPayload(h)
 		lc.mu.Lock()
 		lc.busy = false
 		switch {
 		case err != nil:
 			lc.err = err
 		case !h.OpCode.IsControl():
-			var hb [wsframe.MaxHeaderSize]byte
-			n := wsframe.PutHeader(hb[:], h)
-			lc.held = append(append(lc.held, hb[:n]...), payload...)
+			lc.held = append(append(lc.held, head...), payload...)
 			lc.heldSizes = append(lc.heldSizes, len(payload))
-			lc.inMessage = !h.Fin
+			lc.inMessage, lc.msgText = st.inMessage, st.text
 		}
-		stop := lc.err != nil || (lc.stopped && !lc.inMessage)
+		stop := lc.err != nil || lc.stopped
 		lc.mu.Unlock()
 		if stop {
 			return
@@ -350,7 +437,8 @@ func (lc *liveClient) holdUntilStarted() {
 	}
 }
 
-// stop ends holding at the next message boundary and waits for it.
+// stop ends holding at the next frame boundary and waits for it: a frame
+// coming in may take up to frameWait more.
 func (lc *liveClient) stop() {
 	lc.mu.Lock()
 	if lc.done == nil { // holding never started
@@ -358,11 +446,10 @@ func (lc *liveClient) stop() {
 		return
 	}
 	lc.stopped = true
-	if lc.busy || lc.inMessage {
-		// A message is coming in: it may take a moment more.
-		_ = lc.conn.SetReadDeadline(time.Now().Add(time.Second))
+	if lc.busy {
+		_ = lc.conn.SetReadDeadline(time.Now().Add(lc.frameWait))
 	} else {
-		_ = lc.conn.SetReadDeadline(time.Unix(1, 0)) // wakes the Peek; nothing is consumed
+		_ = lc.conn.SetReadDeadline(time.Unix(1, 0)) // wakes a Peek; nothing is consumed
 	}
 	lc.mu.Unlock()
 	<-lc.done

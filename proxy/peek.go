@@ -63,6 +63,9 @@ func (p *Peeker) Reset(wantResponseID bool) {
 // Done reports whether more bytes cannot change the result.
 func (p *Peeker) Done() bool { return p.state == psDone }
 
+// SetDone stops peeking until the next Reset (a message joined in its middle).
+func (p *Peeker) SetDone() { p.state = psDone }
+
 // Type returns the "type" value found so far (nil if none). The slice aliases
 // the peeker and is valid until the next Reset.
 func (p *Peeker) Type() []byte {

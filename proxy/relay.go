@@ -91,6 +91,9 @@ type Relay struct {
 	// closing is set by BeginClose: the client's data frames are dropped
 	// while the upstream answers the close.
 	closing atomic.Bool
+	// resume, when set before Run, is the client pump's starting frame
+	// state: inside a message that began before the relay (ResumeClientMessage).
+	resume *frameState
 	// shutdownDone is closed when Shutdown has finished writing close frames;
 	// Run waits for it before closing the sockets.
 	shutdownDone chan struct{}
@@ -155,6 +158,13 @@ func (r *Relay) pumpUpstreamToClient(done chan<- struct{}) {
 func (r *Relay) pumpClientToUpstream() {
 	defer r.recoverSession()
 	p := newPump(r, lifecycle.ClientToUpstream)
+	if r.resume != nil {
+		// The message's first frames went out before the relay: continue it,
+		// without peeking into its middle.
+		p.st, p.started = *r.resume, true
+		p.peek.Reset(false)
+		p.peek.SetDone()
+	}
 	p.run()
 }
 
@@ -598,17 +608,26 @@ func (p *pump) hold(chunk []byte, fin bool) error {
 // scrub returns msg with credentials redacted when it is sensitive (an
 // error event, or a message of unknown type).
 func (p *pump) scrub(msg []byte, sensitive bool) []byte {
-	if !sensitive || p.r.opts.Redactor == nil {
+	if !sensitive {
+		return msg
+	}
+	return scrubJSON(p.r.opts.Redactor, msg)
+}
+
+// scrubJSON returns the JSON message msg with credentials redacted (r nil:
+// msg as it is).
+func scrubJSON(r *Redactor, msg []byte) []byte {
+	if r == nil {
 		return msg
 	}
 	out := msg
-	if clean := p.r.opts.Redactor.Redact(string(msg)); clean != string(msg) {
+	if clean := r.Redact(string(msg)); clean != string(msg) {
 		out = []byte(clean)
 	}
 	if bytes.IndexByte(out, '\\') >= 0 {
 		// JSON escapes (\u0073k-..., \/) can hide a key from a literal match:
 		// look again at the decoded strings.
-		if decoded, ok := redactDecoded(p.r.opts.Redactor, out); ok {
+		if decoded, ok := redactDecoded(r, out); ok {
 			out = decoded
 		}
 	}
@@ -758,8 +777,29 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 // WriteFirst writes an already-encoded frame (the upstream's first event,
 // read during the dial) to the client leg before the relay starts.
 func (r *Relay) WriteFirst(frame []byte) error {
-	l := r.legs[lifecycle.Client]
+	return r.WriteBefore(lifecycle.Client, frame, false)
+}
+
+// WriteBefore writes already-encoded frames to leg before the relay starts,
+// within CloseWriteTimeout per 64 KiB (a peer that stopped reading fails
+// the write, it does not hang the session). midMessage: the frames end
+// inside a fragmented message, which the relay then continues.
+func (r *Relay) WriteBefore(which lifecycle.Leg, frames []byte, midMessage bool) error {
+	l := r.legs[which]
 	l.lock()
 	defer l.unlock()
-	return l.writeLocked(frame)
+	_ = l.conn.SetWriteDeadline(time.Now().Add(r.opts.CloseWriteTimeout * time.Duration(1+len(frames)>>16)))
+	defer l.conn.SetWriteDeadline(time.Time{})
+	if err := l.writeLocked(frames); err != nil {
+		return err
+	}
+	l.midMessage = midMessage
+	return nil
+}
+
+// ResumeClientMessage makes the relay's client pump start inside a
+// fragmented message (text or binary) that began before the relay ran: its
+// next frame is a continuation. Call it before Run.
+func (r *Relay) ResumeClientMessage(text bool) {
+	r.resume = &frameState{inMessage: true, text: text}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 
 	"github.com/gobwas/ws"
@@ -43,50 +44,64 @@ func (d *Dialer) dialLive(ctx context.Context, u *Upstream, req Request, key str
 		}
 		target = t
 	}
-	conn, br, a := u.handshake(ctx, target, u.header(req.Header, key), key)
+	conn, br, a := u.handshake(ctx, target, u.liveHeader(req.Header, key), key)
 	if conn == nil {
 		return nil, a
 	}
 	c := &Conn{Net: conn, BR: br, Upstream: u}
-	if a = c.awaitStarted(ctx, req.Start, key); a.Result != "ok" {
+	var refusal []byte
+	a = c.await(ctx, key, func() (string, error) {
+		if err := WriteMasked(c.Net, ws.OpText, req.Start); err != nil {
+			return "error", err
+		}
+		result, err, refused := c.readStarted()
+		refusal = refused
+		return result, err
+	})
+	if a.Result != "ok" {
+		a.Refusal, a.ClientFault = refusal, refusal != nil
 		return nil, a
 	}
 	return c, a
 }
 
-// awaitStarted sends session.start and waits, until ctx is done, for
-// session.started. Events before it (none are expected) are kept with it in
-// c.First for the client.
-func (c *Conn) awaitStarted(ctx context.Context, start []byte, key string) Attempt {
-	return c.await(ctx, key, func() (string, error) {
-		if err := writeMasked(c.Net, ws.OpText, start); err != nil {
-			return "error", err
-		}
-		return c.readStarted()
-	})
+// liveHeader is the handshake header of a GPT-Live dial: as for Realtime,
+// without the Realtime beta marker (GPT-Live takes none).
+func (u *Upstream) liveHeader(client http.Header, key string) http.Header {
+	h := u.header(client, key)
+	if _, own := u.Headers["Openai-Beta"]; !own {
+		h.Del("OpenAI-Beta")
+	}
+	return h
 }
 
-// readStarted reads upstream frames until session.started (success), an
-// error event or a close (a failed dial). Pings are answered.
-func (c *Conn) readStarted() (string, error) {
+// readStarted reads upstream messages until session.started (success), an
+// error event, session.closed or a close (a failed dial). Pings are
+// answered; messages may come in fragments. Messages before
+// session.started (none are expected) are kept with it in c.First for the
+// client. An invalid_request_error refusing the start is returned as
+// refusal: the client's error, not the upstream's.
+func (c *Conn) readStarted() (result string, err error, refusal []byte) {
 	var early bytes.Buffer
+	var msg []byte
+	var op ws.OpCode
 	for {
 		var hb [wsframe.MaxHeaderSize]byte
 		h, err := ws.ReadHeaderBuffer(c.BR, hb[:])
 		if err != nil {
-			return "closed", fmt.Errorf("read %s: %w", live.SessionStarted, err)
+			return "closed", fmt.Errorf("read %s: %w", live.SessionStarted, err), nil
 		}
-		if h.Masked || h.Rsv != 0 || !h.Fin || h.Length > maxFirstEvent || early.Len()+int(h.Length) > maxFirstEvent {
-			return "error", errors.New("upstream frame before session.started malformed or too large")
+		if h.Masked || h.Rsv != 0 || h.Length > maxFirstEvent || early.Len()+len(msg)+int(h.Length) > maxFirstEvent {
+			return "error", errors.New("upstream frame before session.started malformed or too large"), nil
 		}
 		payload := make([]byte, h.Length)
 		if _, err := io.ReadFull(c.BR, payload); err != nil {
-			return "closed", fmt.Errorf("read %s: %w", live.SessionStarted, err)
+			return "closed", fmt.Errorf("read %s: %w", live.SessionStarted, err), nil
 		}
 		switch h.OpCode {
 		case ws.OpPing:
-			if err := writeMasked(c.Net, ws.OpPong, payload); err != nil {
-				return "closed", err
+			if err := WriteMasked(c.Net, ws.OpPong, payload); err != nil {
+				return "closed", err, nil
 			}
 			continue
 		case ws.OpPong:
@@ -94,37 +109,57 @@ func (c *Conn) readStarted() (string, error) {
 		case ws.OpClose:
 			code, reason, err := wsframe.ParseClose(payload)
 			if err != nil {
-				return "closed", fmt.Errorf("upstream closed before %s: %w", live.SessionStarted, err)
+				return "closed", fmt.Errorf("upstream closed before %s: %w", live.SessionStarted, err), nil
 			}
-			return "closed", fmt.Errorf("upstream closed before %s: %d %s", live.SessionStarted, code, reason)
-		case ws.OpText:
+			return "closed", fmt.Errorf("upstream closed before %s: %d %s", live.SessionStarted, code, reason), nil
+		case ws.OpText, ws.OpBinary:
+			if msg != nil {
+				return "error", errors.New("upstream started a message inside another before session.started"), nil
+			}
+			op = h.OpCode
+		case ws.OpContinuation:
+			if msg == nil {
+				return "error", errors.New("upstream continuation without a message before session.started"), nil
+			}
 		default:
-			return "error", fmt.Errorf("unexpected opcode %d before %s", h.OpCode, live.SessionStarted)
+			return "error", fmt.Errorf("unexpected opcode %d before %s", h.OpCode, live.SessionStarted), nil
 		}
-		st, err := live.CheckStarted(payload)
+		msg = append(msg[:len(msg):len(msg)], payload...)
+		if !h.Fin {
+			continue
+		}
+		whole := msg
+		msg = nil
+		if op != ws.OpText {
+			return "error", fmt.Errorf("binary message before %s", live.SessionStarted), nil
+		}
+		st, err := live.CheckStarted(whole)
 		if err != nil {
-			return "error", fmt.Errorf("event before %s: %w", live.SessionStarted, err)
+			return "error", fmt.Errorf("event before %s: %w", live.SessionStarted, err), nil
 		}
 		switch {
 		case st.Type == live.Error && st.Code == live.CodeInvalidAPIKey:
-			return "auth", fmt.Errorf("upstream rejected the credential (%s)", st.Code)
+			return "auth", fmt.Errorf("upstream rejected the credential (%s)", st.Code), nil
+		case st.Type == live.Error && st.ErrType == live.ErrTypeInvalidRequest:
+			return "error_event", fmt.Errorf("upstream refused the session.start: %s %s", st.ErrType, st.Code), whole
 		case st.Type == live.Error:
-			c.StartError = payload
-			return "error_event", fmt.Errorf("upstream error event before %s: %s %s", live.SessionStarted, st.ErrType, st.Code)
+			return "error_event", fmt.Errorf("upstream error event before %s: %s %s", live.SessionStarted, st.ErrType, st.Code), nil
+		case st.Type == live.SessionClosed:
+			return "closed", fmt.Errorf("upstream sent %s before %s", live.SessionClosed, live.SessionStarted), nil
 		}
-		frame := make([]byte, ws.HeaderSize(h)+len(payload))
-		n := wsframe.PutHeader(frame, h)
-		copy(frame[n:], payload)
-		early.Write(frame)
+		frame := make([]byte, wsframe.MaxHeaderSize+len(whole))
+		n := wsframe.PutHeader(frame, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(whole))})
+		n += copy(frame[n:], whole)
+		early.Write(frame[:n])
 		if st.OK {
-			c.First, c.FirstPayload, c.FirstType = early.Bytes(), payload, st.Type
-			return "ok", nil
+			c.First, c.FirstPayload, c.FirstType = early.Bytes(), whole, st.Type
+			return "ok", nil, nil
 		}
 	}
 }
 
-// writeMasked writes one final frame in the client role (masked).
-func writeMasked(w io.Writer, op ws.OpCode, payload []byte) error {
+// WriteMasked writes one final frame in the client role (masked).
+func WriteMasked(w io.Writer, op ws.OpCode, payload []byte) error {
 	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload)), Masked: true}
 	binary.LittleEndian.PutUint32(h.Mask[:], rand.Uint32())
 	frame := make([]byte, ws.HeaderSize(h)+len(payload))

@@ -153,10 +153,7 @@ type Conn struct {
 	FirstPayload []byte
 	// FirstType is the first event's type.
 	FirstType string
-	// StartError is, after a failed GPT-Live dial, the upstream's error event
-	// that refused the session.start (nil otherwise).
-	StartError []byte
-	Upstream   *Upstream
+	Upstream  *Upstream
 	// Attempts lists every dial of this request, the successful one last.
 	Attempts []Attempt
 }
@@ -172,7 +169,11 @@ type Attempt struct {
 	Duration   time.Duration
 	// EnteredCooldown is set when this failure started the upstream's cool-down.
 	EnteredCooldown bool
-	Err             error
+	// ClientFault: the upstream refused a GPT-Live session.start with an
+	// invalid_request_error (the client's to fix); Refusal is that event.
+	ClientFault bool
+	Refusal     []byte
+	Err         error
 }
 
 // DialError is returned when every upstream failed. Status and RetryAfter
@@ -181,6 +182,9 @@ type DialError struct {
 	Status     int
 	RetryAfter string
 	Attempts   []Attempt
+	// Refusal is, when the last upstream refused a GPT-Live session.start as
+	// the client's error, its error event (unscrubbed: the caller scrubs it).
+	Refusal []byte
 }
 
 func (e *DialError) Error() string {
@@ -293,20 +297,23 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 	de := &DialError{Status: http.StatusBadGateway}
 	now := time.Now()
 	skip := make([]bool, len(d.list))
-	all := true
+	models := make([]string, len(d.list))
+	serves := make([]bool, len(d.list))
+	all := true // every upstream that can serve the request is cooling down
 	for i, u := range d.list {
+		models[i], serves[i] = u.ModelFor(req.Model)
+		if req.Start != nil {
+			models[i], serves[i] = req.Model, u.liveModel(req.Model)
+		}
 		skip[i] = !u.Available(now)
-		all = all && skip[i]
+		all = all && (skip[i] || !serves[i])
 	}
 	for i, u := range d.list {
 		if ctx.Err() != nil {
 			break
 		}
-		model, ok := u.ModelFor(req.Model)
-		if req.Start != nil {
-			model, ok = req.Model, u.liveModel(req.Model)
-		}
-		if !ok {
+		model := models[i]
+		if !serves[i] {
 			continue
 		}
 		if skip[i] && !all {
@@ -320,7 +327,10 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 		start := time.Now()
 		c, a := d.dialOne(ctx, u, req, model)
 		a.Upstream, a.Start, a.Duration = u.Name, start, time.Since(start)
-		if u.record(c != nil, time.Now()) {
+		// A dial given up by the caller (the client left, tether stopping) or
+		// a start the service refused as the client's error says nothing
+		// about the upstream's health.
+		if (c != nil || (ctx.Err() == nil && !a.ClientFault)) && u.record(c != nil, time.Now()) {
 			a.EnteredCooldown = true
 		}
 		if d.OnAttempt != nil {
@@ -331,6 +341,7 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 			return c, nil
 		}
 		de.Attempts = append(de.Attempts, a)
+		de.Refusal = a.Refusal
 	}
 	// The last real answer decides: an earlier 429 was worked around by failover.
 	for i := len(de.Attempts) - 1; i >= 0; i-- {
@@ -574,7 +585,7 @@ func (c *Conn) readFirst() (string, error) {
 	if err != nil {
 		return "closed", fmt.Errorf("read first event: %w", err)
 	}
-	if h.Masked || h.Rsv != 0 || !h.Fin || h.Length > maxFirstEvent {
+	if h.Masked || h.Rsv != 0 || !h.Fin || h.Length > maxFirstEvent { // session.created is small and whole
 		return "error", errors.New("first frame malformed or too large")
 	}
 	payload := make([]byte, h.Length)

@@ -22,6 +22,7 @@ func (r *Recorder) add(s string) { r.Got = append(r.Got, s) }
 func (r *Recorder) SessionStarted(id, model string) { r.add("started " + id + " " + model) }
 func (r *Recorder) AnswerRequested()                { r.add("requested") }
 func (r *Recorder) CallerActive()                   { r.add("caller") }
+func (r *Recorder) SpeechStarted()                  { r.add("speech_started") }
 func (r *Recorder) SpeechEnded()                    { r.add("speech_ended") }
 func (r *Recorder) AnswerStarted(id string)         { r.add("answer " + id) }
 func (r *Recorder) AnswerAudio(id []byte)           { r.add("audio " + string(id)) }

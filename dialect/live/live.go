@@ -12,7 +12,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"strings"
 
 	"github.com/tetherproxy/tether/dialect"
 )
@@ -151,37 +151,107 @@ type Start struct {
 	Format *AudioFormat
 }
 
-// ErrNotStart is returned by ParseStart for a first message of another type.
-var ErrNotStart = errors.New("the first message must be " + SessionStart)
+// Errors of ParseStart. tether refuses what it cannot read unambiguously:
+// an upstream might read a duplicated or differently cased key otherwise
+// than tether does, and the model is what allowed_models checks.
+var (
+	// ErrNotStart: the first message is not a JSON object of type session.start.
+	ErrNotStart = errors.New("the first message must be " + SessionStart)
+	// ErrAmbiguousStart: a key tether reads (type, session, session.model)
+	// appears twice, or in another case.
+	ErrAmbiguousStart = errors.New(SessionStart + " names type, session or session.model more than once (or in another case)")
+	// ErrModelType: session.model is neither a string nor null.
+	ErrModelType = errors.New("session.model must be a string")
+)
 
-// ParseStart decodes the client's first message, which must be session.start.
+// ParseStart reads the client's first message, which must be session.start.
+// Only type, event_id, session.model and session.audio.format are read;
+// anything else is the service's to judge.
 func ParseStart(payload []byte) (Start, error) {
-	var ev struct {
-		Type    string `json:"type"`
-		EventID string `json:"event_id"`
-		Session *struct {
-			Model json.RawMessage `json:"model"`
-			Audio *struct {
-				Format *AudioFormat `json:"format"`
-			} `json:"audio"`
-		} `json:"session"`
+	var st Start
+	typ, err := scanObject(payload, func(key string, raw json.RawMessage) error {
+		switch key {
+		case "event_id":
+			_ = json.Unmarshal(raw, &st.EventID) // not a string: the service's to refuse
+		case "session":
+			return parseStartSession(raw, &st)
+		}
+		return nil
+	}, "type", "session")
+	if err != nil {
+		return Start{}, err
 	}
-	if err := json.Unmarshal(payload, &ev); err != nil {
-		return Start{}, fmt.Errorf("first message: %w", err)
-	}
-	if ev.Type != SessionStart {
+	if typ != SessionStart {
 		return Start{}, ErrNotStart
 	}
-	st := Start{EventID: ev.EventID}
-	if ev.Session != nil {
-		if len(ev.Session.Model) > 0 && ev.Session.Model[0] == '"' {
-			_ = json.Unmarshal(ev.Session.Model, &st.Model)
+	return st, nil
+}
+
+// parseStartSession reads session.model and session.audio.format.
+func parseStartSession(raw json.RawMessage, st *Start) error {
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil // not an object: the service's to refuse
+	}
+	_, err := scanObject(raw, func(key string, v json.RawMessage) error {
+		switch key {
+		case "model":
+			if string(v) == "null" {
+				return nil
+			}
+			if json.Unmarshal(v, &st.Model) != nil {
+				return ErrModelType
+			}
+		case "audio":
+			var a struct {
+				Format *struct {
+					Type string  `json:"type"`
+					Rate float64 `json:"rate"`
+				} `json:"format"`
+			}
+			if json.Unmarshal(v, &a) == nil && a.Format != nil {
+				st.Format = &AudioFormat{Type: a.Format.Type, Rate: int(a.Format.Rate)}
+			}
 		}
-		if ev.Session.Audio != nil {
-			st.Format = ev.Session.Audio.Format
+		return nil
+	}, "model")
+	return err
+}
+
+// scanObject walks the JSON object b, calling each for every key and raw
+// value, and returns the value of its "type" key if it is a string. A key
+// in unique may appear once, in exactly that case (ErrAmbiguousStart).
+func scanObject(b []byte, each func(key string, v json.RawMessage) error, unique ...string) (typ string, err error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", ErrNotStart
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", ErrNotStart
+		}
+		key, _ := t.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return "", ErrNotStart
+		}
+		for _, u := range unique {
+			if strings.EqualFold(key, u) {
+				if key != u || seen[u] {
+					return "", ErrAmbiguousStart
+				}
+				seen[u] = true
+			}
+		}
+		if key == "type" {
+			_ = json.Unmarshal(v, &typ)
+		}
+		if err := each(key, v); err != nil {
+			return "", err
 		}
 	}
-	return st, nil
+	return typ, nil
 }
 
 // Session is the part of the session resource tether reads.
@@ -326,8 +396,14 @@ func (Dialect) Name() string { return "live" }
 // audio track that never stops.
 func (Dialect) Activity() bool { return true }
 
-// ClientEvent implements dialect.Dialect.
-func (Dialect) ClientEvent(dialect.Signals, []byte) {}
+// ClientEvent implements dialect.Dialect: context the app adds (a
+// delegation's answer, instructions) is part of a turn.
+func (Dialect) ClientEvent(s dialect.Signals, typ []byte) {
+	switch string(typ) {
+	case InstructionsAppend, ThinkingAppend, CommentaryAppend, ResponseItemCreate, ResponseCreate:
+		s.CallerActive()
+	}
+}
 
 // UpstreamEvent implements dialect.Dialect: transcripts are the turn
 // activity of a stream whose audio never stops.
@@ -337,6 +413,8 @@ func (Dialect) UpstreamEvent(s dialect.Signals, typ, _ []byte) {
 		s.SpeechEnded() // time to first answer runs from the caller's last words
 	case OutputTranscriptDelta:
 		s.AnswerSpoken()
+	case InstructionsAppended, ThinkingAppended, CommentaryAppended:
+		s.CallerActive()
 	}
 }
 

@@ -51,9 +51,18 @@ func TestParseStart(t *testing.T) {
 	if st, err := ParseStart([]byte(`{"type":"session.start","session":{}}`)); err != nil || st.Model != "" || st.Format.BytesPerSecond() != 48000 {
 		t.Errorf("a start without a model: %+v, %v (the service's error to give, not tether's)", st, err)
 	}
-	for _, bad := range []string{`{"type":"session.input_audio.append"}`, `not json`} {
+	for _, bad := range []string{`{"type":"session.input_audio.append"}`, `not json`, `[]`,
+		`{"TYPE":"session.start"}`, `{"type":"session.start","type":"x"}`,
+		`{"type":"session.start","session":{"model":"gpt-evil","model":null}}`,
+		`{"type":"session.start","session":{"model":"gpt-evil","Model":"gpt-live-1"}}`,
+		`{"type":"session.start","session":{"model":7}}`} {
 		if _, err := ParseStart([]byte(bad)); err == nil {
 			t.Errorf("ParseStart(%s) succeeded", bad)
 		}
+	}
+	// What tether does not read is the service's to judge.
+	st, err = ParseStart([]byte(`{"type":"session.start","event_id":7,"session":{"model":null,"audio":{"format":{"type":"audio/pcm","rate":24000.0}}}}`))
+	if err != nil || st.Model != "" || st.Format.BytesPerSecond() != 48000 {
+		t.Errorf("lenient fields: %+v, %v", st, err)
 	}
 }

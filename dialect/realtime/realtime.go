@@ -201,7 +201,7 @@ func (Dialect) UpstreamEvent(s dialect.Signals, typ, responseID []byte) {
 	case SpeechStopped, InputAudioTimeout:
 		s.SpeechEnded()
 	case SpeechStarted:
-		s.CallerActive()
+		s.SpeechStarted()
 	}
 }
 
