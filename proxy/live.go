@@ -148,6 +148,18 @@ func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Co
 	ro.Logger = cmp.Or(ro.Logger, h.log)
 	relay := NewRelay(lc.conn, lc.br, up.Net, up.BR, ro)
 	s.Frame(lifecycle.ClientToUpstream, int64(lc.startLen))
+	for _, ev := range up.Early {
+		// Not yet known to be harmless: scrubbed like a message the peeker cannot read.
+		ev = scrubJSON(ro.Redactor, ev)
+		frame := make([]byte, wsframe.MaxHeaderSize+len(ev))
+		n := wsframe.PutHeader(frame, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(ev))})
+		n += copy(frame[n:], ev)
+		if err := relay.WriteFirst(frame[:n]); err != nil {
+			s.LegError(lifecycle.Client, err)
+			break
+		}
+		s.Frame(lifecycle.UpstreamToClient, int64(len(ev)))
+	}
 	if err := relay.WriteFirst(up.First); err != nil {
 		s.LegError(lifecycle.Client, err)
 	} else {

@@ -1,7 +1,6 @@
 package upstreams
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -78,11 +77,10 @@ func (u *Upstream) liveHeader(client http.Header, key string) http.Header {
 // readStarted reads upstream messages until session.started (success), an
 // error event, session.closed or a close (a failed dial). Pings are
 // answered; messages may come in fragments. Messages before
-// session.started (none are expected) are kept with it in c.First for the
-// client. An invalid_request_error refusing the start is returned as
+// session.started (none are expected) are kept in c.Early for the client. An invalid_request_error refusing the start is returned as
 // refusal: the client's error, not the upstream's.
 func (c *Conn) readStarted() (result string, err error, refusal []byte) {
-	var early bytes.Buffer
+	early := 0 // bytes of the messages before session.started
 	var msg []byte
 	var op ws.OpCode
 	for {
@@ -91,7 +89,7 @@ func (c *Conn) readStarted() (result string, err error, refusal []byte) {
 		if err != nil {
 			return "closed", fmt.Errorf("read %s: %w", live.SessionStarted, err), nil
 		}
-		if h.Masked || h.Rsv != 0 || h.Length > maxFirstEvent || early.Len()+len(msg)+int(h.Length) > maxFirstEvent {
+		if h.Masked || h.Rsv != 0 || h.Length > maxFirstEvent || early+len(msg)+int(h.Length) > maxFirstEvent {
 			return "error", errors.New("upstream frame before session.started malformed or too large"), nil
 		}
 		payload := make([]byte, h.Length)
@@ -147,14 +145,16 @@ func (c *Conn) readStarted() (result string, err error, refusal []byte) {
 		case st.Type == live.SessionClosed:
 			return "closed", fmt.Errorf("upstream sent %s before %s", live.SessionClosed, live.SessionStarted), nil
 		}
+		if !st.OK {
+			early += len(whole)
+			c.Early = append(c.Early, whole)
+			continue
+		}
 		frame := make([]byte, wsframe.MaxHeaderSize+len(whole))
 		n := wsframe.PutHeader(frame, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(whole))})
 		n += copy(frame[n:], whole)
-		early.Write(frame[:n])
-		if st.OK {
-			c.First, c.FirstPayload, c.FirstType = early.Bytes(), whole, st.Type
-			return "ok", nil, nil
-		}
+		c.First, c.FirstPayload, c.FirstType = frame[:n], whole, st.Type
+		return "ok", nil, nil
 	}
 }
 

@@ -153,7 +153,10 @@ type Conn struct {
 	FirstPayload []byte
 	// FirstType is the first event's type.
 	FirstType string
-	Upstream  *Upstream
+	// Early are the messages a GPT-Live upstream sent before session.started
+	// (whole payloads, none expected), to be relayed before it, scrubbed.
+	Early    [][]byte
+	Upstream *Upstream
 	// Attempts lists every dial of this request, the successful one last.
 	Attempts []Attempt
 }
