@@ -166,6 +166,13 @@ func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Co
 		s.Frame(lifecycle.UpstreamToClient, int64(len(up.FirstPayload)))
 		s.Captured([]byte(up.FirstType), up.FirstPayload)
 	}
+	if lc.inMessage {
+		relay.ResumeClientMessage(lc.msgText)
+	}
+	// The timers run from here: a stalled upstream that does not take the
+	// held messages is found out by its heartbeat (the write makes no
+	// progress), as any stalled write. The relay's pumps start after.
+	s.Start(relay)
 	if len(lc.held) > 0 {
 		if err := relay.WriteBefore(lifecycle.Upstream, lc.held, lc.inMessage); err != nil {
 			s.LegError(lifecycle.Upstream, err)
@@ -174,10 +181,6 @@ func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Co
 			s.Frame(lifecycle.ClientToUpstream, int64(n))
 		}
 	}
-	if lc.inMessage {
-		relay.ResumeClientMessage(lc.msgText)
-	}
-	s.Start(relay)
 	go h.runSession(s, relay, release)
 	return true
 }
