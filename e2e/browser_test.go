@@ -59,6 +59,8 @@ const browserUpstreamKey = "E2Ebrowser0upstream4b1f9c2d7e6a"
 //   - origin_refused: the same page from an origin not in
 //     server.allowed_origins gets 403, the page sees the WebSocket fail, and
 //     the upstream is never dialed.
+//   - token_refused (the control): from the allowed origin with a wrong
+//     token the page gets 401, and again no upstream dial.
 //   - wss: the page served over https, tether serving wss:// (tls.mode
 //     files) with a leaf from a test CA that Chromium trusts by its key's
 //     SPKI hash (--ignore-certificate-errors-spki-list, that key only); the
@@ -100,10 +102,12 @@ func TestBrowserRealtime(t *testing.T) {
 	httpsOrigin := servePage(t, &keyPair)
 
 	timings := map[string]time.Duration{}
+	var order []string
 	run := func(name string, f func(t *testing.T)) {
 		s := time.Now()
 		t.Run(name, f)
 		timings[name] = time.Since(s)
+		order = append(order, name)
 	}
 
 	run("ws", func(t *testing.T) {
@@ -119,35 +123,21 @@ func TestBrowserRealtime(t *testing.T) {
 		wsURL := "ws://" + r.p.Listen + "/v1/realtime?model=gpt-realtime"
 		pg := b.newPage(t)
 		rep := pg.turn(t, otherOrigin+"/", wsURL, protocols)
-		if rep.Opened || !rep.Error || rep.Close == nil || rep.Close.Code != 1006 || len(rep.Messages) != 0 {
-			t.Errorf("page from %s: opened %v, error %v, close %+v, %d messages; want a failed WebSocket (error, close 1006, nothing received)\n%s",
-				otherOrigin, rep.Opened, rep.Error, rep.Close, len(rep.Messages), pg.consoleLog())
-		}
-		// Chromium reports no handshake answer event for a refused
-		// upgrade; its network log names the status.
-		if status, seen := pg.handshakeStatus(); seen && status != http.StatusForbidden {
-			t.Errorf("the browser saw the handshake answered %d, want 403", status)
-		}
-		if log := pg.consoleLog(); !strings.Contains(log, "Unexpected response code: 403") {
-			t.Errorf("the browser's log does not report the 403:\n%s", log)
-		}
-		if req := pg.handshakeRequest(t); header(req, "Origin") != otherOrigin {
-			t.Errorf("the browser sent Origin %q, want %q", header(req, "Origin"), otherOrigin)
-		}
-		testkit.WaitFor(t, stepTimeout, `tether_handshake_rejections_total{reason="origin"} 1`, func() bool {
-			n, _ := r.p.metric("tether_handshake_rejections_total", `reason="origin"`)
-			return n == 1
-		})
-		if n, _ := r.p.metric("tether_handshake_rejections_total"); n != 1 {
-			t.Errorf("tether_handshake_rejections_total over all reasons = %v, want 1 (origin)", n)
-		}
-		if n := r.hs.count(); n != 0 {
-			t.Errorf("the upstream saw %d upgrades, want 0 (a refused origin is never dialed)", n)
-		}
-		if n, _ := r.p.metric("tether_sessions_total"); n != 0 {
-			t.Errorf("tether_sessions_total = %v, want 0", n)
-		}
+		checkBrowserRefused(t, r, pg, rep, otherOrigin, http.StatusForbidden, "origin", "Unexpected response code: 403")
 		checkTokenNotLogged(t, r.p, token)
+	})
+
+	// The control: from the allowed origin, a wrong token is what keeps
+	// the page out.
+	run("token_refused", func(t *testing.T) {
+		r := startBrowserRig(t, tokensFile, pageOrigin, "", "")
+		wsURL := "ws://" + r.p.Listen + "/v1/realtime?model=gpt-realtime"
+		pg := b.newPage(t)
+		rep := pg.turn(t, pageOrigin+"/", wsURL, []string{"realtime", "openai-insecure-api-key.tbr-not-a-token"})
+		// A 401 with WWW-Authenticate is reported by Chromium in its
+		// own words.
+		checkBrowserRefused(t, r, pg, rep, pageOrigin, http.StatusUnauthorized, "unauthorized",
+			"HTTP Authentication failed; no valid credentials available")
 	})
 
 	run("wss", func(t *testing.T) {
@@ -158,10 +148,12 @@ func TestBrowserRealtime(t *testing.T) {
 		checkBrowserTurn(t, r, pg, rep, httpsOrigin, wsURL, token)
 	})
 
-	t.Logf("browser test: %v in all (Chromium start %v; ws %v, origin_refused %v, wss %v)",
-		time.Since(start).Round(time.Millisecond), launched.Round(time.Millisecond),
-		timings["ws"].Round(time.Millisecond), timings["origin_refused"].Round(time.Millisecond),
-		timings["wss"].Round(time.Millisecond))
+	var parts []string
+	for _, name := range order {
+		parts = append(parts, fmt.Sprintf("%s %v", name, timings[name].Round(time.Millisecond)))
+	}
+	t.Logf("browser test: %v in all (Chromium start %v; %s)", time.Since(start).Round(time.Millisecond),
+		launched.Round(time.Millisecond), strings.Join(parts, ", "))
 }
 
 // browserRig is tether (fixture browser.yaml) in front of an in-test mock
@@ -224,7 +216,6 @@ func servePage(t *testing.T, cert *tls.Certificate) string {
 			_, _ = w.Write(html)
 		}),
 		ReadHeaderTimeout: stepTimeout,
-		ErrorLog:          nil,
 	}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -388,6 +379,43 @@ func checkBrowserTurn(t *testing.T, r *browserRig, pg *page, rep pageReport, ori
 	}
 	if n, _ := r.p.metric("tether_handshake_rejections_total"); n != 0 {
 		t.Errorf("tether_handshake_rejections_total = %v, want 0", n)
+	}
+}
+
+// checkBrowserRefused asserts that the page's WebSocket failed at the
+// handshake with status (which Chromium's network log reports as
+// browserSays), counted under reason, and that the upstream was never
+// dialed.
+func checkBrowserRefused(t *testing.T, r *browserRig, pg *page, rep pageReport, origin string, status int, reason, browserSays string) {
+	t.Helper()
+	if rep.Opened || !rep.Error || rep.Close == nil || rep.Close.Code != 1006 || len(rep.Messages) != 0 {
+		t.Errorf("page from %s: opened %v, error %v, close %+v, %d messages; want a failed WebSocket (error, close 1006, nothing received)\n%s",
+			origin, rep.Opened, rep.Error, rep.Close, len(rep.Messages), pg.consoleLog())
+	}
+	// Chromium reports no handshake answer event for a refused upgrade; its
+	// network log tells.
+	if got, seen := pg.handshakeStatus(); seen && got != status {
+		t.Errorf("the browser saw the handshake answered %d, want %d", got, status)
+	}
+	if log := pg.consoleLog(); !strings.Contains(log, browserSays) {
+		t.Errorf("the browser's log does not report the %d (%q):\n%s", status, browserSays, log)
+	}
+	if req := pg.handshakeRequest(t); header(req, "Origin") != origin {
+		t.Errorf("the browser sent Origin %q, want %q", header(req, "Origin"), origin)
+	}
+	want := fmt.Sprintf("tether_handshake_rejections_total{reason=%q} 1", reason)
+	testkit.WaitFor(t, stepTimeout, want, func() bool {
+		n, _ := r.p.metric("tether_handshake_rejections_total", `reason="`+reason+`"`)
+		return n == 1
+	})
+	if n, _ := r.p.metric("tether_handshake_rejections_total"); n != 1 {
+		t.Errorf("tether_handshake_rejections_total over all reasons = %v, want 1 (%s)", n, reason)
+	}
+	if n := r.hs.count(); n != 0 {
+		t.Errorf("the upstream saw %d upgrades, want 0 (a refused handshake is never dialed)", n)
+	}
+	if n, _ := r.p.metric("tether_sessions_total"); n != 0 {
+		t.Errorf("tether_sessions_total = %v, want 0", n)
 	}
 }
 

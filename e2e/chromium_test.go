@@ -105,6 +105,8 @@ func startChromium(t testing.TB, extra ...string) *browser {
 	// Its own process group, so that cleanup can end the renderer, GPU and
 	// zygote children too.
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A helper that left the group must not keep Wait on the output pipe.
+	b.cmd.WaitDelay = 2 * time.Second
 	start := time.Now()
 	if err := b.cmd.Start(); err != nil {
 		missing("%s cannot start: %v", bin, err)
