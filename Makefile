@@ -66,6 +66,11 @@ soak:
 drain-test:
 	cd e2e && $(GO) test -count=1 -timeout 10m -v -run '^TestDrain' .
 
+## browser-test: the headless Chromium test alone (needs chromium: apt-get install chromium), timings printed
+.PHONY: browser-test
+browser-test:
+	cd e2e && $(GO) test -count=1 -timeout 5m -v -run '^TestBrowserRealtime$$' .
+
 ## bench-compare: direct vs nginx vs tether under the same voice load (installs nginx from Debian if absent)
 bench-compare: build bench-build
 	TETHER=$(BIN) TETHER_BENCH=$(BENCH_BIN) bash $(BENCH_MOD)/compare.sh $(BENCH_ARGS)
