@@ -436,12 +436,12 @@ func TestLoadUpstreamDefaults(t *testing.T) {
 		}}},
 		{"azure key from AZURE_OPENAI_API_KEY by default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime"}]`, []upstreams.Config{{
 			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
-			LiveURL: "wss://x.openai.azure.com" + AzureLivePath,
+			LiveURL:   "wss://x.openai.azure.com" + AzureLivePath,
 			APIKeyEnv: DefaultAzureAPIKeyEnv, MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"azure with a token file gets no key default", `upstreams: [{type: azure, url: "wss://x.openai.azure.com/openai/realtime", token_file: /var/run/token}]`, []upstreams.Config{{
 			Name: "azure", Type: "azure", URL: "wss://x.openai.azure.com/openai/realtime", DialTimeout: DefaultDialTimeout,
-			LiveURL: "wss://x.openai.azure.com" + AzureLivePath,
+			LiveURL:   "wss://x.openai.azure.com" + AzureLivePath,
 			TokenFile: "/var/run/token", MaxFailures: DefaultMaxFailures, Cooldown: DefaultCooldown,
 		}}},
 		{"zero dial_timeout takes the default", "upstreams: [{type: mock, dial_timeout: 0s}]", []upstreams.Config{mock("mock")}},
