@@ -435,8 +435,8 @@ func checkTarball(t *testing.T, tarPath string, r *Result) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m) != 1 || !reflect.DeepEqual(m[0].RepoTags, []string{DefaultRepo + ":" + testVersion}) {
-		t.Fatalf("tarball manifest.json %+v, want one image tagged %s:%s", m, DefaultRepo, testVersion)
+	if want := "docker.io/" + DefaultRepo + ":" + testVersion; len(m) != 1 || !reflect.DeepEqual(m[0].RepoTags, []string{want}) {
+		t.Fatalf("tarball manifest.json %+v, want one image tagged %s", m, want)
 	}
 	img, err := tarball.ImageFromPath(tarPath, nil)
 	if err != nil {

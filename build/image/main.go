@@ -155,13 +155,20 @@ func containerdName(t name.Tag) string {
 }
 
 // WriteTarball writes one platform's image as a docker-archive tarball
-// (manifest.json, config, layers), tagged repo:version.
+// (manifest.json, config, layers), tagged docker.io/repo:version.
 func WriteTarball(r *Result, path, repo, platform string) error {
 	img, ok := r.Images[platform]
 	if !ok {
 		return fmt.Errorf("tarball platform %s was not built", platform)
 	}
-	tag, err := Tag(repo, r.Version)
+	short, err := Tag(repo, r.Version)
+	if err != nil {
+		return err
+	}
+	// Fully qualified, so that podman too names it as the chart pulls it
+	// (docker.io/tetherproxy/tether, not localhost/tetherproxy/tether);
+	// docker load shows it as tetherproxy/tether:VERSION.
+	tag, err := name.NewTag(containerdName(short))
 	if err != nil {
 		return err
 	}
