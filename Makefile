@@ -10,6 +10,7 @@ BENCH_BIN := bin/tether-bench
 VERSION   ?= 0.1.0
 
 .PHONY: all build bench-build test vet unit e2e chart bench-lite bench-compare fuzz-smoke run clean jaeger soak drain-test
+.PHONY: image image-test
 
 all: build
 
@@ -24,7 +25,7 @@ run:
 	$(GO) run ./cmd/tether serve
 
 ## test: everything CI checks (vet, unit tests with -race, e2e against the real binary, chart rendering, benchmarks compile and run)
-test: vet unit e2e chart bench-lite
+test: vet unit e2e chart bench-lite image-test
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -33,6 +34,7 @@ vet:
 	cd $(BENCH_MOD) && $(GO) vet ./...
 	cd e2e && $(GO) vet ./...
 	cd charts/test && $(GO) vet ./...
+	cd $(IMAGE_MOD) && $(GO) vet ./...
 
 unit:
 	$(GO) test -race -count=1 $(PKGS)
@@ -55,6 +57,18 @@ chart:
 bench-lite:
 	$(GO) test -run '^$$' -bench . -benchtime 100x $(PKGS)
 	cd $(BENCH_MOD) && $(GO) test -run '^$$' -bench . -benchtime 100x ./...
+
+# The image builder is its own module too (go-containerregistry stays out of
+# the sidecar's go.mod); it needs no Docker engine and pulls no base image.
+IMAGE_MOD := build/image
+
+## image: the OCI image, no Docker engine: bin/image (OCI layout, one index of linux/amd64 and linux/arm64) and bin/tether-image.tar (docker load / podman load: the host's platform; IMAGE_ARGS=-tarball-platform=linux/amd64 to choose)
+image:
+	cd $(IMAGE_MOD) && $(GO) run . -root $(CURDIR) -version $(VERSION) $(IMAGE_ARGS)
+
+## image-test: builds the image twice (same digests), unpacks the layers, checks the config and files, runs the binary
+image-test:
+	cd $(IMAGE_MOD) && $(GO) test -count=1 -timeout 20m ./...
 
 SOAK_SESSIONS ?= 2000
 
