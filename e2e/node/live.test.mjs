@@ -14,8 +14,9 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai-live';
 import { LiveWS } from 'openai-live/resources/live/ws';
 
+import { Recorder, STEP_MS } from './recorder.mjs';
+
 const port = process.env.TETHER_PORT;
-const STEP_MS = 10_000;
 
 // Audio: PCM16 LE mono 24 kHz (GPT-Live's default format), sent as 50 ms
 // chunks in real time, the way a microphone would.
@@ -88,96 +89,6 @@ function peak(pcm) {
   return m;
 }
 
-// Call wraps a LiveWS: every event in order with its arrival time, errors,
-// the close, and waiters.
-class Call {
-  constructor(ws) {
-    this.ws = ws;
-    this.events = []; // {ev, at}
-    this.cursor = 0;
-    this.errors = [];
-    this.closed = null; // {code, reason, at} once the connection closed
-    this.waiters = new Set();
-    ws.on('event', (ev) => {
-      this.events.push({ ev, at: performance.now() });
-      this.wake();
-    });
-    // Without an error listener the client turns error events into
-    // unhandled rejections; record them instead.
-    ws.on('error', (err) => {
-      this.errors.push(err);
-      this.wake();
-    });
-    ws.on('close', (code, reason) => {
-      this.closed = { code, reason: String(reason ?? ''), at: performance.now() };
-      this.wake();
-    });
-  }
-
-  wake() {
-    for (const w of this.waiters) w();
-  }
-
-  summary() {
-    const counts = new Map();
-    for (const { ev } of this.events) counts.set(ev.type, (counts.get(ev.type) ?? 0) + 1);
-    return `events: ${JSON.stringify(Object.fromEntries(counts))}; errors: ${JSON.stringify(this.errors.map((e) => e.message))}; ` +
-      `close: ${JSON.stringify(this.closed)}`;
-  }
-
-  // until resolves once cond() returns a value other than undefined.
-  until(what, cond, timeoutMs = STEP_MS) {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        let v;
-        try {
-          v = cond();
-        } catch (err) {
-          done();
-          reject(err);
-          return;
-        }
-        if (v !== undefined) {
-          done();
-          resolve(v);
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${this.summary()}`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  // next returns the next event of type typ after the cursor, skipping
-  // others; an error event or a close fails.
-  next(typ, timeoutMs) {
-    return this.until(typ, () => {
-      while (this.cursor < this.events.length) {
-        const { ev } = this.events[this.cursor++];
-        if (ev.type === typ) return ev;
-        if (ev.type === 'error') throw new Error(`error event while waiting for ${typ}: ${JSON.stringify(ev)}`);
-      }
-      if (this.closed) throw new Error(`connection closed (${JSON.stringify(this.closed)}) while waiting for ${typ}; ${this.summary()}`);
-      return undefined;
-    }, timeoutMs);
-  }
-
-  closedWith(timeoutMs) {
-    return this.until('the connection to close', () => this.closed ?? undefined, timeoutMs);
-  }
-
-  of(typ) {
-    return this.events.filter(({ ev }) => ev.type === typ);
-  }
-}
-
 // open dials tether with LiveWS, sends session.start on open and waits for
 // session.started.
 async function open(t) {
@@ -186,7 +97,7 @@ async function open(t) {
   // never forwarded.
   const client = new OpenAI({ apiKey: 'placeholder', baseURL: `http://127.0.0.1:${port}/v1` });
   const ws = new LiveWS(client);
-  const call = new Call(ws);
+  const call = new Recorder(ws);
   // A failed test must not leave the socket open (node --test would wait for it).
   t.after(() => {
     if (!call.closed) ws.close({ code: 1000, reason: 'test over' });

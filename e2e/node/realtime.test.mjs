@@ -13,8 +13,9 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 
+import { Recorder, STEP_MS } from './recorder.mjs';
+
 const baseURL = process.env.TETHER_BASE_URL;
-const STEP_MS = 10_000;
 
 // 200 ms of 24 kHz pcm16, loud enough to be "speech"; the mock echoes
 // committed audio back as the response's audio.
@@ -24,93 +25,13 @@ function testAudio(ms) {
   return b;
 }
 
-// Session wraps an OpenAIRealtimeWS: every event in order, the close frame,
-// and waiters.
-class Session {
-  constructor(rt) {
-    this.rt = rt;
-    this.events = [];
-    this.cursor = 0;
-    this.errors = [];
-    this.closed = null; // {code, reason} once the socket closed
-    this.waiters = new Set();
-    rt.on('event', (ev) => {
-      this.events.push(ev);
-      this.wake();
-    });
-    // Without an error listener the client turns error events into
-    // unhandled rejections; record them instead.
-    rt.on('error', (err) => {
-      this.errors.push(err);
-      this.wake();
-    });
-    rt.socket.on('close', (code, reason) => {
-      this.closed = { code, reason: reason.toString() };
-      this.wake();
-    });
-  }
-
-  wake() {
-    for (const w of this.waiters) w();
-  }
-
-  // until resolves once cond() returns a value other than undefined.
-  until(what, cond, timeoutMs = STEP_MS) {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        let v;
-        try {
-          v = cond();
-        } catch (err) {
-          done();
-          reject(err);
-          return;
-        }
-        if (v !== undefined) {
-          done();
-          resolve(v);
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; events: ` +
-          this.events.map((e) => e.type).join(', ') + `; close: ${JSON.stringify(this.closed)}`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  // next returns the next event of type typ after the cursor, skipping
-  // others; an error event or a close fails.
-  next(typ) {
-    return this.until(typ, () => {
-      while (this.cursor < this.events.length) {
-        const ev = this.events[this.cursor++];
-        if (ev.type === typ) return ev;
-        if (ev.type === 'error') throw new Error(`error event while waiting for ${typ}: ${JSON.stringify(ev)}`);
-      }
-      if (this.closed) throw new Error(`socket closed (${JSON.stringify(this.closed)}) while waiting for ${typ}`);
-      return undefined;
-    });
-  }
-
-  closedWith() {
-    return this.until('the socket to close', () => this.closed ?? undefined);
-  }
-}
-
 async function open() {
   assert.ok(baseURL, 'TETHER_BASE_URL is not set (run through the Go test TestNodeOpenAIClient)');
   // apiKey: tether injects the upstream credential; whatever the client
   // sends is never forwarded.
   const client = new OpenAI({ apiKey: 'unused-tether-holds-the-key', baseURL });
   const rt = await OpenAIRealtimeWS.create(client, { model: 'gpt-realtime' });
-  const s = new Session(rt);
+  const s = new Recorder(rt, rt.socket);
   const created = await s.next('session.created');
   assert.equal(created.session.model, 'gpt-realtime');
   return s;
@@ -118,7 +39,7 @@ async function open() {
 
 test('a voice turn through tether: session.update, append, commit, response with audio deltas, response.done', async () => {
   const s = await open();
-  const { rt } = s;
+  const { client: rt } = s;
   assert.match(rt.url.toString(), /^wss:\/\/127\.0\.0\.1:\d+\/v1\/realtime\?model=gpt-realtime$/);
 
   rt.send({ type: 'session.update', session: { type: 'realtime', instructions: 'Answer briefly.' } });
@@ -137,7 +58,7 @@ test('a voice turn through tether: session.update, append, commit, response with
   let done;
   while (!done) {
     const ev = await s.until('response.done', () => {
-      if (s.cursor < s.events.length) return s.events[s.cursor++];
+      if (s.cursor < s.events.length) return s.events[s.cursor++].ev;
       if (s.closed) throw new Error(`socket closed mid-response: ${JSON.stringify(s.closed)}`);
       return undefined;
     });
@@ -164,7 +85,7 @@ test('a voice turn through tether: session.update, append, commit, response with
 
 test('the upstream resets mid-response: the client sees close 1014 and no response.done', async () => {
   const s = await open();
-  const { rt } = s;
+  const { client: rt } = s;
   // Pace the mock's deltas so the response is still streaming when it resets.
   rt.send({ type: 'mock.fault', fault: 'slow', delta_interval_ms: 300 });
   rt.send({ type: 'input_audio_buffer.append', audio: testAudio(500).toString('base64') });
@@ -177,5 +98,5 @@ test('the upstream resets mid-response: the client sees close 1014 and no respon
   rt.send({ type: 'mock.fault', fault: 'rst' });
   const closed = await s.closedWith();
   assert.equal(closed.code, 1014, `close code ${closed.code} (${closed.reason}), want 1014 (bad gateway: upstream lost)`);
-  assert.ok(!s.events.some((e) => e.type === 'response.done'), 'a response.done arrived although the upstream reset mid-response');
+  assert.ok(!s.events.some(({ ev }) => ev.type === 'response.done'), 'a response.done arrived although the upstream reset mid-response');
 });
