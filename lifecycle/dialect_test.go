@@ -38,9 +38,9 @@ func TestIdleCountsTurnsNotFrames(t *testing.T) {
 		// One long utterance: speech_started once, no speech_stopped for 12 s.
 		speech, _, f3 := openWith(t, m, realtime.Dialect{})
 		upstreamEvent(speech, realtime.SpeechStarted)
-		for i := range 24 { // 12 s: audio both ways on both, speech on one every 6 s
+		for i := range 24 { // 12 s: audio both ways, speech on one every 6 s, one long utterance
 			time.Sleep(500 * time.Millisecond)
-			for _, s := range []*Session{streaming, talking} {
+			for _, s := range []*Session{streaming, talking, speech} {
 				s.Frame(ClientToUpstream, 3200)
 				s.Event(ClientToUpstream, []byte(realtime.InputAudioAppend), nil)
 			}
@@ -64,6 +64,17 @@ func TestIdleCountsTurnsNotFrames(t *testing.T) {
 		if r := speech.Summary().Reason; r != ReasonIdleTimeout {
 			t.Errorf("10 s after the caller stopped speaking: reason %q, want idle_timeout", r)
 		}
+		// A caller whose audio stops mid-utterance (no speech_stopped ever
+		// comes) is quiet: idle ends it.
+		frozen, _, f4 := openWith(t, m, realtime.Dialect{})
+		upstreamEvent(frozen, realtime.SpeechStarted)
+		frozen.Frame(ClientToUpstream, 3200)
+		time.Sleep(21 * time.Second)
+		synctest.Wait()
+		if r := frozen.Summary().Reason; r != ReasonIdleTimeout {
+			t.Errorf("a caller frozen mid-speech for 21 s: reason %q, want idle_timeout", r)
+		}
+		f4()
 		talking.End(ReasonAdmin)
 		f1()
 		f2()

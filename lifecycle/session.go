@@ -109,6 +109,7 @@ type Session struct {
 	ended        atomic.Bool     // set once by End; never reset
 	audioPending atomic.Bool     // a response is waiting for its first audio delta
 	speaking     atomic.Bool     // the caller is speaking (SpeechStarted .. SpeechEnded): a turn in progress
+	idleFrames   int64           // client frames at the last idle check (idleFired only)
 
 	// hb are the two heartbeats (index Leg); each guards its own state.
 	hb [2]heartbeat
@@ -432,8 +433,17 @@ func (s *Session) idleFired() {
 		return
 	}
 	idle := s.mgr.opts.IdleTimeout
-	if s.speaking.Load() || s.inResponse.Load() > 0 {
-		s.touch() // a turn in progress is activity, however long it runs
+	// A turn in progress is activity, however long it runs: a response, or
+	// a caller speaking whose audio still comes (one whose audio stopped
+	// without the upstream hearing the end of speech is quiet).
+	if s.inResponse.Load() > 0 {
+		s.touch()
+	}
+	if s.speaking.Load() {
+		if n := s.frames[ClientToUpstream].Load(); n != s.idleFrames {
+			s.idleFrames = n
+			s.touch()
+		}
 	}
 	elapsed := s.since() - time.Duration(s.lastActivity.Load())
 	if elapsed >= idle {
