@@ -75,7 +75,8 @@ var renderCases = []renderCase{
 				t.Errorf("pod uses service account %q (token mounted: %v), want %q without a token",
 					d.Spec.Template.Spec.ServiceAccountName, d.Spec.Template.Spec.AutomountServiceAccountToken, sa.Name)
 			}
-			if len(objectsOf[policyv1.PodDisruptionBudget](r)) != 0 || len(objectsOf[monitoringv1.ServiceMonitor](r)) != 0 {
+			if len(objectsOf[policyv1.PodDisruptionBudget](r)) != 0 || len(objectsOf[monitoringv1.ServiceMonitor](r)) != 0 ||
+				len(objectsOf[monitoringv1.PrometheusRule](r)) != 0 {
 				t.Error("optional objects rendered by default")
 			}
 		},
@@ -311,6 +312,60 @@ grafanaDashboard:
 				t.Errorf("pdb min %v max %v, want maxUnavailable 1", pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable)
 			}
 			checkDashboard(t, r)
+		},
+	},
+	{
+		name:  "alerts",
+		chart: tetherChartDir,
+		role:  roleMain,
+		values: `
+prometheusRule:
+  enabled: true
+  labels:
+    release: kube-prometheus-stack
+  alertLabels:
+    team: voice
+    severity: ignored
+  alerts:
+    TetherSessionErrors:
+      threshold: 0.5
+      for: 15m
+    TetherTimeToFirstAudioHigh:
+      threshold: 2.5
+      severity: critical
+    TetherBudgetExhausted:
+      enabled: false
+`,
+		check: func(t *testing.T, r *rendered) {
+			pr := one[monitoringv1.PrometheusRule](t, r)
+			if pr.Name != "t-tether" || pr.Labels["release"] != "kube-prometheus-stack" || pr.Labels["app.kubernetes.io/name"] != "tether" {
+				t.Errorf("PrometheusRule %s labels %v", pr.Name, pr.Labels)
+			}
+			rules := map[string]monitoringv1.Rule{}
+			for _, g := range pr.Spec.Groups {
+				for _, rule := range g.Rules {
+					rules[rule.Alert] = rule
+				}
+			}
+			if _, ok := rules["TetherBudgetExhausted"]; ok || len(rules) != 6 {
+				t.Errorf("alerts %v, want the 6 enabled ones", alertNames(pr))
+			}
+			for name, want := range map[string]struct{ tail, dur, severity string }{
+				"TetherSessionErrors":        {"> 0.5", "15m", "warning"},
+				"TetherTimeToFirstAudioHigh": {"> 2.5", "10m", "critical"},
+				"TetherUpstreamUnavailable":  {"> 0.02", "5m", "critical"},
+				"TetherUpstreamCoolingDown":  {"== 0", "10m", "warning"},
+			} {
+				rule := rules[name]
+				if !strings.HasSuffix(rule.Expr.String(), want.tail) || rule.For == nil || string(*rule.For) != want.dur ||
+					rule.Labels["severity"] != want.severity || rule.Labels["team"] != "voice" {
+					t.Errorf("%s: expr %q for %v labels %v, want ... %s for %s severity %s team voice",
+						name, rule.Expr.String(), rule.For, rule.Labels, want.tail, want.dur, want.severity)
+				}
+				if !strings.Contains(rule.Annotations["description"], "{{ $labels.namespace }}") {
+					t.Errorf("%s: annotations %v lost Prometheus' templates", name, rule.Annotations)
+				}
+			}
 		},
 	},
 }
@@ -695,11 +750,16 @@ func checkDashboard(t *testing.T, r *rendered) {
 	for _, metric := range []string{
 		"tether_sessions_active", "tether_sessions_total", "tether_session_duration_seconds_bucket",
 		"tether_bytes_total", "tether_upstream_dial_seconds_bucket", "tether_heartbeat_rtt_seconds_bucket",
-		"tether_time_to_first_audio_seconds_bucket", "tether_tokens_total",
+		"tether_time_to_first_audio_seconds_bucket", "tether_tokens_total", "tether_audio_seconds_total",
+		"tether_upstream_available", "tether_heartbeat_timeouts_total", "tether_spans_dropped_total",
 	} {
 		if !strings.Contains(exprs.String(), metric) {
 			t.Errorf("dashboard has no query over %s", metric)
 		}
+	}
+	// GPT-Live beside Realtime: the dialect label splits sessions.
+	if !strings.Contains(exprs.String(), "by (dialect)") {
+		t.Error("dashboard has no query by dialect")
 	}
 	if dash.UID == "" || dash.Title == "" {
 		t.Error("dashboard has no uid or title")

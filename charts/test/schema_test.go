@@ -32,6 +32,9 @@ func TestSchemaRejects(t *testing.T) {
 		{"bad upstream type", tetherChartDir, "config: {upstreams: [{name: x, type: gemini}]}", []string{"/config/upstreams/0/type", "'openai', 'azure', 'generic', 'mock'"}},
 		{"duration without unit", tetherChartDir, "config: {lifecycle: {drain_timeout: 30}}", []string{"/config/lifecycle/drain_timeout"}},
 		{"bad duration", tetherChartDir, "config: {lifecycle: {drain_timeout: 30 seconds}}", []string{"/config/lifecycle/drain_timeout", "does not match pattern"}},
+		{"unknown alert", tetherChartDir, "prometheusRule: {alerts: {TetherSessionError: {enabled: false}}}", []string{"/prometheusRule/alerts", "'TetherSessionError' not allowed"}},
+		{"alert duration Prometheus cannot read", tetherChartDir, "prometheusRule: {alerts: {TetherSpansDropped: {for: 1.5m}}}", []string{"/prometheusRule/alerts/TetherSpansDropped/for", "does not match pattern"}},
+		{"negative alert threshold", tetherChartDir, "prometheusRule: {alerts: {TetherSessionErrors: {threshold: -1}}}", []string{"/prometheusRule/alerts/TetherSessionErrors/threshold"}},
 		{"subchart typo from the app chart", exampleChartDir, "tether: {upstream: {existingSecrets: openai}}", []string{"tether:", "/upstream", "'existingSecrets' not allowed"}},
 		{"subchart bad enum from the app chart", exampleChartDir, "tether: {mode: both}", []string{"tether:", "/mode"}},
 	} {
@@ -187,9 +190,10 @@ func TestValuesDocumented(t *testing.T) {
 	}
 	opaque := map[string]bool{
 		"config": true, "resources": true, "securityContext": true, "podSecurityContext": true,
-		"strategy": true, "grafanaDashboard.labels": true,
+		"strategy": true, "grafanaDashboard.labels": true, "prometheusRule.labels": true, "prometheusRule.alertLabels": true,
 	}
 	probeFields := map[string]bool{"periodSeconds": true, "timeoutSeconds": true, "failureThreshold": true}
+	alertFields := map[string]bool{"enabled": true, "threshold": true, "for": true, "severity": true}
 	var undocumented []string
 	var walk func(n *yaml.Node, prefix string)
 	walk = func(n *yaml.Node, prefix string) {
@@ -199,7 +203,10 @@ func TestValuesDocumented(t *testing.T) {
 			if prefix != "" {
 				path = prefix + "." + k.Value
 			}
-			if strings.TrimSpace(k.HeadComment) == "" && !(strings.HasPrefix(prefix, "probes.") && probeFields[k.Value]) {
+			// The fields of probes and of each alert are documented once, above the map.
+			shared := (strings.HasPrefix(prefix, "probes.") && probeFields[k.Value]) ||
+				(strings.HasPrefix(prefix, "prometheusRule.alerts.") && alertFields[k.Value])
+			if strings.TrimSpace(k.HeadComment) == "" && !shared {
 				undocumented = append(undocumented, path)
 			}
 			if v.Kind == yaml.MappingNode && !opaque[path] {
