@@ -104,6 +104,10 @@ func New(o Options) *Metrics {
 			m.sessionsByReason[sessionKey{d, reason}] = m.sessionsTotal.WithLabelValues(string(reason), d)
 		}
 		m.sessionsActive.WithLabelValues(d)
+		// Histograms too: a series born with its first observations in it
+		// hides them from rate() (a dialect's first turns or sessions).
+		m.sessionDuration.WithLabelValues(d)
+		m.timeToFirstAudio.WithLabelValues(d)
 	}
 	// Every series a dashboard or alert may look for exists from the start, at 0.
 	for _, k := range []string{"input_text", "input_audio", "output_text", "output_audio", "cached"} {
@@ -194,8 +198,11 @@ func (m *Metrics) WatchRelayed(mgr *lifecycle.Manager) {
 	}
 }
 
-// WatchUpstream exports tether_upstream_available{upstream} from available.
+// WatchUpstream exports tether_upstream_available{upstream} from available,
+// and creates the upstream's tether_audio_seconds_total series at 0 (so
+// rate() sees its first usage report).
 func (m *Metrics) WatchUpstream(name string, available func() bool) {
+	m.audioSeconds.WithLabelValues(name)
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tether_upstream_available", Help: "1 when the upstream is dialed, 0 while it sits out its cool-down after repeated failures.",
 		ConstLabels: prometheus.Labels{"upstream": name},

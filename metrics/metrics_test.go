@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +87,8 @@ tether_frames_total{direction="upstream_to_client"} 1
 	if err := testutil.GatherAndCompare(r.met.Registry, strings.NewReader(want), "tether_frames_total", "tether_bytes_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(r.met.sessionDuration); n != 1 {
+	// The rig's dialect, and the two created at 0 up front.
+	if n := testutil.CollectAndCount(r.met.sessionDuration); n != 1+len(Dialects) {
 		t.Fatalf("duration series %d", n)
 	}
 }
@@ -122,7 +124,7 @@ func TestAnswerSeries(t *testing.T) {
 	s.AnswerDone("resp_1", "completed", lifecycle.Tokens{InputText: 120, InputAudio: 180, Cached: 64, OutputText: 25, OutputAudio: 87})
 	s.End(lifecycle.ReasonClientClosed)
 	finish()
-	if n := testutil.CollectAndCount(r.met.timeToFirstAudio); n != 1 {
+	if n := testutil.CollectAndCount(r.met.timeToFirstAudio); n != 1+len(Dialects) {
 		t.Fatalf("ttfa series %d", n)
 	}
 	for kind, want := range map[string]float64{"input_text": 120, "input_audio": 180, "cached": 64, "output_text": 25, "output_audio": 87} {
@@ -155,5 +157,37 @@ func TestDialAndAvailability(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(m.dialSeconds); n != 1 {
 		t.Errorf("dial series %d", n)
+	}
+	if n := testutil.CollectAndCount(m.audioSeconds); n != 1 {
+		t.Errorf("audio seconds series %d, want the watched upstream's at 0", n)
+	}
+}
+
+// TestHistogramsExistAtStart: each dialect's duration and time to first
+// audio histograms are exported before any observation, so rate() over
+// them counts a dialect's first sessions and turns.
+func TestHistogramsExistAtStart(t *testing.T) {
+	m := New(Options{})
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			if h := s.GetHistogram(); h != nil && h.GetSampleCount() == 0 {
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "dialect" {
+						got[f.GetName()] = append(got[f.GetName()], l.GetValue())
+					}
+				}
+			}
+		}
+	}
+	for _, name := range []string{"tether_session_duration_seconds", "tether_time_to_first_audio_seconds"} {
+		slices.Sort(got[name])
+		if want := slices.Sorted(slices.Values(Dialects)); !slices.Equal(got[name], want) {
+			t.Errorf("%s: empty series at start for dialects %v, want %v", name, got[name], want)
+		}
 	}
 }
