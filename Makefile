@@ -85,6 +85,12 @@ drain-test:
 browser-test:
 	cd e2e && $(GO) test -count=1 -timeout 5m -v -run '^TestBrowserRealtime$$' .
 
+## dashboard-test: the Grafana dashboard and alert rules against a real Prometheus (needs prometheus: apt-get install prometheus)
+.PHONY: dashboard-test
+dashboard-test:
+	cd charts/test && $(GO) test -count=1 -v -run '^TestAlertRules' .
+	cd e2e && $(GO) test -count=1 -timeout 5m -v -run '^TestPrometheusDashboard$$' .
+
 ## bench-compare: direct vs nginx vs tether under the same voice load (installs nginx from Debian if absent)
 bench-compare: build bench-build
 	TETHER=$(BIN) TETHER_BENCH=$(BENCH_BIN) bash $(BENCH_MOD)/compare.sh $(BENCH_ARGS)
