@@ -49,10 +49,7 @@ func startChromium(t testing.TB, extra ...string) *browser {
 	t.Helper()
 	missing := func(format string, args ...any) {
 		t.Helper()
-		if os.Getenv("TETHER_REQUIRE_CHROMIUM") != "" {
-			t.Fatalf("TETHER_REQUIRE_CHROMIUM is set but "+format, args...)
-		}
-		t.Skipf(format+" (apt-get install chromium, or set TETHER_CHROMIUM; TETHER_REQUIRE_CHROMIUM=1 makes this a failure)", args...)
+		testkit.Missing(t, "TETHER_REQUIRE_CHROMIUM", format+" (apt-get install chromium, or set TETHER_CHROMIUM)", args...)
 	}
 	bin := os.Getenv("TETHER_CHROMIUM")
 	if bin == "" {

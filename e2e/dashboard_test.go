@@ -71,13 +71,13 @@ func TestPrometheusDashboard(t *testing.T) {
 	_, upURL := startMock(t, mock.Options{UsageInterval: 300 * time.Millisecond})
 	vars := map[string]string{
 		"UpstreamURL":  upURL,
-		"DeadURL":      "ws://" + freeAddr(t) + "/v1/realtime",
+		"DeadURL":      "ws://" + testkit.DeadAddr(t) + "/v1/realtime",
 		"DrainTimeout": "10s",
 		// Spans go to a collector that is not there, through a queue of one:
 		// the first export hangs in its retries and every later span is
 		// dropped (tether_spans_dropped_total{reason="queue_full"}).
 		"TraceExporter": "otlp",
-		"OTLPEndpoint":  "http://" + freeAddr(t),
+		"OTLPEndpoint":  "http://" + testkit.DeadAddr(t),
 	}
 	a := startTether(t, "prometheus.yaml", vars, "OTEL_BSP_MAX_QUEUE_SIZE=1")
 	vars["TraceExporter"], vars["OTLPEndpoint"] = "none", ""

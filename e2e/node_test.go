@@ -95,10 +95,7 @@ func requireNode(t *testing.T) string {
 	t.Helper()
 	missing := func(format string, args ...any) {
 		t.Helper()
-		if os.Getenv("TETHER_REQUIRE_NODE") != "" {
-			t.Fatalf("TETHER_REQUIRE_NODE is set but "+format, args...)
-		}
-		t.Skipf(format+" (set TETHER_REQUIRE_NODE=1 to make this a failure)", args...)
+		testkit.Missing(t, "TETHER_REQUIRE_NODE", format, args...)
 	}
 	node, err := exec.LookPath("node")
 	if err != nil {

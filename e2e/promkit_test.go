@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -35,21 +34,8 @@ const promScrape = time.Second
 // when it fails.
 func requirePrometheus(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("TETHER_PROMETHEUS")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("prometheus"); err != nil {
-			bin = ""
-		}
-	}
-	if bin == "" {
-		const msg = "prometheus is not installed: the dashboard test needs a real Prometheus (apt-get install prometheus, or TETHER_PROMETHEUS=/path/to/prometheus)"
-		if os.Getenv("TETHER_REQUIRE_PROMETHEUS") != "" {
-			t.Fatal("TETHER_REQUIRE_PROMETHEUS is set but " + msg)
-		}
-		t.Skip(msg + " (set TETHER_REQUIRE_PROMETHEUS=1 to make this a failure)")
-	}
-	return bin
+	return testkit.Tool(t, "TETHER_PROMETHEUS", "prometheus", "TETHER_REQUIRE_PROMETHEUS",
+		"the dashboard test needs a real Prometheus (apt-get install prometheus)")
 }
 
 // promTarget is one tether admin listener to scrape, with the labels the
@@ -102,7 +88,7 @@ func startPrometheus(t *testing.T, bin string, targets []promTarget, ruleFiles .
 	for attempt := 1; ; attempt++ {
 		p := &promProc{t: t, exited: make(chan struct{}),
 			http: &http.Client{Timeout: stepTimeout, Transport: &http.Transport{DisableKeepAlives: true}}}
-		addr := freeAddr(t)
+		addr := testkit.DeadAddr(t)
 		p.URL = "http://" + addr
 		p.cmd = exec.Command(bin,
 			"--config.file="+cfg,
@@ -128,18 +114,6 @@ func startPrometheus(t *testing.T, bin string, targets []promTarget, ruleFiles .
 			t.Fatalf("prometheus did not start; its log:\n%s", tail(p.out.String(), 8<<10))
 		}
 	}
-}
-
-// freeAddr returns a loopback address with a port nothing listens on.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // waitReady polls /-/ready; false when the process exited first.

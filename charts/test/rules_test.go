@@ -12,6 +12,8 @@ import (
 	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+
+	"github.com/tetherproxy/tether/internal/testkit"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -28,21 +30,8 @@ const zeroRulesGolden = "tether.rules.zero-thresholds.yaml"
 // TETHER_REQUIRE_PROMETHEUS is set (CI), when it fails.
 func requirePromtool(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("TETHER_PROMTOOL")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("promtool"); err != nil {
-			bin = ""
-		}
-	}
-	if bin == "" {
-		const msg = "promtool is not installed: the alert rule tests need it (apt-get install prometheus, or TETHER_PROMTOOL=/path/to/promtool)"
-		if os.Getenv("TETHER_REQUIRE_PROMETHEUS") != "" {
-			t.Fatal("TETHER_REQUIRE_PROMETHEUS is set but " + msg)
-		}
-		t.Skip(msg + " (set TETHER_REQUIRE_PROMETHEUS=1 to make this a failure)")
-	}
-	return bin
+	return testkit.Tool(t, "TETHER_PROMTOOL", "promtool", "TETHER_REQUIRE_PROMETHEUS",
+		"the alert rule tests need it (apt-get install prometheus)")
 }
 
 // renderRules renders the chart with values (prometheusRule.enabled on) and

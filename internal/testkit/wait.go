@@ -3,6 +3,8 @@ package testkit
 import (
 	"bytes"
 	"net"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -76,4 +78,28 @@ func DeadAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// Missing skips the test because a tool it needs is missing, or fails it
+// when the environment variable require is set (CI, where the tool must be).
+func Missing(t testing.TB, require, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(require) != "" {
+		t.Fatalf(require+" is set but "+format, args...)
+	}
+	t.Skipf(format+" (set "+require+"=1 to make this a failure)", args...)
+}
+
+// Tool finds an external program for a test: $env if set, else name on the
+// PATH; when there is neither it calls Missing with why.
+func Tool(t testing.TB, env, name, require, why string) string {
+	t.Helper()
+	if bin := os.Getenv(env); bin != "" {
+		return bin
+	}
+	if bin, err := exec.LookPath(name); err == nil {
+		return bin
+	}
+	Missing(t, require, "%s is not installed: %s (or set %s=/path/to/%s)", name, why, env, name)
+	return ""
 }
