@@ -53,7 +53,7 @@ func (d *Dialer) dialLive(ctx context.Context, u *Upstream, req Request, key str
 		if err := WriteMasked(c.Net, ws.OpText, req.Start); err != nil {
 			return "error", err
 		}
-		result, err, refused := c.readStarted()
+		result, refused, err := c.readStarted()
 		refusal = refused
 		return result, err
 	})
@@ -79,7 +79,7 @@ func (u *Upstream) liveHeader(client http.Header, key string) http.Header {
 // answered; messages may come in fragments. Messages before
 // session.started (none are expected) are kept in c.Early for the client. An invalid_request_error refusing the start is returned as
 // refusal: the client's error, not the upstream's.
-func (c *Conn) readStarted() (result string, err error, refusal []byte) {
+func (c *Conn) readStarted() (result string, refusal []byte, err error) {
 	early := 0 // bytes of the messages before session.started
 	var msg []byte
 	var op ws.OpCode
@@ -87,19 +87,19 @@ func (c *Conn) readStarted() (result string, err error, refusal []byte) {
 		var hb [wsframe.MaxHeaderSize]byte
 		h, err := ws.ReadHeaderBuffer(c.BR, hb[:])
 		if err != nil {
-			return "closed", fmt.Errorf("read %s: %w", live.SessionStarted, err), nil
+			return "closed", nil, fmt.Errorf("read %s: %w", live.SessionStarted, err)
 		}
 		if h.Masked || h.Rsv != 0 || h.Length > maxFirstEvent || early+len(msg)+int(h.Length) > maxFirstEvent {
-			return "error", errors.New("upstream frame before session.started malformed or too large"), nil
+			return "error", nil, errors.New("upstream frame before session.started malformed or too large")
 		}
 		payload := make([]byte, h.Length)
 		if _, err := io.ReadFull(c.BR, payload); err != nil {
-			return "closed", fmt.Errorf("read %s: %w", live.SessionStarted, err), nil
+			return "closed", nil, fmt.Errorf("read %s: %w", live.SessionStarted, err)
 		}
 		switch h.OpCode {
 		case ws.OpPing:
 			if err := WriteMasked(c.Net, ws.OpPong, payload); err != nil {
-				return "closed", err, nil
+				return "closed", nil, err
 			}
 			continue
 		case ws.OpPong:
@@ -107,20 +107,20 @@ func (c *Conn) readStarted() (result string, err error, refusal []byte) {
 		case ws.OpClose:
 			code, reason, err := wsframe.ParseClose(payload)
 			if err != nil {
-				return "closed", fmt.Errorf("upstream closed before %s: %w", live.SessionStarted, err), nil
+				return "closed", nil, fmt.Errorf("upstream closed before %s: %w", live.SessionStarted, err)
 			}
-			return "closed", fmt.Errorf("upstream closed before %s: %d %s", live.SessionStarted, code, reason), nil
+			return "closed", nil, fmt.Errorf("upstream closed before %s: %d %s", live.SessionStarted, code, reason)
 		case ws.OpText, ws.OpBinary:
 			if msg != nil {
-				return "error", errors.New("upstream started a message inside another before session.started"), nil
+				return "error", nil, errors.New("upstream started a message inside another before session.started")
 			}
 			op = h.OpCode
 		case ws.OpContinuation:
 			if msg == nil {
-				return "error", errors.New("upstream continuation without a message before session.started"), nil
+				return "error", nil, errors.New("upstream continuation without a message before session.started")
 			}
 		default:
-			return "error", fmt.Errorf("unexpected opcode %d before %s", h.OpCode, live.SessionStarted), nil
+			return "error", nil, fmt.Errorf("unexpected opcode %d before %s", h.OpCode, live.SessionStarted)
 		}
 		msg = append(msg[:len(msg):len(msg)], payload...)
 		if !h.Fin {
@@ -129,21 +129,21 @@ func (c *Conn) readStarted() (result string, err error, refusal []byte) {
 		whole := msg
 		msg = nil
 		if op != ws.OpText {
-			return "error", fmt.Errorf("binary message before %s", live.SessionStarted), nil
+			return "error", nil, fmt.Errorf("binary message before %s", live.SessionStarted)
 		}
 		st, err := live.CheckStarted(whole)
 		if err != nil {
-			return "error", fmt.Errorf("event before %s: %w", live.SessionStarted, err), nil
+			return "error", nil, fmt.Errorf("event before %s: %w", live.SessionStarted, err)
 		}
 		switch {
 		case st.Type == live.Error && st.Code == live.CodeInvalidAPIKey:
-			return "auth", fmt.Errorf("upstream rejected the credential (%s)", st.Code), nil
+			return "auth", nil, fmt.Errorf("upstream rejected the credential (%s)", st.Code)
 		case st.Type == live.Error && st.ErrType == live.ErrTypeInvalidRequest:
-			return "error_event", fmt.Errorf("upstream refused the session.start: %s %s", st.ErrType, st.Code), whole
+			return "error_event", whole, fmt.Errorf("upstream refused the session.start: %s %s", st.ErrType, st.Code)
 		case st.Type == live.Error:
-			return "error_event", fmt.Errorf("upstream error event before %s: %s %s", live.SessionStarted, st.ErrType, st.Code), nil
+			return "error_event", nil, fmt.Errorf("upstream error event before %s: %s %s", live.SessionStarted, st.ErrType, st.Code)
 		case st.Type == live.SessionClosed:
-			return "closed", fmt.Errorf("upstream sent %s before %s", live.SessionClosed, live.SessionStarted), nil
+			return "closed", nil, fmt.Errorf("upstream sent %s before %s", live.SessionClosed, live.SessionStarted)
 		}
 		if !st.OK {
 			early += len(whole)
