@@ -90,6 +90,9 @@ func TestLiveDrainWaitsForQuiet(t *testing.T) {
 		s, ft, finish := openWith(t, m, live.Dialect{})
 		quiet, _, f2 := openWith(t, m, live.Dialect{})
 		upstreamEvent(s, live.OutputTranscriptDelta)
+		if st := s.Snapshot().State; st != stateResponding {
+			t.Errorf("GET /sessions state %q while the assistant speaks, want %q", st, stateResponding)
+		}
 		drained := make(chan struct{})
 		go func() { m.Drain(t.Context()); close(drained) }()
 		start := time.Now()

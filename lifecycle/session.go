@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -481,6 +482,13 @@ func (s *Session) drain() {
 	}
 }
 
+// answerSpeaking reports whether an answer without response boundaries
+// (GPT-Live) was spoken within the last Quiet (1 s when unset).
+func (s *Session) answerSpeaking() bool {
+	last := s.lastSpoken.Load()
+	return last > 0 && s.since()-time.Duration(last-1) < cmp.Or(s.mgr.opts.Quiet, time.Second)
+}
+
 // Summary is the end-of-session record (log line, hooks).
 type Summary struct {
 	Reason Reason
@@ -566,7 +574,7 @@ func (s *Session) Snapshot() Snapshot {
 		state = stateClosing
 	case s.drainPending:
 		state = stateDraining
-	case s.inResponse.Load() > 0:
+	case s.inResponse.Load() > 0 || s.answerSpeaking():
 		state = stateResponding
 	}
 	conv, model, audio := s.conversation, s.model, s.audioSeconds
