@@ -2,7 +2,10 @@ module github.com/tetherproxy/tether/build/image
 
 go 1.26.0
 
-require github.com/google/go-containerregistry v0.22.1
+require (
+	github.com/google/go-containerregistry v0.22.1
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/klauspost/compress v1.19.2 // indirect
