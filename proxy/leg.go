@@ -54,6 +54,9 @@ type leg struct {
 	// midMessage is set (under wsem) while a relayed message's last frame
 	// has not gone out: a message tether originates must wait for its end.
 	midMessage bool
+	// pendingMsg (under wsem) is a message tether originates that waits for
+	// the relayed message in progress to end (Relay.BeginClose).
+	pendingMsg []byte
 	// hdr is the header read buffer, owned by the reading pump.
 	hdr [wsframe.MaxHeaderSize]byte
 	// closed is set once conn.Close has been called.
@@ -216,19 +219,6 @@ func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 		ws.Cipher(buf[n:n+m], h.Mask, 0)
 	}
 	return l.writeLocked(buf[:n+m])
-}
-
-// writeMessageLocked writes msg as one text message tether originates
-// (masked toward the upstream); the caller holds wsem. A relayed message
-// cut short at teardown is ended first with an empty final fragment.
-func (l *leg) writeMessageLocked(msg []byte) error {
-	if l.midMessage {
-		if err := l.writeFrameLocked(ws.OpContinuation, nil); err != nil {
-			return err
-		}
-		l.midMessage = false
-	}
-	return l.writeFrameLocked(ws.OpText, msg)
 }
 
 // writeFrameLocked writes one final frame tether originates; the caller holds wsem.

@@ -174,11 +174,14 @@ func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Co
 	// progress), as any stalled write. The relay's pumps start after.
 	s.Start(relay)
 	if len(lc.held) > 0 {
-		if err := relay.WriteBefore(lifecycle.Upstream, lc.held, lc.inMessage); err != nil {
+		sent, err := relay.WriteBefore(lifecycle.Upstream, lc.held, lc.inMessage)
+		if err != nil {
 			s.LegError(lifecycle.Upstream, err)
 		}
 		for _, n := range lc.heldSizes {
-			s.Frame(lifecycle.ClientToUpstream, int64(n))
+			if sent {
+				s.Frame(lifecycle.ClientToUpstream, int64(n))
+			}
 		}
 	}
 	go h.runSession(s, relay, release)

@@ -248,16 +248,25 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 // BeginClose implements lifecycle.Transport: msg goes upstream as a text
 // message at a frame boundary, and the client's data frames are dropped from
 // now on (the upstream's are still relayed: its answer reaches the client).
+//
+// A client message in progress upstream is never cut: it goes out whole
+// first, and msg right after its last frame (see pump.write); a client that
+// never finishes it leaves the close to Shutdown.
 func (r *Relay) BeginClose(msg []byte) error {
-	r.closing.Store(true)
 	l := r.legs[lifecycle.Upstream]
 	if !l.lockWithin(r.opts.CloseWriteTimeout) {
+		r.closing.Store(true)
 		return errPartialFrame
 	}
+	defer l.unlockFlush()
+	if l.midMessage {
+		l.pendingMsg = msg
+		return nil
+	}
+	r.closing.Store(true)
 	_ = l.conn.SetWriteDeadline(time.Now().Add(r.opts.CloseWriteTimeout))
-	err := l.writeMessageLocked(msg)
+	err := l.writeFrameLocked(ws.OpText, msg)
 	_ = l.conn.SetWriteDeadline(time.Time{})
-	l.unlockFlush()
 	return err
 }
 
@@ -530,7 +539,14 @@ func (p *pump) write(frame []byte, fin bool) error {
 	err := dst.writeLocked(frame)
 	if err == nil {
 		dst.midMessage = !fin
-	} else if err != errCloseSent && !p.r.ended.Load() {
+		if fin && dst.pendingMsg != nil {
+			// tether's close message waited for this message's end.
+			err = dst.writeFrameLocked(ws.OpText, dst.pendingMsg)
+			dst.pendingMsg = nil
+			p.r.closing.Store(true)
+		}
+	}
+	if err != nil && err != errCloseSent && !p.r.ended.Load() {
 		// dst failed. The source is still read, its events still reach the
 		// session (a graceful close waits for the upstream's answer even
 		// when the client is gone), until the session ends.
@@ -777,24 +793,31 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 // WriteFirst writes an already-encoded frame (the upstream's first event,
 // read during the dial) to the client leg before the relay starts.
 func (r *Relay) WriteFirst(frame []byte) error {
-	return r.WriteBefore(lifecycle.Client, frame, false)
+	_, err := r.WriteBefore(lifecycle.Client, frame, false)
+	return err
 }
 
 // WriteBefore writes already-encoded frames to leg before the relay starts,
 // within CloseWriteTimeout per 64 KiB (a peer that stopped reading fails
 // the write, it does not hang the session). midMessage: the frames end
 // inside a fragmented message, which the relay then continues.
-func (r *Relay) WriteBefore(which lifecycle.Leg, frames []byte, midMessage bool) error {
+//
+// Frames for the upstream are dropped once a graceful close began (the
+// session ended before they could go): it reports whether they went out.
+func (r *Relay) WriteBefore(which lifecycle.Leg, frames []byte, midMessage bool) (bool, error) {
 	l := r.legs[which]
 	l.lock()
 	defer l.unlock()
+	if which == lifecycle.Upstream && (r.closing.Load() || l.pendingMsg != nil) {
+		return false, nil
+	}
 	_ = l.conn.SetWriteDeadline(time.Now().Add(r.opts.CloseWriteTimeout * time.Duration(1+len(frames)>>16)))
 	defer l.conn.SetWriteDeadline(time.Time{})
 	if err := l.writeLocked(frames); err != nil {
-		return err
+		return false, err
 	}
 	l.midMessage = midMessage
-	return nil
+	return true, nil
 }
 
 // ResumeClientMessage makes the relay's client pump start inside a
