@@ -102,10 +102,10 @@ type liveCall struct {
 	sentAt  [liveRing]atomic.Int64 // send time (since the run's base) of append k at k % liveRing
 	sentSeq [liveRing]atomic.Uint64
 	// Owned by the reader.
-	anchor         time.Duration // earliest grid origin seen
-	haveAnchor     bool
-	next    int64 // grid slot of the next delta
-	heardMs int64 // end of the latest input transcript window
+	anchor     time.Duration // earliest grid origin seen
+	haveAnchor bool
+	next       int64 // grid slot of the next delta
+	heardMs    int64 // end of the latest input transcript window
 	// heard mirrors heardMs, sentN counts the appends sent: the drain reads them.
 	heard atomic.Int64
 	sentN atomic.Uint64
@@ -246,12 +246,12 @@ type LiveFigures struct {
 	// Downlink output deltas in the measurement: received, their lateness
 	// against each call's 100 ms grid, late beyond LiveLateMs, and grid slots
 	// that saw none.
-	Deltas      uint64  `json:"deltas"`
-	Slots       uint64  `json:"delta_slots"`
-	DeltasLost  uint64  `json:"deltas_lost"`
-	DeltasLate  uint64  `json:"deltas_late"`
-	LiveLateMs  float64 `json:"late_after_ms"`
-	Lateness    Latency `json:"delta_lateness"`
+	Deltas     uint64  `json:"deltas"`
+	Slots      uint64  `json:"delta_slots"`
+	DeltasLost uint64  `json:"deltas_lost"`
+	DeltasLate uint64  `json:"deltas_late"`
+	LiveLateMs float64 `json:"late_after_ms"`
+	Lateness   Latency `json:"delta_lateness"`
 	// Uplink appends: sent (in whole 200 ms windows), heard by the mock, lost.
 	AppendsSent  uint64 `json:"appends_sent"`
 	AppendsHeard uint64 `json:"appends_heard"`

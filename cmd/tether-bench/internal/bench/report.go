@@ -22,9 +22,9 @@ type Report struct {
 	// GeneratorCPUSeconds is the load generator's (this process's) CPU
 	// time over the measurement; UpstreamCPUSeconds the local mock's, when
 	// bench started it. With the targets' they show how busy the machine was.
-	GeneratorCPUSeconds float64  `json:"generator_cpu_seconds"`
-	UpstreamCPUSeconds  float64  `json:"upstream_cpu_seconds,omitempty"`
-	Ratios              []Ratio  `json:"ratios,omitempty"`
+	GeneratorCPUSeconds float64 `json:"generator_cpu_seconds"`
+	UpstreamCPUSeconds  float64 `json:"upstream_cpu_seconds,omitempty"`
+	Ratios              []Ratio `json:"ratios,omitempty"`
 	// Best compares the target with the best of the other proxies, metric by
 	// metric (the better C proxy: nginx or HAProxy).
 	Best  *Ratio   `json:"best,omitempty"`

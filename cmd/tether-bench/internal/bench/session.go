@@ -84,15 +84,15 @@ type session struct {
 	up   chan struct{}
 	upOK bool // set before up is closed
 
-	probe  *probe  // owned by the shard sender
-	seq    uint64  // next probe sequence number; owned by the shard sender
-	mask   [4]byte // for control frames
-	expect uint64  // next echoed sequence number; owned by run
+	probe  *probe    // owned by the shard sender
+	seq    uint64    // next probe sequence number; owned by the shard sender
+	mask   [4]byte   // for control frames
+	expect uint64    // next echoed sequence number; owned by run
 	live   *liveCall // GPT-Live shape only
 	// Read buffers, owned by run.
-	hdr  [ws.MaxHeaderSize]byte
-	head [probeHead]byte
-	ctl  [125]byte
+	hdr      [ws.MaxHeaderSize]byte
+	head     [probeHead]byte
+	ctl      [125]byte
 	liveHead [256]byte
 }
 
