@@ -237,6 +237,10 @@ tether_listen="$(sed -n 's/.*"listen":"\([^"]*\)".*/\1/p' <<<"$started")"
 tether_admin="$(sed -n 's/.*"admin":"\([^"]*\)".*/\1/p' <<<"$started")"
 say "tether (pid $tether_pid) at $tether_listen, admin $tether_admin"
 
+# The Realtime shape's default load (the GPT-Live shape has its own frames).
+load=(--rate 50 --frame-bytes 1350)
+[ "$path" = /v1/live/sessions ] && load=()
+
 # 4. One run, four targets (in turns, or one after another for --shape live). It runs in the background so that a
 # signal to this script is handled at once (cleanup stops it first).
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -246,7 +250,7 @@ say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 	--baseline "ws://$mock_hostport$path" \
 	--compare "nginx=ws://127.0.0.1:$nginx_port$path" --pid "nginx=$nginx_pid" \
 	--compare "haproxy=ws://127.0.0.1:$haproxy_port$path" --pid "haproxy=$haproxy_pid" \
-	--sessions 500 --rate 50 --frame-bytes 1350 --ramp 10s --duration 20s --slot 1s \
+	--sessions 500 "${load[@]}" --ramp 10s --duration 20s --slot 1s \
 	"$@" &
 pids+=($!)
 wait "$!"

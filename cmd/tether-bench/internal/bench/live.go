@@ -152,7 +152,9 @@ func (s *session) liveFrame(head []byte, frameBytes uint64) {
 			lc.anchor, lc.haveAnchor = now, true
 		}
 		off := now - lc.anchor - time.Duration(lc.next)*liveDeltaInterval
-		if off < -liveDeltaInterval/2 {
+		if off < -time.Minute || off > time.Minute { // lost track of the grid: start over, count nothing
+			lc.anchor, lc.next, off = now, 0, 0
+		} else if off < -liveDeltaInterval/2 {
 			skipped := int64((-off + liveDeltaInterval/2) / liveDeltaInterval)
 			lc.next += skipped
 			off += time.Duration(skipped) * liveDeltaInterval

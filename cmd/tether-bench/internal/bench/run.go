@@ -696,7 +696,7 @@ func (r *runner) drain(ctx context.Context) {
 // startProfile fetches the target's CPU profile over the measurement.
 func (r *runner) startProfile(ctx context.Context) <-chan error {
 	t := r.targets[0]
-	if r.opts.CPUProfile == "" {
+	if r.opts.CPUProfile == "" || t.role != "target" {
 		return nil
 	}
 	done := make(chan error, 1)
