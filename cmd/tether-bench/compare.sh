@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # cmd/tether-bench/compare.sh: the same open-loop voice load against
 # tether's mock upstream directly, through nginx (a plain WebSocket reverse
-# proxy) and through tether, measured in one tether-bench run (targets take
-# turns of --slot), printed side by side with tether/nginx ratios.
+# proxy), through HAProxy (1 thread, a plain mode http WebSocket tunnel) and
+# through tether, measured in one tether-bench run (Realtime shape: targets
+# take turns of --slot; GPT-Live shape: one after another), printed side by
+# side with tether/nginx, tether/haproxy and tether/best-C-proxy ratios.
 #
 #   bash cmd/tether-bench/compare.sh           # 500 sessions x 50 frames/s x 1350 B, 20 s each
-#   bash cmd/tether-bench/compare.sh --sessions 100 --duration 10s --plot cdf.png
+#   bash cmd/tether-bench/compare.sh --sessions 100 --duration 10s --plot-added added.png
+#   bash cmd/tether-bench/compare.sh --shape live --sessions 1000 --duration 10s
 #
 # Extra arguments go to tether-bench and override the defaults. Environment:
 #   TETHER        tether binary to use (default: built from this checkout)
 #   TETHER_BENCH  tether-bench binary to use (default: built from this checkout)
 #   NGINX         nginx binary (default: nginx on PATH; installed from Debian if absent)
+#   HAPROXY       haproxy binary (default: haproxy on PATH; installed from Debian if absent)
 # Every process started here is stopped on exit.
 set -euo pipefail
 
@@ -84,19 +88,15 @@ if [ -z "$bench" ]; then
 	bench="$work/tether-bench"
 fi
 
-# nginx: from PATH, else from Debian (without letting the package start a
-# system nginx of its own).
-nginx="${NGINX:-$(command -v nginx || true)}"
-if [ -z "$nginx" ] && [ -x /usr/sbin/nginx ]; then
-	nginx=/usr/sbin/nginx
-fi
-if [ -z "$nginx" ]; then
+# apt_install PACKAGE...: install from Debian without letting the package
+# start a system service of its own (the first package that installs wins).
+apt_install() {
 	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-		say "nginx is not installed; install it (Debian: apt-get install nginx-light) or set NGINX"
+		say "$1 is not installed; install it (Debian: apt-get install $1) or set its variable"
 		exit 1
 	fi
-	say "installing nginx from Debian"
-	policy=""
+	say "installing $1 from Debian"
+	local policy="" p
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
 		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
 		chmod +x /usr/sbin/policy-rc.d
@@ -104,11 +104,42 @@ if [ -z "$nginx" ]; then
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >&2
-	apt-get install -y -qq nginx-light >&2 || apt-get install -y -qq nginx >&2
+	for p in "$@"; do
+		apt-get install -y -qq "$p" >&2 && break
+	done
 	[ -n "$policy" ] && rm -f "$policy"
+	return 0
+}
+
+# nginx and haproxy: from PATH (or /usr/sbin), else from Debian.
+nginx="${NGINX:-$(command -v nginx || true)}"
+if [ -z "$nginx" ] && [ -x /usr/sbin/nginx ]; then
+	nginx=/usr/sbin/nginx
+fi
+if [ -z "$nginx" ]; then
+	apt_install nginx-light nginx
 	nginx=/usr/sbin/nginx
 fi
 say "$("$nginx" -v 2>&1)"
+haproxy="${HAPROXY:-$(command -v haproxy || true)}"
+if [ -z "$haproxy" ] && [ -x /usr/sbin/haproxy ]; then
+	haproxy=/usr/sbin/haproxy
+fi
+if [ -z "$haproxy" ]; then
+	apt_install haproxy
+	haproxy=/usr/sbin/haproxy
+fi
+say "$("$haproxy" -v 2>&1 | head -1)"
+
+# The load shape (--shape live: GPT-Live calls on /v1/live/sessions).
+path="/v1/realtime?model=gpt-realtime"
+prev=""
+for a in "$@"; do
+	if [ "$a" = "--shape=live" ] || { [ "$prev" = "--shape" ] && [ "$a" = live ]; }; then
+		path="/v1/live/sessions"
+	fi
+	prev="$a"
+done
 
 # Sessions need two descriptors each in every proxy (root may raise the hard limit).
 ulimit -Hn 200000 2>/dev/null || true
@@ -118,7 +149,7 @@ nofile="$(ulimit -n)"
 # 1. The mock upstream, in echo-capable form.
 "$tether" mock-upstream --listen 127.0.0.1:0 --log-level info 2>"$work/mock.log" &
 pids+=($!)
-mock_url="$(wait_line "$work/mock.log" 'mock upstream listening' | sed -n 's/.*url=\([^ ]*\).*/\1/p')"
+mock_url="$(wait_line "$work/mock.log" 'mock upstream listening' | sed -n 's/.* url=\([^ ]*\).*/\1/p')"
 mock_hostport="${mock_url#ws://}"
 mock_hostport="${mock_hostport%%/*}"
 say "mock upstream at $mock_url"
@@ -152,6 +183,35 @@ if [ -z "$up" ]; then
 fi
 say "nginx (master pid $nginx_pid) at 127.0.0.1:$nginx_port"
 
+# 2b. HAProxy in front of it (one thread, foreground).
+mkdir -p "$work/haproxy"
+haproxy_port="$(free_port)"
+sed -e "s|@PREFIX@|$work/haproxy|g" -e "s|@LISTEN@|127.0.0.1:$haproxy_port|g" -e "s|@UPSTREAM@|$mock_hostport|g" \
+	-e "s|@MAXCONN@|$(((nofile - 100) / 2))|g" \
+	"$here/haproxy.cfg.tmpl" >"$work/haproxy/haproxy.cfg"
+"$haproxy" -c -q -f "$work/haproxy/haproxy.cfg" >"$work/haproxy-c.log" 2>&1 || {
+	cat "$work/haproxy-c.log" >&2
+	exit 1
+}
+"$haproxy" -db -f "$work/haproxy/haproxy.cfg" 2>"$work/haproxy/stderr.log" &
+haproxy_pid=$!
+pids+=("$haproxy_pid")
+up=""
+for _ in $(seq 100); do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null; then
+		up=1
+		break
+	fi
+	kill -0 "$haproxy_pid" 2>/dev/null || break
+	sleep 0.1
+done
+if [ -z "$up" ]; then
+	say "haproxy did not start:"
+	cat "$work/haproxy/stderr.log" >&2
+	exit 1
+fi
+say "haproxy (pid $haproxy_pid) at 127.0.0.1:$haproxy_port"
+
 # 3. tether in front of the same mock.
 cat >"$work/tether.yaml" <<YAML
 server:
@@ -159,6 +219,7 @@ server:
   max_sessions: 60000
 admin:
   listen: "127.0.0.1:0"
+  pprof: true
 upstreams:
   - name: mock
     type: mock
@@ -176,15 +237,20 @@ tether_listen="$(sed -n 's/.*"listen":"\([^"]*\)".*/\1/p' <<<"$started")"
 tether_admin="$(sed -n 's/.*"admin":"\([^"]*\)".*/\1/p' <<<"$started")"
 say "tether (pid $tether_pid) at $tether_listen, admin $tether_admin"
 
-# 4. One run, three targets in turns. It runs in the background so that a
+# The Realtime shape's default load (the GPT-Live shape has its own frames).
+load=(--rate 50 --frame-bytes 1350)
+[ "$path" = /v1/live/sessions ] && load=()
+
+# 4. One run, four targets (in turns, or one after another for --shape live). It runs in the background so that a
 # signal to this script is handled at once (cleanup stops it first).
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bench" \
-	--url "ws://$tether_listen/v1/realtime?model=gpt-realtime" --name tether \
+	--url "ws://$tether_listen$path" --name tether \
 	--pid "tether=$tether_pid" --admin "tether=$tether_admin" \
-	--baseline "$mock_url" \
-	--compare "nginx=ws://127.0.0.1:$nginx_port/v1/realtime?model=gpt-realtime" --pid "nginx=$nginx_pid" \
-	--sessions 500 --rate 50 --frame-bytes 1350 --ramp 10s --duration 20s --slot 1s \
+	--baseline "ws://$mock_hostport$path" \
+	--compare "nginx=ws://127.0.0.1:$nginx_port$path" --pid "nginx=$nginx_pid" \
+	--compare "haproxy=ws://127.0.0.1:$haproxy_port$path" --pid "haproxy=$haproxy_pid" \
+	--sessions 500 "${load[@]}" --ramp 10s --duration 20s --slot 1s \
 	"$@" &
 pids+=($!)
 wait "$!"

@@ -50,7 +50,7 @@ func newBenchCmd() *cobra.Command {
 		baseline, size        string
 		compare, pids, admins []string
 		jsonOut, quiet        bool
-		plotFile              string
+		plotFile, addedPlot   string
 	)
 	cmd := &cobra.Command{
 		Use:   "tether-bench",
@@ -93,6 +93,14 @@ may). Only loopback addresses are accepted, and every run is bounded by its flag
 			var err error
 			if o.FrameBytes, err = bench.ParseSize(size); err != nil {
 				return err
+			}
+			if o.Shape == bench.ShapeLive {
+				if cmd.Flags().Changed("frame-bytes") {
+					return fmt.Errorf("--frame-bytes does not go with --shape live: a GPT-Live append is 50 ms of audio (%d B)", bench.LiveFrameBytes)
+				}
+				if !cmd.Flags().Changed("rate") {
+					o.Rate = bench.LiveRate
+				}
 			}
 			if baseline == "none" {
 				o.NoBaseline = true
@@ -163,6 +171,12 @@ may). Only loopback addresses are accepted, and every run is bounded by its flag
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "tether-bench: latency CDF written to %s\n", plotFile)
 			}
+			if addedPlot != "" {
+				if err := rep.WriteAddedPlot(addedPlot); err != nil {
+					return &exitError{code: 1, msg: "tether-bench: " + err.Error()}
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "tether-bench: added-latency CDF written to %s\n", addedPlot)
+			}
 			if ctx.Err() != nil {
 				return &exitError{code: 1, msg: "tether-bench: interrupted; the figures above are partial"}
 			}
@@ -194,6 +208,9 @@ may). Only loopback addresses are accepted, and every run is bounded by its flag
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write the target's CPU profile over the measurement to this file (needs its admin address)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
 	f.StringVar(&plotFile, "plot", "", "draw the round-trip CDF into this .png (or .svg, .pdf) file")
+	f.StringVar(&addedPlot, "plot-added", "", "draw the added-latency CDF of every proxy (quantile minus the baseline's) into this file")
+	f.StringVar(&o.Shape, "shape", bench.ShapeRealtime, "load shape: realtime (echoed appends, targets in turns) or live (GPT-Live calls on "+bench.LivePath+", streaming both ways; targets one after another)")
+	f.DurationVar(&o.LiveLate, "live-late", 20*time.Millisecond, "with --shape live, count an output delta this much behind its call's 100 ms grid as late")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	return cmd
 }

@@ -57,3 +57,73 @@ func (rep *Report) WritePlot(file string) error {
 	}
 	return p.Save(8*vg.Inch, 5*vg.Inch, file)
 }
+
+// WriteAddedPlot draws, for every target but the baseline, the added
+// latency at each quantile (its round-trip quantile minus the baseline's,
+// from p1 to p99.9) into file: the added-latency CDF per proxy.
+func (rep *Report) WriteAddedPlot(file string) error {
+	var base *Snapshot
+	for _, t := range rep.Targets {
+		if t.Role == "baseline" {
+			base = rep.snaps[t.Name]
+		}
+	}
+	if base == nil || base.Count == 0 {
+		return fmt.Errorf("plot: no baseline round trips to subtract")
+	}
+	p := plot.New()
+	c := rep.Config
+	what := fmt.Sprintf("%d sessions x %g frames/s x %d B", c.Sessions, c.Rate, c.FrameBytes)
+	if c.Shape == ShapeLive {
+		what = fmt.Sprintf("%d GPT-Live calls (append -> transcript)", c.Sessions)
+	}
+	p.Title.Text = "added latency CDF (quantile minus direct): " + what
+	p.X.Label.Text = "added latency (µs)"
+	p.Y.Label.Text = "fraction of frames"
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Legend.Top = false
+	p.Legend.Left = false
+	p.Add(plotter.NewGrid())
+	drawn := 0
+	for i, t := range rep.Targets {
+		snap := rep.snaps[t.Name]
+		if t.Role == "baseline" || snap == nil || snap.Count == 0 {
+			continue
+		}
+		var pts plotter.XYs
+		for q := 0.01; q <= 0.9991; {
+			d := snap.Quantile(q) - base.Quantile(q)
+			pts = append(pts, plotter.XY{X: float64(d) / 1e3, Y: q})
+			switch {
+			case q < 0.9:
+				q += 0.01
+			case q < 0.99:
+				q += 0.001
+			default:
+				q += 0.0001
+			}
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return err
+		}
+		l.Color = plotutil.Color(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		label := t.Name
+		if t.Added != nil {
+			label = fmt.Sprintf("%s (added p50 %s, p99 %s)", t.Name, fmtUS(t.Added.P50), fmtUS(t.Added.P99))
+		}
+		p.Legend.Add(label, l)
+		drawn++
+	}
+	if drawn == 0 {
+		return fmt.Errorf("plot: no proxy round trips were measured")
+	}
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".png", ".svg", ".pdf", ".jpg", ".jpeg":
+	default:
+		return fmt.Errorf("plot %s: use a .png, .svg or .pdf file name", file)
+	}
+	return p.Save(8*vg.Inch, 5*vg.Inch, file)
+}

@@ -49,6 +49,7 @@ type probe struct {
 	frame  []byte // header and masked payload
 	hdrLen int
 	mask   [4]byte
+	fixed  bool // never stamped (the GPT-Live append)
 }
 
 // audioBlock is 100 ms of a 440 Hz tone, 24 kHz pcm16 mono, in base64: it
@@ -108,6 +109,9 @@ func newProbe(size int, mask [4]byte) (*probe, error) {
 
 // stamp writes seq and the send time into the frame, masked in place.
 func (p *probe) stamp(seq uint64, sent time.Duration) {
+	if p.fixed {
+		return
+	}
 	var id [idLen]byte
 	putDigits(id[:seqDigits], uint64(seq))
 	id[seqDigits] = '_'

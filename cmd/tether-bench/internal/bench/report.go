@@ -22,11 +22,15 @@ type Report struct {
 	// GeneratorCPUSeconds is the load generator's (this process's) CPU
 	// time over the measurement; UpstreamCPUSeconds the local mock's, when
 	// bench started it. With the targets' they show how busy the machine was.
-	GeneratorCPUSeconds float64  `json:"generator_cpu_seconds"`
-	UpstreamCPUSeconds  float64  `json:"upstream_cpu_seconds,omitempty"`
-	Ratios              []Ratio  `json:"ratios,omitempty"`
-	Notes               []string `json:"notes,omitempty"`
-	cdfs                map[string][]CDFPoint
+	GeneratorCPUSeconds float64 `json:"generator_cpu_seconds"`
+	UpstreamCPUSeconds  float64 `json:"upstream_cpu_seconds,omitempty"`
+	Ratios              []Ratio `json:"ratios,omitempty"`
+	// Best compares the target with the best of the other proxies, metric by
+	// metric (the better C proxy: nginx or HAProxy).
+	Best  *Ratio   `json:"best,omitempty"`
+	Notes []string `json:"notes,omitempty"`
+	cdfs  map[string][]CDFPoint
+	snaps map[string]*Snapshot
 }
 
 // ConfigReport echoes the load.
@@ -39,6 +43,9 @@ type ConfigReport struct {
 	SlotSeconds     float64 `json:"slot_seconds"`
 	LateAfterMs     float64 `json:"late_after_ms"`
 	CPUs            int     `json:"cpus"`
+	Shape           string  `json:"shape"`
+	// Sequential: targets were measured one after another (GPT-Live shape).
+	Sequential bool `json:"sequential,omitempty"`
 }
 
 // Latency summarises a distribution, in microseconds.
@@ -82,6 +89,7 @@ type TargetReport struct {
 	RTT               Latency           `json:"rtt"`
 	Added             *Added            `json:"added,omitempty"`
 	Process           *Process          `json:"process,omitempty"`
+	Live              *LiveFigures      `json:"live,omitempty"`
 }
 
 // Added is the latency a target adds over the baseline, in microseconds:
@@ -93,6 +101,9 @@ type Added struct {
 	P999     float64 `json:"p999_us"`
 	SetupP50 float64 `json:"setup_p50_us"`
 	SetupP99 float64 `json:"setup_p99_us"`
+	// DeltaP50 and DeltaP99 are the added lateness of GPT-Live output deltas.
+	DeltaP50 float64 `json:"delta_lateness_p50_us,omitempty"`
+	DeltaP99 float64 `json:"delta_lateness_p99_us,omitempty"`
 }
 
 // Process holds /proc figures of a target's processes.
@@ -137,6 +148,13 @@ type Ratio struct {
 	AddedP50 *float64 `json:"added_p50,omitempty"`
 	AddedP99 *float64 `json:"added_p99,omitempty"`
 	CPUPerMB *float64 `json:"cpu_per_mb,omitempty"`
+	// CPUPerCallSecond compares CPU per call-second (GPT-Live shape).
+	CPUPerCallSecond *float64 `json:"cpu_per_call_second,omitempty"`
+	// For Best: which proxy was the better one for each metric.
+	AddedP50Of         string `json:"added_p50_of,omitempty"`
+	AddedP99Of         string `json:"added_p99_of,omitempty"`
+	CPUPerMBOf         string `json:"cpu_per_mb_of,omitempty"`
+	CPUPerCallSecondOf string `json:"cpu_per_call_second_of,omitempty"`
 }
 
 func ratio(a, b float64) *float64 {
@@ -152,7 +170,7 @@ func (r *runner) report(rep *Report, measured time.Duration) *Report {
 	o := r.opts
 	rep.Config = ConfigReport{Sessions: o.Sessions, Rate: o.Rate, FrameBytes: o.FrameBytes,
 		RampSeconds: o.Ramp.Seconds(), DurationSeconds: o.Duration.Seconds(), SlotSeconds: o.Slot.Seconds(),
-		LateAfterMs: float64(o.LateAfter) / float64(time.Millisecond), CPUs: runtime.NumCPU()}
+		LateAfterMs: float64(o.LateAfter) / float64(time.Millisecond), CPUs: runtime.NumCPU(), Shape: o.Shape}
 	rep.ConnectSeconds = rep.ConnectTime.Seconds()
 	rep.MeasuredSeconds = measured.Seconds()
 	cpu := func(a, b procSample) float64 {
@@ -164,7 +182,7 @@ func (r *runner) report(rep *Report, measured time.Duration) *Report {
 	rep.GeneratorCPUSeconds = cpu(r.selfStart, r.selfEnd)
 	rep.UpstreamCPUSeconds = cpu(r.upStart, r.upEnd)
 	rep.cdfs = map[string][]CDFPoint{}
-	var base *TargetReport
+	rep.snaps = map[string]*Snapshot{}
 	for _, t := range r.targets {
 		st := t.stats
 		rtt := st.rtt.Snapshot()
@@ -186,9 +204,53 @@ func (r *runner) report(rep *Report, measured time.Duration) *Report {
 				pr.WriteCallsPerFrame = float64(t.proc.end.SyscW-min(t.proc.end.SyscW, t.proc.start.SyscW)) / frames
 			}
 		}
+		if st.live != nil {
+			tr.Live = t.liveFigures(o, tr.Connected, measured, tr.Process)
+			tr.Lost = tr.Live.DeltasLost + tr.Live.AppendsLost
+			tr.LateSends += 0 // uplink sends behind schedule stay in LateSends
+		}
 		rep.cdfs[t.Name] = rtt.CDF()
+		rep.snaps[t.Name] = rtt
 		rep.Targets = append(rep.Targets, tr)
 	}
+	rep.compare(o)
+	for _, tr := range rep.Targets {
+		if tr.Process != nil && tr.Process.RSSPeakKiB == 0 && o.Rate > 0 {
+			rep.Notes = append(rep.Notes, tr.Name+": peak RSS not measured (VmHWM could not be reset)")
+		}
+	}
+	return rep
+}
+
+// merge appends the targets of a run measured after rep's (the GPT-Live
+// shape measures one target after another); a nil rep takes next as is.
+func (rep *Report) merge(next *Report) *Report {
+	if rep == nil {
+		next.Config.Sequential = true
+		return next
+	}
+	rep.LoadAvgEnd = next.LoadAvgEnd
+	rep.ConnectTime += next.ConnectTime
+	rep.ConnectSeconds += next.ConnectSeconds
+	rep.MeasuredSeconds += next.MeasuredSeconds
+	rep.GeneratorCPUSeconds += next.GeneratorCPUSeconds
+	rep.UpstreamCPUSeconds += next.UpstreamCPUSeconds
+	rep.Targets = append(rep.Targets, next.Targets...)
+	rep.Notes = append(rep.Notes, next.Notes...)
+	for k, v := range next.cdfs {
+		rep.cdfs[k] = v
+	}
+	for k, v := range next.snaps {
+		rep.snaps[k] = v
+	}
+	return rep
+}
+
+// compare fills in the added latency of every target over the baseline, the
+// ratios of the target to each other proxy and to the best of them.
+func (rep *Report) compare(o Options) {
+	var base *TargetReport
+	rep.Ratios, rep.Best = nil, nil
 	for i := range rep.Targets {
 		if rep.Targets[i].Role == "baseline" {
 			base = &rep.Targets[i]
@@ -204,6 +266,10 @@ func (r *runner) report(rep *Report, measured time.Duration) *Report {
 				P50: tr.RTT.P50 - base.RTT.P50, P90: tr.RTT.P90 - base.RTT.P90,
 				P99: tr.RTT.P99 - base.RTT.P99, P999: tr.RTT.P999 - base.RTT.P999,
 				SetupP50: tr.Setup.P50 - base.Setup.P50, SetupP99: tr.Setup.P99 - base.Setup.P99,
+			}
+			if tr.Live != nil && base.Live != nil {
+				tr.Added.DeltaP50 = tr.Live.Lateness.P50 - base.Live.Lateness.P50
+				tr.Added.DeltaP99 = tr.Live.Lateness.P99 - base.Live.Lateness.P99
 			}
 		}
 	}
@@ -221,14 +287,69 @@ func (r *runner) report(rep *Report, measured time.Duration) *Report {
 		if main.Process != nil && c.Process != nil {
 			ra.CPUPerMB = ratio(main.Process.CPUSecondsPerMB, c.Process.CPUSecondsPerMB)
 		}
+		if main.Live != nil && c.Live != nil {
+			ra.CPUPerCallSecond = ratio(main.Live.CPUMsPerCallSecond, c.Live.CPUMsPerCallSecond)
+		}
 		rep.Ratios = append(rep.Ratios, ra)
 	}
-	for _, tr := range rep.Targets {
-		if tr.Process != nil && tr.Process.RSSPeakKiB == 0 && o.Rate > 0 {
-			rep.Notes = append(rep.Notes, tr.Name+": peak RSS not measured (VmHWM could not be reset)")
+	if len(rep.Ratios) < 2 {
+		return
+	}
+	// The best other proxy, metric by metric: the lowest value wins.
+	best := &Ratio{Of: main.Name, To: "best"}
+	pick := func(val func(t *TargetReport) (float64, bool), mine float64, ok bool) (*float64, string) {
+		if !ok {
+			return nil, ""
+		}
+		var bv float64
+		var bn string
+		for i := range rep.Targets {
+			c := &rep.Targets[i]
+			if c.Role != "compare" {
+				continue
+			}
+			if v, ok := val(c); ok && (bn == "" || v < bv) {
+				bv, bn = v, c.Name
+			}
+		}
+		if bn == "" {
+			return nil, ""
+		}
+		return ratio(mine, bv), bn
+	}
+	added := func(f func(a *Added) float64) func(t *TargetReport) (float64, bool) {
+		return func(t *TargetReport) (float64, bool) {
+			if t.Added == nil {
+				return 0, false
+			}
+			return f(t.Added), true
 		}
 	}
-	return rep
+	if main.Added != nil {
+		best.AddedP50, best.AddedP50Of = pick(added(func(a *Added) float64 { return a.P50 }), main.Added.P50, true)
+		best.AddedP99, best.AddedP99Of = pick(added(func(a *Added) float64 { return a.P99 }), main.Added.P99, true)
+	}
+	if main.Process != nil {
+		best.CPUPerMB, best.CPUPerMBOf = pick(func(t *TargetReport) (float64, bool) {
+			return procVal(t, func(p *Process) float64 { return p.CPUSecondsPerMB })
+		}, main.Process.CPUSecondsPerMB, true)
+	}
+	if main.Live != nil && main.Process != nil {
+		best.CPUPerCallSecond, best.CPUPerCallSecondOf = pick(func(t *TargetReport) (float64, bool) {
+			if t.Live == nil || t.Process == nil {
+				return 0, false
+			}
+			return t.Live.CPUMsPerCallSecond, true
+		}, main.Live.CPUMsPerCallSecond, true)
+	}
+	rep.Best = best
+}
+
+func procVal(t *TargetReport, f func(p *Process) float64) (float64, bool) {
+	if t.Process == nil {
+		return 0, false
+	}
+	return f(t.Process), true
 }
 
 // process computes the /proc figures of t, or nil when it has no processes.
@@ -300,13 +421,17 @@ func fmtRatio(v *float64) string {
 func (rep *Report) WriteText(w io.Writer) error {
 	c := rep.Config
 	fmt.Fprintf(w, "\ntether-bench: %d sessions per target", c.Sessions)
-	if c.Rate > 0 {
+	if c.Shape == ShapeLive && c.Rate > 0 {
+		fmt.Fprintf(w, ", GPT-Live shape (%g appends/s x %d B up, the mock's 100 ms output deltas down, continuous)", c.Rate, c.FrameBytes)
+	} else if c.Rate > 0 {
 		fmt.Fprintf(w, " x %g frames/s x %d B each way", c.Rate, c.FrameBytes)
 	} else {
 		fmt.Fprint(w, ", idle")
 	}
 	fmt.Fprintf(w, "; ramp %gs, %gs per target", c.RampSeconds, c.DurationSeconds)
-	if len(rep.Targets) > 1 && c.Rate > 0 {
+	if c.Sequential {
+		fmt.Fprint(w, ", targets one after another")
+	} else if len(rep.Targets) > 1 && c.Rate > 0 {
 		if c.SlotSeconds > 0 {
 			fmt.Fprintf(w, " in turns of %gs", c.SlotSeconds)
 		} else {
@@ -343,6 +468,32 @@ func (rep *Report) WriteText(w io.Writer) error {
 		row(fmt.Sprintf("late sends (>%gms)", c.LateAfterMs), func(t *TargetReport) string { return fmt.Sprint(t.LateSends) })
 	}
 	row("errors", func(t *TargetReport) string { return fmt.Sprint(t.Errors) })
+	if anyTarget(func(t *TargetReport) bool { return t.Live != nil }) {
+		lv := func(f func(l *LiveFigures) string) func(t *TargetReport) string {
+			return func(t *TargetReport) string {
+				if t.Live == nil {
+					return "-"
+				}
+				return f(t.Live)
+			}
+		}
+		row("down: output deltas", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d/%d", l.Deltas, l.Slots) }))
+		row("down: deltas lost", lv(func(l *LiveFigures) string { return fmt.Sprint(l.DeltasLost) }))
+		row("down: deltas late", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d (>%gms)", l.DeltasLate, l.LiveLateMs) }))
+		row("down: lateness p50", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.P50) }))
+		row("down: lateness p99", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.P99) }))
+		row("down: lateness max", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.Max) }))
+		row("down: other events", lv(func(l *LiveFigures) string { return fmt.Sprint(l.OtherEvents) }))
+		row("up: appends heard", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d/%d", l.AppendsHeard, l.AppendsSent) }))
+		row("up: appends lost", lv(func(l *LiveFigures) string { return fmt.Sprint(l.AppendsLost) }))
+		row("call-seconds", lv(func(l *LiveFigures) string { return fmt.Sprintf("%.0f", l.CallSeconds) }))
+		row("cpu ms per call-second", lv(func(l *LiveFigures) string {
+			if l.CPUMsPerCallSecond == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.3f", l.CPUMsPerCallSecond)
+		}))
+	}
 	if c.Rate > 0 {
 		row("rtt p50", func(t *TargetReport) string { return fmtUS(t.RTT.P50) })
 		row("rtt p90", func(t *TargetReport) string { return fmtUS(t.RTT.P90) })
@@ -364,6 +515,10 @@ func (rep *Report) WriteText(w io.Writer) error {
 			row("added p90", added(func(a *Added) float64 { return a.P90 }))
 			row("added p99", added(func(a *Added) float64 { return a.P99 }))
 			row("added p99.9", added(func(a *Added) float64 { return a.P999 }))
+		}
+		if c.Shape == ShapeLive && c.Rate > 0 {
+			row("added delta lateness p50", added(func(a *Added) float64 { return a.DeltaP50 }))
+			row("added delta lateness p99", added(func(a *Added) float64 { return a.DeltaP99 }))
 		}
 		row("added setup p50", added(func(a *Added) float64 { return a.SetupP50 }))
 		row("added setup p99", added(func(a *Added) float64 { return a.SetupP99 }))
@@ -419,6 +574,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if c.Shape == ShapeLive && c.Rate > 0 {
+		fmt.Fprintln(w, "\nrtt: the append that completes a 200 ms window -> the mock's input transcript of it; down: output deltas against each call's 100 ms grid")
+	}
 	fmt.Fprintf(w, "\nmeasured %.1fs; load generator cpu %.2fs", rep.MeasuredSeconds, rep.GeneratorCPUSeconds)
 	if rep.UpstreamCPUSeconds > 0 {
 		fmt.Fprintf(w, ", mock upstream cpu %.2fs", rep.UpstreamCPUSeconds)
@@ -427,6 +585,22 @@ func (rep *Report) WriteText(w io.Writer) error {
 	for _, ra := range rep.Ratios {
 		fmt.Fprintf(w, "\n%s/%s: added p50 %s, added p99 %s, cpu per MB %s", ra.Of, ra.To,
 			fmtRatio(ra.AddedP50), fmtRatio(ra.AddedP99), fmtRatio(ra.CPUPerMB))
+		if ra.CPUPerCallSecond != nil {
+			fmt.Fprintf(w, ", cpu per call-second %s", fmtRatio(ra.CPUPerCallSecond))
+		}
+	}
+	if b := rep.Best; b != nil {
+		of := func(n string) string {
+			if n == "" {
+				return ""
+			}
+			return " (" + n + ")"
+		}
+		fmt.Fprintf(w, "\n%s/best other proxy: added p50 %s%s, added p99 %s%s, cpu per MB %s%s", b.Of,
+			fmtRatio(b.AddedP50), of(b.AddedP50Of), fmtRatio(b.AddedP99), of(b.AddedP99Of), fmtRatio(b.CPUPerMB), of(b.CPUPerMBOf))
+		if b.CPUPerCallSecond != nil {
+			fmt.Fprintf(w, ", cpu per call-second %s%s", fmtRatio(b.CPUPerCallSecond), of(b.CPUPerCallSecondOf))
+		}
 	}
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintln(w, "   (below 1: "+rep.Targets[0].Name+" does better)")

@@ -81,6 +81,13 @@ type Options struct {
 	CPUProfile string
 	// Progress receives one line per second; nil prints nothing.
 	Progress io.Writer
+	// Shape is the load: ShapeRealtime (default: echoed appends, targets in
+	// turns) or ShapeLive (GPT-Live calls streaming both ways; targets are
+	// measured one after another, since a call never pauses).
+	Shape string
+	// LiveLate: an output delta this much behind its call's 100 ms grid is
+	// counted late (GPT-Live shape; default 20 ms).
+	LiveLate time.Duration
 }
 
 func (o *Options) defaults() {
@@ -105,6 +112,15 @@ func (o *Options) defaults() {
 	if o.Target.Name == "" {
 		o.Target.Name = "tether"
 	}
+	if o.Shape == "" {
+		o.Shape = ShapeRealtime
+	}
+	if o.LiveLate == 0 {
+		o.LiveLate = 20 * time.Millisecond
+	}
+	if o.Shape == ShapeLive {
+		o.FrameBytes = LiveFrameBytes
+	}
 	if o.Baseline.Name == "" {
 		o.Baseline.Name = "direct"
 	}
@@ -122,6 +138,9 @@ const DefaultFrameBytes = 1350
 
 func (o *Options) validate() error {
 	var errs []error
+	if o.Shape != ShapeRealtime && o.Shape != ShapeLive {
+		errs = append(errs, fmt.Errorf("shape: %q, want %s or %s", o.Shape, ShapeRealtime, ShapeLive))
+	}
 	if o.Sessions < 1 || o.Sessions > MaxSessions {
 		errs = append(errs, fmt.Errorf("sessions: %d, want 1..%d", o.Sessions, MaxSessions))
 	}
@@ -276,6 +295,12 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		o.Target.Admin = stack.Admin
 		if o.Baseline.URL == "" && !o.NoBaseline {
 			o.Baseline.URL = stack.MockURL
+			if o.Shape == ShapeLive {
+				o.Baseline.URL = liveURL(stack.MockURL)
+			}
+		}
+		if o.Shape == ShapeLive {
+			o.Target.URL = liveURL(stack.URL)
 		}
 	}
 	if err := o.validate(); err != nil { // with the local target and baseline
@@ -296,18 +321,48 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			return nil, fmt.Errorf("raise the open files limit: %w", err)
 		}
 	}
-	r := &runner{opts: o, started: make(chan struct{}), quit: make(chan struct{})}
+	upstreamPID := 0
 	if stack != nil {
-		r.upstreamPID = stack.mockPID
+		upstreamPID = stack.mockPID
 	}
-	for i, t := range all {
-		tg := &target{Target: t, index: i, role: roles[i], stats: newTargetStats()}
-		if t.Admin != "" {
-			tg.admin = newAdminClient(t.Admin)
+	newRunner := func(idx []int) *runner {
+		r := &runner{opts: o, started: make(chan struct{}), quit: make(chan struct{}), upstreamPID: upstreamPID}
+		for j, i := range idx {
+			t := all[i]
+			tg := &target{Target: t, index: j, role: roles[i], stats: newTargetStats()}
+			if o.Shape == ShapeLive {
+				tg.stats.live = newLiveStats()
+			}
+			if t.Admin != "" {
+				tg.admin = newAdminClient(t.Admin)
+			}
+			r.targets = append(r.targets, tg)
 		}
-		r.targets = append(r.targets, tg)
+		return r
 	}
-	return r.run(ctx)
+	if o.Shape != ShapeLive || len(all) == 1 {
+		idx := make([]int, len(all))
+		for i := range idx {
+			idx[i] = i
+		}
+		return newRunner(idx).run(ctx)
+	}
+	// GPT-Live calls never pause, so targets cannot take turns: each target
+	// gets the whole load in turn, one after another, in one run.
+	var merged *Report
+	for i := range all {
+		progress(o.Progress, "GPT-Live shape: target %d of %d, %s", i+1, len(all), all[i].Name)
+		rep, err := newRunner([]int{i}).run(ctx)
+		if err != nil {
+			return nil, err
+		}
+		merged = merged.merge(rep)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	merged.compare(o)
+	return merged, nil
 }
 
 func progress(w io.Writer, format string, args ...any) {
@@ -613,13 +668,21 @@ func (r *runner) describeSchedule() string {
 	return s
 }
 
-// drain waits until every sent probe came back, or Drain passes.
+// drain waits until every sent probe came back (GPT-Live: every whole
+// window of appends was transcribed), or Drain passes.
 func (r *runner) drain(ctx context.Context) {
 	deadline := time.Now().Add(r.opts.Drain)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		done := true
 		for _, t := range r.targets {
-			if t.stats.recv.Load() < t.stats.sent.Load() {
+			if t.stats.live != nil {
+				for _, s := range t.sessions {
+					if s.live != nil && !s.liveHeard() {
+						done = false
+						break
+					}
+				}
+			} else if t.stats.recv.Load() < t.stats.sent.Load() {
 				done = false
 			}
 		}
@@ -633,7 +696,7 @@ func (r *runner) drain(ctx context.Context) {
 // startProfile fetches the target's CPU profile over the measurement.
 func (r *runner) startProfile(ctx context.Context) <-chan error {
 	t := r.targets[0]
-	if r.opts.CPUProfile == "" {
+	if r.opts.CPUProfile == "" || t.role != "target" {
 		return nil
 	}
 	done := make(chan error, 1)

@@ -99,6 +99,9 @@ func (sh *shard) run() {
 			heap.Pop(&sh.due)
 			continue
 		}
+		if s.live != nil {
+			s.live.sent(s.seq, now.Sub(r.base))
+		}
 		s.seq++
 		st.sent.Add(1)
 		st.sentBytes.Add(uint64(len(s.probe.frame)))

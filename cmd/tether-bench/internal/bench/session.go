@@ -16,6 +16,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/dialect/live"
 	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
@@ -32,6 +33,8 @@ type targetStats struct {
 	connected, failed    atomic.Int64  // sessions set up / that failed to be
 	dropped              atomic.Int64  // set-up sessions that ended before the run closed them
 	firstDial, lastUp    atomic.Int64  // nanoseconds since the run's base; lastUp is the latest setup
+
+	live *liveStats // GPT-Live shape only
 
 	mu   sync.Mutex
 	errs map[string]uint64 // guarded by mu; error kind -> count
@@ -81,14 +84,16 @@ type session struct {
 	up   chan struct{}
 	upOK bool // set before up is closed
 
-	probe  *probe  // owned by the shard sender
-	seq    uint64  // next probe sequence number; owned by the shard sender
-	mask   [4]byte // for control frames
-	expect uint64  // next echoed sequence number; owned by run
+	probe  *probe    // owned by the shard sender
+	seq    uint64    // next probe sequence number; owned by the shard sender
+	mask   [4]byte   // for control frames
+	expect uint64    // next echoed sequence number; owned by run
+	live   *liveCall // GPT-Live shape only
 	// Read buffers, owned by run.
-	hdr  [ws.MaxHeaderSize]byte
-	head [probeHead]byte
-	ctl  [125]byte
+	hdr      [ws.MaxHeaderSize]byte
+	head     [probeHead]byte
+	ctl      [125]byte
+	liveHead [256]byte
 }
 
 // errorKind maps an error to a short label for the report.
@@ -142,8 +147,11 @@ func (s *session) dialSession(ctx context.Context) bool {
 	s.br = bufio.NewReaderSize(src, size)
 	binary.LittleEndian.PutUint32(s.mask[:], rand.Uint32())
 
-	// The first event must be session.created (answering pings meanwhile).
 	_ = conn.SetReadDeadline(time.Now().Add(s.r.opts.HandshakeTimeout))
+	if s.r.opts.Shape == ShapeLive {
+		return s.dialLive(st, start)
+	}
+	// The first event must be session.created (answering pings meanwhile).
 	if !s.expectEvent(st, realtime.SessionCreated, "setup: first event is not session.created") {
 		return false
 	}
@@ -171,6 +179,26 @@ func (s *session) dialSession(ctx context.Context) bool {
 			return false
 		}
 		s.probe = p
+	}
+	st.lastUp.Store(int64(time.Since(s.r.base)))
+	st.connected.Add(1)
+	return true
+}
+
+// dialLive sets a GPT-Live call up: session.start, then session.started.
+func (s *session) dialLive(st *targetStats, start time.Time) bool {
+	if err := s.write(controlFrame(ws.OpText, liveStartEvent, s.mask)); err != nil {
+		st.fail(errorKind("setup", err))
+		return false
+	}
+	if !s.expectEvent(st, live.SessionStarted, "setup: session.start was not answered with session.started") {
+		return false
+	}
+	st.setup.Record(time.Since(start))
+	_ = s.conn.SetReadDeadline(time.Time{})
+	s.live = &liveCall{}
+	if s.r.opts.Rate > 0 {
+		s.probe = newLiveProbe(s.mask)
 	}
 	st.lastUp.Store(int64(time.Since(s.r.base)))
 	st.connected.Add(1)
@@ -250,7 +278,12 @@ func (s *session) run(ctx context.Context) {
 		}
 		return
 	}
-	s.read()
+	if s.live != nil {
+		s.readLive()
+		s.liveEnd()
+	} else {
+		s.read()
+	}
 	s.readDone.Store(true)
 	if !s.closing.Load() {
 		s.tgt.stats.dropped.Add(1)
@@ -306,6 +339,39 @@ func (s *session) read() {
 			st.fail("echo out of order")
 		}
 		s.expect = seq + 1
+	}
+}
+
+// readLive handles a GPT-Live call's frames until the session ends.
+func (s *session) readLive() {
+	st := s.tgt.stats
+	for {
+		h, err := ws.ReadHeaderBuffer(s.br, s.hdr[:])
+		if err != nil {
+			if !s.closing.Load() {
+				st.fail(errorKind("read", err))
+			}
+			return
+		}
+		if h.OpCode.IsControl() {
+			if !s.control(h) {
+				return
+			}
+			continue
+		}
+		n := min(int(h.Length), len(s.liveHead))
+		head := s.liveHead[:n]
+		_, err = io.ReadFull(s.br, head)
+		if err == nil {
+			err = discard(s.br, h.Length-int64(n))
+		}
+		if err != nil {
+			if !s.closing.Load() {
+				st.fail(errorKind("read", err))
+			}
+			return
+		}
+		s.liveFrame(head, uint64(ws.HeaderSize(h))+uint64(h.Length))
 	}
 }
 
