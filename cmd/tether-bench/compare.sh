@@ -43,6 +43,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# await_listening NAME PID PORT LOG waits (10 s) until PID listens on PORT,
+# else shows LOG and exits.
+await_listening() {
+	local name=$1 pid=$2 port=$3 log=$4
+	for _ in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	say "$name did not start:"
+	cat "$log" >&2
+	exit 1
+}
+
 say() { echo "compare: $*" >&2; }
 
 # wait_line FILE PATTERN: wait (up to 15 s) for a line matching PATTERN in FILE.
@@ -167,20 +183,7 @@ sed -e "s|@PREFIX@|$work/nginx|g" -e "s|@LISTEN@|127.0.0.1:$nginx_port|g" -e "s|
 "$nginx" -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
 nginx_pid=$!
 pids+=("$nginx_pid")
-up=""
-for _ in $(seq 100); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null; then
-		up=1
-		break
-	fi
-	kill -0 "$nginx_pid" 2>/dev/null || break
-	sleep 0.1
-done
-if [ -z "$up" ]; then
-	say "nginx did not start:"
-	cat "$work/nginx/error.log" >&2
-	exit 1
-fi
+await_listening nginx "$nginx_pid" "$nginx_port" "$work/nginx/error.log"
 say "nginx (master pid $nginx_pid) at 127.0.0.1:$nginx_port"
 
 # 2b. HAProxy in front of it (one thread, foreground).
@@ -196,20 +199,7 @@ sed -e "s|@PREFIX@|$work/haproxy|g" -e "s|@LISTEN@|127.0.0.1:$haproxy_port|g" -e
 "$haproxy" -db -f "$work/haproxy/haproxy.cfg" 2>"$work/haproxy/stderr.log" &
 haproxy_pid=$!
 pids+=("$haproxy_pid")
-up=""
-for _ in $(seq 100); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null; then
-		up=1
-		break
-	fi
-	kill -0 "$haproxy_pid" 2>/dev/null || break
-	sleep 0.1
-done
-if [ -z "$up" ]; then
-	say "haproxy did not start:"
-	cat "$work/haproxy/stderr.log" >&2
-	exit 1
-fi
+await_listening haproxy "$haproxy_pid" "$haproxy_port" "$work/haproxy/stderr.log"
 say "haproxy (pid $haproxy_pid) at 127.0.0.1:$haproxy_port"
 
 # 3. tether in front of the same mock.

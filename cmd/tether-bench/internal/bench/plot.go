@@ -14,17 +14,11 @@ import (
 // WritePlot draws the round-trip CDF of every target (latency on a log
 // axis) into file; the format follows the extension (.png, .svg, .pdf).
 func (rep *Report) WritePlot(file string) error {
-	p := plot.New()
 	c := rep.Config
-	p.Title.Text = fmt.Sprintf("round trip CDF: %d sessions x %g frames/s x %d B", c.Sessions, c.Rate, c.FrameBytes)
-	p.X.Label.Text = "round trip (µs, log scale)"
-	p.Y.Label.Text = "fraction of frames"
+	p := newCDFPlot(fmt.Sprintf("round trip CDF: %d sessions x %g frames/s x %d B", c.Sessions, c.Rate, c.FrameBytes),
+		"round trip (µs, log scale)")
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Y.Min, p.Y.Max = 0, 1
-	p.Legend.Top = false
-	p.Legend.Left = false
-	p.Add(plotter.NewGrid())
 	drawn := 0
 	for i, t := range rep.Targets {
 		cdf := rep.cdfs[t.Name]
@@ -50,12 +44,7 @@ func (rep *Report) WritePlot(file string) error {
 	if drawn == 0 {
 		return fmt.Errorf("plot: no round trips were measured")
 	}
-	switch strings.ToLower(filepath.Ext(file)) {
-	case ".png", ".svg", ".pdf", ".jpg", ".jpeg":
-	default:
-		return fmt.Errorf("plot %s: use a .png, .svg or .pdf file name", file)
-	}
-	return p.Save(8*vg.Inch, 5*vg.Inch, file)
+	return save(p, file)
 }
 
 // WriteAddedPlot draws, for every target but the baseline, the added
@@ -71,19 +60,12 @@ func (rep *Report) WriteAddedPlot(file string) error {
 	if base == nil || base.Count == 0 {
 		return fmt.Errorf("plot: no baseline round trips to subtract")
 	}
-	p := plot.New()
 	c := rep.Config
 	what := fmt.Sprintf("%d sessions x %g frames/s x %d B", c.Sessions, c.Rate, c.FrameBytes)
 	if c.Shape == ShapeLive {
 		what = fmt.Sprintf("%d GPT-Live calls (append -> transcript)", c.Sessions)
 	}
-	p.Title.Text = "added latency CDF (quantile minus direct): " + what
-	p.X.Label.Text = "added latency (µs)"
-	p.Y.Label.Text = "fraction of frames"
-	p.Y.Min, p.Y.Max = 0, 1
-	p.Legend.Top = false
-	p.Legend.Left = false
-	p.Add(plotter.NewGrid())
+	p := newCDFPlot("added latency CDF (quantile minus direct): "+what, "added latency (µs)")
 	drawn := 0
 	for i, t := range rep.Targets {
 		snap := rep.snaps[t.Name]
@@ -120,10 +102,28 @@ func (rep *Report) WriteAddedPlot(file string) error {
 	if drawn == 0 {
 		return fmt.Errorf("plot: no proxy round trips were measured")
 	}
+	return save(p, file)
+}
+
+// save writes p to file, its format named by the file's extension.
+func save(p *plot.Plot, file string) error {
 	switch strings.ToLower(filepath.Ext(file)) {
 	case ".png", ".svg", ".pdf", ".jpg", ".jpeg":
 	default:
 		return fmt.Errorf("plot %s: use a .png, .svg or .pdf file name", file)
 	}
 	return p.Save(8*vg.Inch, 5*vg.Inch, file)
+}
+
+// newCDFPlot is an empty CDF plot: fraction of frames up, the x axis named xLabel.
+func newCDFPlot(title, xLabel string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xLabel
+	p.Y.Label.Text = "fraction of frames"
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Legend.Top = false
+	p.Legend.Left = false
+	p.Add(plotter.NewGrid())
+	return p
 }

@@ -291,35 +291,42 @@ func (s *session) run(ctx context.Context) {
 	s.conn.Close()
 }
 
-// read handles frames until the session ends.
-func (s *session) read() {
+// nextData reads frames until a data frame, answering control frames; it
+// returns the frame's header and its first bytes (up to len(buf); the rest
+// is skipped), or ok=false when the session is over (a read failure is
+// counted unless the session is closing).
+func (s *session) nextData(buf []byte) (h ws.Header, head []byte, ok bool) {
 	st := s.tgt.stats
 	for {
 		h, err := ws.ReadHeaderBuffer(s.br, s.hdr[:])
+		if err == nil && h.OpCode.IsControl() {
+			if !s.control(h) {
+				return h, nil, false
+			}
+			continue
+		}
+		if err == nil {
+			head = buf[:min(int(h.Length), len(buf))]
+			if _, err = io.ReadFull(s.br, head); err == nil {
+				err = discard(s.br, h.Length-int64(len(head)))
+			}
+		}
 		if err != nil {
 			if !s.closing.Load() {
 				st.fail(errorKind("read", err))
 			}
-			return
+			return h, nil, false
 		}
-		if h.OpCode.IsControl() {
-			if !s.control(h) {
-				return
-			}
-			continue
-		}
-		n := min(int(h.Length), probeHead)
-		head := s.head[:n]
-		if _, err := io.ReadFull(s.br, head); err != nil {
-			if !s.closing.Load() {
-				st.fail(errorKind("read", err))
-			}
-			return
-		}
-		if err := discard(s.br, h.Length-int64(n)); err != nil {
-			if !s.closing.Load() {
-				st.fail(errorKind("read", err))
-			}
+		return h, head, true
+	}
+}
+
+// read handles frames until the session ends.
+func (s *session) read() {
+	st := s.tgt.stats
+	for {
+		h, head, ok := s.nextData(s.head[:probeHead])
+		if !ok {
 			return
 		}
 		seq, sent, err := parseProbe(head)
@@ -344,31 +351,9 @@ func (s *session) read() {
 
 // readLive handles a GPT-Live call's frames until the session ends.
 func (s *session) readLive() {
-	st := s.tgt.stats
 	for {
-		h, err := ws.ReadHeaderBuffer(s.br, s.hdr[:])
-		if err != nil {
-			if !s.closing.Load() {
-				st.fail(errorKind("read", err))
-			}
-			return
-		}
-		if h.OpCode.IsControl() {
-			if !s.control(h) {
-				return
-			}
-			continue
-		}
-		n := min(int(h.Length), len(s.liveHead))
-		head := s.liveHead[:n]
-		_, err = io.ReadFull(s.br, head)
-		if err == nil {
-			err = discard(s.br, h.Length-int64(n))
-		}
-		if err != nil {
-			if !s.closing.Load() {
-				st.fail(errorKind("read", err))
-			}
+		h, head, ok := s.nextData(s.liveHead[:])
+		if !ok {
 			return
 		}
 		s.liveFrame(head, uint64(ws.HeaderSize(h))+uint64(h.Length))
