@@ -58,6 +58,8 @@ var capturePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); retu
 var (
 	errPartialFrame = errors.New("leg has a partially written frame")
 	errCloseSent    = errors.New("close frame already sent on the leg")
+	// errTornDown: a frame was skipped because the session is tearing down.
+	errTornDown = errors.New("frame skipped at teardown")
 	// errErrorEventTooLarge: an upstream error event too long to hold and
 	// scrub before the client sees it.
 	errErrorEventTooLarge = errors.New("upstream error event over the scrubbing bound")
@@ -381,6 +383,8 @@ func (p *pump) run() {
 		}
 		if failed, err := p.forward(h); err != nil {
 			switch {
+			case err == errTornDown:
+				continue
 			case r.ended.Load() || err == errPartialFrame:
 			case err == errErrorEventTooLarge:
 				r.obs.End(lifecycle.ReasonFrameTooLarge)
@@ -480,16 +484,26 @@ func (p *pump) forward(h ws.Header) (failed lifecycle.Leg, err error) {
 		if p.st.text {
 			p.inspect(h, chunk, off)
 		}
+		var err error
 		if p.holding {
-			if err := p.releaseHold(); err != nil {
-				return p.dstLeg, err
-			}
+			err = p.releaseHold()
 		}
-		if p.holding {
-			if err := p.hold(chunk, fin); err != nil {
-				return p.dstLeg, err
+		if err == nil && p.holding {
+			err = p.hold(chunk, fin)
+		} else if err == nil {
+			err = p.emit(buf, n, fin, h, off)
+		}
+		if err != nil {
+			if p.r.ended.Load() && err != errErrorEventTooLarge {
+				// Tearing down (dst refuses more): skip the rest of the frame
+				// and read on to the peer's close, so the source's socket is
+				// not closed on unread bytes (a reset that can lose tether's
+				// close frame).
+				if _, derr := p.src.rd.Discard(int(remaining) - n); derr != nil {
+					return p.srcLeg, derr
+				}
+				return p.dstLeg, errTornDown
 			}
-		} else if err := p.emit(buf, n, fin, h, off); err != nil {
 			return p.dstLeg, err
 		}
 		remaining -= int64(n)
