@@ -149,6 +149,14 @@ func (m *Memory) release(client, lease string) bool {
 	return true
 }
 
+// holds reports whether the lease is held.
+func (m *Memory) holds(client, lease string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.leases[client][lease]
+	return ok
+}
+
 // leaseList is every lease held, by client.
 func (m *Memory) leaseList() map[string][]string {
 	m.mu.Lock()

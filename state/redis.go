@@ -403,14 +403,20 @@ func (s *Redis) Admit(ctx context.Context, req Request) (Verdict, error) {
 		err = fmt.Errorf("admit script replied limit %d", vals[0])
 	}
 	if err != nil {
+		// The script may have taken the lease before the reply was lost:
+		// give it back, unless this replica already held it.
+		undo := func() {
+			if !s.local.holds(req.Client, req.Lease) {
+				s.queueRelease(req.Client, req.Lease)
+			}
+		}
 		if ctx.Err() != nil {
-			// The caller gave up; the script may still have taken the lease.
-			s.queueRelease(req.Client, req.Lease)
+			undo()
 			return Verdict{}, fmt.Errorf("state: admit: %w", ctx.Err())
 		}
 		s.failed(opAdmit, err)
 		if s.opts.FailClosed {
-			s.queueRelease(req.Client, req.Lease)
+			undo()
 			return Verdict{}, s.unavailable(err)
 		}
 		v := s.local.admit(req, s.Spent(req.Client, req.Window))

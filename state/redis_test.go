@@ -372,6 +372,10 @@ func TestRedisFailOpen(t *testing.T) {
 	if v := admit(t, s, req("l1", Usage{})); !v.Admitted || v.Local {
 		t.Fatalf("l1: %+v", v)
 	}
+	// Another replica's usage, which s learns of.
+	other := newTestRedis(t, srv.url(), nil)
+	other.Add("alice", w, Usage{Tokens: 30})
+	testkit.WaitFor(t, 2*time.Second, "the other replica's usage", func() bool { return statusIs(s, "alice", w, 1, Usage{Tokens: 30}) })
 	srv.kill()
 	timed := func(lease string, budget Usage) Verdict {
 		t.Helper()
@@ -388,22 +392,26 @@ func TestRedisFailOpen(t *testing.T) {
 	if v := timed("l3", Usage{}); v.Admitted || !v.Local || v.Limit != LimitSessions || v.Sessions != 2 {
 		t.Fatalf("l3 (local): %+v", v)
 	}
+	// The budgets count what this replica last heard from the fleet.
+	if v := timed("l3", Usage{Tokens: 30}); v.Admitted || !v.Local || v.Limit != LimitTokens || v.Spent.Tokens != 30 {
+		t.Fatalf("l3 (the fleet's usage as last heard): %+v", v)
+	}
 	s.Release("alice", "l2")
 	s.Add("alice", w, Usage{Tokens: 50})
-	if got := s.Spent("alice", w); got.Tokens != 50 {
+	if got := s.Spent("alice", w); got.Tokens != 80 {
 		t.Fatalf("Spent with Redis down: %+v", got)
 	}
-	if v := timed("l4", Usage{Tokens: 50}); v.Admitted || !v.Local || v.Limit != LimitTokens || v.Spent.Tokens != 50 {
+	if v := timed("l4", Usage{Tokens: 80}); v.Admitted || !v.Local || v.Limit != LimitTokens || v.Spent.Tokens != 80 {
 		t.Fatalf("l4 (local budget): %+v", v)
 	}
-	if v := timed("l4", Usage{Tokens: 51}); !v.Admitted || !v.Local || v.Sessions != 1 {
+	if v := timed("l4", Usage{Tokens: 81}); !v.Admitted || !v.Local || v.Sessions != 1 {
 		t.Fatalf("l4 (local, under budget): %+v", v)
 	}
 	if _, _, err := s.Status(context.Background(), "alice", w); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("status with Redis down: %v", err)
 	}
-	if n := s.errs.get(opAdmit); n != 4 {
-		t.Fatalf("OnError(admit) called %d times, want 4", n)
+	if n := s.errs.get(opAdmit); n != 5 {
+		t.Fatalf("OnError(admit) called %d times, want 5", n)
 	}
 	if s.errs.get(opStatus) != 1 {
 		t.Fatalf("OnError(status) called %d times", s.errs.get(opStatus))
