@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/limits"
 	tethertls "github.com/tetherproxy/tether/tls"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -42,6 +43,15 @@ const (
 	LogLevelInfo  = "info"
 	LogLevelWarn  = "warn"
 	LogLevelError = "error"
+
+	// StateBackendMemory keeps the limits' counts in this process.
+	StateBackendMemory = "memory"
+	// StateBackendRedis keeps them in a Redis shared by the fleet.
+	StateBackendRedis = "redis"
+	// StateFailOpen admits by this replica's counts when Redis is unreachable.
+	StateFailOpen = "fail_open"
+	// StateFailClosed refuses upgrades (503) when Redis is unreachable.
+	StateFailClosed = "fail_closed"
 
 	// LogFormatJSON writes one JSON object per line.
 	LogFormatJSON = "json"
@@ -76,6 +86,13 @@ const (
 	DefaultMaxDuration       = 60 * time.Minute
 	DefaultDrainTimeout      = 30 * time.Second
 	DefaultTLSMode           = tethertls.ModeOff
+	DefaultLimitsWindow      = 24 * time.Hour
+	DefaultStateBackend      = StateBackendMemory
+	DefaultRedisKeyPrefix    = "tether:"
+	DefaultRedisTimeout      = 200 * time.Millisecond
+	DefaultRedisOnError      = StateFailOpen
+	DefaultRedisLeaseTTL     = 15 * time.Second
+	DefaultRedisFlush        = 500 * time.Millisecond
 	DefaultServiceName       = "tether"
 	DefaultTracesExporter    = ExporterNone
 	DefaultTracesProtocol    = ProtocolGRPC
@@ -153,6 +170,11 @@ func Default() *Config {
 			},
 			Live: LiveLifecycle{CloseTimeout: DefaultLiveCloseTimeout, Quiet: DefaultLiveQuiet},
 		},
+		Limits:  limits.Config{Window: DefaultLimitsWindow, Overrides: map[string]limits.Config{}},
+		Pricing: limits.Pricing{},
+		State: State{Backend: DefaultStateBackend, Redis: StateRedis{KeyPrefix: DefaultRedisKeyPrefix,
+			Timeout: DefaultRedisTimeout, OnError: DefaultRedisOnError, LeaseTTL: DefaultRedisLeaseTTL,
+			FlushInterval: DefaultRedisFlush}},
 		TLS: TLS{
 			Mode: DefaultTLSMode,
 			ACME: TLSACME{Domains: []string{}},

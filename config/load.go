@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"github.com/tetherproxy/tether/limits"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -81,6 +83,7 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config decoder: %w", err)
 	}
 	collectDecodeErrors(&decodeProblems, dec.Decode(doc))
+	resolveLimits(cfg, doc, &decodeProblems)
 
 	if cfg.Upstreams != nil {
 		fillUpstreamListDefaults(cfg.Upstreams)
@@ -100,6 +103,39 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// resolveLimits applies auth.max_sessions_per_client, the older name of
+// limits.max_sessions, and gives every limits override the keys it leaves
+// out: each is decoded again from the file, onto the top-level limits.
+func resolveLimits(cfg *Config, doc map[string]any, ps *problems) {
+	l := &cfg.Limits
+	if a := cfg.Auth.MaxSessionsPerClient; a > 0 {
+		if l.MaxSessions > 0 && l.MaxSessions != a {
+			ps.add("auth.max_sessions_per_client", "is the older name of limits.max_sessions: set one (got %d and %d)", a, l.MaxSessions)
+		}
+		l.MaxSessions = cmp.Or(l.MaxSessions, a)
+	}
+	raw, _ := doc[foldKey(doc, "limits")].(map[string]any)
+	overrides, _ := raw[foldKey(raw, "overrides")].(map[string]any)
+	for _, label := range sortedKeys(overrides) {
+		keys, _ := overrides[label].(map[string]any)
+		path := "limits.overrides[" + label + "]"
+		for _, k := range []string{"window", "client_metrics", "overrides"} {
+			if _, set := keys[foldKey(keys, k)]; set {
+				ps.add(joinKey(path, k), "applies to all clients: set it in limits, not in an override")
+			}
+		}
+		if l.Overrides == nil {
+			l.Overrides = map[string]limits.Config{}
+		}
+		o := *l
+		o.Overrides = nil
+		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{DecodeHook: decodeHook, IgnoreUntaggedFields: true, Result: &o})
+		if err == nil && dec.Decode(keys) == nil {
+			l.Overrides[label] = o // a key that fails to decode was reported by the first decode
+		}
+	}
 }
 
 // coveredBy reports whether path is, or lies under, the path of one of ps.
@@ -260,6 +296,10 @@ func fieldKeys(t reflect.Type) []string {
 func structAt(path string) reflect.Type {
 	t := reflect.TypeFor[Config]()
 	for _, seg := range strings.FieldsFunc(path, func(r rune) bool { return r == '.' || r == '[' }) {
+		if t.Kind() == reflect.Map {
+			t = t.Elem() // seg is the entry's name
+			continue
+		}
 		if t.Kind() == reflect.Slice {
 			t = t.Elem() // seg is "0]"
 			continue

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/limits"
 	tethertls "github.com/tetherproxy/tether/tls"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -34,6 +35,14 @@ type Config struct {
 	Upstreams []upstreams.Config `mapstructure:"upstreams" yaml:"upstreams"`
 	// Lifecycle holds the per-session guarantees: heartbeats, limits, drain.
 	Lifecycle Lifecycle `mapstructure:"lifecycle" yaml:"lifecycle"`
+	// Limits bound what each client identity may use (sessions, spend per
+	// window, per-session caps). The type belongs to package limits.
+	Limits limits.Config `mapstructure:"limits" yaml:"limits"`
+	// Pricing prices usage per model (USD), for limits.cost_per_day.
+	Pricing limits.Pricing `mapstructure:"pricing" yaml:"pricing"`
+	// State is where the limits' counts live: this process, or a Redis
+	// shared by every replica.
+	State State `mapstructure:"state" yaml:"state"`
 	// TLS configures TLS on the client-facing listener.
 	TLS TLS `mapstructure:"tls" yaml:"tls"`
 	// Telemetry configures OpenTelemetry tracing.
@@ -83,8 +92,8 @@ type Auth struct {
 	TokensFile string `mapstructure:"tokens_file" yaml:"tokens_file"`
 	// JWT configures jwt mode.
 	JWT AuthJWT `mapstructure:"jwt" yaml:"jwt"`
-	// MaxSessionsPerClient caps concurrent sessions per authenticated client;
-	// beyond it upgrades get HTTP 429. 0 means unlimited.
+	// MaxSessionsPerClient is the older name of limits.max_sessions (one of
+	// the two may be set, or both to the same value).
 	MaxSessionsPerClient int `mapstructure:"max_sessions_per_client" yaml:"max_sessions_per_client"`
 }
 
@@ -144,6 +153,53 @@ type Heartbeat struct {
 	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
 	// Timeout is how long to wait for the pong; > 0 and < Interval.
 	Timeout time.Duration `mapstructure:"timeout" yaml:"timeout"`
+}
+
+// State is where the limits' counts live.
+type State struct {
+	// Backend is [StateBackendMemory] (this process) or [StateBackendRedis] (shared by
+	// every replica).
+	Backend string `mapstructure:"backend" yaml:"backend"` // memory | redis
+	// Redis configures the redis backend.
+	Redis StateRedis `mapstructure:"redis" yaml:"redis"`
+}
+
+// StateRedis configures the Redis that every replica shares.
+type StateRedis struct {
+	// URL is redis://[user@]host:port[/db] (rediss:// for TLS). A password
+	// belongs in PasswordFile or PasswordEnv, never in the URL.
+	URL string `mapstructure:"url" yaml:"url"`
+	// Username is the ACL user; empty uses the URL's, else the default user.
+	Username string `mapstructure:"username" yaml:"username"`
+	// PasswordFile holds the password (trailing newline ignored); read at start.
+	PasswordFile string `mapstructure:"password_file" yaml:"password_file"`
+	// PasswordEnv names the environment variable holding the password.
+	PasswordEnv string `mapstructure:"password_env" yaml:"password_env"`
+	// KeyPrefix starts every key tether writes.
+	KeyPrefix string `mapstructure:"key_prefix" yaml:"key_prefix"`
+	// Timeout bounds every round trip; a handshake waits at most this long.
+	Timeout time.Duration `mapstructure:"timeout" yaml:"timeout"`
+	// OnError is what admission does when Redis cannot be reached:
+	// [StateFailOpen] (local limits keep working) or [StateFailClosed] (503).
+	OnError string `mapstructure:"on_error" yaml:"on_error"` // fail_open | fail_closed
+	// LeaseTTL is how long a session's lease outlives the replica that
+	// stopped refreshing it (a replica that dies frees its slots within it).
+	LeaseTTL time.Duration `mapstructure:"lease_ttl" yaml:"lease_ttl"`
+	// FlushInterval is how often usage is sent to Redis, in one batch.
+	FlushInterval time.Duration `mapstructure:"flush_interval" yaml:"flush_interval"`
+	// TLS configures TLS to Redis (on with rediss:// or tls.enabled).
+	TLS StateRedisTLS `mapstructure:"tls" yaml:"tls"`
+}
+
+// StateRedisTLS configures TLS towards Redis.
+type StateRedisTLS struct {
+	// Enabled turns TLS on for a redis:// URL.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// CAFile is a PEM bundle trusted for Redis's certificate, beside the
+	// system roots.
+	CAFile string `mapstructure:"ca_file" yaml:"ca_file"`
+	// ServerName overrides the name checked in Redis's certificate.
+	ServerName string `mapstructure:"server_name" yaml:"server_name"`
 }
 
 // TLS configures the client listener's TLS.

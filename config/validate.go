@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/internal/redact"
+	"github.com/tetherproxy/tether/limits"
 	tethertls "github.com/tetherproxy/tether/tls"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -136,6 +139,16 @@ func (c *Config) validate(ps *problems) {
 	c.Auth.validate(ps)
 	validateUpstreams(ps, c.Upstreams)
 	c.Lifecycle.validate(ps)
+	validateLimits(ps, "limits", &c.Limits, nil, c.Pricing)
+	for _, label := range sortedKeys(c.Limits.Overrides) {
+		o := c.Limits.Overrides[label]
+		if label == "" {
+			ps.add("limits.overrides", "an override needs a client identity as its name")
+		}
+		validateLimits(ps, "limits.overrides["+label+"]", &o, &c.Limits, c.Pricing)
+	}
+	validatePricing(ps, c.Pricing)
+	c.State.validate(ps)
 	c.TLS.validate(ps)
 	if l := c.TLS.ACME.HTTPListen; c.TLS.Mode == tethertls.ModeACME && l != "" && !strings.HasSuffix(l, ":0") &&
 		(l == c.Server.Listen || l == c.Admin.Listen) {
@@ -193,6 +206,94 @@ func (a *Auth) validate(ps *problems) {
 	}
 	if a.MaxSessionsPerClient < 0 {
 		ps.add("auth.max_sessions_per_client", "must be >= 0 (got %d); 0 means unlimited", a.MaxSessionsPerClient)
+	}
+}
+
+// validateLimits checks one set of client limits: the top level, or an
+// override of base (a value it inherits from base is base's problem).
+func validateLimits(ps *problems, path string, l, base *limits.Config, pricing limits.Pricing) {
+	values := func(l *limits.Config) []float64 {
+		return []float64{float64(l.MaxSessions), float64(l.TokensPerDay), l.AudioSecondsPerDay, l.CostPerDay,
+			float64(l.MaxSessionTokens), l.MaxSessionAudioSeconds}
+	}
+	keys := []string{"max_sessions", "tokens_per_day", "audio_seconds_per_day", "cost_per_day",
+		"max_session_tokens", "max_session_audio_seconds"}
+	own := values(l)
+	for i, v := range own {
+		if base != nil && v == values(base)[i] {
+			continue
+		}
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			ps.add(joinKey(path, keys[i]), "must be >= 0 (got %v); 0 means unlimited", v)
+		}
+	}
+	if l.CostPerDay > 0 && len(pricing) == 0 && (base == nil || base.CostPerDay != l.CostPerDay) {
+		ps.add(joinKey(path, "cost_per_day"), "needs prices: set pricing (model -> USD per 1M tokens or per minute)")
+	}
+	if path == "limits" {
+		positive(ps, "limits.window", l.Window)
+	}
+}
+
+// validatePricing checks the price of every model.
+func validatePricing(ps *problems, pricing limits.Pricing) {
+	for _, model := range sortedKeys(pricing) {
+		p := pricing[model]
+		path := "pricing[" + model + "]"
+		if strings.TrimSpace(model) == "" {
+			ps.add("pricing", "a price needs a model name")
+		}
+		for _, f := range []struct {
+			key string
+			v   float64
+		}{
+			{"input_text", p.InputText}, {"cached_input_text", p.CachedInputText}, {"output_text", p.OutputText},
+			{"input_audio", p.InputAudio}, {"cached_input_audio", p.CachedInputAudio}, {"output_audio", p.OutputAudio},
+			{"per_minute", p.PerMinute},
+		} {
+			if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+				ps.add(joinKey(path, f.key), "must be >= 0 USD (got %v)", f.v)
+			}
+		}
+	}
+}
+
+func (s *State) validate(ps *problems) {
+	switch s.Backend {
+	case StateBackendMemory:
+		return
+	case StateBackendRedis:
+	default:
+		oneOf(ps, "state.backend", s.Backend, StateBackendMemory, StateBackendRedis)
+		return
+	}
+	r := &s.Redis
+	requiredIn(ps, "state.redis.url", r.URL, "state.backend", StateBackendRedis)
+	if r.URL != "" {
+		u, err := url.Parse(r.URL)
+		switch {
+		case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "":
+			ps.add("state.redis.url", "must be redis://host:port or rediss://host:port (got %q)", redact.URL(r.URL))
+		default:
+			if _, set := u.User.Password(); set {
+				ps.add("state.redis.url", "must not hold the password: use state.redis.password_file or password_env")
+			}
+		}
+	}
+	if r.PasswordFile != "" && r.PasswordEnv != "" {
+		ps.add("state.redis.password_env", "set one of password_file and password_env")
+	}
+	positive(ps, "state.redis.timeout", r.Timeout)
+	positive(ps, "state.redis.lease_ttl", r.LeaseTTL)
+	positive(ps, "state.redis.flush_interval", r.FlushInterval)
+	if r.LeaseTTL > 0 && r.FlushInterval >= r.LeaseTTL {
+		ps.add("state.redis.flush_interval", "must be shorter than state.redis.lease_ttl (%s)", r.LeaseTTL)
+	}
+	if r.OnError != StateFailOpen && r.OnError != StateFailClosed {
+		oneOf(ps, "state.redis.on_error", r.OnError, StateFailOpen, StateFailClosed)
+	}
+	if r.TLS.CAFile != "" {
+		checkPEMFile(ps, "state.redis.tls.ca_file", r.TLS.CAFile)
 	}
 }
 

@@ -93,6 +93,10 @@ type Tokens struct {
 	OutputText  int64 `json:"output_text_tokens"`
 	OutputAudio int64 `json:"output_audio_tokens"`
 	Cached      int64 `json:"cached_tokens"`
+	// CachedText and CachedAudio split Cached where the upstream says how
+	// (part of InputText and InputAudio).
+	CachedText  int64 `json:"cached_text_tokens"`
+	CachedAudio int64 `json:"cached_audio_tokens"`
 }
 
 // Add adds u to t.
@@ -104,6 +108,15 @@ func (t *Tokens) Add(u Tokens) {
 	t.OutputText += u.OutputText
 	t.OutputAudio += u.OutputAudio
 	t.Cached += u.Cached
+	t.CachedText += u.CachedText
+	t.CachedAudio += u.CachedAudio
+}
+
+// ErrorNotice is an error event tether itself sends a client, in the shape
+// both dialects share: error type tether_error, with code and message.
+func ErrorNotice(code, message string) string {
+	b, _ := json.Marshal(ErrorEvent{Type: ErrorType, Error: &ErrorDetail{Type: "tether_error", Code: &code, Message: message}})
+	return string(b)
 }
 
 // RateLimit is one of the upstream's rate limits as it last reported it.

@@ -14,7 +14,7 @@ import (
 // openWith opens a started session speaking d.
 func openWith(t *testing.T, m *Manager, d dialect.Dialect) (*Session, *fakeTransport, func()) {
 	t.Helper()
-	release, err := m.Reserve("")
+	release, err := m.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,5 +194,48 @@ func TestLiveGracefulClose(t *testing.T) {
 		f1()
 		f2()
 		f3()
+	})
+}
+
+// EndAtBoundary waits for the answer in progress (Realtime) or for a quiet
+// moment and a graceful close (GPT-Live), then closes the client with the
+// reason's code after the notice.
+func TestEndAtBoundary(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewManager(Options{Quiet: time.Second, CloseTimeout: 5 * time.Second})
+		rt, ftRT, f1 := openWith(t, m, realtime.Dialect{})
+		lv, ftLV, f2 := openWith(t, m, live.Dialect{})
+		captured(rt, realtime.ResponseCreated, `{"type":"response.created","response":{"id":"resp_1"}}`)
+		upstreamEvent(lv, live.OutputTranscriptDelta)
+		rt.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`)
+		lv.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`)
+		rt.EndAtBoundary(ReasonShutdown, "") // the first reason stays
+		synctest.Wait()
+		if rt.Ended() || lv.Ended() {
+			t.Fatalf("ended mid-answer (realtime %v, live %v)", rt.Ended(), lv.Ended())
+		}
+		if st := rt.Snapshot().State; st != stateDraining {
+			t.Errorf("state %q while waiting for the boundary, want %q", st, stateDraining)
+		}
+		captured(rt, realtime.ResponseDone, `{"type":"response.done","response":{"id":"resp_1","status":"completed"}}`)
+		synctest.Wait()
+		if !rt.Ended() || rt.Summary().Reason != ReasonBudgetExhausted {
+			t.Fatalf("realtime after response.done: ended %v reason %q", rt.Ended(), rt.Summary().Reason)
+		}
+		if ftRT.client.Code != 4004 || ftRT.client.Notice != `{"type":"error"}` || ftRT.upstream.Code != 1000 {
+			t.Errorf("realtime closes: client %+v upstream %+v, want 4004 after the notice and 1000", ftRT.client, ftRT.upstream)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if len(ftLV.began) != 1 || ftLV.shutdown != 0 {
+			t.Fatalf("live after a quiet second: began %v shutdown %d, want session.close sent", ftLV.began, ftLV.shutdown)
+		}
+		captured(lv, live.SessionClosed, `{"type":"session.closed","reason":"close_requested"}`)
+		synctest.Wait()
+		if ftLV.shutdown != 1 || ftLV.client.Code != 4004 || ftLV.client.Notice == "" {
+			t.Errorf("live after session.closed: shutdown %d client %+v, want 4004 with the notice", ftLV.shutdown, ftLV.client)
+		}
+		f1()
+		f2()
 	})
 }

@@ -43,9 +43,7 @@ type Options struct {
 	MaxDuration         time.Duration // 0 disables
 	DrainTimeout        time.Duration
 	FatalUpstreamErrors []string
-	MaxSessions         int // 0 = unlimited
-	// MaxSessionsPerClient bounds sessions per client identity (0 = unlimited).
-	MaxSessionsPerClient int
+	MaxSessions         int // 0 = unlimited (per-client limits: package limits)
 	// CloseTimeout bounds a graceful close (dialect.Closer: GPT-Live's
 	// session.close, answered by session.closed); 0 sends no close event.
 	CloseTimeout time.Duration
@@ -62,9 +60,6 @@ var ErrFull = errors.New("session limit reached")
 // ErrDraining is returned by Reserve while tether drains.
 var ErrDraining = errors.New("draining")
 
-// ErrClientLimit is returned by Reserve when the client has max_sessions_per_client sessions.
-var ErrClientLimit = errors.New("per-client session limit reached")
-
 // Manager is the session registry: O(1) lookup by id, admission, drain.
 type Manager struct {
 	opts  Options
@@ -78,9 +73,6 @@ type Manager struct {
 
 	draining atomic.Bool
 	reserved atomic.Int64 // admitted upgrades (handshake in progress or session open)
-
-	clientsMu sync.Mutex
-	clients   map[string]int // admitted upgrades per client identity; guarded by clientsMu
 
 	mu       sync.Mutex
 	sessions map[string]*Session // open sessions (not yet ended)
@@ -108,7 +100,7 @@ func NewManager(opts Options) *Manager {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{opts: opts, log: opts.Logger,
-		fatal: make(map[string]bool), sessions: make(map[string]*Session), clients: make(map[string]int)}
+		fatal: make(map[string]bool), sessions: make(map[string]*Session)}
 	m.stopping, m.stop = context.WithCancel(context.Background())
 	m.drainStarted, m.startDrain = context.WithCancel(context.Background())
 	for _, c := range opts.FatalUpstreamErrors {
@@ -117,10 +109,9 @@ func NewManager(opts Options) *Manager {
 	return m
 }
 
-// Reserve admits one upgrade from client (an identity: token subject or
-// remote IP; "" skips the per-client limit). The caller must call the
-// returned release once the handshake failed or the session finished.
-func (m *Manager) Reserve(client string) (release func(), err error) {
+// Reserve admits one upgrade. The caller must call the returned release
+// once the handshake failed or the session finished.
+func (m *Manager) Reserve() (release func(), err error) {
 	if m.draining.Load() {
 		return nil, ErrDraining
 	}
@@ -129,30 +120,8 @@ func (m *Manager) Reserve(client string) (release func(), err error) {
 		m.reserved.Add(-1)
 		return nil, ErrFull
 	}
-	perClient := m.opts.MaxSessionsPerClient > 0 && client != ""
-	if perClient {
-		m.clientsMu.Lock()
-		if m.clients[client] >= m.opts.MaxSessionsPerClient {
-			m.clientsMu.Unlock()
-			m.reserved.Add(-1)
-			return nil, ErrClientLimit
-		}
-		m.clients[client]++
-		m.clientsMu.Unlock()
-	}
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			m.reserved.Add(-1)
-			if perClient {
-				m.clientsMu.Lock()
-				if m.clients[client]--; m.clients[client] <= 0 {
-					delete(m.clients, client)
-				}
-				m.clientsMu.Unlock()
-			}
-		})
-	}, nil
+	return func() { once.Do(func() { m.reserved.Add(-1) }) }, nil
 }
 
 // Open registers a new session for an admitted upgrade. The caller must

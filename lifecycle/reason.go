@@ -25,6 +25,7 @@ const (
 	ReasonFrameTooLarge            Reason = "frame_too_large"
 	ReasonProtocolError            Reason = "protocol_error"
 	ReasonAdmin                    Reason = "admin"
+	ReasonBudgetExhausted          Reason = "budget_exhausted"
 	ReasonShutdown                 Reason = "shutdown"
 	ReasonPanic                    Reason = "panic"
 )
@@ -34,14 +35,14 @@ var AllReasons = []Reason{
 	ReasonClientClosed, ReasonUpstreamClosed, ReasonClientError, ReasonUpstreamError,
 	ReasonClientHeartbeatTimeout, ReasonUpstreamHeartbeatTimeout, ReasonIdleTimeout,
 	ReasonMaxDuration, ReasonUpstreamFatalEvent, ReasonFrameTooLarge, ReasonProtocolError,
-	ReasonAdmin, ReasonShutdown, ReasonPanic,
+	ReasonAdmin, ReasonBudgetExhausted, ReasonShutdown, ReasonPanic,
 }
 
 // IsError reports whether the reason is a failure (span status error).
 func (r Reason) IsError() bool {
 	switch r {
 	case ReasonClientClosed, ReasonUpstreamClosed, ReasonIdleTimeout, ReasonMaxDuration,
-		ReasonAdmin, ReasonShutdown:
+		ReasonAdmin, ReasonBudgetExhausted, ReasonShutdown:
 		return false
 	}
 	return true
@@ -90,6 +91,10 @@ const CodeNone wsframe.CloseCode = 0
 type CloseFrame struct {
 	Code   wsframe.CloseCode
 	Reason string
+	// Notice, if set, is a text message (a dialect's error event) written on
+	// the leg just before the close frame, when the leg is at a message
+	// boundary.
+	Notice string
 }
 
 // legCloses is what a teardown sends on each leg.
@@ -101,16 +106,17 @@ type legCloses struct{ client, upstream CloseFrame }
 var teardownCloses = map[Reason]legCloses{
 	ReasonClientError:              {upstream: CloseFrame{Code: wsframe.GoingAway}},
 	ReasonUpstreamError:            {client: CloseFrame{Code: wsframe.BadGateway, Reason: "upstream connection lost"}},
-	ReasonClientHeartbeatTimeout:   {CloseFrame{wsframe.GoingAway, "heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}},
-	ReasonUpstreamHeartbeatTimeout: {CloseFrame{wsframe.UpstreamTimeout, "upstream heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}},
-	ReasonIdleTimeout:              {CloseFrame{wsframe.IdleTimeout, "idle timeout"}, CloseFrame{Code: wsframe.NormalClosure}},
-	ReasonMaxDuration:              {CloseFrame{wsframe.MaxDuration, "max duration reached"}, CloseFrame{Code: wsframe.NormalClosure}},
-	ReasonUpstreamFatalEvent:       {CloseFrame{wsframe.BadGateway, "upstream fatal error"}, CloseFrame{Code: wsframe.NormalClosure}},
-	ReasonFrameTooLarge:            {CloseFrame{wsframe.MessageTooBig, "frame too large"}, CloseFrame{Code: wsframe.NormalClosure}},
-	ReasonProtocolError:            {CloseFrame{wsframe.ProtocolError, "protocol error"}, CloseFrame{Code: wsframe.NormalClosure}},
-	ReasonAdmin:                    {CloseFrame{wsframe.Admin, "closed by admin"}, CloseFrame{Code: wsframe.NormalClosure}},
-	ReasonShutdown:                 {CloseFrame{wsframe.GoingAway, "tether shutting down"}, CloseFrame{Code: wsframe.GoingAway}},
-	ReasonPanic:                    {CloseFrame{wsframe.InternalError, "internal error"}, CloseFrame{Code: wsframe.GoingAway}},
+	ReasonClientHeartbeatTimeout:   {CloseFrame{Code: wsframe.GoingAway, Reason: "heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}},
+	ReasonUpstreamHeartbeatTimeout: {CloseFrame{Code: wsframe.UpstreamTimeout, Reason: "upstream heartbeat timeout"}, CloseFrame{Code: wsframe.GoingAway}},
+	ReasonIdleTimeout:              {CloseFrame{Code: wsframe.IdleTimeout, Reason: "idle timeout"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonMaxDuration:              {CloseFrame{Code: wsframe.MaxDuration, Reason: "max duration reached"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonUpstreamFatalEvent:       {CloseFrame{Code: wsframe.BadGateway, Reason: "upstream fatal error"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonFrameTooLarge:            {CloseFrame{Code: wsframe.MessageTooBig, Reason: "frame too large"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonProtocolError:            {CloseFrame{Code: wsframe.ProtocolError, Reason: "protocol error"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonAdmin:                    {CloseFrame{Code: wsframe.Admin, Reason: "closed by admin"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonBudgetExhausted:          {CloseFrame{Code: wsframe.BudgetExhausted, Reason: "budget exhausted"}, CloseFrame{Code: wsframe.NormalClosure}},
+	ReasonShutdown:                 {CloseFrame{Code: wsframe.GoingAway, Reason: "tether shutting down"}, CloseFrame{Code: wsframe.GoingAway}},
+	ReasonPanic:                    {CloseFrame{Code: wsframe.InternalError, Reason: "internal error"}, CloseFrame{Code: wsframe.GoingAway}},
 }
 
 // closeCodes maps a reason to the close frames of the contract's teardown table.

@@ -49,6 +49,9 @@ type Info struct {
 	Dials []Dial
 	// ClientID identifies an authenticated client (token name or JWT sub); empty without auth.
 	ClientID string
+	// Identity is who the limits count the session against: ClientID, else
+	// the client's IP.
+	Identity string
 	// Dialect is the session's voice protocol; nil knows no events.
 	Dialect dialect.Dialect
 }
@@ -118,8 +121,12 @@ type Session struct {
 	mu           sync.Mutex
 	idleTimer    *time.Timer // nil when idle_timeout is 0; stopped by End
 	maxTimer     *time.Timer // nil when max_duration is 0; stopped by End
-	drainPending bool        // drain asked to close at the next response boundary
-	drainTimer   *time.Timer // waits for a quiet moment (AnswerSpoken); stopped by End
+	// boundaryPending: the session ends at its next answer boundary
+	// (EndAtBoundary), with boundaryReason and boundaryNotice.
+	boundaryPending bool
+	boundaryReason  Reason
+	boundaryNotice  string
+	drainTimer      *time.Timer // waits for a quiet moment (AnswerSpoken); stopped by End
 	upEndTimer   *time.Timer // after UpstreamEnded: ends the session if the upstream keeps its socket open
 	upstreamEnd  string      // the upstream's own end reason (UpstreamEnded), "" until then
 	audioSeconds float64     // cumulative billed audio seconds (AudioSeconds)
@@ -160,6 +167,14 @@ func (s *Session) TraceID() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.traceID
+}
+
+// Model is the model serving the session: the one the upstream reported,
+// else the one the client asked for.
+func (s *Session) Model() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cmp.Or(s.model, s.Info.Model)
 }
 
 // DialectName names the session's protocol (metrics, spans, GET /sessions).
@@ -458,12 +473,27 @@ func (s *Session) idleFired() {
 	s.mu.Unlock()
 }
 
-// drain closes the session now if no answer is in progress, or marks it to
-// close at the next answer boundary: a response's end, or, on a stream
-// without answer boundaries, once the answer has been quiet for Quiet.
-func (s *Session) drain() {
+// drain closes the session at its next answer boundary (reason shutdown).
+func (s *Session) drain() { s.EndAtBoundary(ReasonShutdown, "") }
+
+// EndAtBoundary ends the session with reason at its next answer boundary:
+// now if no answer is in progress, else at the answer's end, or, on a
+// stream without answer boundaries, once the answer has been quiet for
+// Quiet. notice, if set, is a text message (a dialect's event) sent to the
+// client just before its close frame. The first reason asked for stays.
+func (s *Session) EndAtBoundary(reason Reason, notice string) {
 	s.mu.Lock()
-	s.drainPending = true
+	if !s.boundaryPending {
+		s.boundaryPending, s.boundaryReason, s.boundaryNotice = true, reason, notice
+	}
+	s.mu.Unlock()
+	s.atBoundary()
+}
+
+// atBoundary ends a session waiting for its answer boundary (EndAtBoundary)
+// if it is at one now, or waits for the quiet it needs.
+func (s *Session) atBoundary() {
+	s.mu.Lock()
 	busy := s.inResponse.Load() > 0
 	var wait time.Duration
 	if last := s.lastSpoken.Load(); last > 0 && !busy {
@@ -471,15 +501,25 @@ func (s *Session) drain() {
 	}
 	if wait > 0 && !s.ended.Load() {
 		if s.drainTimer == nil {
-			s.drainTimer = time.AfterFunc(wait, s.drain)
+			s.drainTimer = time.AfterFunc(wait, s.atBoundary)
 		} else {
 			s.drainTimer.Reset(wait)
 		}
 	}
 	s.mu.Unlock()
 	if !busy && wait <= 0 {
-		s.End(ReasonShutdown)
+		s.endPending()
 	}
+}
+
+// endPending ends the session for the reason EndAtBoundary gave.
+func (s *Session) endPending() {
+	s.mu.Lock()
+	reason, notice := s.boundaryReason, s.boundaryNotice
+	s.mu.Unlock()
+	client, upstream := closeCodes(reason)
+	client.Notice = notice
+	s.end(reason, client, upstream)
 }
 
 // answerSpeaking reports whether an answer without response boundaries
@@ -572,7 +612,7 @@ func (s *Session) Snapshot() Snapshot {
 	switch {
 	case s.ended.Load():
 		state = stateClosing
-	case s.drainPending:
+	case s.boundaryPending:
 		state = stateDraining
 	case s.inResponse.Load() > 0 || s.answerSpeaking():
 		state = stateResponding

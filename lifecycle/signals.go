@@ -133,13 +133,13 @@ func (s *Session) AnswerDone(responseID, status string, u Tokens) {
 		s.curResponse = ""
 		s.audioPending.Store(false)
 	}
-	drain := s.drainPending && s.inResponse.Load() == 0
+	boundary := s.boundaryPending && s.inResponse.Load() == 0
 	s.mu.Unlock()
 	for _, h := range s.mgr.opts.Hooks {
 		h.ResponseDone(s, responseID, status, u)
 	}
-	if drain {
-		s.End(ReasonShutdown)
+	if boundary {
+		s.endPending()
 	}
 }
 

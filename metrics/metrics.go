@@ -39,6 +39,7 @@ type Metrics struct {
 	upstreamErrors    *prometheus.CounterVec
 	responsesTotal    *prometheus.CounterVec
 	heartbeatTimeouts *prometheus.CounterVec
+	stateErrors       *prometheus.CounterVec
 	closeFramesTotal  [2][2]prometheus.Counter // by Leg, then 0 = not sent, 1 = sent
 	sessionsByReason  map[sessionKey]prometheus.Counter
 
@@ -91,6 +92,10 @@ func New(o Options) *Metrics {
 	m.upstreamErrors = counterVec("tether_upstream_errors_total", "Upstream error events, by error code.", "code")
 	m.responsesTotal = counterVec("tether_responses_total", "Responses finished (response.done), by status.", "status")
 	m.heartbeatTimeouts = counterVec("tether_heartbeat_timeouts_total", "Heartbeat timeouts, by leg.", "leg")
+	m.stateErrors = counterVec("tether_state_errors_total", "Round trips to the shared state store (Redis) that failed, by operation.", "op")
+	for _, op := range stateOps {
+		m.stateErrors.WithLabelValues(op)
+	}
 	closeFrames := counterVec("tether_close_frames_total",
 		"Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
 		"leg", "result")
@@ -114,7 +119,7 @@ func New(o Options) *Metrics {
 		m.tokens.WithLabelValues(k)
 	}
 	for _, r := range []string{"not_websocket", "bad_handshake", "bad_version", "bad_method", "origin",
-		"unauthenticated", "unauthorized", "model_not_allowed", "client_limit", "draining", "max_sessions",
+		"unauthenticated", "unauthorized", "model_not_allowed", "client_limit", "budget_exhausted", "limits_unavailable", "draining", "max_sessions",
 		"upstream_unavailable", "upstream_rate_limited"} {
 		m.handshakeRejected.WithLabelValues(r)
 	}
@@ -125,7 +130,7 @@ func New(o Options) *Metrics {
 	m.heartbeatTimeouts.WithLabelValues("upstream")
 	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration,
 		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens, m.audioSeconds,
-		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, closeFrames,
+		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, m.stateErrors, closeFrames,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

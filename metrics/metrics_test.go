@@ -45,7 +45,7 @@ func newRig(t *testing.T, fatal ...string) *rig {
 
 // open starts a session on tr; finish ends its relay's part.
 func (r *rig) open(tr lifecycle.Transport) (*lifecycle.Session, func()) {
-	release, err := r.mgr.Reserve("")
+	release, err := r.mgr.Reserve()
 	if err != nil {
 		r.t.Fatal(err)
 	}

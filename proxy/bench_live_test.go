@@ -46,7 +46,7 @@ func newLiveHarness(tb testing.TB, mgr *lifecycle.Manager) *rawHarness {
 	cp, cr := tcpPair(tb)
 	up, ur := tcpPair(tb)
 	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: mgr, done: make(chan struct{})}
-	release, err := mgr.Reserve("")
+	release, err := mgr.Reserve()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func BenchmarkRelayIdleMemory(b *testing.B) {
 	hs := make([]*rawHarness, manySessions)
 	for i, p := range pairs {
 		h := &rawHarness{clientPeer: p.cp, upPeer: p.up, mgr: mgr, done: make(chan struct{})}
-		release, err := mgr.Reserve("")
+		release, err := mgr.Reserve()
 		if err != nil {
 			b.Fatal(err)
 		}

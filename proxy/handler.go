@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +21,8 @@ import (
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/limits"
+	"github.com/tetherproxy/tether/state"
 	"github.com/tetherproxy/tether/upstreams"
 )
 
@@ -50,6 +54,15 @@ type HandlerOptions struct {
 	Logger *slog.Logger
 	// Rejections counts refused handshakes; nil counts nothing.
 	Rejections Rejections
+	// Limits admits each client identity against its limits; nil admits
+	// everyone.
+	Limits Admitter
+}
+
+// Admitter holds client identities to their limits (package limits).
+type Admitter interface {
+	// Admit takes a slot for one session of identity; release gives it back.
+	Admit(ctx context.Context, identity string) (release func(), refused *limits.Refusal)
 }
 
 // Rejections counts refused handshakes by reason
@@ -107,17 +120,19 @@ func (h *Handler) rejected(reason string) {
 	}
 }
 
-func (h *Handler) reject(w http.ResponseWriter, status int, reason, msg string, hdr map[string]string) {
-	h.rejected(reason)
-	for k, v := range hdr {
+func (h *Handler) reject(w http.ResponseWriter, rj *rejection) {
+	h.rejected(rj.reason)
+	for k, v := range rj.hdr {
 		w.Header().Set(k, v)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"error": map[string]string{"type": "tether_error", "code": reason, "message": msg},
-	})
+	w.WriteHeader(rj.status)
+	body := map[string]string{"type": "tether_error", "code": rj.reason, "message": rj.msg}
+	if rj.limit != "" {
+		body["limit"] = rj.limit
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": body})
 }
 
 // headerHasToken reports whether a comma-separated header contains token (case-insensitive).
@@ -164,7 +179,7 @@ func (h *Handler) preflight(w http.ResponseWriter, r *http.Request,
 		c, rj = identify(r)
 	}
 	if rj == nil {
-		release, rj = h.admit(c.identity)
+		release, rj = h.admit(r.Context(), c.identity)
 	}
 	if rj != nil {
 		h.refuse(w, rj)
@@ -178,36 +193,34 @@ type rejection struct {
 	status      int
 	reason, msg string
 	hdr         map[string]string
+	// limit names the client limit that refused it (a 429's body), if one did.
+	limit string
 }
 
-func (h *Handler) refuse(w http.ResponseWriter, rj *rejection) {
-	h.reject(w, rj.status, rj.reason, rj.msg, rj.hdr)
-}
+func (h *Handler) refuse(w http.ResponseWriter, rj *rejection) { h.reject(w, rj) }
 
 // checkUpgrade checks the handshake itself, at least as strictly as the
 // upgrader that answers 101 later.
 func (h *Handler) checkUpgrade(r *http.Request) *rejection {
 	switch {
 	case !strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
-		return &rejection{http.StatusUpgradeRequired, "not_websocket", "this endpoint accepts WebSocket upgrades only",
-			map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}}
+		return &rejection{status: http.StatusUpgradeRequired, reason: "not_websocket", msg: "this endpoint accepts WebSocket upgrades only", hdr: map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}}
 	case r.Method != http.MethodGet:
-		return &rejection{http.StatusMethodNotAllowed, "bad_method", "WebSocket upgrades use GET", map[string]string{"Allow": "GET"}}
+		return &rejection{status: http.StatusMethodNotAllowed, reason: "bad_method", msg: "WebSocket upgrades use GET", hdr: map[string]string{"Allow": "GET"}}
 	case !r.ProtoAtLeast(1, 1):
-		return &rejection{http.StatusHTTPVersionNotSupported, "bad_handshake", "WebSocket upgrades need HTTP/1.1", nil}
+		return &rejection{status: http.StatusHTTPVersionNotSupported, reason: "bad_handshake", msg: "WebSocket upgrades need HTTP/1.1"}
 	case !validProtocolList(r.Header.Values("Sec-WebSocket-Protocol")):
-		return &rejection{http.StatusBadRequest, "bad_handshake", "malformed Sec-WebSocket-Protocol", nil}
+		return &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "malformed Sec-WebSocket-Protocol"}
 	case !headerHasToken(r.Header, "Connection", "upgrade"):
-		return &rejection{http.StatusBadRequest, "bad_handshake", "missing Connection: Upgrade", nil}
+		return &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "missing Connection: Upgrade"}
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
-		return &rejection{http.StatusUpgradeRequired, "bad_version", "unsupported Sec-WebSocket-Version",
-			map[string]string{"Sec-WebSocket-Version": "13"}}
+		return &rejection{status: http.StatusUpgradeRequired, reason: "bad_version", msg: "unsupported Sec-WebSocket-Version", hdr: map[string]string{"Sec-WebSocket-Version": "13"}}
 	}
 	if k, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(k) != 16 {
-		return &rejection{http.StatusBadRequest, "bad_handshake", "missing or malformed Sec-WebSocket-Key", nil}
+		return &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "missing or malformed Sec-WebSocket-Key"}
 	}
 	if !h.originAllowed(r.Header.Values("Origin")) {
-		return &rejection{http.StatusForbidden, "origin", "origin not allowed", nil}
+		return &rejection{status: http.StatusForbidden, reason: "origin", msg: "origin not allowed"}
 	}
 	return nil
 }
@@ -232,19 +245,19 @@ func (h *Handler) identify(r *http.Request) (caller, *rejection) {
 	c.offered, c.beta = parseProtocols(r.Header)
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return c, &rejection{http.StatusBadRequest, "bad_handshake", "malformed query string", nil}
+		return c, &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "malformed query string"}
 	}
 	c.query = query
 	models := modelValues(query)
 	if len(models) > 1 {
 		// Which one would the upstream read? Refuse rather than guess.
-		return c, &rejection{http.StatusBadRequest, "model_not_allowed", "the query names more than one model", nil}
+		return c, &rejection{status: http.StatusBadRequest, reason: "model_not_allowed", msg: "the query names more than one model"}
 	}
 	if len(models) == 1 {
 		c.model = models[0]
 	}
 	if err := h.dialer.CheckModel(c.model); err != nil {
-		return c, &rejection{http.StatusBadRequest, "model_not_allowed", "model not served by this proxy", nil}
+		return c, &rejection{status: http.StatusBadRequest, reason: "model_not_allowed", msg: "model not served by this proxy"}
 	}
 	return c, nil
 }
@@ -259,8 +272,7 @@ func (h *Handler) authenticate(r *http.Request) (caller, *rejection) {
 			if errors.Is(err, auth.ErrMissing) {
 				reason = "unauthenticated"
 			}
-			return c, &rejection{http.StatusUnauthorized, reason, err.Error(),
-				map[string]string{"WWW-Authenticate": `Bearer realm="tether"`}}
+			return c, &rejection{status: http.StatusUnauthorized, reason: reason, msg: err.Error(), hdr: map[string]string{"WWW-Authenticate": `Bearer realm="tether"`}}
 		}
 		c.clientID = id
 	}
@@ -268,25 +280,37 @@ func (h *Handler) authenticate(r *http.Request) (caller, *rejection) {
 	return c, nil
 }
 
-// admit reserves a session slot for identity.
-func (h *Handler) admit(identity string) (release func(), rj *rejection) {
-	release, err := h.mgr.Reserve(identity)
+// admit reserves a session slot, and one for identity under its limits.
+func (h *Handler) admit(ctx context.Context, identity string) (release func(), rj *rejection) {
+	slot, err := h.mgr.Reserve()
 	switch {
-	case err == nil:
-		return release, nil
 	case errors.Is(err, lifecycle.ErrDraining):
 		return nil, drainingRejection
-	case errors.Is(err, lifecycle.ErrClientLimit):
-		return nil, &rejection{http.StatusTooManyRequests, "client_limit", "too many sessions for this client",
-			map[string]string{"Retry-After": "1"}}
+	case err != nil:
+		return nil, &rejection{status: http.StatusServiceUnavailable, reason: "max_sessions", msg: "session limit reached",
+			hdr: map[string]string{"Retry-After": "1"}}
+	case h.opts.Limits == nil:
+		return slot, nil
 	}
-	return nil, &rejection{http.StatusServiceUnavailable, "max_sessions", "session limit reached",
-		map[string]string{"Retry-After": "1"}}
+	client, refused := h.opts.Limits.Admit(ctx, identity)
+	if refused == nil {
+		return func() { client(); slot() }, nil
+	}
+	slot()
+	retry := map[string]string{"Retry-After": strconv.Itoa(max(1, int(math.Ceil(refused.RetryAfter.Seconds()))))}
+	switch {
+	case refused.Unavailable:
+		return nil, &rejection{status: http.StatusServiceUnavailable, reason: "limits_unavailable", msg: refused.Message(), hdr: retry}
+	case refused.Limit == state.LimitSessions:
+		return nil, &rejection{status: http.StatusTooManyRequests, reason: "client_limit", msg: refused.Message(), hdr: retry,
+			limit: string(refused.Limit)}
+	}
+	return nil, &rejection{status: http.StatusTooManyRequests, reason: "budget_exhausted", msg: refused.Message(), hdr: retry,
+		limit: string(refused.Limit)}
 }
 
 // drainingRejection answers upgrades while tether shuts down.
-var drainingRejection = &rejection{http.StatusServiceUnavailable, "draining",
-	"tether is shutting down; retry on another instance", map[string]string{"Retry-After": "5"}}
+var drainingRejection = &rejection{status: http.StatusServiceUnavailable, reason: "draining", msg: "tether is shutting down; retry on another instance", hdr: map[string]string{"Retry-After": "5"}}
 
 // sessionInfo is the session's start record, before the dial fills in the upstream.
 func (h *Handler) sessionInfo(r *http.Request, c caller, requestedAt time.Time) lifecycle.Info {
@@ -296,6 +320,7 @@ func (h *Handler) sessionInfo(r *http.Request, c caller, requestedAt time.Time) 
 	}
 	return lifecycle.Info{
 		ClientAddr: r.RemoteAddr, ServerAddr: localAddr, Model: c.model, RequestedAt: requestedAt, ClientID: c.clientID,
+		Identity:    c.identity,
 		TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate"),
 		Dialect: realtime.Dialect{},
 	}
@@ -357,7 +382,7 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 			reason = "upstream_rate_limited"
 		}
 		h.mgr.HandshakeFailed(*info, status, reason)
-		return nil, &rejection{status, reason, "no upstream could be reached", hdr}, err
+		return nil, &rejection{status: status, reason: reason, msg: "no upstream could be reached", hdr: hdr}, err
 	}
 	info.Upstream, info.UpstreamType = up.Upstream.Name, string(up.Upstream.Type)
 	return up, nil, nil

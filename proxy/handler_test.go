@@ -23,7 +23,9 @@ import (
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/limits"
 	"github.com/tetherproxy/tether/metrics"
+	"github.com/tetherproxy/tether/state"
 	"github.com/tetherproxy/tether/upstreams"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
@@ -132,8 +134,9 @@ func TestHandshakeRejectionsNeverDial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := newHandlerEnv(t, HandlerOptions{Auth: tok, AllowedOrigins: []string{"https://app.example"}},
-		lifecycle.Options{MaxSessionsPerClient: 1}, []string{"gpt-realtime"})
+	lim := limits.New(limits.Options{Limits: limits.Config{MaxSessions: 1, Window: 24 * time.Hour}, Store: state.NewMemory()})
+	env := newHandlerEnv(t, HandlerOptions{Auth: tok, AllowedOrigins: []string{"https://app.example"}, Limits: lim},
+		lifecycle.Options{Hooks: []lifecycle.Hooks{lim}}, []string{"gpt-realtime"})
 	good := http.Header{"Origin": {"https://app.example"}, "Sec-Websocket-Protocol": {"realtime, openai-insecure-api-key." + canaryToken}}
 	cases := []struct {
 		name   string

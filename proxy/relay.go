@@ -272,13 +272,17 @@ func (r *Relay) BeginClose(msg []byte) error {
 	return err
 }
 
-// writeClose writes close frame f on l at a frame boundary. The lock is held
-// only while a fragment is being written, so failing to get it means the
-// peer stopped reading: the leg is closed without a frame.
+// writeClose writes close frame f on l at a frame boundary, after f's
+// notice when l is at a message boundary. The lock is held only while a
+// fragment is being written, so failing to get it means the peer stopped
+// reading: the leg is closed without a frame.
 func (r *Relay) writeClose(l *leg, f lifecycle.CloseFrame) bool {
 	if !l.lockWithin(r.opts.CloseWriteTimeout / 4) {
 		l.close()
 		return false
+	}
+	if f.Notice != "" && !l.midMessage {
+		_ = l.writeFrameLocked(ws.OpText, []byte(f.Notice)) // a failure fails the close frame too
 	}
 	var buf [125]byte
 	payload := wsframe.AppendClose(buf[:0], f.Code, f.Reason)

@@ -173,7 +173,7 @@ func startHarness(t testing.TB, clientPeer, clientRelay, upPeer, upRelay net.Con
 func startRelay(t testing.TB, mgr *lifecycle.Manager, upstream string, clientRelay, upRelay net.Conn, ro Options,
 	done chan struct{}) *lifecycle.Session {
 	t.Helper()
-	release, err := mgr.Reserve("")
+	release, err := mgr.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func traceparent(flags string) string {
 // open starts a session and returns it with its finisher.
 func (r *rig) open(inf lifecycle.Info) (*lifecycle.Session, func()) {
 	r.t.Helper()
-	release, err := r.mgr.Reserve("")
+	release, err := r.mgr.Reserve()
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -420,7 +420,7 @@ func BenchmarkSessionHooks(b *testing.B) {
 	inf := info(traceparent("01"))
 	b.ReportAllocs()
 	for b.Loop() {
-		release, _ := mgr.Reserve("")
+		release, _ := mgr.Reserve()
 		s := mgr.Open(inf)
 		turn(s, "resp_1", 0)
 		s.CloseReceived(lifecycle.Client, 1000, "")

@@ -152,7 +152,7 @@ func TestSampleRatio(t *testing.T) {
 			exp := tracetest.NewInMemoryExporter()
 			p := newProvider(exp, Options{SampleRatio: tc.ratio}, resource.Empty(), 64)
 			mgr := lifecycle.NewManager(lifecycle.Options{Hooks: []lifecycle.Hooks{p.Hooks()}})
-			release, _ := mgr.Reserve("")
+			release, _ := mgr.Reserve()
 			inf := info(tc.traceparent)
 			inf.Dials = nil
 			s := mgr.Open(inf)
@@ -183,7 +183,7 @@ func TestStdoutExporterAndResource(t *testing.T) {
 		t.Fatalf("New: %v, %v", p, err)
 	}
 	mgr := lifecycle.NewManager(lifecycle.Options{Hooks: []lifecycle.Hooks{p.Hooks()}})
-	release, _ := mgr.Reserve("")
+	release, _ := mgr.Reserve()
 	s := mgr.Open(info(""))
 	s.CloseReceived(lifecycle.Client, 1000, "")
 	mgr.Finished(s, release)
@@ -318,7 +318,7 @@ func TestOTLPUnreachableCollector(t *testing.T) {
 			}
 			mgr := lifecycle.NewManager(lifecycle.Options{Hooks: []lifecycle.Hooks{p.Hooks()}})
 			for range 50 {
-				release, _ := mgr.Reserve("")
+				release, _ := mgr.Reserve()
 				s := mgr.Open(info(""))
 				turn(s, "resp_1", 0)
 				s.CloseReceived(lifecycle.Client, 1000, "")

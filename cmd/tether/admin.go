@@ -8,11 +8,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/limits"
 	"github.com/tetherproxy/tether/metrics"
 )
 
 // newAdminMux serves the admin endpoints of the contract.
-func newAdminMux(mgr *lifecycle.Manager, m *metrics.Metrics, withPprof bool) *http.ServeMux {
+func newAdminMux(mgr *lifecycle.Manager, m *metrics.Metrics, lim *limits.Enforcer, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -35,6 +36,14 @@ func newAdminMux(mgr *lifecycle.Manager, m *metrics.Metrics, withPprof bool) *ht
 		s.End(lifecycle.ReasonAdmin)
 		writeJSON(w, http.StatusOK, map[string]string{"id": s.ID, "status": "closed"})
 	}))
+	mux.HandleFunc("GET /limits/{client}", func(w http.ResponseWriter, r *http.Request) {
+		st, err := lim.Status(r.Context(), r.PathValue("client"))
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "limits store unavailable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

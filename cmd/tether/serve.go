@@ -22,8 +22,10 @@ import (
 	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/redact"
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/limits"
 	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/proxy"
+	"github.com/tetherproxy/tether/state"
 	"github.com/tetherproxy/tether/upstreams"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
@@ -72,6 +74,8 @@ type app struct {
 	metrics *metrics.Metrics
 	mgr     *lifecycle.Manager
 	dialer  *upstreams.Dialer
+	limits  *limits.Enforcer
+	store   state.Store
 	mock    *mock.Server
 	// mockURL is the built-in mock's address when it runs.
 	mockURL string
@@ -178,6 +182,11 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.limits, a.store, err = newEnforcer(cfg, a.metrics, log); err != nil {
+		return nil, err
+	}
+	// Last: the other hooks see an answer before the budget it spent ends the session.
+	hooks = append(hooks, a.limits)
 	a.mgr = newManager(cfg, hooks, log)
 	a.metrics.WatchRelayed(a.mgr)
 	if err := a.bindListeners(); err != nil {
@@ -276,18 +285,17 @@ func (a *app) startTelemetry() ([]lifecycle.Hooks, error) {
 func newManager(cfg *config.Config, hooks []lifecycle.Hooks, log *slog.Logger) *lifecycle.Manager {
 	lc := cfg.Lifecycle
 	return lifecycle.NewManager(lifecycle.Options{
-		Hooks:                hooks,
-		ClientHeartbeat:      lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Client.Interval, Timeout: lc.Heartbeat.Client.Timeout},
-		UpstreamHeartbeat:    lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Upstream.Interval, Timeout: lc.Heartbeat.Upstream.Timeout},
-		IdleTimeout:          lc.IdleTimeout,
-		MaxDuration:          lc.MaxDuration,
-		DrainTimeout:         lc.DrainTimeout,
-		FatalUpstreamErrors:  lc.FatalUpstreamErrors,
-		MaxSessions:          cfg.Server.MaxSessions,
-		MaxSessionsPerClient: cfg.Auth.MaxSessionsPerClient,
-		CloseTimeout:         lc.Live.CloseTimeout,
-		Quiet:                lc.Live.Quiet,
-		Logger:               log,
+		Hooks:               hooks,
+		ClientHeartbeat:     lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Client.Interval, Timeout: lc.Heartbeat.Client.Timeout},
+		UpstreamHeartbeat:   lifecycle.HeartbeatOptions{Interval: lc.Heartbeat.Upstream.Interval, Timeout: lc.Heartbeat.Upstream.Timeout},
+		IdleTimeout:         lc.IdleTimeout,
+		MaxDuration:         lc.MaxDuration,
+		DrainTimeout:        lc.DrainTimeout,
+		FatalUpstreamErrors: lc.FatalUpstreamErrors,
+		MaxSessions:         cfg.Server.MaxSessions,
+		CloseTimeout:        lc.Live.CloseTimeout,
+		Quiet:               lc.Live.Quiet,
+		Logger:              log,
 	})
 }
 
@@ -306,6 +314,7 @@ func (a *app) newClientMux(authn auth.Authenticator) *http.ServeMux {
 		},
 		Logger:     a.log,
 		Rejections: a.metrics,
+		Limits:     a.limits,
 	})
 	mux := http.NewServeMux()
 	for _, p := range cfg.Server.Paths {
@@ -348,7 +357,7 @@ func (a *app) serveListeners(clientMux http.Handler) {
 		ErrorLog:          errorLog,
 	}
 	a.adminSrv = &http.Server{
-		Handler:           newAdminMux(a.mgr, a.metrics, a.cfg.Admin.PProf),
+		Handler:           newAdminMux(a.mgr, a.metrics, a.limits, a.cfg.Admin.PProf),
 		ReadHeaderTimeout: adminReadHeaderTimeout,
 		ErrorLog:          errorLog,
 	}
@@ -432,6 +441,11 @@ func (a *app) closeWithin(ctx context.Context) {
 		a.mgr.CloseAll(lifecycle.ReasonShutdown)
 		if !a.mgr.WaitContext(ctx) {
 			a.log.Warn("exiting with sessions still closing", "sessions", a.mgr.Len())
+		}
+	}
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.Warn("closing the state store", "err", err)
 		}
 	}
 	if a.telShutdown != nil {

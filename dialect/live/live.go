@@ -463,7 +463,8 @@ func (Dialect) Captured(s dialect.Signals, typ, payload []byte) {
 			ev.Event.Response != nil && ev.Event.Response.Usage != nil {
 			u := ev.Event.Response.Usage
 			s.TokensUsed(dialect.Tokens{Input: u.InputTokens, Output: u.OutputTokens,
-				InputText: u.InputTokens, OutputText: u.OutputTokens, Cached: u.InputTokensDetails.CachedTokens})
+				InputText: u.InputTokens, OutputText: u.OutputTokens, Cached: u.InputTokensDetails.CachedTokens,
+				CachedText: u.InputTokensDetails.CachedTokens})
 		}
 	}
 }

@@ -120,6 +120,10 @@ type Usage struct {
 		TextTokens   int64 `json:"text_tokens"`
 		AudioTokens  int64 `json:"audio_tokens"`
 		CachedTokens int64 `json:"cached_tokens"`
+		Cached       struct {
+			TextTokens  int64 `json:"text_tokens"`
+			AudioTokens int64 `json:"audio_tokens"`
+		} `json:"cached_tokens_details"`
 	} `json:"input_token_details"`
 	OutputTokenDetails struct {
 		TextTokens  int64 `json:"text_tokens"`
@@ -135,7 +139,8 @@ func (u *Usage) Tokens() dialect.Tokens {
 	return dialect.Tokens{Input: u.InputTokens, Output: u.OutputTokens,
 		InputText: u.InputTokenDetails.TextTokens, InputAudio: u.InputTokenDetails.AudioTokens,
 		Cached: u.InputTokenDetails.CachedTokens, OutputText: u.OutputTokenDetails.TextTokens,
-		OutputAudio: u.OutputTokenDetails.AudioTokens}
+		OutputAudio: u.OutputTokenDetails.AudioTokens,
+		CachedText:  u.InputTokenDetails.Cached.TextTokens, CachedAudio: u.InputTokenDetails.Cached.AudioTokens}
 }
 
 // Response is the part of a response object tether reads.

@@ -51,6 +51,7 @@ func TestURL(t *testing.T) {
 		{"bare ip port", "10.0.0.1:4317", "10.0.0.1:4317"},
 		{"bare with query", "collector:4317?token=" + secret, "collector:4317?token=REDACTED"},
 		{"unparsable", "ws://a b:%zz/?key=" + secret, "(unparsable URL)"},
+		{"unparsable with user info", "redis://u:" + secret + "@[::1", "(unparsable URL)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := URL(tc.in)

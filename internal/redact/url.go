@@ -20,6 +20,9 @@ var plainParams = map[string]bool{"model": true, "api-version": true, "deploymen
 // host:port stays as it is.
 func URL(raw string) string {
 	u, err := url.Parse(raw)
+	if err != nil && strings.Contains(raw, "://") {
+		return "(unparsable URL)" // its user info may hold a password
+	}
 	bare := err != nil || u.Opaque != "" // host:port parses as scheme:opaque, or not at all
 	if bare {
 		if u, err = url.Parse("//" + raw); err != nil {

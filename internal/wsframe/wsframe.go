@@ -40,6 +40,7 @@ const (
 	MaxDuration     CloseCode = 4001
 	UpstreamTimeout CloseCode = 4002
 	Admin           CloseCode = 4003
+	BudgetExhausted CloseCode = 4004
 )
 
 // Valid reports whether c may appear in a close frame on the wire.

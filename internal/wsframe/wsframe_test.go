@@ -107,7 +107,7 @@ func TestContractCodes(t *testing.T) {
 	for code, want := range map[CloseCode]uint16{
 		NormalClosure: 1000, GoingAway: 1001, ProtocolError: 1002, MessageTooBig: 1009,
 		InternalError: 1011, BadGateway: 1014, IdleTimeout: 4000, MaxDuration: 4001,
-		UpstreamTimeout: 4002, Admin: 4003,
+		UpstreamTimeout: 4002, Admin: 4003, BudgetExhausted: 4004,
 	} {
 		if uint16(code) != want {
 			t.Errorf("code %d, want %d", code, want)

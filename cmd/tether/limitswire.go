@@ -1,0 +1,95 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/limits"
+	"github.com/tetherproxy/tether/metrics"
+	"github.com/tetherproxy/tether/state"
+)
+
+// newEnforcer builds the limits' store (state section) and the enforcer
+// that holds each client to the limits section.
+func newEnforcer(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*limits.Enforcer, state.Store, error) {
+	store, err := newStore(cfg.State, cfg.Limits, m, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	e := limits.New(limits.Options{Limits: cfg.Limits, Pricing: cfg.Pricing, Store: store,
+		Logger: log.With("component", "limits")})
+	if cfg.Limits.ClientMetrics {
+		m.WatchSpending(e.Spending)
+	}
+	return e, store, nil
+}
+
+// newStore returns the store the state section names.
+func newStore(c config.State, l limits.Config, m *metrics.Metrics, log *slog.Logger) (state.Store, error) {
+	if c.Backend != config.StateBackendRedis {
+		return state.NewMemory(), nil
+	}
+	r := c.Redis
+	password, err := redisPassword(r)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := redisTLS(r)
+	if err != nil {
+		return nil, err
+	}
+	s, err := state.NewRedis(state.RedisOptions{
+		URL: r.URL, Username: r.Username, Password: password, TLS: tlsConf, KeyPrefix: r.KeyPrefix,
+		Timeout: r.Timeout, LeaseTTL: r.LeaseTTL, FlushInterval: r.FlushInterval, Window: l.Window,
+		FailClosed: r.OnError == config.StateFailClosed, Logger: log.With("component", "state"),
+		OnError: m.StateError,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state.redis: %w", err)
+	}
+	return s, nil
+}
+
+// redisPassword reads the password from password_file or password_env.
+func redisPassword(r config.StateRedis) (string, error) {
+	switch {
+	case r.PasswordFile != "":
+		b, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("state.redis.password_file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case r.PasswordEnv != "":
+		return os.Getenv(r.PasswordEnv), nil
+	}
+	return "", nil
+}
+
+// redisTLS is the TLS configuration towards Redis: nil leaves it to the
+// URL's scheme.
+func redisTLS(r config.StateRedis) (*tls.Config, error) {
+	if !r.TLS.Enabled && r.TLS.CAFile == "" && r.TLS.ServerName == "" && !strings.HasPrefix(r.URL, "rediss:") {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.TLS.ServerName}
+	if r.TLS.CAFile != "" {
+		pem, err := os.ReadFile(r.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("state.redis.tls.ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("state.redis.tls.ca_file: no PEM certificate in %s", r.TLS.CAFile)
+		}
+		conf.RootCAs = pool
+	}
+	return conf, nil
+}

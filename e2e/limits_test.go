@@ -1,0 +1,500 @@
+package e2e
+
+// Budgets and fleet-wide limits against the binary: two tether processes
+// share a real redis-server (started here on a loopback port); every call
+// streams microphone audio while the limits act on it.
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/dialect/live"
+	"github.com/tetherproxy/tether/internal/testkit"
+	"github.com/tetherproxy/tether/upstreams/mock"
+)
+
+// redisServer is a redis-server this test started on a loopback port, which
+// it may stop and start again on the same port.
+type redisServer struct {
+	t    testing.TB
+	bin  string
+	port string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	bin := testkit.Tool(t, "TETHER_REDIS", "redis-server", "TETHER_REQUIRE_REDIS",
+		"the fleet tests share one Redis between two tether processes")
+	_, port, _ := net.SplitHostPort(testkit.DeadAddr(t))
+	r := &redisServer{t: t, bin: bin, port: port}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) url() string { return "redis://127.0.0.1:" + r.port }
+
+// start runs redis-server without persistence and waits for its PONG.
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "--port", r.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--daemonize", "no", "--loglevel", "warning")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(r.cmd, r.done)
+	testkit.WaitFor(r.t, startTimeout, "redis-server to answer PING", func() bool {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+r.port, 200*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		_, _ = c.Write([]byte("PING\r\n"))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return strings.HasPrefix(line, "+PONG")
+	})
+}
+
+// stop stops redis-server (SIGTERM, then SIGKILL) and waits for it.
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.done
+	}
+	r.cmd = nil
+}
+
+// Tokens of the clients; the label after each is its identity.
+const (
+	aliceToken = "tok-alice-7f3a"
+	bobToken   = "tok-bob-91c2"
+)
+
+// limitsVars are limits.yaml's placeholders: a tokens file for alice and
+// bob, the upstream, a key prefix of the test's own, then vars.
+func limitsVars(t testing.TB, upstreamURL string, vars map[string]string) map[string]string {
+	t.Helper()
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(aliceToken+" alice\n"+bobToken+" bob\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := map[string]string{"TokensFile": tokens, "UpstreamURL": upstreamURL, "MaxSessions": "0",
+		"TokensPerDay": "0", "SessionAudio": "0", "Window": "24h", "Backend": "memory", "RedisURL": "",
+		"KeyPrefix": "e2e:" + strings.ReplaceAll(t.Name(), "/", "_") + ":", "LeaseTTL": "1s", "OnError": "fail_open"}
+	for k, val := range vars {
+		v[k] = val
+	}
+	return v
+}
+
+func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+
+// rtCall is a Realtime call whose microphone streams 20 ms of audio 50 times
+// a second until the call ends.
+type rtCall struct {
+	*rtClient
+	stop, done chan struct{}
+}
+
+// callRealtime opens a Realtime call through addr as the client of token,
+// waits for session.created and opens the microphone.
+func callRealtime(t testing.TB, addr, token string) *rtCall {
+	t.Helper()
+	c, err := tryCallRealtime(t, addr, token)
+	if err != nil {
+		t.Fatalf("call as %s: %v", token, err)
+	}
+	return c
+}
+
+func tryCallRealtime(t testing.TB, addr, token string) (*rtCall, error) {
+	cl, err := tryDialClient(t, addr, clientOpts{Header: bearer(token)})
+	if err != nil {
+		return nil, err
+	}
+	cl.WaitEvent("session.created", stepTimeout)
+	c := &rtCall{rtClient: cl, stop: make(chan struct{}), done: make(chan struct{})}
+	go c.mic()
+	t.Cleanup(c.hangUp)
+	return c, nil
+}
+
+func (c *rtCall) mic() {
+	defer close(c.done)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	b, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append",
+		"audio": base64.StdEncoding.EncodeToString(testAudio(20))})
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		}
+		if c.WriteOpen(ws.NewFrame(ws.OpText, true, b)) != nil {
+			return
+		}
+	}
+}
+
+// hangUp stops the microphone and closes the socket.
+func (c *rtCall) hangUp() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	<-c.done
+	c.Close()
+}
+
+// turn commits the audio streamed so far, asks for an answer and reads to
+// its response.done: it returns the answer's total tokens, or ok=false when
+// the call closed first.
+func (c *rtCall) turn() (tokens int, ok bool) {
+	c.t.Helper()
+	time.Sleep(150 * time.Millisecond) // the caller speaks
+	c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+	c.Send(map[string]any{"type": "response.create"})
+	for {
+		ev, alive := c.NextEvent(stepTimeout)
+		if !alive {
+			return 0, false
+		}
+		switch ev["type"] {
+		case "error":
+			c.t.Fatalf("error event mid-turn: %v", ev)
+		case "response.done":
+			resp, _ := ev["response"].(map[string]any)
+			if resp["status"] != "completed" {
+				c.t.Fatalf("response.done status %v, want completed", resp["status"])
+			}
+			u, _ := resp["usage"].(map[string]any)
+			total, _ := u["total_tokens"].(float64)
+			return int(total), true
+		}
+	}
+}
+
+// refusal is a refused upgrade's answer.
+type refusal struct {
+	status int
+	retry  int
+	code   string
+	limit  string
+}
+
+// tryUpgrade makes one Realtime upgrade as token's client; a 101 is closed
+// at once.
+func tryUpgrade(t testing.TB, addr, token string) refusal {
+	t.Helper()
+	a := rawUpgrade(t, addr, "/v1/realtime?model=gpt-realtime", map[string]string{"Authorization": "Bearer " + token})
+	r := refusal{status: a.Status}
+	r.retry, _ = strconv.Atoi(a.Header.Get("Retry-After"))
+	var body struct {
+		Error struct {
+			Code  string `json:"code"`
+			Limit string `json:"limit"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(a.Body, &body)
+	r.code, r.limit = body.Error.Code, body.Error.Limit
+	return r
+}
+
+// limitsOf reads GET /limits/{client}.
+func limitsOf(t testing.TB, p *proc, client string) (sessions, local int, tokens float64) {
+	t.Helper()
+	status, body := p.get("/limits/" + client)
+	if status != http.StatusOK {
+		t.Fatalf("GET /limits/%s: %d %s", client, status, body)
+	}
+	var st struct {
+		Sessions      int `json:"sessions"`
+		LocalSessions int `json:"local_sessions"`
+		Spent         struct {
+			Tokens float64 `json:"tokens"`
+		} `json:"spent"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("GET /limits/%s: %v: %s", client, err, body)
+	}
+	return st.Sessions, st.LocalSessions, st.Spent.Tokens
+}
+
+// max_sessions holds across two replicas; a replica killed with SIGKILL
+// frees its slots within the lease TTL.
+func TestFleetSessionLimit(t *testing.T) {
+	rd := startRedis(t)
+	hs := &handshakeLog{}
+	_, murl := startMock(t, mock.Options{OnHandshake: hs.record})
+	vars := limitsVars(t, murl, map[string]string{"Backend": "redis", "RedisURL": rd.url(), "MaxSessions": "2",
+		"LeaseTTL": "1s"})
+	a := startTether(t, "limits.yaml", vars)
+	b := startTether(t, "limits.yaml", vars)
+
+	onA := callRealtime(t, a.Listen, aliceToken)
+	onB := callRealtime(t, b.Listen, aliceToken)
+	dials := hs.count()
+	for name, p := range map[string]*proc{"a": a, "b": b} {
+		r := tryUpgrade(t, p.Listen, aliceToken)
+		if r.status != http.StatusTooManyRequests || r.code != "client_limit" || r.limit != "max_sessions" || r.retry < 1 {
+			t.Errorf("third alice call on replica %s: %+v, want 429 client_limit naming max_sessions with Retry-After", name, r)
+		}
+	}
+	if n := hs.count(); n != dials {
+		t.Errorf("refused upgrades dialed the upstream %d times", n-dials)
+	}
+	// bob is another client; both of alice's calls still carry turns.
+	bob := callRealtime(t, b.Listen, bobToken)
+	for _, c := range []*rtCall{onA, onB, bob} {
+		if _, ok := c.turn(); !ok {
+			t.Fatalf("a call closed mid-turn: %s", c.CloseState())
+		}
+	}
+	if n, local, _ := limitsOf(t, a, "alice"); n != 2 || local != 1 {
+		t.Errorf("GET /limits/alice on a: sessions %d local %d, want 2 and 1", n, local)
+	}
+
+	// Replica b dies without a word: its lease outlives it by at most the TTL.
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	b.waitExit(exitTimeout)
+	var third *rtCall
+	testkit.WaitFor(t, 5*time.Second, "a slot for alice once b's lease expired", func() bool {
+		c, err := tryCallRealtime(t, a.Listen, aliceToken)
+		third = c
+		return err == nil
+	})
+	if d := time.Since(killed); d > 1500*time.Millisecond {
+		t.Errorf("the dead replica's slot came free %v after SIGKILL, want within the 1s lease TTL (+ a retry)", d)
+	}
+	if _, ok := third.turn(); !ok {
+		t.Fatalf("the new call did not answer: %s", third.CloseState())
+	}
+	if _, ok := onA.turn(); !ok {
+		t.Fatalf("the call on the live replica broke: %s", onA.CloseState())
+	}
+}
+
+// A tokens budget shared by two replicas: the turn that crosses it
+// completes, then the session ends with an error event and 4004; the next
+// handshake on either replica gets 429 until the window resets.
+func TestBudgetEndsAtAnswerBoundary(t *testing.T) {
+	rd := startRedis(t)
+	hs := &handshakeLog{}
+	_, murl := startMock(t, mock.Options{OnHandshake: hs.record})
+	const budget, window = 120, 6 * time.Second
+	vars := limitsVars(t, murl, map[string]string{"Backend": "redis", "RedisURL": rd.url(),
+		"TokensPerDay": strconv.Itoa(budget), "Window": window.String()})
+	a := startTether(t, "limits.yaml", vars)
+	b := startTether(t, "limits.yaml", vars)
+	// Start at the beginning of a window, so the turns and the refusals
+	// below fall in one.
+	time.Sleep(time.Until(time.Now().Truncate(window).Add(window + 50*time.Millisecond)))
+	windowEnd := time.Now().Truncate(window).Add(window)
+
+	c := callRealtime(t, a.Listen, aliceToken)
+	spent, turns := 0, 0
+	for spent < budget {
+		n, ok := c.turn()
+		if !ok {
+			t.Fatalf("closed after %d tokens (budget %d), before the turn that crosses it: %s", spent, budget, c.CloseState())
+		}
+		spent += n
+		turns++
+	}
+	crossed := time.Now()
+	ev, ok := c.NextEvent(stepTimeout)
+	if !ok || ev["type"] != "error" {
+		t.Fatalf("after the crossing turn: %v (%s), want an error event", ev, c.CloseState())
+	}
+	if e, _ := ev["error"].(map[string]any); e["code"] != "budget_exhausted" {
+		t.Errorf("error event %v, want code budget_exhausted", ev)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("no close within 2 s of the budget's end")
+	}
+	if cl := c.CloseReceived(); cl == nil || cl.Code != 4004 {
+		t.Fatalf("close %+v, want 4004", cl)
+	} else if d := cl.At.Sub(crossed); d > time.Second {
+		t.Errorf("closed %v after the crossing response.done, want at once", d)
+	}
+	t.Logf("%d turns, %d tokens for a budget of %d", turns, spent, budget)
+
+	// Replica b learns of the spend from Redis once a's batch is flushed
+	// (flush_interval 100ms).
+	var r refusal
+	testkit.WaitFor(t, 2*time.Second, "replica b to refuse alice", func() bool {
+		r = tryUpgrade(t, b.Listen, aliceToken)
+		return r.status == http.StatusTooManyRequests
+	})
+	t.Logf("replica b refused alice %v after her budget was spent on a", time.Since(crossed))
+	dials := hs.count()
+	if r.code != "budget_exhausted" || r.limit != "tokens_per_day" {
+		t.Errorf("replica b: %+v, want budget_exhausted naming tokens_per_day", r)
+	}
+	if left := time.Until(windowEnd).Seconds(); r.retry < 1 || float64(r.retry) > math.Ceil(left)+1 {
+		t.Errorf("Retry-After %d, want the %.1f s to the window's end", r.retry, left)
+	}
+	if r := tryUpgrade(t, a.Listen, aliceToken); r.status != http.StatusTooManyRequests {
+		t.Errorf("replica a: %+v, want 429", r)
+	}
+	if n := hs.count(); n != dials {
+		t.Errorf("refused upgrades dialed the upstream %d times", n-dials)
+	}
+	// bob's override lifts the tokens budget.
+	bob := callRealtime(t, a.Listen, bobToken)
+	if _, ok := bob.turn(); !ok {
+		t.Fatalf("bob's call: %s", bob.CloseState())
+	}
+	if v, _ := a.metric("tether_sessions_total", `reason="budget_exhausted"`); v != 1 {
+		t.Errorf(`tether_sessions_total{reason="budget_exhausted"} = %v, want 1`, v)
+	}
+	if v, _ := a.metric("tether_budget_spent", `client="alice"`, `kind="tokens"`); v < budget {
+		t.Errorf("tether_budget_spent alice tokens = %v, want >= %d", v, budget)
+	}
+	// The next window admits alice again.
+	time.Sleep(time.Until(windowEnd))
+	testkit.WaitFor(t, 2*time.Second, "alice admitted in the next window", func() bool {
+		return tryUpgrade(t, b.Listen, aliceToken).status == http.StatusSwitchingProtocols
+	})
+}
+
+// Redis stops: fail_open keeps admitting by this replica's counts,
+// fail_closed answers 503; Redis back, the counts converge.
+func TestRedisOutage(t *testing.T) {
+	rd := startRedis(t)
+	hs := &handshakeLog{}
+	_, murl := startMock(t, mock.Options{OnHandshake: hs.record})
+	vars := limitsVars(t, murl, map[string]string{"Backend": "redis", "RedisURL": rd.url(), "MaxSessions": "1",
+		"LeaseTTL": "1s"})
+	open := startTether(t, "limits.yaml", vars)
+	vars["OnError"] = "fail_closed"
+	closed := startTether(t, "limits.yaml", vars)
+
+	rd.stop()
+	c := callRealtime(t, open.Listen, aliceToken)
+	tokens, ok := c.turn()
+	if !ok {
+		t.Fatalf("fail_open call during the outage: %s", c.CloseState())
+	}
+	if r := tryUpgrade(t, open.Listen, aliceToken); r.status != http.StatusTooManyRequests || r.limit != "max_sessions" {
+		t.Errorf("second alice call on the fail_open replica during the outage: %+v, want 429 (local limit)", r)
+	}
+	dials := hs.count()
+	start := time.Now()
+	if r := tryUpgrade(t, closed.Listen, aliceToken); r.status != http.StatusServiceUnavailable || r.retry < 1 {
+		t.Errorf("fail_closed replica during the outage: %+v, want 503 with Retry-After", r)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("fail_closed answered after %v: the store's 200ms timeout should bound it", d)
+	}
+	if n := hs.count(); n != dials {
+		t.Errorf("the 503 dialed the upstream")
+	}
+	for _, p := range []*proc{open, closed} {
+		if v, _ := p.metric("tether_state_errors_total", `op="admit"`); v < 1 {
+			t.Errorf("tether_state_errors_total{op=admit} = %v on a replica that could not reach Redis", v)
+		}
+	}
+
+	rd.start()
+	// The fail_open replica's lease and usage reach Redis: the other
+	// replica sees alice's session and tokens.
+	testkit.WaitFor(t, 5*time.Second, "the counts to converge after Redis came back", func() bool {
+		n, _, spent := limitsOf(t, closed, "alice")
+		return n == 1 && spent == float64(tokens)
+	})
+	if r := tryUpgrade(t, closed.Listen, aliceToken); r.status != http.StatusTooManyRequests || r.limit != "max_sessions" {
+		t.Errorf("alice on the fail_closed replica once Redis is back: %+v, want 429 (her call on the other replica counts)", r)
+	}
+	if _, ok := c.turn(); !ok {
+		t.Fatalf("the call that lived through the outage: %s", c.CloseState())
+	}
+}
+
+// A GPT-Live call over its audio budget is closed gracefully: session.close
+// upstream, session.closed relayed, then the error event and 4004.
+func TestLiveBudgetClosesGracefully(t *testing.T) {
+	// The mock's track runs 10x real time: a usage report every 100 ms
+	// carries a second more.
+	_, murl := startMock(t, mock.Options{LiveDeltaInterval: 10 * time.Millisecond, UsageInterval: 100 * time.Millisecond})
+	tp, turl := startTap(t, murl)
+	p := startTether(t, "limits.yaml", limitsVars(t, turl, map[string]string{"SessionAudio": "3"}))
+	c := dialLive(t, p.Listen, clientOpts{Header: bearer(aliceToken)})
+	var seen []string
+	closedReason := ""
+	for {
+		ev, ok := c.NextEvent(stepTimeout)
+		if !ok {
+			break
+		}
+		typ, _ := ev["type"].(string)
+		if typ == live.OutputAudioDelta || typ == live.UsageUpdated || strings.HasPrefix(typ, "session.output") {
+			continue
+		}
+		seen = append(seen, typ)
+		if typ == live.SessionClosed {
+			closedReason, _ = ev["reason"].(string)
+		}
+		if typ == "error" {
+			if e, _ := ev["error"].(map[string]any); e["code"] != "budget_exhausted" {
+				t.Errorf("error event %v, want budget_exhausted", ev)
+			}
+		}
+	}
+	if cl := c.CloseReceived(); cl == nil || cl.Code != 4004 {
+		t.Fatalf("close %+v, want 4004 (events %v)", cl, seen)
+	}
+	if n := len(seen); n < 2 || seen[n-2] != live.SessionClosed || seen[n-1] != "error" {
+		t.Errorf("last events %v, want session.closed then the error event", seen)
+	}
+	if closedReason == "" {
+		t.Error("session.closed without a reason")
+	}
+	if !gotSessionClose(tp, 0) {
+		t.Errorf("tether did not send session.close upstream (sent %v)", sentUpstream(tp, 0))
+	}
+	if sec := c.sentAppends(); sec < 10 {
+		t.Errorf("the microphone sent %d appends: the call should have streamed audio", sec)
+	}
+	if v, _ := p.metric("tether_sessions_total", `reason="budget_exhausted"`, `dialect="live"`); v != 1 {
+		t.Errorf(`tether_sessions_total{reason="budget_exhausted",dialect="live"} = %v, want 1`, v)
+	}
+}
+
+// sentAppends is how many audio messages the microphone wrote.
+func (c *liveCall) sentAppends() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent
+}
