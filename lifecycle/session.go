@@ -118,34 +118,34 @@ type Session struct {
 	// hb are the two heartbeats (index Leg); each guards its own state.
 	hb [2]heartbeat
 
-	mu           sync.Mutex
-	idleTimer    *time.Timer // nil when idle_timeout is 0; stopped by End
-	maxTimer     *time.Timer // nil when max_duration is 0; stopped by End
+	mu        sync.Mutex
+	idleTimer *time.Timer // nil when idle_timeout is 0; stopped by End
+	maxTimer  *time.Timer // nil when max_duration is 0; stopped by End
 	// boundaryPending: the session ends at its next answer boundary
 	// (EndAtBoundary), with boundaryReason and boundaryNotice.
 	boundaryPending bool
 	boundaryReason  Reason
 	boundaryNotice  string
 	drainTimer      *time.Timer // waits for a quiet moment (AnswerSpoken); stopped by End
-	upEndTimer   *time.Timer // after UpstreamEnded: ends the session if the upstream keeps its socket open
-	upstreamEnd  string      // the upstream's own end reason (UpstreamEnded), "" until then
-	audioSeconds float64     // cumulative billed audio seconds (AudioSeconds)
-	reason       Reason      // set by End
-	closeClient  CloseFrame  // what End sent to the client
-	closeUp      CloseFrame  // what End sent upstream
-	closeUnsent  [2]bool     // by Leg: a close frame was meant but not written
-	endedAt      time.Time
-	conversation string // upstream session id (sess_...)
-	model        string // model reported by session.created
-	tokens       Tokens
-	turnStart    time.Time // trigger for time to first audio (speech_stopped / commit / response.created)
-	curResponse  string    // id of the response awaiting its first audio
-	respStart    time.Time // when curResponse was created
-	lastTTFA     time.Duration
-	traceID      string // set by a tracing hook; joins logs and traces
-	spanID       string
-	peerClose    *PeerClose          // the close frame that ended the session, if one did
-	rateLimits   []dialect.RateLimit // the upstream's latest rate limits
+	upEndTimer      *time.Timer // after UpstreamEnded: ends the session if the upstream keeps its socket open
+	upstreamEnd     string      // the upstream's own end reason (UpstreamEnded), "" until then
+	audioSeconds    float64     // cumulative billed audio seconds (AudioSeconds)
+	reason          Reason      // set by End
+	closeClient     CloseFrame  // what End sent to the client
+	closeUp         CloseFrame  // what End sent upstream
+	closeUnsent     [2]bool     // by Leg: a close frame was meant but not written
+	endedAt         time.Time
+	conversation    string // upstream session id (sess_...)
+	model           string // model reported by session.created
+	tokens          Tokens
+	turnStart       time.Time // trigger for time to first audio (speech_stopped / commit / response.created)
+	curResponse     string    // id of the response awaiting its first audio
+	respStart       time.Time // when curResponse was created
+	lastTTFA        time.Duration
+	traceID         string // set by a tracing hook; joins logs and traces
+	spanID          string
+	peerClose       *PeerClose          // the close frame that ended the session, if one did
+	rateLimits      []dialect.RateLimit // the upstream's latest rate limits
 }
 
 // PeerClose is a close frame received from one leg.
