@@ -40,8 +40,8 @@ func alertRuleFiles(t *testing.T) []string {
 // wantFiring lists, per alert, the label values that tell its alerts apart
 // (besides namespace and job), one entry per alert that must fire (others
 // may: export_failed drops once the dead collector's retries run out).
-// TetherBudgetExhausted stays inactive: tether does not end sessions with
-// reason budget_exhausted yet, so its series does not exist.
+// TetherBudgetExhausted stays inactive: this traffic has no limits, so its
+// series stays at 0 (limits_test.go ends sessions with that reason).
 var wantFiring = map[string][]string{
 	"TetherSessionErrors":        {""},
 	"TetherHeartbeatTimeouts":    {"leg=client", "leg=upstream"},
