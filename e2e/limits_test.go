@@ -246,14 +246,24 @@ func limitsOf(t testing.TB, p *proc, client string) (sessions, local int, tokens
 	return st.Sessions, st.LocalSessions, st.Spent.Tokens
 }
 
-// max_sessions holds across two replicas; a replica killed with SIGKILL
-// frees its slots within the lease TTL.
-func TestFleetSessionLimit(t *testing.T) {
+// newFleet starts Redis and a mock whose upgrades are counted, and returns
+// limits.yaml's vars (over vars) for tether replicas sharing both.
+func newFleet(t *testing.T, vars map[string]string) (*redisServer, *handshakeLog, map[string]string) {
+	t.Helper()
 	rd := startRedis(t)
 	hs := &handshakeLog{}
 	_, murl := startMock(t, mock.Options{OnHandshake: hs.record})
-	vars := limitsVars(t, murl, map[string]string{"Backend": "redis", "RedisURL": rd.url(), "MaxSessions": "2",
-		"LeaseTTL": "1s"})
+	v := map[string]string{"Backend": "redis", "RedisURL": rd.url()}
+	for k, val := range vars {
+		v[k] = val
+	}
+	return rd, hs, limitsVars(t, murl, v)
+}
+
+// max_sessions holds across two replicas; a replica killed with SIGKILL
+// frees its slots within the lease TTL.
+func TestFleetSessionLimit(t *testing.T) {
+	_, hs, vars := newFleet(t, map[string]string{"MaxSessions": "2", "LeaseTTL": "1s"})
 	a := startTether(t, "limits.yaml", vars)
 	b := startTether(t, "limits.yaml", vars)
 
@@ -307,12 +317,8 @@ func TestFleetSessionLimit(t *testing.T) {
 // completes, then the session ends with an error event and 4004; the next
 // handshake on either replica gets 429 until the window resets.
 func TestBudgetEndsAtAnswerBoundary(t *testing.T) {
-	rd := startRedis(t)
-	hs := &handshakeLog{}
-	_, murl := startMock(t, mock.Options{OnHandshake: hs.record})
 	const budget, window = 120, 6 * time.Second
-	vars := limitsVars(t, murl, map[string]string{"Backend": "redis", "RedisURL": rd.url(),
-		"TokensPerDay": strconv.Itoa(budget), "Window": window.String()})
+	_, hs, vars := newFleet(t, map[string]string{"TokensPerDay": strconv.Itoa(budget), "Window": window.String()})
 	a := startTether(t, "limits.yaml", vars)
 	b := startTether(t, "limits.yaml", vars)
 	// Start at the beginning of a window, so the turns and the refusals
@@ -392,11 +398,7 @@ func TestBudgetEndsAtAnswerBoundary(t *testing.T) {
 // Redis stops: fail_open keeps admitting by this replica's counts,
 // fail_closed answers 503; Redis back, the counts converge.
 func TestRedisOutage(t *testing.T) {
-	rd := startRedis(t)
-	hs := &handshakeLog{}
-	_, murl := startMock(t, mock.Options{OnHandshake: hs.record})
-	vars := limitsVars(t, murl, map[string]string{"Backend": "redis", "RedisURL": rd.url(), "MaxSessions": "1",
-		"LeaseTTL": "1s"})
+	rd, hs, vars := newFleet(t, map[string]string{"MaxSessions": "1", "LeaseTTL": "1s"})
 	open := startTether(t, "limits.yaml", vars)
 	vars["OnError"] = "fail_closed"
 	closed := startTether(t, "limits.yaml", vars)

@@ -42,9 +42,9 @@ func newACME(addr net.Addr, o ACMEOptions, log *slog.Logger) (_ *acmeManager, er
 	if err := checkStorage(o); err != nil {
 		return nil, err
 	}
-	roots, err := trustedRoots(o.CARootFile)
+	roots, err := TrustedRoots(o.CARootFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ca_root_file: %w", err)
 	}
 	// The TLS-ALPN-01 (and HTTP-01) solvers try to bind their challenge
 	// port. Pointing them at the exact address tether already holds makes
@@ -240,22 +240,22 @@ func notChallenge(w http.ResponseWriter, _ *http.Request) {
 	http.Error(w, "tether: this port answers ACME HTTP-01 challenges only; connect with wss://", http.StatusNotFound)
 }
 
-// trustedRoots returns the system roots plus the certificates in file, or
-// nil (certmagic's default: the system roots) when file is empty.
-func trustedRoots(file string) (*x509.CertPool, error) {
+// TrustedRoots returns the system roots plus the certificates in file, or
+// nil (the system roots) when file is empty.
+func TrustedRoots(file string) (*x509.CertPool, error) {
 	if file == "" {
 		return nil, nil
 	}
 	pem, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("ca_root_file: %w", err)
+		return nil, err
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("ca_root_file: %s holds no PEM certificate", file)
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
 	}
 	return pool, nil
 }

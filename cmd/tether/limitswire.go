@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"github.com/tetherproxy/tether/limits"
 	"github.com/tetherproxy/tether/metrics"
 	"github.com/tetherproxy/tether/state"
+	tethertls "github.com/tetherproxy/tether/tls"
 )
 
 // newEnforcer builds the limits' store (state section) and the enforcer
@@ -77,19 +77,10 @@ func redisTLS(r config.StateRedis) (*tls.Config, error) {
 		return nil, nil
 	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.TLS.ServerName}
-	if r.TLS.CAFile != "" {
-		pem, err := os.ReadFile(r.TLS.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("state.redis.tls.ca_file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("state.redis.tls.ca_file: no PEM certificate in %s", r.TLS.CAFile)
-		}
-		conf.RootCAs = pool
+	roots, err := tethertls.TrustedRoots(r.TLS.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("state.redis.tls.ca_file: %w", err)
 	}
+	conf.RootCAs = roots
 	return conf, nil
 }
