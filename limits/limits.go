@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -290,6 +291,7 @@ func (e *Enforcer) Status(ctx context.Context, identity string) (Status, error) 
 	e.mu.Lock()
 	local := len(e.byClient[identity])
 	e.mu.Unlock()
+	spent.CostUSD = math.Round(spent.CostUSD*1e9) / 1e9 // the store's resolution: a nano-dollar
 	return Status{Client: identity, Sessions: n, LocalSessions: local, WindowStart: start, WindowEnd: end,
 		Spent: spent, Limits: lim, Exhausted: budgetHit(lim, spent)}, nil
 }
