@@ -5,9 +5,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -368,6 +371,126 @@ prometheusRule:
 			}
 		},
 	},
+	{
+		// Many replicas holding the limits in one Redis: the password and the
+		// tokens come from Secrets, never from the chart's own objects.
+		name:  "redis",
+		chart: tetherChartDir,
+		role:  roleMain,
+		values: `
+replicaCount: 3
+upstream: {existingSecret: openai}
+extraEnv:
+  - name: REDIS_PASSWORD
+    valueFrom: {secretKeyRef: {name: tether-redis, key: password}}
+extraVolumes:
+  - name: tether-tokens
+    secret: {secretName: tether-tokens}   # key "tokens": one token per line, then its label
+extraVolumeMounts:
+  - {name: tether-tokens, mountPath: /etc/tether-tokens, readOnly: true}
+config:
+  auth: {mode: token, tokens_file: /etc/tether-tokens/tokens}
+  limits:
+    max_sessions: 2
+    tokens_per_day: 2000000
+    overrides: {web-app: {max_sessions: 50}}
+  state:
+    backend: redis
+    redis: {url: "redis://redis.voice.svc:6379", password_env: REDIS_PASSWORD}
+`,
+		check: func(t *testing.T, r *rendered) {
+			d := one[appsv1.Deployment](t, r)
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
+				t.Errorf("replicas = %s, want 3", deref(d.Spec.Replicas))
+			}
+			spec := &d.Spec.Template.Spec
+			c := tetherContainer(t, spec, roleMain)
+
+			// tether reads the rendered file as the values meant it.
+			_, tetherYAML := tetherConfigMap(t, r)
+			cfg, err := loadTetherYAML(t, tetherYAML)
+			if err != nil {
+				t.Fatalf("config.Load: %v", err)
+			}
+			if st := cfg.State; st.Backend != config.StateBackendRedis || st.Redis.URL != "redis://redis.voice.svc:6379" ||
+				st.Redis.PasswordEnv != "REDIS_PASSWORD" || st.Redis.PasswordFile != "" {
+				t.Errorf("state = %+v, want backend redis at redis://redis.voice.svc:6379, password from $REDIS_PASSWORD", st)
+			}
+			if l := cfg.Limits; l.MaxSessions != 2 || l.TokensPerDay != 2000000 {
+				t.Errorf("limits max_sessions %d tokens_per_day %d, want 2 and 2000000", l.MaxSessions, l.TokensPerDay)
+			}
+			if o, ok := cfg.Limits.Overrides["web-app"]; !ok || o.MaxSessions != 50 || o.TokensPerDay != 2000000 {
+				t.Errorf("override web-app = %+v (set: %v), want max_sessions 50 and the inherited tokens_per_day", o, ok)
+			}
+
+			// The password reaches tether by reference to the Secret only.
+			ev := envVar(c, "REDIS_PASSWORD")
+			if ev == nil || ev.Value != "" || ev.ValueFrom == nil || ev.ValueFrom.SecretKeyRef == nil ||
+				ev.ValueFrom.SecretKeyRef.Name != "tether-redis" || ev.ValueFrom.SecretKeyRef.Key != "password" {
+				t.Errorf("REDIS_PASSWORD = %+v, want from secret tether-redis/password", ev)
+			}
+			if u, err := url.Parse(cfg.State.Redis.URL); err != nil || u.User != nil {
+				t.Errorf("state.redis.url %q carries credentials", cfg.State.Redis.URL)
+			}
+			// No Secret is rendered (kinds has no type for one: it would fail
+			// the render), no container holds a password as a literal value,
+			// and no object or file has a password key.
+			var pods []*corev1.PodSpec
+			for _, dep := range objectsOf[appsv1.Deployment](r) {
+				pods = append(pods, &dep.Spec.Template.Spec)
+			}
+			for _, p := range objectsOf[corev1.Pod](r) {
+				pods = append(pods, &p.Spec)
+			}
+			for _, p := range pods {
+				for _, ct := range slices.Concat(p.InitContainers, p.Containers) {
+					for _, e := range ct.Env {
+						if strings.Contains(strings.ToUpper(e.Name), "PASSWORD") && e.Value != "" {
+							t.Errorf("container %s: %s has a literal value", ct.Name, e.Name)
+						}
+					}
+				}
+			}
+			if m := passwordKeyRE.FindString(r.manifest); m != "" {
+				t.Errorf("rendered manifest holds a password key: %q", m)
+			}
+
+			// The tokens file is in the Secret volume mounted where tokens_file
+			// points, without subPath so that tether sees the Secret's updates.
+			tokens := cfg.Auth.TokensFile
+			var mount *corev1.VolumeMount
+			for i, m := range c.VolumeMounts {
+				if strings.HasPrefix(tokens, strings.TrimSuffix(m.MountPath, "/")+"/") &&
+					(mount == nil || len(m.MountPath) > len(mount.MountPath)) {
+					mount = &c.VolumeMounts[i]
+				}
+			}
+			if mount == nil {
+				t.Fatalf("no volume is mounted where auth.tokens_file %s is", tokens)
+			}
+			if !mount.ReadOnly || mount.SubPath != "" {
+				t.Errorf("tokens mount %+v, want read-only without subPath (a subPath mount never sees the Secret change)", mount)
+			}
+			v := volume(spec, mount.Name)
+			if v == nil || v.Secret == nil || v.Secret.SecretName != "tether-tokens" {
+				t.Fatalf("volume %s = %+v, want Secret tether-tokens", mount.Name, v)
+			}
+			file := strings.TrimPrefix(tokens, strings.TrimSuffix(mount.MountPath, "/")+"/")
+			if len(v.Secret.Items) == 0 && strings.Contains(file, "/") {
+				t.Errorf("auth.tokens_file %s: a Secret volume without items has no subdirectory %s", tokens, file)
+			}
+			if len(v.Secret.Items) > 0 && named(v.Secret.Items, func(k *corev1.KeyToPath) string { return k.Path }, file) == nil {
+				t.Errorf("Secret volume items %+v do not hold %s", v.Secret.Items, file)
+			}
+
+			if strings.Contains(r.notes, perPodLimitsWarning) {
+				t.Errorf("NOTES warn about per-pod limits with state.backend redis:\n%s", r.notes)
+			}
+			if !strings.Contains(r.notes, "the test pod needs a credential") {
+				t.Errorf("NOTES do not say helm test needs a token in token mode:\n%s", r.notes)
+			}
+		},
+	},
 }
 
 func TestRender(t *testing.T) {
@@ -430,12 +553,52 @@ func checkConfig(t *testing.T, r *rendered, tetherYAML string) {
 		t.Errorf("tether.yaml is not the values' config:\ngot  %s\nwant %s", gj, wj)
 	}
 
+	if _, err := loadTetherYAML(t, tetherYAML); err != nil {
+		t.Errorf("tether's config.Load rejects the rendered tether.yaml:\n%v\n--- tether.yaml\n%s", err, tetherYAML)
+	}
+}
+
+// loadTetherYAML loads a rendered tether.yaml with tether's own config.Load.
+func loadTetherYAML(t *testing.T, tetherYAML string) (*config.Config, error) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "tether.yaml")
 	if err := os.WriteFile(path, []byte(tetherYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := config.Load(path); err != nil {
-		t.Errorf("tether's config.Load rejects the rendered tether.yaml:\n%v\n--- tether.yaml\n%s", err, tetherYAML)
+	return config.Load(path)
+}
+
+// passwordKeyRE finds a YAML key named password, or ending in it such as
+// X-Password, in a manifest (tether.yaml included).
+var passwordKeyRE = regexp.MustCompile(`(?mi)^[ \t-]*[a-z0-9_-]*password:.*$`)
+
+// perPodLimitsWarning starts the NOTES warning that limits kept in memory
+// are per pod.
+const perPodLimitsWarning = "WARNING: config.limits with config.state.backend memory"
+
+// TestNotesPerPodLimits: NOTES warn when limits that concern a client's
+// whole use (sessions, budgets per window) are counted by each pod alone.
+func TestNotesPerPodLimits(t *testing.T) {
+	for _, tc := range []struct {
+		values string
+		warn   bool
+	}{
+		{"config: {limits: {tokens_per_day: 1000}}", true}, // replicaCount 2
+		{"config: {auth: {max_sessions_per_client: 3}}", true},
+		{"config: {limits: {overrides: {web-app: {cost_per_day: 5}}}, pricing: {gpt-realtime: {output_text: 16}}}", true},
+		{"mode: sidecar\nconfig: {limits: {max_sessions: 2}}", true},
+		{"replicaCount: 1\nconfig: {limits: {tokens_per_day: 1000}}", false},
+		{"config: {limits: {max_session_tokens: 1000, overrides: {web-app: {max_session_audio_seconds: 60}}}}", false},
+		{"config: {limits: {max_sessions: 2}, state: {backend: redis, redis: {url: 'redis://redis:6379'}}}", false},
+		{"", false},
+	} {
+		r, err := renderChart(tetherChartDir, tc.values, "")
+		if err != nil {
+			t.Fatalf("values %q: %v", tc.values, err)
+		}
+		if got := strings.Contains(r.notes, perPodLimitsWarning); got != tc.warn {
+			t.Errorf("values %q: NOTES warn about per-pod limits: %v, want %v\n%s", tc.values, got, tc.warn, r.notes)
+		}
 	}
 }
 
@@ -841,4 +1004,28 @@ config:
 	if !reflect.DeepEqual(normalize(t, got), want) {
 		t.Errorf("rendered tether.yaml:\n%s\nwant the values' config %v", tetherYAML, want)
 	}
+}
+
+// TestReadmeRedisExample: the chart README's many-replicas example is the
+// values of the render case redis, which the checks above hold to.
+func TestReadmeRedisExample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(tetherChartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "### Limits across replicas\n")
+	_, block, ok2 := strings.Cut(section, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README.md has no yaml block under ### Limits across replicas")
+	}
+	for _, tc := range renderCases {
+		if tc.name == "redis" {
+			if strings.TrimSpace(block) != strings.TrimSpace(tc.values) {
+				t.Errorf("README.md example:\n%s\ndiffers from the values of render case redis:\n%s", block, tc.values)
+			}
+			return
+		}
+	}
+	t.Fatal("no render case redis")
 }

@@ -2,7 +2,9 @@ package charttest
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -32,6 +34,19 @@ func TestSchemaRejects(t *testing.T) {
 		{"bad upstream type", tetherChartDir, "config: {upstreams: [{name: x, type: gemini}]}", []string{"/config/upstreams/0/type", "'openai', 'azure', 'generic', 'mock'"}},
 		{"duration without unit", tetherChartDir, "config: {lifecycle: {drain_timeout: 30}}", []string{"/config/lifecycle/drain_timeout"}},
 		{"bad duration", tetherChartDir, "config: {lifecycle: {drain_timeout: 30 seconds}}", []string{"/config/lifecycle/drain_timeout", "does not match pattern"}},
+		{"bad state backend", tetherChartDir, "config: {state: {backend: etcd}}", []string{"/config/state/backend", "'memory', 'redis'"}},
+		{"bad redis on_error", tetherChartDir, "config: {state: {redis: {on_error: retry}}}", []string{"/config/state/redis/on_error", "'fail_open', 'fail_closed'"}},
+		{"redis url not redis", tetherChartDir, "config: {state: {redis: {url: 'http://redis:6379'}}}", []string{"/config/state/redis/url", "does not match pattern"}},
+		{"typo in a state key", tetherChartDir, "config: {state: {redis: {lease_tll: 15s}}}", []string{"/config/state/redis", "'lease_tll' not allowed"}},
+		{"negative budget", tetherChartDir, "config: {limits: {tokens_per_day: -1}}", []string{"/config/limits/tokens_per_day", "minimum"}},
+		{"fractional session count", tetherChartDir, "config: {limits: {max_sessions: 1.5}}", []string{"/config/limits/max_sessions", "integer"}},
+		{"negative budget in an override", tetherChartDir, "config: {limits: {overrides: {web-app: {cost_per_day: -5}}}}", []string{"/config/limits/overrides/web-app/cost_per_day", "minimum"}},
+		{"unknown key in an override", tetherChartDir, "config: {limits: {overrides: {web-app: {max_sesions: 5}}}}", []string{"/config/limits/overrides/web-app", "'max_sesions' not allowed"}},
+		{"window in an override", tetherChartDir, "config: {limits: {overrides: {web-app: {window: 1h}}}}", []string{"/config/limits/overrides/web-app", "'window' not allowed"}},
+		{"client_metrics in an override", tetherChartDir, "config: {limits: {overrides: {web-app: {client_metrics: true}}}}", []string{"/config/limits/overrides/web-app", "'client_metrics' not allowed"}},
+		{"limits window without unit", tetherChartDir, "config: {limits: {window: 24}}", []string{"/config/limits/window"}},
+		{"negative price", tetherChartDir, "config: {pricing: {gpt-realtime: {output_text: -16}}}", []string{"/config/pricing/gpt-realtime/output_text", "minimum"}},
+		{"unknown key in a price", tetherChartDir, "config: {pricing: {gpt-realtime: {output: 16}}}", []string{"/config/pricing/gpt-realtime", "'output' not allowed"}},
 		{"unknown alert", tetherChartDir, "prometheusRule: {alerts: {TetherSessionError: {enabled: false}}}", []string{"/prometheusRule/alerts", "'TetherSessionError' not allowed"}},
 		{"alert duration Prometheus cannot read", tetherChartDir, "prometheusRule: {alerts: {TetherSpansDropped: {for: 1.5m}}}", []string{"/prometheusRule/alerts/TetherSpansDropped/for", "does not match pattern"}},
 		{"negative alert threshold", tetherChartDir, "prometheusRule: {alerts: {TetherSessionErrors: {threshold: -1}}}", []string{"/prometheusRule/alerts/TetherSessionErrors/threshold"}},
@@ -135,6 +150,13 @@ func TestSchemaMatchesConfigKeys(t *testing.T) {
 
 var durationType = reflect.TypeFor[time.Duration]()
 
+// schemaOmits are keys of a Go config type that the schema leaves out at a
+// path because tether refuses them there (TestSchemaOmitsWhatTetherRefuses
+// checks that it does). "*" stands for any key of a map.
+var schemaOmits = map[string][]string{
+	"config.limits.overrides.*": {"window", "client_metrics", "overrides"},
+}
+
 func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) {
 	t.Helper()
 	switch {
@@ -147,6 +169,17 @@ func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) 
 			return
 		}
 		compareKeys(t, path+"[]", items, typ.Elem())
+		return
+	case typ.Kind() == reflect.Map && typ.Elem().Kind() == reflect.Struct:
+		values, _ := s["additionalProperties"].(map[string]any)
+		if values == nil {
+			t.Errorf("%s: schema does not describe the values of a map of %s", path, typ.Elem().Name())
+			return
+		}
+		if props, _ := s["properties"].(map[string]any); len(props) > 0 {
+			t.Errorf("%s: schema names keys of a map whose keys are the user's", path)
+		}
+		compareKeys(t, path+".*", values, typ.Elem())
 		return
 	case typ.Kind() != reflect.Struct:
 		return
@@ -162,6 +195,12 @@ func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) 
 			continue
 		}
 		goKeys = append(goKeys, name)
+		if slices.Contains(schemaOmits[path], name) {
+			if _, ok := props[name]; ok {
+				t.Errorf("%s.%s: refused by tether here, allowed by values.schema.json", path, name)
+			}
+			continue
+		}
 		sub, ok := props[name].(map[string]any)
 		if !ok {
 			t.Errorf("%s.%s: accepted by tether, missing from values.schema.json", path, name)
@@ -172,6 +211,32 @@ func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) 
 	for k := range props {
 		if !slices.Contains(goKeys, k) {
 			t.Errorf("%s.%s: in values.schema.json, unknown to tether's config", path, k)
+		}
+	}
+	for _, k := range schemaOmits[path] {
+		if !slices.Contains(goKeys, k) {
+			t.Errorf("%s.%s: listed in schemaOmits, unknown to tether's config", path, k)
+		}
+	}
+}
+
+// TestSchemaOmitsWhatTetherRefuses: the keys the schema leaves out of a
+// limits override are keys tether's config.Load refuses there.
+func TestSchemaOmitsWhatTetherRefuses(t *testing.T) {
+	values := map[string]string{"window": "1h", "client_metrics": "true", "overrides": "{other: {max_sessions: 1}}"}
+	for _, key := range schemaOmits["config.limits.overrides.*"] {
+		v, ok := values[key]
+		if !ok {
+			t.Fatalf("no test value for %s", key)
+		}
+		path := filepath.Join(t.TempDir(), "tether.yaml")
+		doc := fmt.Sprintf("limits:\n  overrides:\n    web-app: {max_sessions: 5, %s: %s}\n", key, v)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := config.Load(path)
+		if want := "limits.overrides[web-app]." + key; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("config.Load with %s in an override: %v; want an error naming %s", key, err, want)
 		}
 	}
 }
