@@ -500,3 +500,31 @@ func (c *liveCall) sentAppends() int {
 	defer c.mu.Unlock()
 	return c.sent
 }
+
+// BenchmarkAdmission measures a Realtime handshake (upgrade to
+// session.created) through tether as a client with limits: the state kept
+// in tether's memory, and in a Redis shared with another replica (one round
+// trip per admission). The difference is what the shared store adds.
+//
+//	cd e2e && go test -run '^$' -bench BenchmarkAdmission -benchtime 300x .
+func BenchmarkAdmission(b *testing.B) {
+	rd := startRedis(b)
+	_, murl := startMock(b, mock.Options{})
+	for _, backend := range []string{"memory", "redis"} {
+		p := startTether(b, "limits.yaml", limitsVars(b, murl, map[string]string{"Backend": backend,
+			"RedisURL": rd.url(), "MaxSessions": "5", "TokensPerDay": "1000000000"}))
+		b.Run(backend, func(b *testing.B) {
+			var setup time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				c := dialClient(b, p.Listen, clientOpts{Header: bearer(aliceToken)})
+				c.WaitEvent("session.created", stepTimeout)
+				setup += time.Since(t0)
+				c.SendClose(1000, "")
+				c.WaitClose(stepTimeout)
+				c.Close()
+			}
+			b.ReportMetric(float64(setup.Microseconds())/float64(b.N), "us-to-created/op")
+		})
+	}
+}
