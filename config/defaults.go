@@ -87,6 +87,7 @@ const (
 	DefaultDrainTimeout      = 30 * time.Second
 	DefaultTLSMode           = tethertls.ModeOff
 	DefaultLimitsWindow      = 24 * time.Hour
+	DefaultBoundaryTimeout   = 30 * time.Second
 	DefaultStateBackend      = StateBackendMemory
 	DefaultRedisKeyPrefix    = "tether:"
 	DefaultRedisTimeout      = 200 * time.Millisecond
@@ -170,7 +171,8 @@ func Default() *Config {
 			},
 			Live: LiveLifecycle{CloseTimeout: DefaultLiveCloseTimeout, Quiet: DefaultLiveQuiet},
 		},
-		Limits:  limits.Config{Window: DefaultLimitsWindow, Overrides: map[string]limits.Config{}},
+		Limits: limits.Config{Window: DefaultLimitsWindow, BoundaryTimeout: DefaultBoundaryTimeout,
+			Overrides: map[string]limits.Config{}},
 		Pricing: limits.Pricing{},
 		State: State{Backend: DefaultStateBackend, Redis: StateRedis{KeyPrefix: DefaultRedisKeyPrefix,
 			Timeout: DefaultRedisTimeout, OnError: DefaultRedisOnError, LeaseTTL: DefaultRedisLeaseTTL,

@@ -110,3 +110,46 @@ state:
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// state.redis.url is checked as the Redis client parses it, so a file that
+// validates also serves.
+func TestLoadRedisURL(t *testing.T) {
+	isolateEnv(t)
+	for url, want := range map[string]string{
+		"redis://127.0.0.1:6379/2":         "",
+		"rediss://redis.voice.svc:6380":    "",
+		"redis://127.0.0.1:99999":          `port must be a number from 1 to 65535 (got "99999")`,
+		"redis://h:6379/notadb":            "is not a Redis URL: ",
+		"redis://h:6379/?dial_timeout=xx":  "is not a Redis URL: ",
+		"redis://h:6379/?password=hunter2": "must not hold the password (a password= parameter)",
+		"redis://user:hunter2@h:6379":      "must not hold the password: use",
+		"http://h:6379":                    "must be redis://host:port or rediss://host:port",
+		"redis://u:hunter2@[::1":           "must be redis://host:port or rediss://host:port",
+	} {
+		_, err := Load(writeYAML(t, "state:\n  backend: redis\n  redis: {url: \""+url+"\"}\n"))
+		got := problemAt(err, "state.redis.url")
+		if want == "" && err != nil || !strings.HasPrefix(got, want) {
+			t.Errorf("%s: %q (%v), want %q", url, got, err, want)
+		}
+		if strings.Contains(got, "hunter2") {
+			t.Errorf("%s: the password in %q", url, got)
+		}
+	}
+}
+
+// Identities are case-sensitive: Alice's override is not alice's.
+func TestLoadOverridesAreCaseSensitive(t *testing.T) {
+	isolateEnv(t)
+	cfg, err := Load(writeYAML(t, "limits:\n  overrides:\n    Alice: {max_sessions: 1}\n    alice: {max_sessions: 2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := cfg.Limits.For("Alice").MaxSessions, cfg.Limits.For("alice").MaxSessions; a != 1 || b != 2 {
+		t.Errorf("Alice %d, alice %d; want 1 and 2", a, b)
+	}
+	t.Setenv("TETHER_LIMITS_COST_PER_DAY", "NaN")
+	_, err = Load(writeYAML(t, "pricing: {m: {per_minute: 1}}\nlimits:\n  overrides:\n    a: {max_sessions: 1}\n    b: {max_sessions: 2}\n"))
+	if got := problemPaths(t, err); !slices.Equal(got, []string{"limits.cost_per_day"}) {
+		t.Errorf("NaN from the environment: %q, want it once", got)
+	}
+}

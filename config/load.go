@@ -121,7 +121,7 @@ func resolveLimits(cfg *Config, doc map[string]any, ps *problems) {
 	for _, label := range sortedKeys(overrides) {
 		keys, _ := overrides[label].(map[string]any)
 		path := "limits.overrides[" + label + "]"
-		for _, k := range []string{"window", "client_metrics", "overrides"} {
+		for _, k := range []string{"window", "boundary_timeout", "client_metrics", "overrides"} {
 			if _, set := keys[foldKey(keys, k)]; set {
 				ps.add(joinKey(path, k), "applies to all clients: set it in limits, not in an override")
 			}
@@ -449,6 +449,12 @@ func decodeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	case to.Kind() == reflect.Slice:
 		if _, ok := data.([]any); ok {
 			return data, nil
+		}
+	case to == reflect.TypeFor[map[string]limits.Config]():
+		// Client identities (token labels, JWT subs) are case-sensitive:
+		// Alice and alice are two clients, so their overrides both stand.
+		if m, ok := data.(map[string]any); ok {
+			return m, nil
 		}
 	case to.Kind() == reflect.Struct, to.Kind() == reflect.Map:
 		if m, ok := data.(map[string]any); ok {

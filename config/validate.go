@@ -16,6 +16,7 @@ import (
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/internal/redact"
 	"github.com/tetherproxy/tether/limits"
+	"github.com/tetherproxy/tether/state"
 	tethertls "github.com/tetherproxy/tether/tls"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -218,10 +219,13 @@ func validateLimits(ps *problems, path string, l, base *limits.Config, pricing l
 	}
 	keys := []string{"max_sessions", "tokens_per_day", "audio_seconds_per_day", "cost_per_day",
 		"max_session_tokens", "max_session_audio_seconds"}
-	own := values(l)
-	for i, v := range own {
-		if base != nil && v == values(base)[i] {
-			continue
+	var inherited []float64
+	if base != nil {
+		inherited = values(base)
+	}
+	for i, v := range values(l) {
+		if inherited != nil && (v == inherited[i] || math.IsNaN(v) && math.IsNaN(inherited[i])) {
+			continue // inherited: reported at the top level
 		}
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			ps.add(joinKey(path, keys[i]), "must be >= 0 (got %v); 0 means unlimited", v)
@@ -232,6 +236,7 @@ func validateLimits(ps *problems, path string, l, base *limits.Config, pricing l
 	}
 	if path == "limits" {
 		positive(ps, "limits.window", l.Window)
+		positive(ps, "limits.boundary_timeout", l.BoundaryTimeout)
 	}
 }
 
@@ -275,8 +280,8 @@ func (s *State) validate(ps *problems) {
 		case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "":
 			ps.add("state.redis.url", "must be redis://host:port or rediss://host:port (got %q)", redact.URL(r.URL))
 		default:
-			if _, set := u.User.Password(); set {
-				ps.add("state.redis.url", "must not hold the password: use state.redis.password_file or password_env")
+			if err := state.CheckURL(r.URL); err != nil {
+				ps.add("state.redis.url", "%s", err)
 			}
 		}
 	}

@@ -16,11 +16,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 
 	"github.com/tetherproxy/tether/dialect/live"
 	"github.com/tetherproxy/tether/internal/testkit"
@@ -103,7 +105,7 @@ func limitsVars(t testing.TB, upstreamURL string, vars map[string]string) map[st
 		t.Fatal(err)
 	}
 	v := map[string]string{"TokensFile": tokens, "UpstreamURL": upstreamURL, "MaxSessions": "0",
-		"TokensPerDay": "0", "SessionAudio": "0", "Window": "24h", "Backend": "memory", "RedisURL": "",
+		"TokensPerDay": "0", "SessionAudio": "0", "Window": "24h", "BoundaryTimeout": "30s", "Backend": "memory", "RedisURL": "",
 		"KeyPrefix": "e2e:" + strings.ReplaceAll(t.Name(), "/", "_") + ":", "LeaseTTL": "1s", "OnError": "fail_open"}
 	for k, val := range vars {
 		v[k] = val
@@ -491,6 +493,131 @@ func TestLiveBudgetClosesGracefully(t *testing.T) {
 	}
 	if v, _ := p.metric("tether_sessions_total", `reason="budget_exhausted"`, `dialect="live"`); v != 1 {
 		t.Errorf(`tether_sessions_total{reason="budget_exhausted",dialect="live"} = %v, want 1`, v)
+	}
+}
+
+// A GPT-Live caller who never pauses keeps the answer from going quiet:
+// the spent call ends at limits.boundary_timeout, not at max_duration.
+func TestLiveBudgetCallerNeverPauses(t *testing.T) {
+	_, murl := startMock(t, mock.Options{LiveDeltaInterval: 10 * time.Millisecond, UsageInterval: 100 * time.Millisecond})
+	p := startTether(t, "limits.yaml", limitsVars(t, murl, map[string]string{"SessionAudio": "3", "BoundaryTimeout": "1s"}))
+	c := dialLive(t, p.Listen, clientOpts{Header: bearer(aliceToken)})
+	c.mu.Lock()
+	c.tone = true // the caller talks and talks; the mock's echo never stops
+	c.mu.Unlock()
+	start := time.Now()
+	select {
+	case <-c.Done():
+	case <-time.After(6 * time.Second):
+		t.Fatalf("a call over its 3 s audio cap still open after 6 s: %s", c.CloseState())
+	}
+	if cl := c.CloseReceived(); cl == nil || cl.Code != 4004 {
+		t.Errorf("close %+v, want 4004", cl)
+	}
+	// The cap is spent after about 300 ms of the mock's 10x timeline.
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closed %v after the call began, want within about 1 s of the cap (boundary_timeout 1s)", d)
+	}
+}
+
+// overlapUpstream is a Realtime upstream that answers every response.create
+// at once with response.created and 300 ms later with a response.done of
+// 20 tokens, so out-of-band responses created every 200 ms always overlap.
+func overlapUpstream(t *testing.T) string {
+	t.Helper()
+	srv := testkit.Serve(t, func(nc net.Conn) {
+		defer nc.Close()
+		if _, err := ws.Upgrade(nc); err != nil {
+			return
+		}
+		var mu sync.Mutex
+		send := func(v any) {
+			b, _ := json.Marshal(v)
+			mu.Lock()
+			_ = wsutil.WriteServerText(nc, b)
+			mu.Unlock()
+		}
+		send(map[string]any{"type": "session.created", "session": map[string]any{"id": "sess_overlap", "model": "gpt-realtime"}})
+		for n := 1; ; {
+			msg, op, err := wsutil.ReadClientData(nc)
+			if err != nil || op == ws.OpClose {
+				return
+			}
+			var ev struct{ Type string }
+			if json.Unmarshal(msg, &ev) != nil || ev.Type != "response.create" {
+				continue
+			}
+			id := "resp_" + strconv.Itoa(n)
+			n++
+			send(map[string]any{"type": "response.created", "response": map[string]any{"id": id, "status": "in_progress"}})
+			time.AfterFunc(300*time.Millisecond, func() {
+				send(map[string]any{"type": "response.done", "response": map[string]any{"id": id, "status": "completed",
+					"usage": map[string]any{"total_tokens": 20, "input_tokens": 10, "output_tokens": 10}}})
+			})
+		}
+	})
+	return "ws://" + srv.Addr() + "/v1/realtime"
+}
+
+// Responses that always overlap keep a Realtime call from any answer
+// boundary: once its budget is spent it ends at limits.boundary_timeout.
+func TestBudgetOverlappingResponses(t *testing.T) {
+	p := startTether(t, "limits.yaml", limitsVars(t, overlapUpstream(t), map[string]string{"TokensPerDay": "100",
+		"BoundaryTimeout": "1s"}))
+	c := dialClient(t, p.Listen, clientOpts{Header: bearer(aliceToken)})
+	c.WaitEvent("session.created", stepTimeout)
+	create, _ := json.Marshal(map[string]any{"type": "response.create", "response": map[string]any{"conversation": "none"}})
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if c.WriteOpen(ws.NewFrame(ws.OpText, true, create)) != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-c.Done():
+	case <-time.After(6 * time.Second):
+		t.Fatalf("call still open 6 s in: %s", c.CloseState())
+	}
+	if cl := c.CloseReceived(); cl == nil || cl.Code != 4004 {
+		t.Errorf("close %+v, want 4004", cl)
+	}
+	// 100 tokens are spent by the fifth answer (about 1.3 s in); a second
+	// more of answers is 5 more at most.
+	if _, _, spent := limitsOf(t, p, "alice"); spent > 220 {
+		t.Errorf("spent %v tokens of a 100-token budget: the bound did not hold", spent)
+	}
+}
+
+// The replica that ended a call for its budget refuses the client's next
+// handshake at once, before its own usage reached Redis.
+func TestBudgetRefusedAtOnceOnTheSameReplica(t *testing.T) {
+	_, _, vars := newFleet(t, map[string]string{"TokensPerDay": "120"})
+	a := startTether(t, "limits.yaml", vars)
+	c := callRealtime(t, a.Listen, aliceToken)
+	for spent := 0; spent < 120; {
+		n, ok := c.turn()
+		if !ok {
+			t.Fatalf("closed after %d tokens: %s", spent, c.CloseState())
+		}
+		spent += n
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("no close after the crossing turn")
+	}
+	if r := tryUpgrade(t, a.Listen, aliceToken); r.status != http.StatusTooManyRequests || r.limit != "tokens_per_day" {
+		t.Errorf("reconnect on the same replica right after the 4004: %+v, want 429 naming tokens_per_day", r)
 	}
 }
 

@@ -207,9 +207,9 @@ func TestEndAtBoundary(t *testing.T) {
 		lv, ftLV, f2 := openWith(t, m, live.Dialect{})
 		captured(rt, realtime.ResponseCreated, `{"type":"response.created","response":{"id":"resp_1"}}`)
 		upstreamEvent(lv, live.OutputTranscriptDelta)
-		rt.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`)
-		lv.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`)
-		rt.EndAtBoundary(ReasonShutdown, "") // the first reason stays
+		rt.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`, time.Minute)
+		lv.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`, time.Minute)
+		rt.EndAtBoundary(ReasonShutdown, "", 0) // the first reason stays
 		synctest.Wait()
 		if rt.Ended() || lv.Ended() {
 			t.Fatalf("ended mid-answer (realtime %v, live %v)", rt.Ended(), lv.Ended())
@@ -234,6 +234,40 @@ func TestEndAtBoundary(t *testing.T) {
 		synctest.Wait()
 		if ftLV.shutdown != 1 || ftLV.client.Code != 4004 || ftLV.client.Notice == "" {
 			t.Errorf("live after session.closed: shutdown %d client %+v, want 4004 with the notice", ftLV.shutdown, ftLV.client)
+		}
+		f1()
+		f2()
+	})
+}
+
+// A session that never reaches its boundary (a caller who never pauses on
+// a continuous stream, answers that overlap) still ends within the bound.
+func TestEndAtBoundaryDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewManager(Options{Quiet: time.Second})
+		lv, ftLV, f1 := openWith(t, m, live.Dialect{})
+		rt, ftRT, f2 := openWith(t, m, realtime.Dialect{})
+		captured(rt, realtime.ResponseCreated, `{"type":"response.created","response":{"id":"a"}}`)
+		upstreamEvent(lv, live.OutputTranscriptDelta)
+		start := time.Now()
+		lv.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`, 5*time.Second)
+		rt.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`, 5*time.Second)
+		for time.Since(start) < 4900*time.Millisecond {
+			upstreamEvent(lv, live.OutputTranscriptDelta) // the answer never pauses
+			captured(rt, realtime.ResponseCreated, `{"type":"response.created","response":{"id":"b"}}`)
+			captured(rt, realtime.ResponseDone, `{"type":"response.done","response":{"id":"a","status":"completed"}}`)
+			time.Sleep(100 * time.Millisecond)
+		}
+		synctest.Wait()
+		if lv.Ended() || rt.Ended() {
+			t.Fatalf("ended before the bound (live %v, realtime %v)", lv.Ended(), rt.Ended())
+		}
+		time.Sleep(200 * time.Millisecond)
+		synctest.Wait()
+		for name, ft := range map[string]*fakeTransport{"live": ftLV, "realtime": ftRT} {
+			if ft.shutdown != 1 || ft.client.Code != 4004 {
+				t.Errorf("%s at the bound: shutdown %d client %+v, want 4004", name, ft.shutdown, ft.client)
+			}
 		}
 		f1()
 		f2()

@@ -127,6 +127,7 @@ type Session struct {
 	boundaryReason  Reason
 	boundaryNotice  string
 	drainTimer      *time.Timer // waits for a quiet moment (AnswerSpoken); stopped by End
+	boundaryTimer   *time.Timer // ends a session that never reaches its boundary; stopped by End
 	upEndTimer      *time.Timer // after UpstreamEnded: ends the session if the upstream keeps its socket open
 	upstreamEnd     string      // the upstream's own end reason (UpstreamEnded), "" until then
 	audioSeconds    float64     // cumulative billed audio seconds (AudioSeconds)
@@ -329,6 +330,9 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	if s.drainTimer != nil {
 		s.drainTimer.Stop()
 	}
+	if s.boundaryTimer != nil {
+		s.boundaryTimer.Stop()
+	}
 	if s.upEndTimer != nil {
 		s.upEndTimer.Stop()
 	}
@@ -474,17 +478,22 @@ func (s *Session) idleFired() {
 }
 
 // drain closes the session at its next answer boundary (reason shutdown).
-func (s *Session) drain() { s.EndAtBoundary(ReasonShutdown, "") }
+func (s *Session) drain() { s.EndAtBoundary(ReasonShutdown, "", 0) }
 
 // EndAtBoundary ends the session with reason at its next answer boundary:
 // now if no answer is in progress, else at the answer's end, or, on a
 // stream without answer boundaries, once the answer has been quiet for
-// Quiet. notice, if set, is a text message (a dialect's event) sent to the
-// client just before its close frame. The first reason asked for stays.
-func (s *Session) EndAtBoundary(reason Reason, notice string) {
+// Quiet; within > 0 bounds the wait (a session that never reaches a
+// boundary ends within after the first call). notice, if set, is a text
+// message (a dialect's event) sent to the client just before its close
+// frame. The first reason asked for stays.
+func (s *Session) EndAtBoundary(reason Reason, notice string, within time.Duration) {
 	s.mu.Lock()
 	if !s.boundaryPending {
 		s.boundaryPending, s.boundaryReason, s.boundaryNotice = true, reason, notice
+		if within > 0 && !s.ended.Load() {
+			s.boundaryTimer = time.AfterFunc(within, s.endPending)
+		}
 	}
 	s.mu.Unlock()
 	s.atBoundary()

@@ -24,12 +24,16 @@ type Config struct {
 	MaxSessionAudioSeconds float64 `mapstructure:"max_session_audio_seconds" yaml:"max_session_audio_seconds" json:"max_session_audio_seconds,omitempty"`
 	// Overrides gives some identities (a token label, a JWT sub, an IP)
 	// other values: an override's keys replace the ones above, the keys it
-	// leaves out keep them. window, client_metrics and overrides have no
-	// place inside an override.
+	// leaves out keep them. window, boundary_timeout, client_metrics and
+	// overrides have no place inside an override.
 	Overrides map[string]Config `mapstructure:"overrides" yaml:"overrides" json:"-"`
 	// Window is the length of the usage windows of the *_per_day keys,
 	// aligned to midnight UTC (24h); shorter windows are for tests.
 	Window time.Duration `mapstructure:"window" yaml:"window" json:"-"`
+	// BoundaryTimeout bounds the wait for a spent call's answer boundary: a
+	// call that never reaches one (a caller who never pauses, answers that
+	// overlap) ends this long after its budget was spent.
+	BoundaryTimeout time.Duration `mapstructure:"boundary_timeout" yaml:"boundary_timeout" json:"-"`
 	// ClientMetrics exports tether_budget_spent{client,kind} for every
 	// client with usage in the window (one series per client: opt-in).
 	ClientMetrics bool `mapstructure:"client_metrics" yaml:"client_metrics" json:"-"`

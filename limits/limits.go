@@ -107,6 +107,11 @@ func (e *Enforcer) Admit(ctx context.Context, identity string) (release func(), 
 	lim := e.opts.Limits.For(identity)
 	now := e.now()
 	start, end := e.window(now)
+	if hit := budgetHit(lim, e.opts.Store.Spent(identity, start)); hit != state.LimitNone {
+		// This replica's own count reaches the budget (with Redis, part of
+		// it may not be flushed yet): refused without a round trip.
+		return nil, &Refusal{Limit: hit, RetryAfter: end.Sub(now)}
+	}
 	lease := newLease()
 	v, err := e.opts.Store.Admit(ctx, state.Request{Client: identity, Lease: lease, MaxSessions: lim.MaxSessions,
 		Budget: state.Usage{Tokens: lim.TokensPerDay, AudioSeconds: lim.AudioSecondsPerDay, CostUSD: lim.CostPerDay},
@@ -259,7 +264,7 @@ func (e *Enforcer) exhaust(sessions []*lifecycle.Session, limit string) {
 	notice := dialect.ErrorNotice("budget_exhausted", "budget exhausted: "+limit+" reached")
 	for _, s := range sessions {
 		if !s.Ended() {
-			s.EndAtBoundary(lifecycle.ReasonBudgetExhausted, notice)
+			s.EndAtBoundary(lifecycle.ReasonBudgetExhausted, notice, e.opts.Limits.BoundaryTimeout)
 		}
 	}
 }
@@ -288,6 +293,11 @@ func (e *Enforcer) Status(ctx context.Context, identity string) (Status, error) 
 	if err != nil {
 		return Status{}, err
 	}
+	// What this replica spent and has not flushed yet counts too.
+	known := e.opts.Store.Spent(identity, start)
+	spent.Tokens = max(spent.Tokens, known.Tokens)
+	spent.AudioSeconds = max(spent.AudioSeconds, known.AudioSeconds)
+	spent.CostUSD = max(spent.CostUSD, known.CostUSD)
 	e.mu.Lock()
 	local := len(e.byClient[identity])
 	e.mu.Unlock()

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetherproxy/tether/limits"
@@ -33,8 +35,11 @@ func (c spendCollector) Describe(ch chan<- *prometheus.Desc) { ch <- budgetSpent
 
 func (c spendCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range c() {
-		ch <- prometheus.MustNewConstMetric(budgetSpentDesc, prometheus.GaugeValue, float64(s.Spent.Tokens), s.Client, "tokens")
-		ch <- prometheus.MustNewConstMetric(budgetSpentDesc, prometheus.GaugeValue, s.Spent.AudioSeconds, s.Client, "audio_seconds")
-		ch <- prometheus.MustNewConstMetric(budgetSpentDesc, prometheus.GaugeValue, s.Spent.CostUSD, s.Client, "cost_usd")
+		// A label value must be UTF-8 (a token label need not be): one bad
+		// label must not fail the whole scrape.
+		client := strings.ToValidUTF8(s.Client, "\uFFFD")
+		ch <- prometheus.MustNewConstMetric(budgetSpentDesc, prometheus.GaugeValue, float64(s.Spent.Tokens), client, "tokens")
+		ch <- prometheus.MustNewConstMetric(budgetSpentDesc, prometheus.GaugeValue, s.Spent.AudioSeconds, client, "audio_seconds")
+		ch <- prometheus.MustNewConstMetric(budgetSpentDesc, prometheus.GaugeValue, s.Spent.CostUSD, client, "cost_usd")
 	}
 }

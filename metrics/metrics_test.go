@@ -10,6 +10,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tetherproxy/tether/lifecycle"
+	"github.com/tetherproxy/tether/limits"
+	"github.com/tetherproxy/tether/state"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -189,5 +191,26 @@ func TestHistogramsExistAtStart(t *testing.T) {
 		if want := slices.Sorted(slices.Values(Dialects)); !slices.Equal(got[name], want) {
 			t.Errorf("%s: empty series at start for dialects %v, want %v", name, got[name], want)
 		}
+	}
+}
+
+// A client label that is not UTF-8 does not fail the scrape.
+func TestBudgetSpentLabelNotUTF8(t *testing.T) {
+	m := New(Options{})
+	m.WatchSpending(func() []limits.Spend {
+		return []limits.Spend{{Client: "caf\xe9", Spent: state.Usage{Tokens: 5}}, {Client: "bob", Spent: state.Usage{Tokens: 7}}}
+	})
+	fams, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	n := 0
+	for _, f := range fams {
+		if f.GetName() == "tether_budget_spent" {
+			n = len(f.GetMetric())
+		}
+	}
+	if n != 6 {
+		t.Errorf("tether_budget_spent series %d, want 6 (two clients, three kinds)", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -285,6 +286,33 @@ return redis.call('HMGET', KEYS[1], ` + luaUsageFields + `)
 //
 // The first call also routes go-redis's own log lines, process-wide, to
 // slog.Default() at Debug level (the store warns about failures itself).
+// CheckURL reports what is wrong with raw as the URL of NewRedis (config
+// validation uses it, so a file that validates also serves): it must parse
+// as go-redis parses it, name a port from 1 to 65535 and hold no password.
+// The error never quotes the URL.
+func CheckURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("does not parse as a URL")
+	}
+	if _, set := u.User.Password(); set {
+		return errors.New("must not hold the password: use state.redis.password_file or password_env")
+	}
+	if q := u.Query(); q.Has("password") {
+		return errors.New("must not hold the password (a password= parameter): use state.redis.password_file or password_env")
+	}
+	o, err := redis.ParseURL(raw)
+	if err != nil {
+		return fmt.Errorf("is not a Redis URL: %s", strings.TrimPrefix(err.Error(), "redis: "))
+	}
+	if _, port, err := net.SplitHostPort(o.Addr); err == nil {
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("port must be a number from 1 to 65535 (got %q)", port)
+		}
+	}
+	return nil
+}
+
 func NewRedis(opts RedisOptions) (*Redis, error) {
 	opts.Timeout = cmp.Or(opts.Timeout, 200*time.Millisecond)
 	opts.LeaseTTL = cmp.Or(opts.LeaseTTL, 15*time.Second)
@@ -421,6 +449,9 @@ func (s *Redis) Admit(ctx context.Context, req Request) (Verdict, error) {
 		}
 		v := s.local.admit(req, s.Spent(req.Client, req.Window))
 		v.Local = true
+		if !v.Admitted {
+			undo() // refused here: a lease the script may have taken goes back
+		}
 		return v, nil
 	}
 	s.recovered()

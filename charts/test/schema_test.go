@@ -154,7 +154,7 @@ var durationType = reflect.TypeFor[time.Duration]()
 // path because tether refuses them there (TestSchemaOmitsWhatTetherRefuses
 // checks that it does). "*" stands for any key of a map.
 var schemaOmits = map[string][]string{
-	"config.limits.overrides.*": {"window", "client_metrics", "overrides"},
+	"config.limits.overrides.*": {"window", "boundary_timeout", "client_metrics", "overrides"},
 }
 
 func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) {
@@ -223,7 +223,7 @@ func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) 
 // TestSchemaOmitsWhatTetherRefuses: the keys the schema leaves out of a
 // limits override are keys tether's config.Load refuses there.
 func TestSchemaOmitsWhatTetherRefuses(t *testing.T) {
-	values := map[string]string{"window": "1h", "client_metrics": "true", "overrides": "{other: {max_sessions: 1}}"}
+	values := map[string]string{"window": "1h", "boundary_timeout": "5s", "client_metrics": "true", "overrides": "{other: {max_sessions: 1}}"}
 	for _, key := range schemaOmits["config.limits.overrides.*"] {
 		v, ok := values[key]
 		if !ok {

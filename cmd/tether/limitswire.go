@@ -55,7 +55,9 @@ func newStore(c config.State, l limits.Config, m *metrics.Metrics, log *slog.Log
 	return s, nil
 }
 
-// redisPassword reads the password from password_file or password_env.
+// redisPassword reads the password from password_file or password_env; a
+// source that is named but empty is an error (a Redis that wants a password
+// would refuse every round trip, and fail_open would hide it).
 func redisPassword(r config.StateRedis) (string, error) {
 	switch {
 	case r.PasswordFile != "":
@@ -63,9 +65,17 @@ func redisPassword(r config.StateRedis) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("state.redis.password_file: %w", err)
 		}
-		return strings.TrimRight(string(b), "\r\n"), nil
+		p := strings.TrimRight(string(b), "\r\n")
+		if p == "" {
+			return "", fmt.Errorf("state.redis.password_file: %s is empty", r.PasswordFile)
+		}
+		return p, nil
 	case r.PasswordEnv != "":
-		return os.Getenv(r.PasswordEnv), nil
+		p := os.Getenv(r.PasswordEnv)
+		if p == "" {
+			return "", fmt.Errorf("state.redis.password_env: %s is not set", r.PasswordEnv)
+		}
+		return p, nil
 	}
 	return "", nil
 }
