@@ -105,7 +105,7 @@ func limitsVars(t testing.TB, upstreamURL string, vars map[string]string) map[st
 		t.Fatal(err)
 	}
 	v := map[string]string{"TokensFile": tokens, "UpstreamURL": upstreamURL, "MaxSessions": "0",
-		"TokensPerDay": "0", "SessionAudio": "0", "Window": "24h", "BoundaryTimeout": "30s", "Backend": "memory", "RedisURL": "",
+		"TokensPerDay": "0", "AudioPerDay": "0", "SessionAudio": "0", "Window": "24h", "BoundaryTimeout": "30s", "Backend": "memory", "RedisURL": "",
 		"KeyPrefix": "e2e:" + strings.ReplaceAll(t.Name(), "/", "_") + ":", "LeaseTTL": "1s", "OnError": "fail_open"}
 	for k, val := range vars {
 		v[k] = val
@@ -449,11 +449,22 @@ func TestRedisOutage(t *testing.T) {
 // A GPT-Live call over its audio budget is closed gracefully: session.close
 // upstream, session.closed relayed, then the error event and 4004.
 func TestLiveBudgetClosesGracefully(t *testing.T) {
+	for _, tc := range []struct{ name, key, limit string }{
+		{"session cap", "SessionAudio", ""},
+		{"day budget", "AudioPerDay", "audio_seconds_per_day"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testLiveBudget(t, tc.key, tc.limit) })
+	}
+}
+
+// testLiveBudget runs a GPT-Live call over a 3 s budget set by key; with a
+// day budget (limit), the client's next handshake is refused naming it.
+func testLiveBudget(t *testing.T, key, limit string) {
 	// The mock's track runs 10x real time: a usage report every 100 ms
 	// carries a second more.
 	_, murl := startMock(t, mock.Options{LiveDeltaInterval: 10 * time.Millisecond, UsageInterval: 100 * time.Millisecond})
 	tp, turl := startTap(t, murl)
-	p := startTether(t, "limits.yaml", limitsVars(t, turl, map[string]string{"SessionAudio": "3"}))
+	p := startTether(t, "limits.yaml", limitsVars(t, turl, map[string]string{key: "3"}))
 	c := dialLive(t, p.Listen, clientOpts{Header: bearer(aliceToken)})
 	var seen []string
 	closedReason := ""
@@ -493,6 +504,12 @@ func TestLiveBudgetClosesGracefully(t *testing.T) {
 	}
 	if v, _ := p.metric("tether_sessions_total", `reason="budget_exhausted"`, `dialect="live"`); v != 1 {
 		t.Errorf(`tether_sessions_total{reason="budget_exhausted",dialect="live"} = %v, want 1`, v)
+	}
+	if limit != "" {
+		a := rawUpgrade(t, p.Listen, livePath, map[string]string{"Authorization": "Bearer " + aliceToken})
+		if a.Status != http.StatusTooManyRequests || !strings.Contains(string(a.Body), `"limit":"`+limit+`"`) {
+			t.Errorf("the next GPT-Live handshake: %d %s, want 429 naming %s", a.Status, a.Body, limit)
+		}
 	}
 }
 
