@@ -99,6 +99,15 @@ state:
 	if got := problemPaths(t, err); !slices.Equal(got, []string{"pricing[gpt-x].input_text"}) {
 		t.Errorf("pricing problems: %q\n%v", got, err)
 	}
+	_, err = Load(writeYAML(t, "limits: {window: 5h}\n"))
+	if got := problemPaths(t, err); !slices.Equal(got, []string{"limits.window"}) {
+		t.Errorf("a 5h window: %q", got)
+	}
+	for _, w := range []string{"1h", "6s", "48h"} {
+		if _, err := Load(writeYAML(t, "limits: {window: "+w+"}\n")); err != nil {
+			t.Errorf("window %s: %v", w, err)
+		}
+	}
 	_, err = Load(writeYAML(t, "state:\n  backend: redis\n"))
 	if got := problemPaths(t, err); !slices.Equal(got, []string{"state.redis.url"}) {
 		t.Errorf("redis without a url: %q", got)

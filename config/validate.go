@@ -236,6 +236,9 @@ func validateLimits(ps *problems, path string, l, base *limits.Config, pricing l
 	}
 	if path == "limits" {
 		positive(ps, "limits.window", l.Window)
+		if l.Window > 0 && (24*time.Hour)%l.Window != 0 && l.Window%(24*time.Hour) != 0 {
+			ps.add("limits.window", "must divide a day or be whole days, so windows start at midnight UTC (got %s)", l.Window)
+		}
 		positive(ps, "limits.boundary_timeout", l.BoundaryTimeout)
 	}
 }

@@ -329,6 +329,7 @@ func TestBudgetEndsAtAnswerBoundary(t *testing.T) {
 	windowEnd := time.Now().Truncate(window).Add(window)
 
 	c := callRealtime(t, a.Listen, aliceToken)
+	onB := callRealtime(t, b.Listen, aliceToken) // streams, asks nothing, spends nothing
 	spent, turns := 0, 0
 	for spent < budget {
 		n, ok := c.turn()
@@ -357,6 +358,18 @@ func TestBudgetEndsAtAnswerBoundary(t *testing.T) {
 		t.Errorf("closed %v after the crossing response.done, want at once", d)
 	}
 	t.Logf("%d turns, %d tokens for a budget of %d", turns, spent, budget)
+	// alice's call on b spends nothing itself: b reads her spend every
+	// flush_interval (100ms) and ends it too.
+	select {
+	case <-onB.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatalf("alice's call on replica b still open 2 s after her budget was spent on a: %s", onB.CloseState())
+	}
+	if cl := onB.CloseReceived(); cl == nil || cl.Code != 4004 {
+		t.Errorf("alice's call on b: close %+v, want 4004", cl)
+	} else {
+		t.Logf("replica b closed alice's idle call %v after the crossing turn", cl.At.Sub(crossed))
+	}
 
 	// Replica b learns of the spend from Redis once a's batch is flushed
 	// (flush_interval 100ms).

@@ -486,12 +486,15 @@ func (s *Session) drain() { s.EndAtBoundary(ReasonShutdown, "", 0) }
 // Quiet; within > 0 bounds the wait (a session that never reaches a
 // boundary ends within after the first call). notice, if set, is a text
 // message (a dialect's event) sent to the client just before its close
-// frame. The first reason asked for stays.
+// frame. The first reason asked for stays, but for shutdown (a drain),
+// which a later reason replaces.
 func (s *Session) EndAtBoundary(reason Reason, notice string, within time.Duration) {
 	s.mu.Lock()
-	if !s.boundaryPending {
+	// A drain's shutdown gives way to a reason of the session's own (its
+	// client learns its budget is spent, not only that tether stops).
+	if !s.boundaryPending || s.boundaryReason == ReasonShutdown && reason != ReasonShutdown {
 		s.boundaryPending, s.boundaryReason, s.boundaryNotice = true, reason, notice
-		if within > 0 && !s.ended.Load() {
+		if within > 0 && s.boundaryTimer == nil && !s.ended.Load() {
 			s.boundaryTimer = time.AfterFunc(within, s.endPending)
 		}
 	}

@@ -32,6 +32,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// CheckInterval, when > 0, is how often the clients with calls on this
+	// replica have their spend read from the store (Status), so a budget
+	// spent on other replicas ends their calls here too, whether or not
+	// they spend anything themselves. Stop ends it.
+	CheckInterval time.Duration
 }
 
 // Enforcer admits sessions and ends those whose budget is spent. It is a
@@ -47,6 +52,9 @@ type Enforcer struct {
 	byClient map[string]map[*lifecycle.Session]bool
 	seen     map[string]time.Time // identity -> window of its last usage (client_metrics)
 	unpriced map[string]bool      // models without a price, warned about once
+
+	stop chan struct{} // closed by Stop
+	done chan struct{} // closed when the check loop exits (nil without one)
 }
 
 // tally is one session's usage and limits.
@@ -66,9 +74,63 @@ func New(opts Options) *Enforcer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Enforcer{opts: opts, log: opts.Logger, now: opts.Now,
+	e := &Enforcer{opts: opts, log: opts.Logger, now: opts.Now,
 		sessions: make(map[*lifecycle.Session]*tally), byClient: make(map[string]map[*lifecycle.Session]bool),
-		seen: make(map[string]time.Time), unpriced: make(map[string]bool)}
+		seen: make(map[string]time.Time), unpriced: make(map[string]bool), stop: make(chan struct{})}
+	if opts.CheckInterval > 0 {
+		e.done = make(chan struct{})
+		go e.checkLoop()
+	}
+	return e
+}
+
+// Stop ends the check loop (CheckInterval) and waits for it.
+func (e *Enforcer) Stop() {
+	select {
+	case <-e.stop:
+	default:
+		close(e.stop)
+	}
+	if e.done != nil {
+		<-e.done
+	}
+}
+
+// checkLoop reads, every CheckInterval, the spend of each client with calls
+// here and ends them when another replica spent the client's budget.
+func (e *Enforcer) checkLoop() {
+	defer close(e.done)
+	tick := time.NewTicker(e.opts.CheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-tick.C:
+		}
+		e.mu.Lock()
+		ids := make([]string, 0, len(e.byClient))
+		for id := range e.byClient {
+			ids = append(ids, id)
+		}
+		e.mu.Unlock()
+		for _, id := range ids {
+			lim := e.opts.Limits.For(id)
+			if lim.TokensPerDay == 0 && lim.AudioSecondsPerDay == 0 && lim.CostPerDay == 0 {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			start, _ := e.window(e.now())
+			_, spent, err := e.opts.Store.Status(ctx, id, start)
+			cancel()
+			if err != nil {
+				continue // the store counts and reports its own failures
+			}
+			if hit := budgetHit(lim, spent); hit != state.LimitNone {
+				e.exhaust(e.clientSessions(id), string(hit), nil)
+			}
+		}
+	}
 }
 
 // Refusal is an admission the limits refused.
@@ -186,22 +248,29 @@ func (e *Enforcer) charge(s *lifecycle.Session, t lifecycle.Tokens, audioSeconds
 	}
 	tl.used.Add(u)
 	id, lim, used := tl.identity, tl.limits, tl.used
-	e.seen[id] = start
+	if e.opts.Limits.ClientMetrics {
+		e.seen[id] = start
+	}
 	e.mu.Unlock()
 	e.opts.Store.Add(id, start, u)
 
 	if capHit := sessionCap(lim, used); capHit != "" {
-		e.exhaust([]*lifecycle.Session{s}, capHit)
+		e.exhaust([]*lifecycle.Session{s}, capHit, s)
 	}
 	if hit := budgetHit(lim, e.opts.Store.Spent(id, start)); hit != "" {
-		e.mu.Lock()
-		all := make([]*lifecycle.Session, 0, len(e.byClient[id]))
-		for o := range e.byClient[id] {
-			all = append(all, o)
-		}
-		e.mu.Unlock()
-		e.exhaust(all, string(hit))
+		e.exhaust(e.clientSessions(id), string(hit), s)
 	}
+}
+
+// clientSessions lists identity's sessions on this replica.
+func (e *Enforcer) clientSessions(identity string) []*lifecycle.Session {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	all := make([]*lifecycle.Session, 0, len(e.byClient[identity]))
+	for s := range e.byClient[identity] {
+		all = append(all, s)
+	}
+	return all
 }
 
 // cost prices usage of model; a model without a price costs nothing (and
@@ -259,12 +328,20 @@ func budgetHit(lim Config, spent state.Usage) state.Limit {
 }
 
 // exhaust ends sessions at their next answer boundary, telling each client
-// which limit it reached.
-func (e *Enforcer) exhaust(sessions []*lifecycle.Session, limit string) {
+// which limit it reached. self (the session whose usage was counted, on its
+// own relay goroutine; nil from the check loop) is asked at once, so no
+// answer it starts next slips in; the others each on a goroutine of their
+// own: a session at its boundary closes its legs in the call, and the
+// caller must not wait for other sessions' peers.
+func (e *Enforcer) exhaust(sessions []*lifecycle.Session, limit string, self *lifecycle.Session) {
 	notice := dialect.ErrorNotice("budget_exhausted", "budget exhausted: "+limit+" reached")
 	for _, s := range sessions {
-		if !s.Ended() {
+		switch {
+		case s.Ended():
+		case s == self:
 			s.EndAtBoundary(lifecycle.ReasonBudgetExhausted, notice, e.opts.Limits.BoundaryTimeout)
+		default:
+			go s.EndAtBoundary(lifecycle.ReasonBudgetExhausted, notice, e.opts.Limits.BoundaryTimeout)
 		}
 	}
 }

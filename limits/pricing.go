@@ -30,16 +30,18 @@ const perToken = 1e-6
 
 // Cost is the USD cost of tokens and audioSeconds of billed audio at p.
 // Cached tokens are billed at the cached rates; where the upstream gives
-// only their total, they count as text, or as audio when the input has no
-// text tokens.
+// only their total, they count as text as far as the input's text goes,
+// the rest as audio.
 func (p Price) Cost(t dialect.Tokens, audioSeconds float64) float64 {
 	cachedText, cachedAudio := t.CachedText, t.CachedAudio
 	if rest := t.Cached - cachedText - cachedAudio; rest > 0 {
-		if t.InputText > 0 || t.InputAudio == 0 {
-			cachedText += rest
-		} else {
-			cachedAudio += rest
+		// Text first, what text cannot hold to audio.
+		toText := rest
+		if t.InputText > 0 || t.InputAudio > 0 {
+			toText = min(rest, max(t.InputText-cachedText, 0))
 		}
+		cachedText += toText
+		cachedAudio += rest - toText
 	}
 	inText, inAudio := t.InputText, t.InputAudio
 	if inText == 0 && inAudio == 0 {

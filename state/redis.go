@@ -608,8 +608,12 @@ func (s *Redis) run() {
 	}
 }
 
-// sendReleases removes the released leases from Redis in one pipeline;
-// on failure they are dropped (they expire).
+// maxQueuedReleases bounds the releases kept for a Redis that does not
+// answer; beyond it the oldest are dropped (they expire within LeaseTTL).
+const maxQueuedReleases = 10000
+
+// sendReleases removes the released leases from Redis in one pipeline; on
+// failure they are queued again (ZREM of a lease already gone is harmless).
 func (s *Redis) sendReleases() {
 	s.mu.Lock()
 	rs := s.releases
@@ -626,6 +630,12 @@ func (s *Redis) sendReleases() {
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.failed(opRelease, err)
+		s.mu.Lock()
+		s.releases = append(rs, s.releases...)
+		if n := len(s.releases); n > maxQueuedReleases {
+			s.releases = s.releases[n-maxQueuedReleases:]
+		}
+		s.mu.Unlock()
 		return
 	}
 	s.recovered()
@@ -771,6 +781,12 @@ func (s *Redis) learn(k redisKey, snap snapshot) {
 }
 
 func (s *Redis) learnLocked(k redisKey, snap snapshot) {
+	if snap.born == 0 {
+		// Redis has no such key (it expired, or Redis lost its data): what
+		// was learned of it before no longer stands.
+		delete(s.fleet, k)
+		return
+	}
 	if cur, ok := s.fleet[k]; ok && !snap.newer(cur) {
 		return
 	}

@@ -36,7 +36,8 @@ func newAdminMux(mgr *lifecycle.Manager, m *metrics.Metrics, lim *limits.Enforce
 		s.End(lifecycle.ReasonAdmin)
 		writeJSON(w, http.StatusOK, map[string]string{"id": s.ID, "status": "closed"})
 	}))
-	mux.HandleFunc("GET /limits/{client}", func(w http.ResponseWriter, r *http.Request) {
+	// {client...}: an identity (a JWT sub) may hold slashes.
+	mux.HandleFunc("GET /limits/{client...}", func(w http.ResponseWriter, r *http.Request) {
 		st, err := lim.Status(r.Context(), r.PathValue("client"))
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "limits store unavailable"})

@@ -21,8 +21,13 @@ func newEnforcer(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*lim
 	if err != nil {
 		return nil, nil, err
 	}
-	e := limits.New(limits.Options{Limits: cfg.Limits, Pricing: cfg.Pricing, Store: store,
-		Logger: log.With("component", "limits")})
+	opts := limits.Options{Limits: cfg.Limits, Pricing: cfg.Pricing, Store: store, Logger: log.With("component", "limits")}
+	if cfg.State.Backend == config.StateBackendRedis {
+		// Spend on other replicas reaches this one's calls as often as its
+		// own reaches Redis.
+		opts.CheckInterval = cfg.State.Redis.FlushInterval
+	}
+	e := limits.New(opts)
 	if cfg.Limits.ClientMetrics {
 		m.WatchSpending(e.Spending)
 	}

@@ -443,6 +443,9 @@ func (a *app) closeWithin(ctx context.Context) {
 			a.log.Warn("exiting with sessions still closing", "sessions", a.mgr.Len())
 		}
 	}
+	if a.limits != nil {
+		a.limits.Stop()
+	}
 	if a.store != nil {
 		if err := a.store.Close(); err != nil {
 			a.log.Warn("closing the state store", "err", err)
