@@ -202,6 +202,22 @@ func (c *rtCall) turn() (tokens int, ok bool) {
 	}
 }
 
+// budgetClose waits up to within for tether to close c (what) and requires
+// 4004, the budget's close code; it returns the close frame.
+func budgetClose(t testing.TB, c *testkit.Conn, within time.Duration, what string) *closeInfo {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(within):
+		t.Fatalf("%s still open after %v: %s", what, within, c.CloseState())
+	}
+	cl := c.CloseReceived()
+	if cl == nil || cl.Code != 4004 {
+		t.Fatalf("%s: close %+v, want 4004", what, cl)
+	}
+	return cl
+}
+
 // refusal is a refused upgrade's answer.
 type refusal struct {
 	status int
@@ -347,29 +363,14 @@ func TestBudgetEndsAtAnswerBoundary(t *testing.T) {
 	if e, _ := ev["error"].(map[string]any); e["code"] != "budget_exhausted" {
 		t.Errorf("error event %v, want code budget_exhausted", ev)
 	}
-	select {
-	case <-c.Done():
-	case <-time.After(2 * time.Second):
-		t.Fatal("no close within 2 s of the budget's end")
-	}
-	if cl := c.CloseReceived(); cl == nil || cl.Code != 4004 {
-		t.Fatalf("close %+v, want 4004", cl)
-	} else if d := cl.At.Sub(crossed); d > time.Second {
+	if d := budgetClose(t, c.Conn, 2*time.Second, "the call whose turn crossed the budget").At.Sub(crossed); d > time.Second {
 		t.Errorf("closed %v after the crossing response.done, want at once", d)
 	}
 	t.Logf("%d turns, %d tokens for a budget of %d", turns, spent, budget)
 	// alice's call on b spends nothing itself: b reads her spend every
 	// flush_interval (100ms) and ends it too.
-	select {
-	case <-onB.Done():
-	case <-time.After(2 * time.Second):
-		t.Fatalf("alice's call on replica b still open 2 s after her budget was spent on a: %s", onB.CloseState())
-	}
-	if cl := onB.CloseReceived(); cl == nil || cl.Code != 4004 {
-		t.Errorf("alice's call on b: close %+v, want 4004", cl)
-	} else {
-		t.Logf("replica b closed alice's idle call %v after the crossing turn", cl.At.Sub(crossed))
-	}
+	cl := budgetClose(t, onB.Conn, 2*time.Second, "alice's call on replica b")
+	t.Logf("replica b closed alice's idle call %v after the crossing turn", cl.At.Sub(crossed))
 
 	// Replica b learns of the spend from Redis once a's batch is flushed
 	// (flush_interval 100ms).
@@ -536,14 +537,7 @@ func TestLiveBudgetCallerNeverPauses(t *testing.T) {
 	c.tone = true // the caller talks and talks; the mock's echo never stops
 	c.mu.Unlock()
 	start := time.Now()
-	select {
-	case <-c.Done():
-	case <-time.After(6 * time.Second):
-		t.Fatalf("a call over its 3 s audio cap still open after 6 s: %s", c.CloseState())
-	}
-	if cl := c.CloseReceived(); cl == nil || cl.Code != 4004 {
-		t.Errorf("close %+v, want 4004", cl)
-	}
+	budgetClose(t, c.Conn, 6*time.Second, "a call over its 3 s audio cap")
 	// The cap is spent after about 300 ms of the mock's 10x timeline.
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed %v after the call began, want within about 1 s of the cap (boundary_timeout 1s)", d)
@@ -613,14 +607,7 @@ func TestBudgetOverlappingResponses(t *testing.T) {
 			}
 		}
 	}()
-	select {
-	case <-c.Done():
-	case <-time.After(6 * time.Second):
-		t.Fatalf("call still open 6 s in: %s", c.CloseState())
-	}
-	if cl := c.CloseReceived(); cl == nil || cl.Code != 4004 {
-		t.Errorf("close %+v, want 4004", cl)
-	}
+	budgetClose(t, c.Conn, 6*time.Second, "a call with overlapping answers")
 	// 100 tokens are spent by the fifth answer (about 1.3 s in); a second
 	// more of answers is 5 more at most.
 	if _, _, spent := limitsOf(t, p, "alice"); spent > 220 {
@@ -641,11 +628,7 @@ func TestBudgetRefusedAtOnceOnTheSameReplica(t *testing.T) {
 		}
 		spent += n
 	}
-	select {
-	case <-c.Done():
-	case <-time.After(2 * time.Second):
-		t.Fatal("no close after the crossing turn")
-	}
+	budgetClose(t, c.Conn, 2*time.Second, "the call whose turn crossed the budget")
 	if r := tryUpgrade(t, a.Listen, aliceToken); r.status != http.StatusTooManyRequests || r.limit != "tokens_per_day" {
 		t.Errorf("reconnect on the same replica right after the 4004: %+v, want 429 naming tokens_per_day", r)
 	}
