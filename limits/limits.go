@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"math"
 	"sort"
@@ -153,8 +152,12 @@ func (r *Refusal) Message() string {
 	case r.Limit == state.LimitSessions:
 		return "too many sessions for this client"
 	}
-	return fmt.Sprintf("budget exhausted: %s reached", r.Limit)
+	return exhaustedMessage(string(r.Limit))
 }
+
+// exhaustedMessage tells a client which of its limits is spent (a 429's
+// body, the error event before 4004).
+func exhaustedMessage(limit string) string { return "budget exhausted: " + limit + " reached" }
 
 // window returns the start and end of the usage window holding t.
 func (e *Enforcer) window(t time.Time) (start, end time.Time) {
@@ -334,7 +337,7 @@ func budgetHit(lim Config, spent state.Usage) state.Limit {
 // own: a session at its boundary closes its legs in the call, and the
 // caller must not wait for other sessions' peers.
 func (e *Enforcer) exhaust(sessions []*lifecycle.Session, limit string, self *lifecycle.Session) {
-	notice := dialect.ErrorNotice("budget_exhausted", "budget exhausted: "+limit+" reached")
+	notice := dialect.ErrorNotice("budget_exhausted", exhaustedMessage(limit))
 	for _, s := range sessions {
 		switch {
 		case s.Ended():
