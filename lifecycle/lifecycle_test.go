@@ -130,6 +130,7 @@ func (h *recHooks) HeartbeatRTT(_ *Session, leg Leg, _ time.Duration) {
 	h.rtts[leg]++
 	h.mu.Unlock()
 }
+func (h *recHooks) SessionResumed(*Session, Resume) {}
 func (h *recHooks) SessionEnded(_ *Session, sum Summary) {
 	h.mu.Lock()
 	h.ended = append(h.ended, sum)

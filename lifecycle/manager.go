@@ -32,6 +32,9 @@ type Hooks interface {
 	// UsageUpdated reports usage reported outside answer boundaries: tokens
 	// added, and the growth of the cumulative audio seconds (GPT-Live).
 	UsageUpdated(s *Session, tokens Tokens, audioSeconds float64)
+	// SessionResumed reports an attempt to carry the call over to a new
+	// upstream session (lifecycle.resume), whatever its result.
+	SessionResumed(s *Session, r Resume)
 	SessionEnded(s *Session, sum Summary)
 }
 
@@ -49,7 +52,9 @@ type Options struct {
 	CloseTimeout time.Duration
 	// Quiet is how long an answer spoken on a continuous stream must have
 	// been quiet before a drain closes the session (0: at once).
-	Quiet  time.Duration
+	Quiet time.Duration
+	// Resume carries calls over to a new upstream session (lifecycle.resume).
+	Resume ResumeOptions
 	Logger *slog.Logger
 	Hooks  []Hooks
 }

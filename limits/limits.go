@@ -436,3 +436,6 @@ func (*Enforcer) HeartbeatTimeout(*lifecycle.Session, lifecycle.Leg) {}
 
 // HeartbeatRTT implements lifecycle.Hooks.
 func (*Enforcer) HeartbeatRTT(*lifecycle.Session, lifecycle.Leg, time.Duration) {}
+
+// SessionResumed implements lifecycle.Hooks: usage is counted as it comes, whichever upstream session it comes from.
+func (*Enforcer) SessionResumed(*lifecycle.Session, lifecycle.Resume) {}

@@ -91,3 +91,6 @@ func observe(h prometheus.Observer, v float64, traceID string) {
 	}
 	h.Observe(v)
 }
+
+// SessionResumed implements lifecycle.Hooks.
+func (m *Metrics) SessionResumed(*lifecycle.Session, lifecycle.Resume) {}

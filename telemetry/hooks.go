@@ -392,3 +392,6 @@ func (h *Hooks) SessionEnded(s *lifecycle.Session, sum lifecycle.Summary) {
 	}
 	span.End(trace.WithTimestamp(end))
 }
+
+// SessionResumed implements lifecycle.Hooks.
+func (h *Hooks) SessionResumed(*lifecycle.Session, lifecycle.Resume) {}
