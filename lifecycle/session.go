@@ -568,6 +568,12 @@ type Summary struct {
 	UpstreamEndReason string
 	// Dialect names the session's protocol.
 	Dialect string
+	// Resumes counts the times the call resumed on a new upstream session;
+	// Parts are its upstream sessions, in order, each with its own usage
+	// (Tokens and AudioSeconds are their sums). Parts is nil for a call
+	// that never resumed.
+	Resumes int
+	Parts   []UpstreamPart
 	TraceID string
 	SpanID  string
 }
