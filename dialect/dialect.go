@@ -112,6 +112,19 @@ func (t *Tokens) Add(u Tokens) {
 	t.CachedAudio += u.CachedAudio
 }
 
+// Sub subtracts u from t.
+func (t *Tokens) Sub(u Tokens) {
+	t.Input -= u.Input
+	t.Output -= u.Output
+	t.InputText -= u.InputText
+	t.InputAudio -= u.InputAudio
+	t.OutputText -= u.OutputText
+	t.OutputAudio -= u.OutputAudio
+	t.Cached -= u.Cached
+	t.CachedText -= u.CachedText
+	t.CachedAudio -= u.CachedAudio
+}
+
 // ErrorNotice is an error event tether itself sends a client, in the shape
 // both dialects share: error type tether_error, with code and message.
 func ErrorNotice(code, message string) string {

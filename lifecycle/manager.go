@@ -138,6 +138,7 @@ func (m *Manager) Open(info Info) *Session {
 		s.dialect = dialect.None{}
 	}
 	s.turns = s.dialect.Activity()
+	s.initResume()
 	if c, ok := s.dialect.(dialect.Closer); ok && m.opts.CloseTimeout > 0 {
 		s.closeMsg = c.Close()
 	}
@@ -194,6 +195,7 @@ func (m *Manager) ended(s *Session) {
 		"responses", sum.Responses,
 		"input_tokens", sum.Tokens.Input, "output_tokens", sum.Tokens.Output,
 		"dialect", sum.Dialect, "audio_seconds", sum.AudioSeconds, "upstream_end_reason", sum.UpstreamEndReason,
+		"resumes", sum.Resumes, "upstream_sessions", partsAttr(sum.Parts),
 		"trace_id", sum.TraceID, "span_id", sum.SpanID)
 }
 

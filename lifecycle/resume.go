@@ -1,6 +1,9 @@
 package lifecycle
 
 import (
+	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetherproxy/tether/dialect"
@@ -91,4 +94,317 @@ type UpstreamPart struct {
 	Duration     time.Duration `json:"-"`
 	// Ended is why this upstream session ended ("" for the last one).
 	Ended Trigger `json:"ended,omitempty"`
+}
+
+// Interrupter is a Transport that can drop its upstream leg so the call
+// resumes on a new upstream session (the relay implements it when
+// lifecycle.resume is on).
+type Interrupter interface {
+	// Interrupt closes the upstream leg; the relay then resumes the call
+	// for trigger (if the session still agrees, see ResumeBegin).
+	Interrupt(trigger Trigger)
+}
+
+// resumeState is a session's side of resuming (guarded by Session.mu,
+// but for mem, which memMu guards).
+type resumeState struct {
+	// mem is what the call keeps to resume; nil when it cannot (resume
+	// off, or a dialect that cannot carry a call over).
+	mem   dialect.Memory
+	memMu sync.Mutex
+	on    map[Trigger]bool
+	// pending is the trigger of an ending event kept from the client
+	// (Swallow): the effects of that event wait for the resume's outcome.
+	pending Trigger
+	// suppressedEnd is the upstream's own end reason (UpstreamEnded) held
+	// back while a resume is pending or in progress.
+	suppressedEnd string
+	// count is the call's successful resumes.
+	count int
+	// upstream is the upstream serving the call now.
+	upstream string
+	// parts are the upstream sessions that ended under the call; partFrom
+	// and partStart are the current one's usage at its start.
+	parts      []UpstreamPart
+	partTokens Tokens
+	partAudio  float64
+	partStart  time.Time
+	// upAudio is the current upstream session's own cumulative audio
+	// seconds (the call's total is the sum over its upstream sessions).
+	upAudio float64
+}
+
+// initResume prepares the session to resume (Manager.Open).
+func (s *Session) initResume() {
+	s.res.upstream = s.Info.Upstream
+	s.res.partStart = s.StartedAt
+	o := s.mgr.opts.Resume
+	if !o.Enabled {
+		return
+	}
+	r, ok := s.dialect.(dialect.Resumable)
+	if !ok {
+		return
+	}
+	s.res.mem = r.NewMemory(o.History)
+	s.res.on = make(map[Trigger]bool, len(o.On))
+	for _, t := range o.On {
+		s.res.on[t] = true
+	}
+}
+
+// Resumable reports whether the call can resume on a new upstream session.
+func (s *Session) Resumable() bool { return s.res.mem != nil }
+
+// Upstream is the name of the upstream serving the call now.
+func (s *Session) Upstream() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.res.upstream
+}
+
+// ResumeBuffer is how much client audio is held while the call resumes.
+func (s *Session) ResumeBuffer() time.Duration { return s.mgr.opts.Resume.Buffer }
+
+// Resumes counts the call's resumes so far.
+func (s *Session) Resumes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.res.count
+}
+
+// withMemory runs f on the call's memory, if it has one.
+func (s *Session) withMemory(f func(m dialect.Memory)) {
+	if s.res.mem == nil {
+		return
+	}
+	s.res.memMu.Lock()
+	defer s.res.memMu.Unlock()
+	f(s.res.mem)
+}
+
+// CaptureClient reports whether a client message of type typ is to be
+// captured whole for ClientCaptured (the call's memory wants it).
+func (s *Session) CaptureClient(typ []byte) bool {
+	want := false
+	s.withMemory(func(m dialect.Memory) { want = m.CaptureClient(typ) })
+	return want
+}
+
+// ClientCaptured hands a captured client message (unmasked, after it was
+// forwarded) to the call's memory; the handler also hands it GPT-Live's
+// session.start. The payload is not retained.
+func (s *Session) ClientCaptured(typ, payload []byte) {
+	s.withMemory(func(m dialect.Memory) { m.Client(typ, payload) })
+}
+
+// captureUpstream reports whether the memory wants an upstream message.
+func (s *Session) captureUpstream(typ []byte) bool {
+	want := false
+	s.withMemory(func(m dialect.Memory) { want = m.CaptureUpstream(typ) })
+	return want
+}
+
+// holdUpstream reports whether the memory wants an upstream message held.
+func (s *Session) holdUpstream(typ []byte) bool {
+	want := false
+	s.withMemory(func(m dialect.Memory) { want = m.Hold(typ) })
+	return want
+}
+
+// Droppable reports whether a held client message of type typ may be
+// dropped when the audio held while resuming overflows its bound.
+func (s *Session) Droppable(typ []byte) bool {
+	drop := false
+	s.withMemory(func(m dialect.Memory) { drop = m.Droppable(typ) })
+	return drop
+}
+
+// mayResume reports whether the call would resume for trigger now (no side effects).
+func (s *Session) mayResume(trigger Trigger) bool {
+	if s.res.mem == nil || !s.res.on[trigger] || s.ended.Load() || s.mgr.Draining() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.boundaryPending && s.res.count < s.mgr.opts.Resume.MaxResumes
+}
+
+// Swallow is asked about each whole upstream message held before it
+// reaches the client (error events, and what the memory holds). It reports
+// whether the message ends the upstream session in a way the call resumes
+// from: then the message is kept from the client, and its effects (the
+// upstream's end, a fatal error) wait for the resume's outcome.
+func (s *Session) Swallow(typ, payload []byte) bool {
+	var code string
+	var expired, ends bool
+	s.withMemory(func(m dialect.Memory) { code, expired, ends = m.Ending(typ, payload) })
+	if !ends {
+		return false
+	}
+	trigger := TriggerExpired
+	if !expired {
+		if code == "" || !s.mgr.fatal[code] {
+			return false
+		}
+		trigger = TriggerFatalEvent
+	}
+	if !s.mayResume(trigger) {
+		return false
+	}
+	s.mu.Lock()
+	s.res.pending = trigger
+	s.mu.Unlock()
+	return true
+}
+
+// pendingResume reports the trigger of an ending kept from the client, if any.
+func (s *Session) pendingResume() Trigger {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.res.pending
+}
+
+// ResumeBegin is asked by the relay when the upstream leg ended (it
+// failed, closed, or an ending event was swallowed): it reports whether
+// the call resumes for trigger. From then until Resumed or ResumeFailed the
+// upstream leg's failures are the relay's to handle. A call that resumed
+// max_resumes times already is reported (result exhausted) and refused.
+func (s *Session) ResumeBegin(trigger Trigger) bool {
+	if p := s.pendingResume(); p != "" {
+		trigger = p
+	}
+	if s.res.mem == nil || !s.res.on[trigger] || s.ended.Load() {
+		return false
+	}
+	s.mu.Lock()
+	exhausted := s.res.count >= s.mgr.opts.Resume.MaxResumes
+	blocked := s.boundaryPending || s.mgr.Draining()
+	from := s.res.upstream
+	if !exhausted && !blocked {
+		s.resuming.Store(true)
+	}
+	s.mu.Unlock()
+	if exhausted {
+		s.log.Info("call not resumed: max_resumes reached", "session", s.ID, "trigger", string(trigger))
+		s.resumeHooks(Resume{Trigger: trigger, Result: ResumeExhausted, From: from, Start: time.Now()})
+		return false
+	}
+	return !blocked
+}
+
+// ResumePlan returns, for a resume that began, the messages that finish
+// the answers the old upstream session left unfinished (the relay sends
+// them to the client and reports them as upstream events) and what the new
+// upstream session is given.
+func (s *Session) ResumePlan() (interrupted [][]byte, replay dialect.Replay) {
+	s.withMemory(func(m dialect.Memory) {
+		interrupted = m.Interrupted()
+		replay = m.Replay()
+	})
+	return interrupted, replay
+}
+
+// ResumeNotice returns the event the client gets after a resume, or nil
+// when lifecycle.resume.notify is off.
+func (s *Session) ResumeNotice(n dialect.ResumeNotice) []byte {
+	if !s.mgr.opts.Resume.Notify {
+		return nil
+	}
+	var out []byte
+	s.withMemory(func(m dialect.Memory) { out = m.Notice(n) })
+	return out
+}
+
+// Resumed records a successful resume: the call goes on on the upstream
+// r.Upstream. The ended upstream session becomes one of the call's parts,
+// and the new one's own counts start from zero. The relay calls it once
+// the new upstream leg carries the call (and the new session's first
+// event was reported through Captured).
+func (s *Session) Resumed(r Resume) int {
+	now := time.Now()
+	s.mu.Lock()
+	s.res.parts = append(s.res.parts, s.currentPart(now, r.Trigger))
+	s.res.partTokens, s.res.partAudio, s.res.partStart = s.tokens, s.audioSeconds, now
+	s.res.upAudio = 0
+	s.res.count++
+	r.Resumes = s.res.count
+	s.res.upstream = r.Upstream
+	s.res.pending, s.res.suppressedEnd = "", ""
+	s.mu.Unlock()
+	// The old upstream heard the caller start speaking; the new one did not.
+	s.speaking.Store(false)
+	s.resuming.Store(false)
+	s.touch()
+	s.log.Info("call resumed on a new upstream session", "session", s.ID, "trigger", string(r.Trigger),
+		"from", r.From, "upstream", r.Upstream, "resumes", r.Resumes, "gap_ms", r.Gap.Milliseconds(),
+		"history_items", r.HistoryItems, "buffered", r.Buffered, "dropped", r.Dropped)
+	s.resumeHooks(r)
+	return r.Resumes
+}
+
+// ResumeFailed records a resume that began but found no upstream to take
+// the call over. The effects held back while it was pending (the
+// upstream's own end) apply now; the relay then ends the call as it would
+// have without resuming.
+func (s *Session) ResumeFailed(r Resume) {
+	s.mu.Lock()
+	suppressed := s.res.suppressedEnd
+	s.res.pending, s.res.suppressedEnd = "", ""
+	r.Resumes = s.res.count
+	s.mu.Unlock()
+	s.resuming.Store(false)
+	s.log.Warn("call could not resume", "session", s.ID, "trigger", string(r.Trigger), "from", r.From, "err", r.Err)
+	s.resumeHooks(r)
+	if suppressed != "" {
+		s.UpstreamEnded(suppressed)
+	}
+}
+
+func (s *Session) resumeHooks(r Resume) {
+	if r.From == "" {
+		r.From = s.Upstream()
+	}
+	for _, h := range s.mgr.opts.Hooks {
+		h.SessionResumed(s, r)
+	}
+}
+
+// currentPart is the upstream session serving the call, as a part ended
+// by trigger ("" for the last one). Called with mu held.
+func (s *Session) currentPart(now time.Time, trigger Trigger) UpstreamPart {
+	t := s.tokens
+	t.Sub(s.res.partTokens)
+	return UpstreamPart{Upstream: s.res.upstream, Conversation: s.conversation, Tokens: t,
+		AudioSeconds: s.audioSeconds - s.res.partAudio, Duration: now.Sub(s.res.partStart), Ended: trigger}
+}
+
+// interrupt drops the upstream leg so the call resumes for trigger, when
+// it may; it reports whether it did.
+func (s *Session) interrupt(trigger Trigger) bool {
+	s.mu.Lock()
+	t := s.t
+	s.mu.Unlock()
+	in, ok := t.(Interrupter)
+	if !ok || !s.mayResume(trigger) {
+		return false
+	}
+	in.Interrupt(trigger)
+	return true
+}
+
+// partsAttr renders a call's upstream sessions for the end-of-session log
+// line: "upstream/conversation in=N out=N audio_s=S", separated by "; ".
+func partsAttr(parts []UpstreamPart) string {
+	if len(parts) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s/%s in=%d out=%d audio_s=%.1f", p.Upstream, p.Conversation, p.Tokens.Input, p.Tokens.Output, p.AudioSeconds)
+	}
+	return b.String()
 }

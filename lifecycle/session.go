@@ -113,6 +113,7 @@ type Session struct {
 	ended        atomic.Bool     // set once by End; never reset
 	audioPending atomic.Bool     // a response is waiting for its first audio delta
 	speaking     atomic.Bool     // the caller is speaking (SpeechStarted .. SpeechEnded): a turn in progress
+	resuming     atomic.Bool     // a resume is in progress (ResumeBegin .. Resumed/ResumeFailed)
 	idleFrames   int64           // client frames at the last idle check (idleFired only)
 
 	// hb are the two heartbeats (index Leg); each guards its own state.
@@ -147,6 +148,8 @@ type Session struct {
 	spanID          string
 	peerClose       *PeerClose          // the close frame that ended the session, if one did
 	rateLimits      []dialect.RateLimit // the upstream's latest rate limits
+	// res is the session's side of resuming on a new upstream session.
+	res resumeState
 }
 
 // PeerClose is a close frame received from one leg.
@@ -283,6 +286,9 @@ func (s *Session) LegError(leg Leg, err error) {
 	if leg == Client {
 		s.End(ReasonClientError)
 		return
+	}
+	if s.resuming.Load() {
+		return // the old upstream leg: the relay is replacing it
 	}
 	if s.upstreamEnded() {
 		// The upstream ended the session, then dropped its socket.
@@ -444,6 +450,12 @@ func (s *Session) heartbeatTimeout(leg Leg, cause string, quiet time.Duration) {
 		s.End(ReasonClientHeartbeatTimeout)
 		return
 	}
+	if s.resuming.Load() {
+		return
+	}
+	if s.interrupt(TriggerUpstreamHeartbeatTimeout) {
+		return
+	}
 	s.End(ReasonUpstreamHeartbeatTimeout)
 }
 
@@ -590,7 +602,12 @@ func (s *Session) Summary() Summary {
 	if model == "" {
 		model = s.Info.Model
 	}
+	var parts []UpstreamPart
+	if s.res.count > 0 {
+		parts = append(append(parts, s.res.parts...), s.currentPart(end, ""))
+	}
 	return Summary{
+		Resumes: s.res.count, Parts: parts,
 		Reason: s.reason, CloseClient: s.closeClient, CloseUp: s.closeUp, CloseUnsent: s.closeUnsent,
 		Duration:  end.Sub(s.StartedAt),
 		Bytes:     [2]int64{s.bytes[0].Load(), s.bytes[1].Load()},
@@ -621,6 +638,9 @@ type Snapshot struct {
 	AudioSeconds float64 `json:"audio_seconds,omitempty"`
 	// RateLimits are the upstream's latest rate limits, when it reports them.
 	RateLimits []dialect.RateLimit `json:"rate_limits,omitempty"`
+	// Resumes counts the call's resumes on a new upstream session
+	// (Upstream and Conversation are the current upstream session's).
+	Resumes int `json:"resumes,omitempty"`
 }
 
 // Snapshot returns the session's current row for GET /sessions.
@@ -636,6 +656,7 @@ func (s *Session) Snapshot() Snapshot {
 		state = stateResponding
 	}
 	conv, model, audio := s.conversation, s.model, s.audioSeconds
+	upstream, resumes := s.res.upstream, s.res.count
 	limits := append([]dialect.RateLimit(nil), s.rateLimits...)
 	s.mu.Unlock()
 	if model == "" {
@@ -643,7 +664,7 @@ func (s *Session) Snapshot() Snapshot {
 	}
 	last := s.StartedAt.Add(time.Duration(s.lastActivity.Load()))
 	return Snapshot{
-		ID: s.ID, Upstream: s.Info.Upstream, ClientAddr: s.Info.ClientAddr,
+		ID: s.ID, Upstream: upstream, ClientAddr: s.Info.ClientAddr, Resumes: resumes,
 		StartedAt: s.StartedAt.UTC(), AgeSeconds: s.since().Seconds(), State: state,
 		BytesClientToUpstream: s.bytes[ClientToUpstream].Load(),
 		BytesUpstreamToClient: s.bytes[UpstreamToClient].Load(),

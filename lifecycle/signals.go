@@ -26,15 +26,26 @@ func (s *Session) Event(d Direction, typ, responseID []byte) {
 
 // Capture reports whether an upstream message of type typ is to be captured
 // whole for Captured.
-func (s *Session) Capture(typ []byte) bool { return s.dialect.Capture(typ) }
+func (s *Session) Capture(typ []byte) bool {
+	return s.dialect.Capture(typ) || s.captureUpstream(typ)
+}
 
 // Hold reports whether an upstream message of type typ is to be held whole
 // and scrubbed before it is forwarded.
-func (s *Session) Hold(typ []byte) bool { return s.dialect.Hold(typ) }
+func (s *Session) Hold(typ []byte) bool { return s.dialect.Hold(typ) || s.holdUpstream(typ) }
 
 // Captured hands the whole payload of a captured upstream event, after it
 // was forwarded, to the dialect. The payload must not be retained.
-func (s *Session) Captured(typ, payload []byte) { s.dialect.Captured(s, typ, payload) }
+func (s *Session) Captured(typ, payload []byte) {
+	if s.dialect.Capture(typ) {
+		s.dialect.Captured(s, typ, payload)
+	}
+	s.withMemory(func(m dialect.Memory) {
+		if m.CaptureUpstream(typ) {
+			m.Upstream(typ, payload)
+		}
+	})
+}
 
 // SessionStarted implements dialect.Signals.
 func (s *Session) SessionStarted(conversationID, model string) {
@@ -177,9 +188,12 @@ func (s *Session) TokensUsed(u Tokens) {
 // hooks get its growth.
 func (s *Session) AudioSeconds(total float64) {
 	s.mu.Lock()
-	grown := total - s.audioSeconds
+	// total is the current upstream session's; a call that resumed sums
+	// its upstream sessions.
+	grown := total - s.res.upAudio
 	if grown > 0 {
-		s.audioSeconds = total
+		s.res.upAudio = total
+		s.audioSeconds += grown
 	}
 	s.mu.Unlock()
 	if grown <= 0 {
@@ -195,6 +209,12 @@ func (s *Session) AudioSeconds(total float64) {
 // its socket, or CloseTimeout later with 1000 on both legs.
 func (s *Session) UpstreamEnded(reason string) {
 	s.mu.Lock()
+	if s.res.pending != "" || s.resuming.Load() {
+		// Kept from the client: the call resumes (ResumeFailed applies it if not).
+		s.res.suppressedEnd = cmp.Or(reason, "unknown")
+		s.mu.Unlock()
+		return
+	}
 	if s.upstreamEnd != "" || s.upstreamEnded() {
 		s.mu.Unlock()
 		return
@@ -219,6 +239,12 @@ func (s *Session) UpstreamError(errType, code string) {
 	}
 	if code != "" && s.mgr.fatal[code] {
 		s.log.Info("fatal upstream error event", "session", s.ID, "code", code)
+		if s.resuming.Load() {
+			return
+		}
+		if p := s.pendingResume(); p != "" && s.interrupt(p) {
+			return // kept from the client: the call resumes
+		}
 		s.End(ReasonUpstreamFatalEvent)
 	}
 }

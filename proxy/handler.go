@@ -166,7 +166,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, rj)
 		return
 	}
-	handedOff = h.upgradeAndRelay(w, r, c, info, up, release)
+	handedOff = h.upgradeAndRelay(w, r, c, info, up, upstreamRequest(r, c), release)
 }
 
 // preflight runs the checks of every upgrade, before anything is dialed:
@@ -392,7 +392,7 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 // relay on a goroutine of its own. It reports whether the relay took over
 // (and with it the admission slot).
 func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c caller, info lifecycle.Info,
-	up *upstreams.Conn, release func()) (handedOff bool) {
+	up *upstreams.Conn, req upstreams.Request, release func()) (handedOff bool) {
 	u := ws.HTTPUpgrader{
 		Protocol: func(p string) bool { return p == protoRealtime && c.offered },
 	}
@@ -421,6 +421,7 @@ func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c call
 	ro := h.opts.Relay
 	ro.Logger = cmp.Or(ro.Logger, h.log)
 	relay := NewRelay(conn, rw.Reader, up.Net, up.BR, ro)
+	h.enableResume(s, relay, req)
 	if up.First != nil {
 		if err := relay.WriteFirst(up.First); err != nil {
 			s.LegError(lifecycle.Client, err)
@@ -435,6 +436,37 @@ func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c call
 	// an idle session holds only its two pumps.
 	go h.runSession(s, relay, release)
 	return true
+}
+
+// enableResume lets a call that may resume (lifecycle.resume) carry on on
+// a new upstream session, dialed as the first one was (req).
+func (h *Handler) enableResume(s *lifecycle.Session, relay *Relay, req upstreams.Request) {
+	if !s.Resumable() {
+		return
+	}
+	relay.EnableResume(s, ResumeOptions{Dial: h.redial(req), Buffer: s.ResumeBuffer(),
+		Timeout: cmp.Or(h.opts.HandshakeTimeout, 10*time.Second)})
+}
+
+// redial dials for a call that resumes: as for its first upstream session,
+// within the handshake timeout and while tether still waits, trying the
+// upstream whose session failed last (a session that expired says nothing
+// about its upstream's health).
+func (h *Handler) redial(req upstreams.Request) Redial {
+	return func(ctx context.Context, trigger lifecycle.Trigger, from string, start []byte) (*upstreams.Conn, error) {
+		ctx, cancel := h.dialContext(ctx)
+		defer cancel()
+		stop := context.AfterFunc(h.mgr.Stopping(), cancel)
+		defer stop()
+		req := req
+		if trigger != lifecycle.TriggerExpired {
+			req.Avoid = from
+		}
+		if start != nil {
+			req.Start = start
+		}
+		return h.dialer.Dial(ctx, req)
+	}
 }
 
 // runSession relays one session to its end and tells the manager.

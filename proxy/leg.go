@@ -54,6 +54,9 @@ type leg struct {
 	// midMessage is set (under wsem) while a relayed message's last frame
 	// has not gone out: a message tether originates must wait for its end.
 	midMessage bool
+	// skipRest is set (under wsem) on a new upstream leg while the client
+	// message begun on the one it replaced still comes: its rest is dropped.
+	skipRest bool
 	// pendingMsg (under wsem) is a message tether originates that waits for
 	// the relayed message in progress to end (Relay.BeginClose).
 	pendingMsg []byte

@@ -128,12 +128,13 @@ func (h *Handler) startLive(r *http.Request, lc *liveClient, info lifecycle.Info
 		return false
 	}
 	_ = lc.conn.SetReadDeadline(time.Time{})
-	return h.openLive(lc, info, up, release)
+	req.Start = payload
+	return h.openLive(lc, info, up, req, release)
 }
 
 // openLive opens the session: session.started goes to the client, the
 // held client messages upstream, and the relay takes over.
-func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Conn, release func()) (handedOff bool) {
+func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Conn, req upstreams.Request, release func()) (handedOff bool) {
 	s := h.mgr.Open(info)
 	s.ReleaseOnEnd(release)
 	defer func() {
@@ -147,6 +148,8 @@ func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Co
 	ro := h.opts.Relay
 	ro.Logger = cmp.Or(ro.Logger, h.log)
 	relay := NewRelay(lc.conn, lc.br, up.Net, up.BR, ro)
+	s.ClientCaptured([]byte(live.SessionStart), req.Start)
+	h.enableResume(s, relay, req)
 	s.Frame(lifecycle.ClientToUpstream, int64(lc.startLen))
 	for _, ev := range up.Early {
 		// Not yet known to be harmless: scrubbed like a message the peeker cannot read.

@@ -86,16 +86,21 @@ type Options struct {
 // Relay joins a client leg and an upstream leg. It implements
 // lifecycle.Transport.
 type Relay struct {
-	opts  Options
-	legs  [2]*leg // index lifecycle.Leg
-	obs   Observer
+	opts Options
+	// legs, index lifecycle.Leg: the upstream leg is replaced when the
+	// call resumes on a new upstream session (res).
+	legs [2]atomic.Pointer[leg]
+	obs  Observer
+	// res resumes the call when its upstream leg ends (EnableResume); nil: off.
+	res   *resumer
 	ended atomic.Bool // set by Shutdown
 	// closing is set by BeginClose: the client's data frames are dropped
 	// while the upstream answers the close.
 	closing atomic.Bool
-	// resume, when set before Run, is the client pump's starting frame
-	// state: inside a message that began before the relay (ResumeClientMessage).
-	resume *frameState
+	// startInMessage, when set before Run, is the client pump's starting
+	// frame state: inside a message that began before the relay
+	// (ResumeClientMessage).
+	startInMessage *frameState
 	// shutdownDone is closed when Shutdown has finished writing close frames;
 	// Run waits for it before closing the sockets.
 	shutdownDone chan struct{}
@@ -113,10 +118,13 @@ func NewRelay(client net.Conn, clientBR *bufio.Reader, upstream net.Conn, upstre
 	opts.CloseWriteTimeout = cmp.Or(opts.CloseWriteTimeout, time.Second)
 	r := &Relay{opts: opts, shutdownDone: make(chan struct{}), log: cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))}
 	base := time.Now()
-	r.legs[lifecycle.Client] = newLeg(client, clientBR, true, base)
-	r.legs[lifecycle.Upstream] = newLeg(upstream, upstreamBR, false, base)
+	r.legs[lifecycle.Client].Store(newLeg(client, clientBR, true, base))
+	r.legs[lifecycle.Upstream].Store(newLeg(upstream, upstreamBR, false, base))
 	return r
 }
+
+// leg returns the session's leg which (the upstream one may be replaced by a resume).
+func (r *Relay) leg(which lifecycle.Leg) *leg { return r.legs[which].Load() }
 
 // Run relays until the session ends and both pumps have exited, then closes
 // both sockets. The calling goroutine pumps client->upstream; one more
@@ -133,8 +141,11 @@ func (r *Relay) Run(obs Observer) {
 	// The session has ended, so Shutdown runs (or ran) exactly once: let it
 	// finish its close frames before the sockets go.
 	<-r.shutdownDone
-	r.legs[0].close()
-	r.legs[1].close()
+	r.leg(lifecycle.Client).close()
+	r.leg(lifecycle.Upstream).close()
+	if r.res != nil {
+		r.res.cancel()
+	}
 }
 
 // recoverSession ends the session with reason panic and logs the stack, so
@@ -160,10 +171,10 @@ func (r *Relay) pumpUpstreamToClient(done chan<- struct{}) {
 func (r *Relay) pumpClientToUpstream() {
 	defer r.recoverSession()
 	p := newPump(r, lifecycle.ClientToUpstream)
-	if r.resume != nil {
+	if r.startInMessage != nil {
 		// The message's first frames went out before the relay: continue it,
 		// without peeking into its middle.
-		p.st, p.started = *r.resume, true
+		p.st, p.started = *r.startInMessage, true
 		p.peek.Reset(false)
 		p.peek.SetDone()
 	}
@@ -176,16 +187,22 @@ func (r *Relay) Ping(which lifecycle.Leg) error {
 	if r.ended.Load() {
 		return nil
 	}
+	if which == lifecycle.Upstream && r.resuming() {
+		return nil // the new upstream leg is not there yet
+	}
 	var p [8]byte
 	binary.BigEndian.PutUint64(p[:], uint64(time.Now().UnixNano()))
-	return r.legs[which].sendControl(ws.OpPing, p[:])
+	return r.leg(which).sendControl(ws.OpPing, p[:])
 }
 
 // Liveness implements lifecycle.Transport: when the leg's peer last sent
 // bytes (now, while some wait unread in its socket), and since when the
 // write in progress on the leg has made no progress (zero between writes).
 func (r *Relay) Liveness(which lifecycle.Leg) (heard, writing time.Time) {
-	l := r.legs[which]
+	if which == lifecycle.Upstream && r.resuming() {
+		return time.Now(), time.Time{} // no upstream leg to judge while the call resumes
+	}
+	l := r.leg(which)
 	heard = l.base.Add(time.Duration(l.heard.Load()))
 	if n, ok := unreadBytes(l.sock); ok && n > 0 {
 		// The peer's bytes wait for tether to read them (the other leg
@@ -217,9 +234,17 @@ func (r *Relay) Liveness(which lifecycle.Leg) (heard, writing time.Time) {
 func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 	r.ended.Store(true)
 	defer close(r.shutdownDone)
+	if r.res != nil {
+		// A resume in progress gives up; one that is swapping legs has
+		// swapped them once this lock is taken.
+		r.res.cancel()
+		r.res.mu.Lock()
+		r.res.mu.Unlock() //nolint:staticcheck // an empty critical section: a barrier
+	}
+	legs := [2]*leg{r.leg(lifecycle.Client), r.leg(lifecycle.Upstream)}
 	now := time.Now()
 	frames := [2]lifecycle.CloseFrame{client, upstream}
-	for i, l := range r.legs {
+	for i, l := range legs {
 		if frames[i].Code == lifecycle.CodeNone {
 			// Nothing to say on this leg (it failed): close it now.
 			l.close()
@@ -232,7 +257,7 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 	// Both legs at once: a leg whose peer stopped reading must not delay the
 	// other leg's close frame.
 	var wg sync.WaitGroup
-	for i, l := range r.legs {
+	for i, l := range legs {
 		f := frames[i]
 		if f.Code == lifecycle.CodeNone || l.closed.Load() {
 			continue
@@ -255,7 +280,7 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 // first, and msg right after its last frame (see pump.write); a client that
 // never finishes it leaves the close to Shutdown.
 func (r *Relay) BeginClose(msg []byte) error {
-	l := r.legs[lifecycle.Upstream]
+	l := r.leg(lifecycle.Upstream)
 	if !l.lockWithin(r.opts.CloseWriteTimeout) {
 		r.closing.Store(true)
 		return errPartialFrame
@@ -328,16 +353,20 @@ func newPump(r *Relay, d lifecycle.Direction) *pump {
 	if d == lifecycle.UpstreamToClient {
 		p.srcLeg, p.dstLeg = lifecycle.Upstream, lifecycle.Client
 	}
-	p.src, p.dst = r.legs[p.srcLeg], r.legs[p.dstLeg]
+	p.src, p.dst = r.leg(p.srcLeg), r.leg(p.dstLeg)
 	return p
 }
 
+// resuming reports whether a resume is in progress.
+func (r *Relay) resuming() bool { return r.res != nil && r.res.active.Load() }
+
 // run reads frames until an error, a close, or the end of the session.
 func (p *pump) run() {
-	r, src := p.r, p.src
-	defer src.rd.release()
+	r := p.r
+	defer func() { p.src.rd.release() }()
 	defer p.releaseBuffers()
 	for {
+		src := p.src // a resume replaces the upstream leg
 		h, err := readHeader(&src.rd, src.hdr[:])
 		if err != nil {
 			if r.ended.Load() {
@@ -345,6 +374,12 @@ func (p *pump) run() {
 			}
 			if errors.Is(err, errHeaderLengthInvalid) {
 				r.obs.End(lifecycle.ReasonProtocolError)
+				return
+			}
+			if p.d == lifecycle.UpstreamToClient && r.res != nil {
+				if p.upstreamLost(r.res.readTrigger(), p.lostFallback(err)) {
+					continue
+				}
 				return
 			}
 			r.obs.LegError(p.srcLeg, err)
@@ -369,7 +404,14 @@ func (p *pump) run() {
 			return
 		}
 		if h.OpCode.IsControl() {
-			if !r.control(p.srcLeg, src, h) {
+			ok, cl := r.control(p.srcLeg, src, h)
+			if cl != nil {
+				if p.upstreamClosed(cl) {
+					continue
+				}
+				return
+			}
+			if !ok {
 				return
 			}
 			continue
@@ -392,6 +434,10 @@ func (p *pump) run() {
 			case r.ended.Load() || err == errPartialFrame:
 			case err == errErrorEventTooLarge:
 				r.obs.End(lifecycle.ReasonFrameTooLarge)
+			case failed == lifecycle.Upstream && p.d == lifecycle.UpstreamToClient && r.res != nil:
+				if p.upstreamLost(r.res.readTrigger(), p.lostFallback(err)) {
+					continue
+				}
 			default:
 				r.obs.LegError(failed, err)
 			}
@@ -410,7 +456,11 @@ func (p *pump) run() {
 				faultHook(p.d, typ)
 				r.obs.Event(p.d, typ, p.peek.ResponseID())
 				if p.capture != nil && p.capOK {
-					r.obs.Captured(typ, *p.capture)
+					if p.d == lifecycle.UpstreamToClient {
+						r.obs.Captured(typ, *p.capture)
+					} else {
+						r.res.obs.ClientCaptured(typ, *p.capture)
+					}
 				}
 			}
 			p.releaseBuffers()
@@ -423,9 +473,10 @@ func (p *pump) startMessage() {
 	p.peek.Reset(p.d == lifecycle.UpstreamToClient)
 	p.releaseBuffers()
 	p.started = false
-	// Only upstream events are captured whole, or held (the dialect says which).
+	// Upstream events are captured whole, or held (the dialect says which);
+	// client events only for a call that may resume (its memory says which).
 	upText := p.st.text && p.d == lifecycle.UpstreamToClient
-	p.capOK = upText
+	p.capOK = upText || p.st.text && p.r.res != nil
 	p.holding = upText
 }
 
@@ -547,10 +598,19 @@ func (p *pump) write(frame []byte, fin bool) error {
 	if p.dstErr != nil {
 		return nil // dst failed: the source is still read (see dstErr)
 	}
+	toUpstream := p.d == lifecycle.ClientToUpstream
+	if toUpstream && p.r.res != nil && p.r.res.hold(frame, fin, p.peek.Type()) {
+		return nil // held for the next upstream session
+	}
 	dst := p.dst
+	if toUpstream {
+		dst = p.r.leg(lifecycle.Upstream) // a resume replaces it
+	}
 	dst.lock()
-	if p.d == lifecycle.ClientToUpstream && p.r.closing.Load() {
-		// tether's close message went (or goes) out: the client's frames stop here.
+	if toUpstream && (p.r.closing.Load() || dst.skipRest) {
+		// tether's close message went (or goes) out: the client's frames
+		// stop here; or the rest of a message begun on a previous upstream leg.
+		dst.skipRest = dst.skipRest && !fin
 		dst.unlockFlush()
 		return nil
 	}
@@ -563,6 +623,15 @@ func (p *pump) write(frame []byte, fin bool) error {
 			dst.pendingMsg = nil
 			p.r.closing.Store(true)
 		}
+	}
+	if err != nil && toUpstream && p.r.res != nil && !p.r.ended.Load() && p.r.res.begin(lifecycle.TriggerUpstreamError) {
+		// The upstream leg failed under the call, which resumes: the frame
+		// is held for the next upstream session; the upstream pump finds
+		// the failure when its read fails.
+		dst.unlock()
+		dst.close()
+		p.r.res.hold(frame, fin, p.peek.Type())
+		return nil
 	}
 	if err != nil && err != errCloseSent && !p.r.ended.Load() {
 		// dst failed. The source is still read, its events still reach the
@@ -635,6 +704,11 @@ func (p *pump) hold(chunk []byte, fin bool) error {
 				p.capOK = true
 			}
 		}
+	}
+	if typ != nil && p.r.res != nil && p.r.res.obs.Swallow(typ, msg) {
+		// It ends the upstream session and the call resumes from it.
+		p.r.swallow(p.scrub(msg, true))
+		return nil
 	}
 	return p.writeMessage(p.scrub(msg, typ == nil || p.r.obs.Hold(typ)), true)
 }
@@ -742,7 +816,7 @@ func (p *pump) inspect(h ws.Header, b []byte, off int) {
 		return
 	}
 	typ := p.peek.Type()
-	if typ != nil && !p.r.obs.Capture(typ) {
+	if typ != nil && !p.wants(typ) {
 		p.capOK = false
 		if p.capture != nil {
 			putCapture(p.capture)
@@ -770,14 +844,64 @@ func (p *pump) inspect(h ws.Header, b []byte, off int) {
 	*p.capture = c
 }
 
-// control handles a control frame from leg src. It returns false when the pump must stop.
-func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
+// wants reports whether the session captures a message of type typ whole
+// (upstream: its dialect or memory; client: its memory).
+func (p *pump) wants(typ []byte) bool {
+	if p.d == lifecycle.UpstreamToClient {
+		return p.r.obs.Capture(typ)
+	}
+	return p.r.res.obs.CaptureClient(typ)
+}
+
+// peerClose is a close frame received.
+type peerClose struct {
+	code   wsframe.CloseCode
+	reason string
+}
+
+// upstreamClosed handles a close frame from the pump's source: the call
+// resumes when the upstream went away or failed (or after an ending event
+// it resumes from), else the session ends. It reports whether the call
+// goes on.
+func (p *pump) upstreamClosed(cl *peerClose) bool {
+	r := p.r
+	closed := func() { r.obs.CloseReceived(p.srcLeg, cl.code, cl.reason) }
+	if p.d != lifecycle.UpstreamToClient || r.res == nil {
+		closed()
+		return false
+	}
+	trigger := r.res.readTrigger()
+	if trigger == lifecycle.TriggerUpstreamError && !closeResumes(cl.code) && !r.res.endingSeen() {
+		closed() // the upstream ended the session on purpose
+		return false
+	}
+	return p.upstreamLost(trigger, closed)
+}
+
+// lostFallback ends the session as a failed upstream read would without
+// resuming: for the trigger that failed it, the contract's reason.
+func (p *pump) lostFallback(err error) func() {
+	return func() {
+		switch p.r.res.readTrigger() {
+		case lifecycle.TriggerUpstreamHeartbeatTimeout:
+			p.r.obs.End(lifecycle.ReasonUpstreamHeartbeatTimeout)
+		case lifecycle.TriggerFatalEvent:
+			p.r.obs.End(lifecycle.ReasonUpstreamFatalEvent)
+		default:
+			p.r.obs.LegError(lifecycle.Upstream, err)
+		}
+	}
+}
+
+// control handles a control frame from leg src. It returns false when the
+// pump must stop; a close frame is returned, not acted on.
+func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) (bool, *peerClose) {
 	in := ctlPool.Get().(*ctlBuf)
 	defer ctlPool.Put(in)
 	p := in[:h.Length]
 	if _, err := io.ReadFull(&src.rd, p); err != nil {
 		r.obs.LegError(which, err)
-		return false
+		return false, nil
 	}
 	if h.Masked {
 		ws.Cipher(p, h.Mask, 0)
@@ -788,7 +912,7 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 		// fragment in flight there.
 		if err := src.sendControl(ws.OpPong, p); err != nil && !r.ended.Load() {
 			r.obs.LegError(which, err)
-			return false
+			return false, nil
 		}
 	case ws.OpPong:
 		r.obs.Pong(which)
@@ -796,16 +920,15 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) bool {
 		code, reason, err := wsframe.ParseClose(p)
 		if err != nil {
 			r.obs.End(lifecycle.ReasonProtocolError)
-			return false
+			return false, nil
 		}
 		rs := string(reason)
 		if which == lifecycle.Upstream {
 			rs = r.opts.Redactor.Redact(rs)
 		}
-		r.obs.CloseReceived(which, code, wsframe.TruncateUTF8(rs, wsframe.MaxCloseReason))
-		return false
+		return false, &peerClose{code: code, reason: wsframe.TruncateUTF8(rs, wsframe.MaxCloseReason)}
 	}
-	return true
+	return true, nil
 }
 
 // WriteFirst writes an already-encoded frame (the upstream's first event,
@@ -823,7 +946,7 @@ func (r *Relay) WriteFirst(frame []byte) error {
 // Frames for the upstream are dropped once a graceful close began (the
 // session ended before they could go): it reports whether they went out.
 func (r *Relay) WriteBefore(which lifecycle.Leg, frames []byte, midMessage bool) (bool, error) {
-	l := r.legs[which]
+	l := r.leg(which)
 	l.lock()
 	defer l.unlock()
 	if which == lifecycle.Upstream && (r.closing.Load() || l.pendingMsg != nil) {
@@ -842,5 +965,5 @@ func (r *Relay) WriteBefore(which lifecycle.Leg, frames []byte, midMessage bool)
 // fragmented message (text or binary) that began before the relay ran: its
 // next frame is a continuation. Call it before Run.
 func (r *Relay) ResumeClientMessage(text bool) {
-	r.resume = &frameState{inMessage: true, text: text}
+	r.startInMessage = &frameState{inMessage: true, text: text}
 }

@@ -139,6 +139,10 @@ type Request struct {
 	// message (unmasked payload), sent as it is to each upstream's live_url;
 	// Model is then its session.model. RawQuery is not used.
 	Start []byte
+	// Avoid names an upstream to try last, after every other one that
+	// serves the request (the one whose session just failed under a call
+	// that resumes).
+	Avoid string
 }
 
 // Conn is a dialed upstream.
@@ -311,7 +315,8 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 		skip[i] = !u.Available(now)
 		all = all && (skip[i] || !serves[i])
 	}
-	for i, u := range d.list {
+	for _, i := range d.order(req.Avoid) {
+		u := d.list[i]
 		if ctx.Err() != nil {
 			break
 		}
@@ -359,6 +364,23 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (*Conn, error) {
 		break
 	}
 	return nil, de
+}
+
+// order is the dial order: the list's, with the upstream named avoid last.
+func (d *Dialer) order(avoid string) []int {
+	out := make([]int, 0, len(d.list))
+	last := -1
+	for i, u := range d.list {
+		if avoid != "" && u.Name == avoid {
+			last = i
+			continue
+		}
+		out = append(out, i)
+	}
+	if last >= 0 {
+		out = append(out, last)
+	}
+	return out
 }
 
 // setQuery sets key=value in a raw query string, replacing the key in any

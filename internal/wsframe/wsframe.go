@@ -31,6 +31,7 @@ const (
 	PolicyViolation  CloseCode = 1008
 	MessageTooBig    CloseCode = 1009
 	InternalError    CloseCode = 1011
+	ServiceRestart   CloseCode = 1012
 	TryAgainLater    CloseCode = 1013
 	BadGateway       CloseCode = 1014
 	// Unauthorized is what OpenAI closes with after a bad credential.
