@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/limits"
 	tethertls "github.com/tetherproxy/tether/tls"
 	"github.com/tetherproxy/tether/upstreams"
@@ -125,10 +127,26 @@ const (
 	DefaultCooldown = 30 * time.Second
 )
 
+// Defaults of lifecycle.resume (why these values: see [Resume] and
+// [ResumeHistory]).
+const (
+	DefaultResumeEnabled      = false
+	DefaultResumeMaxResumes   = 3
+	DefaultResumeHistoryItems = 128
+	DefaultResumeHistoryBytes = 32 << 10 // 32 KiB
+	DefaultResumeBuffer       = 2 * time.Second
+	DefaultResumeNotify       = true
+)
+
 // Limits enforced by Validate.
 const (
 	// MaxFrameBytesLimit is the largest allowed server.max_frame_bytes (1 GiB).
 	MaxFrameBytesLimit = 1 << 30
+	// MaxResumeBuffer is the largest allowed lifecycle.resume.buffer. The
+	// audio is held in memory, per call (30 s of 24 kHz PCM16 is about
+	// 2 MB as base64 appends), and audio older than this would reach the
+	// new upstream session as a backlog it answers long after the caller spoke.
+	MaxResumeBuffer = 30 * time.Second
 )
 
 // EnvPrefix starts the name of every environment override: the key path
@@ -170,6 +188,14 @@ func Default() *Config {
 				UpstreamErrorBetaAPIShapeDisabled,
 			},
 			Live: LiveLifecycle{CloseTimeout: DefaultLiveCloseTimeout, Quiet: DefaultLiveQuiet},
+			Resume: Resume{
+				Enabled:    DefaultResumeEnabled,
+				On:         slices.Clone(lifecycle.AllTriggers),
+				MaxResumes: DefaultResumeMaxResumes,
+				History:    ResumeHistory{Items: DefaultResumeHistoryItems, Bytes: DefaultResumeHistoryBytes},
+				Buffer:     DefaultResumeBuffer,
+				Notify:     DefaultResumeNotify,
+			},
 		},
 		Limits: limits.Config{Window: DefaultLimitsWindow, BoundaryTimeout: DefaultBoundaryTimeout,
 			Overrides: map[string]limits.Config{}},

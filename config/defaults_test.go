@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/upstreams"
 )
 
@@ -44,6 +45,10 @@ func TestDefaultValues(t *testing.T) {
 		{"lifecycle.max_duration", c.Lifecycle.MaxDuration, 60 * time.Minute},
 		{"lifecycle.drain_timeout", c.Lifecycle.DrainTimeout, 30 * time.Second},
 		{"lifecycle.fatal_upstream_errors", c.Lifecycle.FatalUpstreamErrors, []string{"session_expired", "invalid_api_key", "beta_api_shape_disabled"}},
+		{"lifecycle.resume", c.Lifecycle.Resume, Resume{
+			Enabled: false, On: []lifecycle.Trigger{"expired", "upstream_error", "upstream_heartbeat_timeout", "fatal_event"},
+			MaxResumes: 3, History: ResumeHistory{Items: 128, Bytes: 32768}, Buffer: 2 * time.Second, Notify: true,
+		}},
 		{"tls.mode", string(c.TLS.Mode), "off"},
 		{"telemetry.service_name", c.Telemetry.ServiceName, "tether"},
 		{"telemetry.traces", c.Telemetry.Traces, Traces{Exporter: "none", Protocol: "grpc", Insecure: true, SampleRatio: 1.0}},
@@ -56,7 +61,9 @@ func TestDefaultValues(t *testing.T) {
 	}
 	// Each call is independent.
 	c.Server.Paths[0] = "/changed"
-	if Default().Server.Paths[0] != "/v1/realtime" {
+	c.Lifecycle.Resume.On[0] = "changed"
+	if Default().Server.Paths[0] != "/v1/realtime" || Default().Lifecycle.Resume.On[0] != "expired" ||
+		lifecycle.AllTriggers[0] != "expired" {
 		t.Error("Default() shares slices between calls")
 	}
 }

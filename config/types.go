@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/limits"
 	tethertls "github.com/tetherproxy/tether/tls"
 	"github.com/tetherproxy/tether/upstreams"
@@ -127,6 +128,52 @@ type Lifecycle struct {
 	FatalUpstreamErrors []string `mapstructure:"fatal_upstream_errors" yaml:"fatal_upstream_errors"`
 	// Live tunes GPT-Live sessions.
 	Live LiveLifecycle `mapstructure:"live" yaml:"live"`
+	// Resume carries a call over to a new upstream session when the
+	// upstream ends it, without closing the client's socket.
+	Resume Resume `mapstructure:"resume" yaml:"resume"`
+}
+
+// Resume configures carrying a call over to a new upstream session when its
+// upstream ends the session (the provider's cap, a reset, a dead upstream
+// leg, a fatal event): tether dials again, replays the session settings and
+// a bounded text history, sends on the client audio it held, and relays on.
+type Resume struct {
+	// Enabled turns resuming on; off, such endings close the call as before.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// On lists the upstream endings that resume a call
+	// ([lifecycle.AllTriggers] by default); each at most once.
+	On []lifecycle.Trigger `mapstructure:"on" yaml:"on"`
+	// MaxResumes bounds the successful resumes of one call; once spent, the
+	// next ending closes the call with its own reason. >= 1 when enabled.
+	MaxResumes int `mapstructure:"max_resumes" yaml:"max_resumes"`
+	// History bounds the text history a call keeps for its next upstream
+	// session.
+	History ResumeHistory `mapstructure:"history" yaml:"history"`
+	// Buffer is how much client audio (by arrival time) is held while the
+	// call resumes and sent to the new upstream session; what arrives beyond
+	// it is dropped. 0 holds none; at most [MaxResumeBuffer].
+	Buffer time.Duration `mapstructure:"buffer" yaml:"buffer"`
+	// Notify sends the client a tether.session.resumed event once the call
+	// goes on on its new upstream session.
+	Notify bool `mapstructure:"notify" yaml:"notify"`
+}
+
+// ResumeHistory bounds a call's history: the oldest entries go first once
+// either bound is passed. Both are > 0; the dialect's own limits apply on
+// top (GPT-Live takes at most 128 messages of history).
+type ResumeHistory struct {
+	// Items is the most history entries kept (messages, function calls and
+	// their outputs). The default, 128, is GPT-Live's own cap on the
+	// history of a session.start, so one default serves both dialects; on
+	// Realtime each entry is one conversation.item.create to be answered
+	// before the call goes on, so the count also bounds the resume's gap.
+	Items int `mapstructure:"items" yaml:"items"`
+	// Bytes is the most history kept, in bytes of the encoded entries. The
+	// default, 32 KiB, is about 8,000 tokens of English: GPT-Live's cap on
+	// the rendered history, and a quarter of a gpt-realtime context, so the
+	// replay leaves room for instructions, tools and the turns to come, and
+	// every later answer (which bills the history again as input) stays cheap.
+	Bytes int `mapstructure:"bytes" yaml:"bytes"`
 }
 
 // LiveLifecycle tunes the ending and drain of GPT-Live sessions.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/internal/redact"
+	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/limits"
 	"github.com/tetherproxy/tether/state"
 	tethertls "github.com/tetherproxy/tether/tls"
@@ -438,6 +439,44 @@ func (l *Lifecycle) validate(ps *problems) {
 		if strings.TrimSpace(code) == "" {
 			ps.add(fmt.Sprintf("lifecycle.fatal_upstream_errors[%d]", i), "must not be empty")
 		}
+	}
+	l.Resume.validate(ps)
+}
+
+// validate checks lifecycle.resume. The shape of the block is checked even
+// when it is off, so a mistake shows before the day it is turned on.
+func (r *Resume) validate(ps *problems) {
+	const path = "lifecycle.resume"
+	seen := make(map[lifecycle.Trigger]string, len(r.On))
+	for i, t := range r.On {
+		p := fmt.Sprintf("%s.on[%d]", path, i)
+		if !slices.Contains(lifecycle.AllTriggers, t) {
+			oneOf(ps, p, t, lifecycle.AllTriggers...)
+			continue
+		}
+		if other, dup := seen[t]; dup {
+			ps.add(p, "duplicate of %s (%q)", other, t)
+		} else {
+			seen[t] = p
+		}
+	}
+	if r.Enabled && len(r.On) == 0 {
+		ps.add(path+".on", "must list at least one trigger when %s.enabled is true; set enabled: false to never resume", path)
+	}
+	switch {
+	case r.Enabled && r.MaxResumes < 1:
+		ps.add(path+".max_resumes", "must be >= 1 when %s.enabled is true (got %d)", path, r.MaxResumes)
+	case r.MaxResumes < 0:
+		ps.add(path+".max_resumes", "must be >= 0 (got %d)", r.MaxResumes)
+	}
+	if r.History.Items < 1 {
+		ps.add(path+".history.items", "must be >= 1 (got %d)", r.History.Items)
+	}
+	if r.History.Bytes < 1 {
+		ps.add(path+".history.bytes", "must be >= 1 (got %d)", r.History.Bytes)
+	}
+	if r.Buffer < 0 || r.Buffer > MaxResumeBuffer {
+		ps.add(path+".buffer", "must be between 0 and %s (got %s); 0 holds no client audio", MaxResumeBuffer, r.Buffer)
 	}
 }
 

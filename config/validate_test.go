@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/auth"
+	"github.com/tetherproxy/tether/lifecycle"
 	tethertls "github.com/tetherproxy/tether/tls"
 	"github.com/tetherproxy/tether/upstreams"
 )
@@ -137,6 +138,43 @@ func TestValidateRules(t *testing.T) {
 		}},
 		{name: "fatal error code empty", mutate: func(c *Config) { c.Lifecycle.FatalUpstreamErrors = []string{"x", " "} }, want: []string{"lifecycle.fatal_upstream_errors[1]"}},
 		{name: "no fatal error codes ok", mutate: func(c *Config) { c.Lifecycle.FatalUpstreamErrors = nil }},
+
+		// lifecycle.resume
+		{name: "resume enabled ok", mutate: func(c *Config) { c.Lifecycle.Resume.Enabled = true }},
+		{name: "resume one trigger ok", mutate: func(c *Config) {
+			c.Lifecycle.Resume.Enabled, c.Lifecycle.Resume.On = true, []lifecycle.Trigger{lifecycle.TriggerExpired}
+		}},
+		{name: "resume unknown trigger", mutate: func(c *Config) {
+			c.Lifecycle.Resume.On = []lifecycle.Trigger{"expired", "session_expired"}
+		}, want: []string{"lifecycle.resume.on[1]"},
+			msg: `must be one of expired, upstream_error, upstream_heartbeat_timeout, fatal_event (got "session_expired")`},
+		{name: "resume trigger twice", mutate: func(c *Config) {
+			c.Lifecycle.Resume.On = []lifecycle.Trigger{"fatal_event", "expired", "fatal_event"}
+		}, want: []string{"lifecycle.resume.on[2]"}, msg: `duplicate of lifecycle.resume.on[0] ("fatal_event")`},
+		{name: "resume enabled without triggers", mutate: func(c *Config) {
+			c.Lifecycle.Resume.Enabled, c.Lifecycle.Resume.On = true, nil
+		}, want: []string{"lifecycle.resume.on"}, msg: "at least one trigger"},
+		{name: "resume off without triggers ok", mutate: func(c *Config) { c.Lifecycle.Resume.On = []lifecycle.Trigger{} }},
+		{name: "resume enabled zero max", mutate: func(c *Config) {
+			c.Lifecycle.Resume.Enabled, c.Lifecycle.Resume.MaxResumes = true, 0
+		}, want: []string{"lifecycle.resume.max_resumes"}, msg: ">= 1 when lifecycle.resume.enabled is true (got 0)"},
+		{name: "resume off zero max ok", mutate: func(c *Config) { c.Lifecycle.Resume.MaxResumes = 0 }},
+		{name: "resume off negative max", mutate: func(c *Config) { c.Lifecycle.Resume.MaxResumes = -1 }, want: []string{"lifecycle.resume.max_resumes"}, msg: ">= 0"},
+		{name: "resume history zero", mutate: func(c *Config) { c.Lifecycle.Resume.History = ResumeHistory{} },
+			want: []string{"lifecycle.resume.history.bytes", "lifecycle.resume.history.items"}, msg: ">= 1 (got 0)"},
+		{name: "resume history negative", mutate: func(c *Config) { c.Lifecycle.Resume.History.Items = -5 },
+			want: []string{"lifecycle.resume.history.items"}},
+		{name: "resume buffer negative", mutate: func(c *Config) { c.Lifecycle.Resume.Buffer = -time.Second },
+			want: []string{"lifecycle.resume.buffer"}, msg: "between 0 and 30s (got -1s)"},
+		{name: "resume buffer over 30s", mutate: func(c *Config) { c.Lifecycle.Resume.Buffer = 30*time.Second + time.Millisecond },
+			want: []string{"lifecycle.resume.buffer"}},
+		{name: "resume buffer bounds ok", mutate: func(c *Config) { c.Lifecycle.Resume.Buffer = 30 * time.Second }},
+		{name: "resume buffer zero ok", mutate: func(c *Config) { c.Lifecycle.Resume.Buffer = 0 }},
+		{name: "resume every problem", mutate: func(c *Config) {
+			c.Lifecycle.Resume = Resume{Enabled: true, On: []lifecycle.Trigger{"expired", "expired", "reset"},
+				History: ResumeHistory{Items: 1, Bytes: 0}, Buffer: time.Minute}
+		}, want: []string{"lifecycle.resume.buffer", "lifecycle.resume.history.bytes", "lifecycle.resume.max_resumes",
+			"lifecycle.resume.on[1]", "lifecycle.resume.on[2]"}},
 
 		// tls
 		{name: "tls mode unknown", mutate: func(c *Config) { c.TLS.Mode = "on" }, want: []string{"tls.mode"}, msg: "off, files, acme"},

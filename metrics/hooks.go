@@ -92,5 +92,16 @@ func observe(h prometheus.Observer, v float64, traceID string) {
 	h.Observe(v)
 }
 
-// SessionResumed implements lifecycle.Hooks.
-func (m *Metrics) SessionResumed(*lifecycle.Session, lifecycle.Resume) {}
+// SessionResumed implements lifecycle.Hooks: a resume is counted under the
+// upstream that took the call over, a failed or exhausted one under the
+// upstream whose session ended (no other took it).
+func (m *Metrics) SessionResumed(s *lifecycle.Session, r lifecycle.Resume) {
+	upstream := r.From
+	if r.Result == lifecycle.ResumeOK && r.Upstream != "" {
+		upstream = r.Upstream
+	}
+	m.resumesTotal.WithLabelValues(upstream, string(r.Trigger), r.Result).Inc()
+	if r.Result == lifecycle.ResumeOK {
+		observe(m.resumeGap.WithLabelValues(upstream), r.Gap.Seconds(), s.TraceID())
+	}
+}

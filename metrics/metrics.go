@@ -41,6 +41,8 @@ type Metrics struct {
 	heartbeatTimeouts *prometheus.CounterVec
 	stateErrors       *prometheus.CounterVec
 	closeFramesTotal  [2][2]prometheus.Counter // by Leg, then 0 = not sent, 1 = sent
+	resumesTotal      *prometheus.CounterVec
+	resumeGap         *prometheus.HistogramVec
 	sessionsByReason  map[sessionKey]prometheus.Counter
 
 	// Label sets (read-only after New).
@@ -58,6 +60,9 @@ type sessionKey struct {
 
 // Dialects are the values of the dialect label, created at 0 up front.
 var Dialects = []string{"realtime", "live"}
+
+// resumeResults are the values of tether_resumes_total's result label.
+var resumeResults = []string{lifecycle.ResumeOK, lifecycle.ResumeFailed, lifecycle.ResumeExhausted}
 
 // New creates the collectors on a fresh registry, with the Go runtime and
 // process collectors.
@@ -128,9 +133,20 @@ func New(o Options) *Metrics {
 	}
 	m.heartbeatTimeouts.WithLabelValues("client")
 	m.heartbeatTimeouts.WithLabelValues("upstream")
+	// Series by upstream are created at 0 by WatchUpstream.
+	m.resumesTotal = counterVec("tether_resumes_total",
+		"Attempts to carry a call over to a new upstream session (lifecycle.resume), by upstream (the one that took the call over; for failed and exhausted, the one whose session ended), trigger and result.",
+		"upstream", "trigger", "result")
+	m.resumeGap = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tether_resume_gap_seconds", Help: "From the end of an upstream session to the call going on on the next one (dials and the replay answered), for successful resumes, by the upstream that took the call over.",
+		// A dial (with its first event) takes most of the gap; 2 s is the
+		// default lifecycle.resume.buffer, past which client audio was dropped.
+		Buckets: []float64{.05, .1, .25, .5, 1, 2, 3, 5, 10, 30},
+	}, []string{"upstream"})
 	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration,
 		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens, m.audioSeconds,
 		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, m.stateErrors, closeFrames,
+		m.resumesTotal, m.resumeGap,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -204,10 +220,18 @@ func (m *Metrics) WatchRelayed(mgr *lifecycle.Manager) {
 }
 
 // WatchUpstream exports tether_upstream_available{upstream} from available,
-// and creates the upstream's tether_audio_seconds_total series at 0 (so
-// rate() sees its first usage report).
+// and creates the upstream's tether_audio_seconds_total,
+// tether_resumes_total (every trigger and result) and
+// tether_resume_gap_seconds series at 0 (so rate() sees their first
+// increase).
 func (m *Metrics) WatchUpstream(name string, available func() bool) {
 	m.audioSeconds.WithLabelValues(name)
+	for _, t := range lifecycle.AllTriggers {
+		for _, result := range resumeResults {
+			m.resumesTotal.WithLabelValues(name, string(t), result)
+		}
+	}
+	m.resumeGap.WithLabelValues(name)
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tether_upstream_available", Help: "1 when the upstream is dialed, 0 while it sits out its cool-down after repeated failures.",
 		ConstLabels: prometheus.Labels{"upstream": name},

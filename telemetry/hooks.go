@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"strconv"
 	"sync"
@@ -29,6 +30,9 @@ const (
 	EventCloseSent        = "tether.close_sent"
 	EventCloseReceived    = "tether.close_received"
 	EventFirstAudio       = "tether.first_audio"
+	// EventResume marks an attempt to carry the call over to a new upstream
+	// session, at the moment the old one ended.
+	EventResume = "tether.resume"
 )
 
 // Attribute keys (contract names; OpenTelemetry semantic conventions where one exists).
@@ -66,6 +70,23 @@ const (
 	AttrTimeToCreatedMS = attribute.Key("tether.time_to_response_created_ms")
 	AttrLeg             = attribute.Key("tether.leg")
 	AttrCloseCode       = attribute.Key("tether.close.code")
+
+	// The tether.resume event's attributes.
+	AttrResumeTrigger      = attribute.Key("tether.resume.trigger")
+	AttrResumeResult       = attribute.Key("tether.resume.result")
+	AttrResumeFrom         = attribute.Key("tether.resume.from")
+	AttrResumeUpstream     = attribute.Key("tether.resume.upstream")
+	AttrResumeCount        = attribute.Key("tether.resume.count")
+	AttrResumeGapMS        = attribute.Key("tether.resume.gap_ms")
+	AttrResumeHistoryItems = attribute.Key("tether.resume.history_items")
+	AttrResumeBuffered     = attribute.Key("tether.resume.buffered")
+	AttrResumeDropped      = attribute.Key("tether.resume.dropped")
+	AttrResumeError        = attribute.Key("tether.resume.error")
+	// AttrResumes (session span) counts the call's successful resumes;
+	// AttrUsageParts holds its upstream sessions with their own usage, as
+	// one JSON array (see partsJSON for why).
+	AttrResumes    = attribute.Key("tether.resumes")
+	AttrUsageParts = attribute.Key("tether.usage.parts")
 )
 
 // ResponseInterrupted is tether.response.status for a response the session
@@ -153,10 +174,19 @@ func (h *Hooks) startSession(info lifecycle.Info, fallback time.Time, attrs []at
 	if !span.IsRecording() {
 		return span
 	}
-	for _, d := range info.Dials {
+	h.dialSpans(ctx, info.Dials, start)
+	return span
+}
+
+// dialSpans records a tether.upstream.dial child of ctx's span per dial, at
+// the dial's own times (from fallback when it has none): the handshake's
+// dials and those of each resume. A dial's error text stays out of the span;
+// its result names what failed.
+func (h *Hooks) dialSpans(ctx context.Context, dials []lifecycle.Dial, fallback time.Time) {
+	for _, d := range dials {
 		ds := d.Start
 		if ds.IsZero() {
-			ds = start
+			ds = fallback
 		}
 		da := []attribute.KeyValue{AttrUpstreamName.String(d.Upstream), AttrDialResult.String(d.Result)}
 		if d.Status != 0 {
@@ -170,7 +200,6 @@ func (h *Hooks) startSession(info lifecycle.Info, fallback time.Time, attrs []at
 		}
 		c.End(trace.WithTimestamp(ds.Add(d.Duration)))
 	}
-	return span
 }
 
 // appendAddr appends host and port of a host:port address (the whole
@@ -358,6 +387,12 @@ func (h *Hooks) SessionEnded(s *lifecycle.Session, sum lifecycle.Summary) {
 	if sum.UpstreamEndReason != "" {
 		attrs = append(attrs, AttrUpstreamEnd.String(sum.UpstreamEndReason))
 	}
+	if sum.Resumes > 0 {
+		attrs = append(attrs, AttrResumes.Int(sum.Resumes))
+		if parts := partsJSON(sum.Parts); parts != "" {
+			attrs = append(attrs, AttrUsageParts.String(parts))
+		}
+	}
 	if sum.CloseClient.Code != lifecycle.CodeNone {
 		attrs = append(attrs, AttrClientCloseCode.Int(int(sum.CloseClient.Code)))
 	}
@@ -393,5 +428,78 @@ func (h *Hooks) SessionEnded(s *lifecycle.Session, sum lifecycle.Summary) {
 	span.End(trace.WithTimestamp(end))
 }
 
-// SessionResumed implements lifecycle.Hooks.
-func (h *Hooks) SessionResumed(*lifecycle.Session, lifecycle.Resume) {}
+// SessionResumed records an attempt to carry the call over: a tether.resume
+// event on the session span, at the moment the old upstream session ended,
+// and the attempt's dials as tether.upstream.dial children.
+func (h *Hooks) SessionResumed(s *lifecycle.Session, r lifecycle.Resume) {
+	ss := h.lookup(s)
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	ended := ss.ended
+	ss.mu.Unlock()
+	if ended {
+		return
+	}
+	at := r.Start
+	if at.IsZero() {
+		at = time.Now()
+	}
+	h.dialSpans(trace.ContextWithSpan(context.Background(), ss.span), r.Dials, at)
+	attrs := []attribute.KeyValue{
+		AttrResumeTrigger.String(string(r.Trigger)),
+		AttrResumeResult.String(r.Result),
+		AttrResumeFrom.String(r.From),
+		AttrResumeCount.Int(r.Resumes),
+		AttrResumeHistoryItems.Int(r.HistoryItems),
+		AttrResumeBuffered.Int(r.Buffered),
+		AttrResumeDropped.Int(r.Dropped),
+	}
+	if r.Upstream != "" {
+		attrs = append(attrs, AttrResumeUpstream.String(r.Upstream))
+	}
+	if r.Result == lifecycle.ResumeOK {
+		attrs = append(attrs, AttrResumeGapMS.Float64(ms(r.Gap)))
+	}
+	if r.Err != "" {
+		attrs = append(attrs, AttrResumeError.String(r.Err)) // redacted by the relay
+	}
+	ss.span.AddEvent(EventResume, trace.WithTimestamp(at), trace.WithAttributes(attrs...))
+}
+
+// spanPart is one upstream session of a call in tether.usage.parts: the
+// usage figures the session span itself carries, per part.
+type spanPart struct {
+	Upstream     string  `json:"upstream"`
+	Conversation string  `json:"conversation_id,omitempty"`
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	AudioSeconds float64 `json:"audio_seconds,omitempty"`
+	DurationMS   float64 `json:"duration_ms"`
+	Ended        string  `json:"ended,omitempty"`
+}
+
+// partsJSON renders a call's upstream sessions as one JSON array, "" for
+// none. One attribute rather than indexed ones (tether.usage.parts.0....):
+// the Jaeger UI renders a JSON-valued attribute as formatted JSON, one
+// object per part, where indexed keys would add fields x parts rows to the
+// span's attribute table; the span's attribute count does not grow with
+// max_resumes (the SDK keeps 128 by default); and the call's totals stay
+// searchable in gen_ai.usage.*.
+func partsJSON(parts []lifecycle.UpstreamPart) string {
+	if len(parts) == 0 {
+		return ""
+	}
+	out := make([]spanPart, len(parts))
+	for i, p := range parts {
+		out[i] = spanPart{Upstream: p.Upstream, Conversation: p.Conversation,
+			InputTokens: p.Tokens.Input, OutputTokens: p.Tokens.Output, AudioSeconds: p.AudioSeconds,
+			DurationMS: ms(p.Duration), Ended: string(p.Ended)}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}

@@ -29,6 +29,7 @@ type rig struct {
 	t   *testing.T
 	sr  *tracetest.SpanRecorder
 	tp  *sdktrace.TracerProvider
+	h   *Hooks
 	mgr *lifecycle.Manager
 }
 
@@ -37,11 +38,12 @@ func newRig(t *testing.T, sampler sdktrace.Sampler) *rig {
 	sr := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr), sdktrace.WithSampler(sampler))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
+	h := NewHooks(tp)
 	mgr := lifecycle.NewManager(lifecycle.Options{
-		Hooks:               []lifecycle.Hooks{NewHooks(tp)},
+		Hooks:               []lifecycle.Hooks{h},
 		FatalUpstreamErrors: []string{"session_expired"},
 	})
-	return &rig{t: t, sr: sr, tp: tp, mgr: mgr}
+	return &rig{t: t, sr: sr, tp: tp, h: h, mgr: mgr}
 }
 
 // info is a session's start record: a client trace context, a failed dial

@@ -638,6 +638,14 @@ func expectedConfig(t *testing.T, v map[string]any) map[string]any {
 			}
 		}
 	}
+	if lc, ok := cfg["lifecycle"].(map[string]any); ok {
+		if resume, ok := lc["resume"].(map[string]any); ok {
+			if on, bare := resume["true"]; bare { // YAML 1.1's reading of a bare on
+				resume["on"] = on
+				delete(resume, "true")
+			}
+		}
+	}
 	if otel := v["otel"].(map[string]any); otel["endpoint"] != "" {
 		traces := sub(sub(cfg, "telemetry"), "traces")
 		if _, ok := traces["exporter"]; !ok {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/lifecycle"
 	"go.yaml.in/yaml/v3"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/lint"
@@ -38,6 +39,12 @@ func TestSchemaRejects(t *testing.T) {
 		{"bad redis on_error", tetherChartDir, "config: {state: {redis: {on_error: retry}}}", []string{"/config/state/redis/on_error", "'fail_open', 'fail_closed'"}},
 		{"redis url not redis", tetherChartDir, "config: {state: {redis: {url: 'http://redis:6379'}}}", []string{"/config/state/redis/url", "does not match pattern"}},
 		{"typo in a state key", tetherChartDir, "config: {state: {redis: {lease_tll: 15s}}}", []string{"/config/state/redis", "'lease_tll' not allowed"}},
+		{"unknown resume trigger", tetherChartDir, "config: {lifecycle: {resume: {\"on\": [expired, session_expired]}}}", []string{"/config/lifecycle/resume/on/1", "'expired', 'upstream_error', 'upstream_heartbeat_timeout', 'fatal_event'"}},
+		{"unknown resume trigger, bare on", tetherChartDir, "config: {lifecycle: {resume: {on: [reset]}}}", []string{"/config/lifecycle/resume/true/0"}},
+		{"resume trigger twice", tetherChartDir, "config: {lifecycle: {resume: {\"on\": [expired, expired]}}}", []string{"/config/lifecycle/resume/on", "items at 0 and 1 are equal"}},
+		{"typo in a resume key", tetherChartDir, "config: {lifecycle: {resume: {max_resume: 3}}}", []string{"/config/lifecycle/resume", "'max_resume' not allowed"}},
+		{"resume history zero", tetherChartDir, "config: {lifecycle: {resume: {history: {bytes: 0}}}}", []string{"/config/lifecycle/resume/history/bytes", "minimum"}},
+		{"resume buffer without unit", tetherChartDir, "config: {lifecycle: {resume: {buffer: 2}}}", []string{"/config/lifecycle/resume/buffer"}},
 		{"negative budget", tetherChartDir, "config: {limits: {tokens_per_day: -1}}", []string{"/config/limits/tokens_per_day", "minimum"}},
 		{"fractional session count", tetherChartDir, "config: {limits: {max_sessions: 1.5}}", []string{"/config/limits/max_sessions", "integer"}},
 		{"negative budget in an override", tetherChartDir, "config: {limits: {overrides: {web-app: {cost_per_day: -5}}}}", []string{"/config/limits/overrides/web-app/cost_per_day", "minimum"}},
@@ -132,6 +139,31 @@ func TestUnquotedOff(t *testing.T) {
 	checkConfig(t, r, tetherYAML)
 }
 
+// TestUnquotedOn: YAML 1.1 reads lifecycle.resume's bare `on:` as the key
+// true; the chart accepts it and renders it as on, which tether reads as
+// the list of triggers.
+func TestUnquotedOn(t *testing.T) {
+	for _, key := range []string{"on", `"on"`} {
+		r, err := renderChart(tetherChartDir, "config:\n  lifecycle:\n    resume:\n      enabled: true\n      "+key+": [expired, fatal_event]\n", "")
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		_, tetherYAML := tetherConfigMap(t, r)
+		cfg, err := loadTetherYAML(t, tetherYAML)
+		if err != nil {
+			t.Fatalf("%s: config.Load: %v\n%s", key, err, tetherYAML)
+		}
+		if got, want := cfg.Lifecycle.Resume.On, []lifecycle.Trigger{lifecycle.TriggerExpired, lifecycle.TriggerFatalEvent}; !slices.Equal(got, want) {
+			t.Errorf("%s: lifecycle.resume.on = %q, want %q\n%s", key, got, want, tetherYAML)
+		}
+		checkConfig(t, r, tetherYAML)
+	}
+	_, err := renderChart(tetherChartDir, "config: {lifecycle: {resume: {on: [expired], \"on\": [fatal_event]}}}", "")
+	if want := "config.lifecycle.resume.on is set twice"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("on quoted and bare: %v, want an error containing %q", err, want)
+	}
+}
+
 // TestSchemaMatchesConfigKeys: the schema's config section lists exactly
 // the keys tether's config package accepts, so the schema neither rejects a
 // valid tether.yaml nor lets a typo through.
@@ -155,6 +187,14 @@ var durationType = reflect.TypeFor[time.Duration]()
 // checks that it does). "*" stands for any key of a map.
 var schemaOmits = map[string][]string{
 	"config.limits.overrides.*": {"window", "boundary_timeout", "client_metrics", "overrides"},
+}
+
+// schemaAliases are keys the schema accepts at a path beside tether's own,
+// as another spelling of one of them that the chart renders under tether's
+// name (TestUnquotedOn checks that it does): alias -> key.
+var schemaAliases = map[string]map[string]string{
+	// YAML 1.1, which Helm reads values with, reads a bare on as true.
+	"config.lifecycle.resume": {"true": "on"},
 }
 
 func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) {
@@ -209,6 +249,12 @@ func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) 
 		compareKeys(t, path+"."+name, sub, f.Type)
 	}
 	for k := range props {
+		if key, alias := schemaAliases[path][k]; alias {
+			if !slices.Contains(goKeys, key) || !reflect.DeepEqual(ref(props[k]), ref(props[key])) {
+				t.Errorf("%s.%s: an alias of %s, which tether's config does not have or the schema describes otherwise", path, k, key)
+			}
+			continue
+		}
 		if !slices.Contains(goKeys, k) {
 			t.Errorf("%s.%s: in values.schema.json, unknown to tether's config", path, k)
 		}
@@ -218,6 +264,14 @@ func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) 
 			t.Errorf("%s.%s: listed in schemaOmits, unknown to tether's config", path, k)
 		}
 	}
+}
+
+// ref is the definition a schema property refers to, else the property.
+func ref(prop any) any {
+	if m, ok := prop.(map[string]any); ok && m["$ref"] != nil {
+		return m["$ref"]
+	}
+	return prop
 }
 
 // TestSchemaOmitsWhatTetherRefuses: the keys the schema leaves out of a

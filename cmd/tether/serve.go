@@ -19,6 +19,7 @@ import (
 
 	"github.com/tetherproxy/tether/auth"
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/dialect"
 	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/redact"
 	"github.com/tetherproxy/tether/lifecycle"
@@ -295,7 +296,15 @@ func newManager(cfg *config.Config, hooks []lifecycle.Hooks, log *slog.Logger) *
 		MaxSessions:         cfg.Server.MaxSessions,
 		CloseTimeout:        lc.Live.CloseTimeout,
 		Quiet:               lc.Live.Quiet,
-		Logger:              log,
+		Resume: lifecycle.ResumeOptions{
+			Enabled:    lc.Resume.Enabled,
+			On:         lc.Resume.On,
+			MaxResumes: lc.Resume.MaxResumes,
+			History:    dialect.HistoryBounds{Items: lc.Resume.History.Items, Bytes: lc.Resume.History.Bytes},
+			Buffer:     lc.Resume.Buffer,
+			Notify:     lc.Resume.Notify,
+		},
+		Logger: log,
 	})
 }
 

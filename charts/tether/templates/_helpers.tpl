@@ -159,6 +159,15 @@ written, with the keys listed in values.yaml filled in when unset.
 {{- end }}
 {{- $_ := set $cfg "tls" $tls }}
 {{- end }}
+{{- $resume := dig "lifecycle" "resume" dict $cfg }}
+{{- if and (kindIs "map" $resume) (hasKey $resume "true") }}
+{{- /* YAML 1.1 reads an unquoted on as true. */}}
+{{- if hasKey $resume "on" }}
+{{- fail "config.lifecycle.resume.on is set twice: quoted and as a bare on (which YAML reads as true); keep one" }}
+{{- end }}
+{{- $_ := set $resume "on" (get $resume "true") }}
+{{- $_ := unset $resume "true" }}
+{{- end }}
 {{- if .Values.otel.endpoint }}
 {{- $tel := $cfg.telemetry | default dict }}
 {{- $traces := $tel.traces | default dict }}
