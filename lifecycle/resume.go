@@ -119,8 +119,10 @@ type resumeState struct {
 	// suppressedEnd is the upstream's own end reason (UpstreamEnded) held
 	// back while a resume is pending or in progress.
 	suppressedEnd string
-	// count is the call's successful resumes.
-	count int
+	// count is the call's successful resumes; exhausted is set once a
+	// resume was refused for max_resumes (reported once).
+	count     int
+	exhausted bool
 	// upstream is the upstream serving the call now.
 	upstream string
 	// parts are the upstream sessions that ended under the call; partFrom
@@ -220,14 +222,31 @@ func (s *Session) Droppable(typ []byte) bool {
 	return drop
 }
 
-// mayResume reports whether the call would resume for trigger now (no side effects).
+// mayResume reports whether the call would resume for trigger now. A call
+// refused only because it resumed max_resumes times already is reported
+// once (result exhausted).
 func (s *Session) mayResume(trigger Trigger) bool {
 	if s.res.mem == nil || !s.res.on[trigger] || s.ended.Load() || s.mgr.Draining() {
 		return false
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.boundaryPending && s.res.count < s.mgr.opts.Resume.MaxResumes
+	if s.boundaryPending {
+		s.mu.Unlock()
+		return false
+	}
+	if s.res.count < s.mgr.opts.Resume.MaxResumes {
+		s.mu.Unlock()
+		return true
+	}
+	report := !s.res.exhausted
+	s.res.exhausted = true
+	from := s.res.upstream
+	s.mu.Unlock()
+	if report {
+		s.log.Info("call not resumed: max_resumes reached", "session", s.ID, "trigger", string(trigger))
+		s.resumeHooks(Resume{Trigger: trigger, Result: ResumeExhausted, From: from, Start: time.Now()})
+	}
+	return false
 }
 
 // Swallow is asked about each whole upstream message held before it
@@ -274,23 +293,11 @@ func (s *Session) ResumeBegin(trigger Trigger) bool {
 	if p := s.pendingResume(); p != "" {
 		trigger = p
 	}
-	if s.res.mem == nil || !s.res.on[trigger] || s.ended.Load() {
+	if !s.mayResume(trigger) {
 		return false
 	}
-	s.mu.Lock()
-	exhausted := s.res.count >= s.mgr.opts.Resume.MaxResumes
-	blocked := s.boundaryPending || s.mgr.Draining()
-	from := s.res.upstream
-	if !exhausted && !blocked {
-		s.resuming.Store(true)
-	}
-	s.mu.Unlock()
-	if exhausted {
-		s.log.Info("call not resumed: max_resumes reached", "session", s.ID, "trigger", string(trigger))
-		s.resumeHooks(Resume{Trigger: trigger, Result: ResumeExhausted, From: from, Start: time.Now()})
-		return false
-	}
-	return !blocked
+	s.resuming.Store(true)
+	return true
 }
 
 // ResumePlan returns, for a resume that began, the messages that finish

@@ -624,14 +624,17 @@ func (p *pump) write(frame []byte, fin bool) error {
 			p.r.closing.Store(true)
 		}
 	}
-	if err != nil && toUpstream && p.r.res != nil && !p.r.ended.Load() && p.r.res.begin(lifecycle.TriggerUpstreamError) {
-		// The upstream leg failed under the call, which resumes: the frame
-		// is held for the next upstream session; the upstream pump finds
-		// the failure when its read fails.
+	if err != nil && toUpstream && p.r.res != nil && !p.r.ended.Load() {
 		dst.unlock()
-		dst.close()
-		p.r.res.hold(frame, fin, p.peek.Type())
-		return nil
+		if p.r.res.begin(lifecycle.TriggerUpstreamError) {
+			// The upstream leg failed under the call, which resumes: the
+			// frame is held for the next upstream session; the upstream
+			// pump finds the failure when its read fails.
+			dst.close()
+			p.r.res.hold(frame, fin, p.peek.Type())
+			return nil
+		}
+		dst.lock()
 	}
 	if err != nil && err != errCloseSent && !p.r.ended.Load() {
 		// dst failed. The source is still read, its events still reach the
