@@ -12,6 +12,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,12 +213,14 @@ func TestResumeRealtimeExpired(t *testing.T) {
 	if resumed["trigger"] != "expired" || resumed["resumes"] != float64(1) {
 		t.Errorf("notice %v, want trigger expired, resumes 1", resumed)
 	}
+	time.Sleep(200 * time.Millisecond) // the caller speaks on
+	asked := time.Now()
 	first, st := c.answer(t)
 	if st != "completed" {
 		t.Fatalf("third turn answered with status %s", st)
 	}
-	t.Logf("gap: expiry to the resume notice %v; to the third answer's first audio %v (asked for at once)",
-		noticeAt.Sub(expired).Round(time.Millisecond), first.Sub(expired).Round(time.Millisecond))
+	t.Logf("gap: expiry to the resume notice %v; the third answer's first audio came %v after it was asked for",
+		noticeAt.Sub(expired).Round(time.Millisecond), first.Sub(asked).Round(time.Millisecond))
 	for _, ev := range c.Events()[before:] {
 		if ev["type"] == realtime.Error || ev["type"] == realtime.SessionCreated {
 			t.Errorf("the client saw %v across the resume", ev)
@@ -461,22 +464,100 @@ func TestResumeMaxResumes(t *testing.T) {
 	}
 }
 
-// No upstream can take the call over (the primary is gone, the backup is
-// a dead address): the call ends with the contract's code for a lost
-// upstream, 1014.
+// No upstream can take the call over: the call ends as it would have
+// without resuming. The primary resets its socket and refuses every later
+// session, the backup is a dead address: 1014, the contract's code for a
+// lost upstream. The mock shuts down (close 1001) with nothing to take
+// over: its 1001 is relayed.
 func TestResumeNoUpstream(t *testing.T) {
 	t.Parallel()
-	r := newResumeRig(t, nil)
-	c := callWithMic(t, r.p.Listen)
-	start := time.Now()
-	_ = r.m.Close()
-	ci := c.WaitClose(stepTimeout)
-	if ci.Code != 1014 {
-		t.Errorf("close %d %q, want 1014", ci.Code, ci.Reason)
-	}
-	t.Logf("closed %v after the upstream went away", time.Since(start).Round(time.Millisecond))
-	if n, _ := r.p.metric("tether_resumes_total", `trigger="upstream_error"`, `result="failed"`); n != 1 {
-		t.Errorf("tether_resumes_total{trigger=upstream_error,result=failed} = %v, want 1", n)
+	t.Run("reset", func(t *testing.T) {
+		t.Parallel()
+		var conns atomic.Int32
+		srv := testkit.ServeWS(t, testkit.Options{Timeout: stepTimeout}, func(c *testkit.Conn) {
+			if conns.Add(1) > 1 {
+				return // closes before session.created: a failed dial
+			}
+			c.Send(map[string]any{"type": realtime.SessionCreated, "event_id": "event_1",
+				"session": map[string]any{"id": "sess_once", "type": "realtime", "model": "gpt-realtime"}})
+			for {
+				ev, ok := c.NextEvent(stepTimeout)
+				if !ok {
+					return
+				}
+				if ev["type"] == "mock.fault" {
+					c.Vanish()
+					return
+				}
+			}
+		})
+		p := startTether(t, "resume.yaml", map[string]string{"UpstreamURL": srv.URL("/v1/realtime"), "MaxResumes": "3"})
+		c := dialClient(t, p.Listen, clientOpts{})
+		c.WaitEvent(realtime.SessionCreated, stepTimeout)
+		c.fault("rst", nil)
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1014 {
+			t.Errorf("close %d %q, want 1014", ci.Code, ci.Reason)
+		}
+		if n, _ := p.metric("tether_resumes_total", `trigger="upstream_error"`, `result="failed"`); n != 1 {
+			t.Errorf("tether_resumes_total{trigger=upstream_error,result=failed} = %v, want 1", n)
+		}
+	})
+	t.Run("shutdown", func(t *testing.T) {
+		t.Parallel()
+		r := newResumeRig(t, nil)
+		c := callWithMic(t, r.p.Listen)
+		_ = r.m.Close()
+		if ci := c.WaitClose(stepTimeout); ci.Code != 1001 {
+			t.Errorf("close %d %q, want the upstream's 1001", ci.Code, ci.Reason)
+		}
+		if n, _ := r.p.metric("tether_resumes_total", `trigger="upstream_error"`, `result="failed"`); n != 1 {
+			t.Errorf("tether_resumes_total{trigger=upstream_error,result=failed} = %v, want 1", n)
+		}
+	})
+}
+
+// The upstream stops answering (mock.fault stall): its heartbeat times out
+// and the call resumes on the backup instead of closing with 4002; an
+// error event whose code is fatal resumes the call too, and the client
+// never sees the error.
+func TestResumeOnHeartbeatTimeoutAndFatalEvent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, trigger string
+		fault         func(c *seqMic)
+	}{
+		{"heartbeat", "upstream_heartbeat_timeout", func(c *seqMic) { c.fault("stall", nil) }},
+		{"fatal_event", "fatal_event", func(c *seqMic) {
+			c.fault("error", map[string]any{"code": realtime.CodeBetaAPIShapeDisabled, "error_type": "invalid_request_error"})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := startBackup(t, 0)
+			r := newResumeRig(t, map[string]string{"SecondURL": b.srv.URL("/v1/realtime"),
+				"UpstreamHBInterval": "300ms", "UpstreamHBTimeout": "200ms"})
+			c := callWithMic(t, r.p.Listen)
+			before := len(c.Events())
+			start := time.Now()
+			tc.fault(c)
+			notice := c.WaitEvent("tether.session.resumed", stepTimeout)
+			if notice["trigger"] != tc.trigger || notice["upstream_session_id"] != "sess_backup" {
+				t.Errorf("notice %v, want trigger %s on the backup", notice, tc.trigger)
+			}
+			t.Logf("%s: resumed %v after the fault", tc.name, time.Since(start).Round(time.Millisecond))
+			for _, ev := range c.Events()[before:] {
+				if ev["type"] == realtime.Error {
+					t.Errorf("the client saw %v", ev)
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+			if _, st := c.answer(t); st != "completed" {
+				t.Fatalf("the turn after the resume: status %s", st)
+			}
+			if ci := c.CloseReceived(); ci != nil {
+				t.Fatalf("the client's socket closed: %d %q", ci.Code, ci.Reason)
+			}
+		})
 	}
 }
 
