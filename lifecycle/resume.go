@@ -125,12 +125,17 @@ type resumeState struct {
 	exhausted bool
 	// upstream is the upstream serving the call now.
 	upstream string
-	// parts are the upstream sessions that ended under the call; partFrom
-	// and partStart are the current one's usage at its start.
+	// parts are the upstream sessions that ended under the call;
+	// partTokens, partAudio and partStart are the call's usage when the
+	// current one started. ending is the old upstream session's part while
+	// a resume is in progress, and endTokens and endAudio the usage then.
 	parts      []UpstreamPart
 	partTokens Tokens
 	partAudio  float64
 	partStart  time.Time
+	ending     UpstreamPart
+	endTokens  Tokens
+	endAudio   float64
 	// upAudio is the current upstream session's own cumulative audio
 	// seconds (the call's total is the sum over its upstream sessions).
 	upAudio float64
@@ -296,6 +301,11 @@ func (s *Session) ResumeBegin(trigger Trigger) bool {
 	if !s.mayResume(trigger) {
 		return false
 	}
+	// The old upstream session ends here: what it used is its part.
+	s.mu.Lock()
+	s.res.ending = s.currentPart(time.Now(), trigger)
+	s.res.endTokens, s.res.endAudio, s.res.upAudio = s.tokens, s.audioSeconds, 0
+	s.mu.Unlock()
 	s.resuming.Store(true)
 	return true
 }
@@ -329,11 +339,9 @@ func (s *Session) ResumeNotice(n dialect.ResumeNotice) []byte {
 // the new upstream leg carries the call (and the new session's first
 // event was reported through Captured).
 func (s *Session) Resumed(r Resume) int {
-	now := time.Now()
 	s.mu.Lock()
-	s.res.parts = append(s.res.parts, s.currentPart(now, r.Trigger))
-	s.res.partTokens, s.res.partAudio, s.res.partStart = s.tokens, s.audioSeconds, now
-	s.res.upAudio = 0
+	s.res.parts = append(s.res.parts, s.res.ending)
+	s.res.partTokens, s.res.partAudio, s.res.partStart = s.res.endTokens, s.res.endAudio, r.Start.Add(r.Gap)
 	s.res.count++
 	r.Resumes = s.res.count
 	s.res.upstream = r.Upstream

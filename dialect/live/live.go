@@ -112,6 +112,25 @@ const (
 	DelegationResponses = "responses"
 )
 
+// Messages of session.start's session.input: text-only history, one text
+// part each (openai-python types/live/initial_item.py: developer and user
+// parts input_text; assistant parts output_text, or text).
+const (
+	ItemMessage    = "message"
+	RoleDeveloper  = "developer"
+	RoleUser       = "user"
+	RoleAssistant  = "assistant"
+	PartInputText  = "input_text"
+	PartOutputText = "output_text"
+)
+
+// Limits of session.start's session.input.
+const (
+	MaxInputMessages = 128
+	// MaxInputTokens is the most rendered tokens of all its messages.
+	MaxInputTokens = 8192
+)
+
 // Audio formats of session.start.session.audio.format.type.
 const (
 	FormatPCM  = "audio/pcm"

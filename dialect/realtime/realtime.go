@@ -20,6 +20,7 @@ const (
 	InputAudioCommit       = "input_audio_buffer.commit"
 	InputAudioClear        = "input_audio_buffer.clear"
 	ConversationItemCreate = "conversation.item.create"
+	ConversationItemDelete = "conversation.item.delete"
 	ResponseCreate         = "response.create"
 	ResponseCancel         = "response.cancel"
 
@@ -50,6 +51,7 @@ const (
 	OutputItemDone              = "response.output_item.done"
 	ContentPartAdded            = "response.content_part.added"
 	ContentPartDone             = "response.content_part.done"
+	FunctionCallArgumentsDone   = "response.function_call_arguments.done"
 
 	// Beta names of the same server events.
 	BetaAudioDelta      = "response.audio.delta"
@@ -58,9 +60,45 @@ const (
 	BetaTranscriptDone  = "response.audio_transcript.done"
 	BetaTextDelta       = "response.text.delta"
 	BetaTextDone        = "response.text.done"
+	// BetaItemCreated answers an item in beta (GA sends conversation.item.added
+	// and conversation.item.done; the GA SDK union still lists it).
+	BetaItemCreated = "conversation.item.created"
 
 	// MockFault is the built-in mock's fault injection event (not OpenAI's).
 	MockFault = "mock.fault"
+)
+
+// Conversation items: their types, roles and content part types.
+const (
+	ItemMessage            = "message"
+	ItemFunctionCall       = "function_call"
+	ItemFunctionCallOutput = "function_call_output"
+
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+	RoleSystem    = "system"
+
+	PartInputText   = "input_text"
+	PartInputAudio  = "input_audio"
+	PartOutputText  = "output_text"
+	PartOutputAudio = "output_audio"
+	// Beta names of an assistant message's parts.
+	BetaPartText  = "text"
+	BetaPartAudio = "audio"
+
+	// PreviousRoot is the previous_item_id that puts an item first.
+	PreviousRoot = "root"
+)
+
+// Object names and values of session and response objects.
+const (
+	// ObjectSession is a session object's "object" (GA and beta; only GA
+	// session objects have a "type").
+	ObjectSession = "realtime.session"
+	// ObjectResponse is a response object's "object".
+	ObjectResponse = "realtime.response"
+	// StatusFailed is the status of a response that failed.
+	StatusFailed = "failed"
 )
 
 // Error codes tether acts on.
@@ -75,7 +113,13 @@ const (
 	CodeUnknownParameter     = "unknown_parameter"
 	CodeMissingRequiredParam = "missing_required_parameter"
 	CodeInsufficientQuota    = "insufficient_quota"
+	// CodeUpstreamLost is tether's own: an answer the upstream session left
+	// unfinished when it ended (the call resumed on a new one).
+	CodeUpstreamLost = "upstream_lost"
 )
+
+// ErrTypeTether is the error type of the errors tether itself reports.
+const ErrTypeTether = "tether_error"
 
 // KnownErrorCodes are the error codes the Realtime API is seen to send.
 var KnownErrorCodes = []string{
