@@ -86,11 +86,12 @@ func TestNodeResume(t *testing.T) {
 	// openai client's call, 3-5 the Agents SDK's. Each resumed session was
 	// first given the call's settings (the Agents SDK sends two
 	// session.updates: its whole config, then tracing alone; the
-	// instructions must survive the second), then the history, in which
-	// every user message said so far comes before any audio.
+	// instructions must survive the second), then the history: every user
+	// message of the call reached it once, the earlier ones replayed, then
+	// those of the turns it served.
 	for i, wantUsers := range map[int][]string{
-		4: {"Hello?"},
-		5: {"Hello?", "Are you still there?", "Tell me a long story."},
+		4: {"Hello?", "Are you still there?", "Tell me a long story."},
+		5: {"Hello?", "Are you still there?", "Tell me a long story.", "Where were we?"},
 	} {
 		evs := upstreamEvents(t, tp, i)
 		if len(evs) == 0 || evs[0]["type"] != realtime.SessionUpdate {
@@ -103,7 +104,7 @@ func TestNodeResume(t *testing.T) {
 		var users []string
 		for _, ev := range evs[1:] {
 			if ev["type"] != realtime.ConversationItemCreate {
-				break
+				continue
 			}
 			if role, text := itemText(ev); role == "user" {
 				users = append(users, text)

@@ -248,6 +248,8 @@ test('Agents SDK RealtimeSession over OpenAIRealtimeWebSocket: turns before, acr
   // The cap mid-answer: the answer ends with tether's failed response.done,
   // which the SDK must take as the end of the response, or its
   // response.create sequencer waits forever and the next turn never starts.
+  // (Its output is empty, so the cut answer's item stays in_progress in the
+  // SDK's history: nothing ever reports it done.)
   transport.sendEvent({ type: 'mock.fault', fault: 'slow', delta_interval_ms: 200 });
   const before = audioChunks;
   session.sendMessage('Tell me a long story.');
