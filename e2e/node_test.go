@@ -79,11 +79,13 @@ func TestNodeOpenAIClient(t *testing.T) {
 }
 
 // nodeModuleFiles are files the node tests import, under e2e/node/node_modules:
-// the openai 6.x Realtime client and the openai 7.x GPT-Live client (npm
-// alias openai-live), both pinned in e2e/node/package.json.
+// the openai 6.x Realtime client, the openai 7.x GPT-Live client (npm
+// alias openai-live) and the OpenAI Agents SDK's realtime package, all
+// pinned in e2e/node/package.json.
 var nodeModuleFiles = []string{
 	"openai/realtime/ws.js",
 	"openai-live/resources/live/ws.js",
+	"@openai/agents-realtime/dist/index.mjs",
 }
 
 // requireNode returns the node binary with e2e/node/node_modules installed.
