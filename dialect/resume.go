@@ -1,5 +1,7 @@
 package dialect
 
+import "encoding/json"
+
 // Resuming a call on a new upstream session (lifecycle.resume). A dialect
 // that can carry a call over implements Resumable; each call then keeps a
 // Memory: the settings the client gave its upstream session and a bounded
@@ -94,18 +96,29 @@ type ReplayAcks interface {
 // ResumeNotice describes a resume for the client's notice.
 type ResumeNotice struct {
 	// Resumes is how many times the call has resumed, this one included.
-	Resumes int
+	Resumes int `json:"resumes"`
 	// Trigger is why the old upstream session ended (expired,
 	// upstream_error, upstream_heartbeat_timeout, fatal_event).
-	Trigger string
+	Trigger string `json:"trigger"`
 	// UpstreamSessionID is the new upstream session's id, if known.
-	UpstreamSessionID string
+	UpstreamSessionID string `json:"upstream_session_id"`
 	// HistoryItems is how many history entries were replayed.
-	HistoryItems int
+	HistoryItems int `json:"history_items"`
 	// BufferedMessages and DroppedMessages count the client messages held
 	// while resuming, sent on and dropped.
-	BufferedMessages, DroppedMessages int
+	BufferedMessages int `json:"buffered_messages"`
+	DroppedMessages  int `json:"dropped_messages"`
 }
 
 // NoticeType is the type of the event a resumed call's client receives.
 const NoticeType = "tether.session.resumed"
+
+// Notice encodes the tether.session.resumed event, the same in both dialects.
+func Notice(eventID string, n ResumeNotice) []byte {
+	b, _ := json.Marshal(struct {
+		Type    string `json:"type"`
+		EventID string `json:"event_id"`
+		ResumeNotice
+	}{NoticeType, eventID, n})
+	return b
+}

@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tetherproxy/tether/internal/testkit"
 )
@@ -34,24 +30,7 @@ func TestNodeLiveClient(t *testing.T) {
 		t.Fatalf("listen address %q: %v", p.Listen, err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "live.test.mjs")
-	cmd.Dir = "node"
-	cmd.Env = append(childEnv(),
-		"TETHER_PORT="+port,
-		"OPENAI_BASE_URL=", "OPENAI_API_KEY=",
-	)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err = cmd.Run()
-	t.Logf("node --test live.test.mjs (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
-	if err != nil {
-		t.Errorf("node --test failed: %v", err)
-	} else if !strings.Contains(out.String(), "pass 2") {
-		t.Errorf("node --test did not report 2 passing tests")
-	}
+	runNodeTests(t, node, "live.test.mjs", 2, "TETHER_PORT="+port)
 	defer func() {
 		if t.Failed() {
 			t.Logf("tether's log:\n%s", p.stderr.String())

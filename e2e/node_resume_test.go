@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/testkit"
@@ -45,25 +41,8 @@ func TestNodeResume(t *testing.T) {
 		}
 	}()
 
-	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "resume.test.mjs")
-	cmd.Dir = "node"
-	cmd.Env = append(childEnv(),
-		"TETHER_BASE_URL=https://"+p.Listen+"/v1",
-		"NODE_EXTRA_CA_CERTS="+ca.File,
-		"OPENAI_BASE_URL=", "OPENAI_API_KEY=",
-	)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err := cmd.Run()
-	t.Logf("node --test resume.test.mjs (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
-	if err != nil {
-		t.Fatalf("node --test failed: %v", err)
-	}
-	if !strings.Contains(out.String(), "pass 2") {
-		t.Fatalf("node --test did not report 2 passing tests")
+	if !runNodeTests(t, node, "resume.test.mjs", 2, "TETHER_BASE_URL=https://"+p.Listen+"/v1", "NODE_EXTRA_CA_CERTS="+ca.File) {
+		t.FailNow()
 	}
 
 	// Both calls ended by their client, each after two resumes on a new

@@ -37,25 +37,8 @@ func TestNodeOpenAIClient(t *testing.T) {
 	p := startTether(t, "node_tls.yaml", map[string]string{"CertFile": certFile, "KeyFile": keyFile})
 	waitLog(t, p, stepTimeout, "tls certificate loaded")
 
-	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "realtime.test.mjs")
-	cmd.Dir = "node"
-	cmd.Env = append(childEnv(),
-		"TETHER_BASE_URL=https://"+p.Listen+"/v1",
-		"NODE_EXTRA_CA_CERTS="+ca.File,
-		"OPENAI_BASE_URL=", "OPENAI_API_KEY=",
-	)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err := cmd.Run()
-	t.Logf("node --test (%v):\n%s", time.Since(start).Round(time.Millisecond), out.String())
-	if err != nil {
-		t.Fatalf("node --test failed: %v", err)
-	}
-	if !strings.Contains(out.String(), "pass 2") {
-		t.Fatalf("node --test did not report 2 passing tests")
+	if !runNodeTests(t, node, "realtime.test.mjs", 2, "TETHER_BASE_URL=https://"+p.Listen+"/v1", "NODE_EXTRA_CA_CERTS="+ca.File) {
+		t.FailNow()
 	}
 
 	// What tether saw: the voice turn ended by the client's close, the
@@ -162,4 +145,30 @@ func npmCI() error {
 		return fmt.Errorf("node_modules/%s is still missing after `npm ci` in e2e/node:\n%s", f, out)
 	}
 	return nil
+}
+
+// runNodeTests runs `node --test script` in e2e/node with env (beside the
+// child environment, without OpenAI's own variables), bounded by
+// nodeTimeout, and reports whether it passed with want passing tests.
+func runNodeTests(t *testing.T, node, script string, want int, env ...string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", script)
+	cmd.Dir = "node"
+	cmd.Env = append(append(childEnv(), "OPENAI_BASE_URL=", "OPENAI_API_KEY="), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("node --test %s (%v):\n%s", script, time.Since(start).Round(time.Millisecond), out.String())
+	switch {
+	case err != nil:
+		t.Errorf("node --test %s failed: %v", script, err)
+	case !strings.Contains(out.String(), fmt.Sprintf("pass %d", want)):
+		t.Errorf("node --test %s did not report %d passing tests", script, want)
+	default:
+		return true
+	}
+	return false
 }

@@ -425,18 +425,6 @@ func (m *Memory) replaySession(orig, hist []message) []byte {
 // Droppable implements dialect.Memory: audio appends may be dropped.
 func (m *Memory) Droppable(typ []byte) bool { return string(typ) == InputAudioAppend }
 
-// notice is tether.session.resumed.
-type notice struct {
-	Type              string `json:"type"`
-	EventID           string `json:"event_id"`
-	Resumes           int    `json:"resumes"`
-	Trigger           string `json:"trigger"`
-	UpstreamSessionID string `json:"upstream_session_id"`
-	HistoryItems      int    `json:"history_items"`
-	BufferedMessages  int    `json:"buffered_messages"`
-	DroppedMessages   int    `json:"dropped_messages"`
-}
-
 // Notice implements dialect.Memory. Without n's upstream session id, the
 // latest session.started's is given.
 func (m *Memory) Notice(n dialect.ResumeNotice) []byte {
@@ -444,10 +432,7 @@ func (m *Memory) Notice(n dialect.ResumeNotice) []byte {
 		n.UpstreamSessionID = m.sessionID
 	}
 	m.events++
-	b, _ := json.Marshal(notice{Type: dialect.NoticeType, EventID: "tether_" + strconv.Itoa(m.events),
-		Resumes: n.Resumes, Trigger: n.Trigger, UpstreamSessionID: n.UpstreamSessionID,
-		HistoryItems: n.HistoryItems, BufferedMessages: n.BufferedMessages, DroppedMessages: n.DroppedMessages})
-	return b
+	return dialect.Notice("tether_"+strconv.Itoa(m.events), n)
 }
 
 // Size implements dialect.Memory: the transcript's messages and bytes.

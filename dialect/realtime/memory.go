@@ -740,28 +740,13 @@ func (a *replayAcks) item(id string) *ackItem {
 // Droppable implements dialect.Memory: audio appends may be dropped.
 func (m *Memory) Droppable(typ []byte) bool { return string(typ) == InputAudioAppend }
 
-// notice is tether.session.resumed.
-type notice struct {
-	Type              string `json:"type"`
-	EventID           string `json:"event_id"`
-	Resumes           int    `json:"resumes"`
-	Trigger           string `json:"trigger"`
-	UpstreamSessionID string `json:"upstream_session_id"`
-	HistoryItems      int    `json:"history_items"`
-	BufferedMessages  int    `json:"buffered_messages"`
-	DroppedMessages   int    `json:"dropped_messages"`
-}
-
 // Notice implements dialect.Memory. Without n's upstream session id, the
 // latest session.created's is given.
 func (m *Memory) Notice(n dialect.ResumeNotice) []byte {
 	if n.UpstreamSessionID == "" {
 		n.UpstreamSessionID = m.sessionID
 	}
-	b, _ := json.Marshal(notice{Type: dialect.NoticeType, EventID: m.eventID(), Resumes: n.Resumes, Trigger: n.Trigger,
-		UpstreamSessionID: n.UpstreamSessionID, HistoryItems: n.HistoryItems,
-		BufferedMessages: n.BufferedMessages, DroppedMessages: n.DroppedMessages})
-	return b
+	return dialect.Notice(m.eventID(), n)
 }
 
 // eventID returns a new event_id of tether's own, unique in the call.
