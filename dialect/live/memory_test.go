@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 // delta is a transcript fragment event: in (the caller's) or out (the model's).
@@ -393,7 +393,7 @@ func TestLongCall(t *testing.T) {
 			checkSize(t, m, len(m.history))
 			n, bytes := m.Size()
 			tokens := m.tokens
-			retained := heldBy(&m)
+			retained := testkit.HeapHeld(&m)
 			t.Logf("1,000 turns (%d fragments): Size %d messages, %d bytes, %d tokens (max %d, %d); start replayed at 60 min: %d bytes; heap held by the memory %d KiB",
 				1000*(len(userWords)+len(answerWords)), n, bytes, tokens, maxN, maxB, startLen, retained>>10)
 			if retained > 256<<10 {
@@ -401,19 +401,6 @@ func TestLongCall(t *testing.T) {
 			}
 		})
 	}
-}
-
-// heldBy is the heap *m holds: the live heap with it, less the live heap
-// once it is dropped.
-func heldBy(m **Memory) int64 {
-	var with, without runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&with)
-	runtime.KeepAlive(*m)
-	*m = nil
-	runtime.GC()
-	runtime.ReadMemStats(&without)
-	return int64(with.HeapAlloc) - int64(without.HeapAlloc)
 }
 
 // FuzzMemory feeds a Memory lines of peer events ('s' the session.start,

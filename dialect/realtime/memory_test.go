@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/tetherproxy/tether/dialect"
 	"github.com/tetherproxy/tether/dialect/dialecttest"
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 // typeOf is the type of a JSON event.
@@ -709,7 +709,7 @@ func TestLongCall(t *testing.T) {
 			}
 			n, bytes := m.Size()
 			settings := len(m.settings)
-			retained := heldBy(&m)
+			retained := testkit.HeapHeld(&m)
 			t.Logf("1,000 turns (%d history entries offered): Size %d items, %d bytes (max %d, %d); settings %d bytes; replay at 60 min: %d messages; heap held by the memory %d KiB",
 				offered, n, bytes, maxN, maxB, settings, replayed, retained>>10)
 			if limit := int64(3*maxBytes + 256<<10); retained > limit {
@@ -717,19 +717,6 @@ func TestLongCall(t *testing.T) {
 			}
 		})
 	}
-}
-
-// heldBy is the heap *m holds: the live heap with it, less the live heap
-// once it is dropped.
-func heldBy(m **Memory) int64 {
-	var with, without runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&with)
-	runtime.KeepAlive(*m)
-	*m = nil
-	runtime.GC()
-	runtime.ReadMemStats(&without)
-	return int64(with.HeapAlloc) - int64(without.HeapAlloc)
 }
 
 // FuzzMemory feeds a Memory lines of peer events ('c' client, 'u'
