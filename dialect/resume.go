@@ -83,6 +83,8 @@ type Replay struct {
 	// Acks, when Messages is not empty, tells which upstream events answer
 	// the replay: those are kept from the client.
 	Acks ReplayAcks
+	// Items is how many history entries the replay carries.
+	Items int
 }
 
 // ReplayAcks follows the upstream's answers to a replay.

@@ -502,6 +502,37 @@ func TestResumeNoUpstream(t *testing.T) {
 			t.Errorf("tether_resumes_total{trigger=upstream_error,result=failed} = %v, want 1", n)
 		}
 	})
+	for _, tc := range []struct {
+		name, reason string
+		code         int
+		fault        func(c *seqMic)
+	}{
+		{"upstream_heartbeat_timeout", "upstream_heartbeat_timeout", 4002, func(c *seqMic) { c.fault("stall", nil) }},
+		{"fatal_event", "upstream_fatal_event", 1014, func(c *seqMic) {
+			c.fault("error", map[string]any{"code": realtime.CodeBetaAPIShapeDisabled})
+		}},
+	} {
+		// The primary refuses every later session (the mock is closed once
+		// the call is up, without closing the call's own socket: a tap
+		// holds it), the backup is dead: the call ends with its reason.
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newResumeRig(t, map[string]string{"UpstreamHBInterval": "300ms", "UpstreamHBTimeout": "200ms"})
+			c := callWithMic(t, r.p.Listen)
+			r.tap.refuse()
+			tc.fault(c)
+			if ci := c.WaitClose(stepTimeout); ci.Code != tc.code {
+				t.Errorf("close %d %q, want %d", ci.Code, ci.Reason, tc.code)
+			}
+			testkit.WaitFor(t, stepTimeout, "the session counted", func() bool {
+				n, _ := r.p.metric("tether_sessions_total", `reason="`+tc.reason+`"`)
+				return n == 1
+			})
+			if n, _ := r.p.metric("tether_resumes_total", `trigger="`+tc.name+`"`, `result="failed"`); n != 1 {
+				t.Errorf("tether_resumes_total{result=failed} for %s = %v, want 1", tc.reason, n)
+			}
+		})
+	}
 	t.Run("shutdown", func(t *testing.T) {
 		t.Parallel()
 		r := newResumeRig(t, nil)
@@ -581,7 +612,9 @@ func TestResumeLiveExpired(t *testing.T) {
 	before := len(c.Events())
 	expired := time.Now()
 	c.fault("expire", nil)
-	c.WaitEvent("tether.session.resumed", stepTimeout)
+	if n := c.WaitEvent("tether.session.resumed", stepTimeout); n["trigger"] != "expired" {
+		t.Errorf("notice %v, want trigger expired", n)
+	}
 	var firstAfter time.Time
 	testkit.WaitFor(t, stepTimeout, "output audio after the resume", func() bool {
 		evs := c.Events()
@@ -622,6 +655,39 @@ func TestResumeLiveExpired(t *testing.T) {
 	if !roles["user"] || !roles["assistant"] || sess["instructions"] != "Echo the caller." {
 		t.Errorf("the new session.start: instructions %v, input %v; want the client's instructions and both sides' transcripts", sess["instructions"], input)
 	}
+	if n, _ := r.p.metric("tether_resumes_total", `upstream="primary"`, `trigger="expired"`, `result="ok"`); n != 1 {
+		t.Errorf("tether_resumes_total{upstream=primary,trigger=expired,result=ok} = %v, want 1", n)
+	}
+}
+
+// GPT-Live: the service ends the call on purpose (session.closed reason
+// content) and then drops its socket: the drop is part of that ending,
+// not a failure to resume from.
+func TestResumeLiveEndedOnPurposeThenReset(t *testing.T) {
+	t.Parallel()
+	srv := testkit.ServeWS(t, testkit.Options{KeepFrames: true, Timeout: stepTimeout}, func(c *testkit.Conn) {
+		if !upAwaitStart(c) {
+			return
+		}
+		c.SendText(lfStarted)
+		time.Sleep(300 * time.Millisecond)
+		c.SendText(`{"type":"session.closed","reason":"content","usage":{"seconds":1}}`)
+		c.Vanish()
+	})
+	p := startTether(t, "resume.yaml", map[string]string{"UpstreamURL": srv.URL("/v1/realtime"), "MaxResumes": "3"})
+	c := dialLive(t, p.Listen, clientOpts{})
+	if ev := c.WaitEvent(live.SessionClosed, stepTimeout); ev["reason"] != "content" {
+		t.Errorf("session.closed %v, want reason content", ev)
+	}
+	ci := c.WaitClose(stepTimeout)
+	t.Logf("closed %d %q", ci.Code, ci.Reason)
+	if srv.Accepted() != 1 {
+		t.Errorf("tether dialed %d upstream sessions, want 1 (no resume)", srv.Accepted())
+	}
+	testkit.WaitFor(t, stepTimeout, "the session counted as upstream_closed", func() bool {
+		n, _ := p.metric("tether_sessions_total", `reason="upstream_closed"`)
+		return n == 1
+	})
 }
 
 // GPT-Live: session.closed reason content is the service ending the call

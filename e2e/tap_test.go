@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,8 @@ import (
 type tap struct {
 	t      testing.TB
 	target string
+	// refusing: later connections are closed at once (refuse).
+	refusing atomic.Bool
 
 	mu    sync.Mutex
 	conns []*tapConn
@@ -76,6 +79,10 @@ func startTap(t testing.TB, upstreamURL string) (*tap, string) {
 // relay connects one connection from tether to the upstream and records
 // both directions until either side ends.
 func (tp *tap) relay(down net.Conn) {
+	if tp.refusing.Load() {
+		down.Close()
+		return
+	}
 	up, err := net.DialTimeout("tcp", tp.target, 5*time.Second)
 	if err != nil {
 		down.Close()
@@ -118,6 +125,10 @@ func copyRecorded(dst, src net.Conn, rec *stream) error {
 		}
 	}
 }
+
+// refuse makes the tap close every later connection at once (an upstream
+// that takes no new session); connections already relayed go on.
+func (tp *tap) refuse() { tp.refusing.Store(true) }
 
 // count is the number of connections tether made through the tap.
 func (tp *tap) count() int {

@@ -66,6 +66,7 @@ func (h *heartbeat) fire() {
 	if cause != "" {
 		h.mu.Unlock()
 		h.s.heartbeatTimeout(h.leg, cause, now.Sub(heard))
+		h.rearm() // the session goes on when its upstream leg is being replaced
 		return
 	}
 	ping := !now.Before(h.nextPing)
@@ -96,6 +97,18 @@ func (h *heartbeat) fire() {
 			h.s.LegError(h.leg, err)
 		}
 	}
+}
+
+// rearm starts the next round after a timeout that did not end the session.
+func (h *heartbeat) rearm() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || h.timer == nil || h.s.ended.Load() {
+		return
+	}
+	h.nextPing = time.Now().Add(h.opts.Interval)
+	h.waiting = false
+	h.timer.Reset(h.opts.Interval)
 }
 
 // pong records a pong; it returns the round trip of the outstanding ping.

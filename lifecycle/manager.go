@@ -187,7 +187,7 @@ func (m *Manager) ended(s *Session) {
 		h.SessionEnded(s, sum)
 	}
 	m.log.Info("session ended",
-		"session", s.ID, "reason", string(sum.Reason), "upstream", s.Info.Upstream,
+		"session", s.ID, "reason", string(sum.Reason), "upstream", s.Upstream(),
 		"duration_ms", sum.Duration.Milliseconds(),
 		"close_client", sum.CloseClient.Code, "close_upstream", sum.CloseUp.Code,
 		"bytes_client_to_upstream", sum.Bytes[ClientToUpstream],

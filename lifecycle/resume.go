@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"sync"
@@ -96,13 +97,12 @@ type UpstreamPart struct {
 	Ended Trigger `json:"ended,omitempty"`
 }
 
-// Interrupter is a Transport that can drop its upstream leg so the call
-// resumes on a new upstream session (the relay implements it when
-// lifecycle.resume is on).
+// Interrupter is a Transport that can give up its upstream leg so the
+// call resumes on a new upstream session (the relay implements it).
 type Interrupter interface {
-	// Interrupt closes the upstream leg; the relay then resumes the call
-	// for trigger (if the session still agrees, see ResumeBegin).
-	Interrupt(trigger Trigger)
+	// Interrupt makes the relay give up the upstream leg at once and ask
+	// ResumeBegin; false means the relay does not resume calls.
+	Interrupt() bool
 }
 
 // resumeState is a session's side of resuming (guarded by Session.mu,
@@ -113,8 +113,9 @@ type resumeState struct {
 	mem   dialect.Memory
 	memMu sync.Mutex
 	on    map[Trigger]bool
-	// pending is the trigger of an ending event kept from the client
-	// (Swallow): the effects of that event wait for the resume's outcome.
+	// pending is the trigger of an ending kept from the client (Swallow)
+	// or of tether's own interrupt (a heartbeat timeout, a fatal event):
+	// its effects wait for ResumeBegin's answer and the resume's outcome.
 	pending Trigger
 	// suppressedEnd is the upstream's own end reason (UpstreamEnded) held
 	// back while a resume is pending or in progress.
@@ -173,13 +174,6 @@ func (s *Session) Upstream() string {
 // ResumeBuffer is how much client audio is held while the call resumes.
 func (s *Session) ResumeBuffer() time.Duration { return s.mgr.opts.Resume.Buffer }
 
-// Resumes counts the call's resumes so far.
-func (s *Session) Resumes() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.res.count
-}
-
 // withMemory runs f on the call's memory, if it has one.
 func (s *Session) withMemory(f func(m dialect.Memory)) {
 	if s.res.mem == nil {
@@ -235,7 +229,8 @@ func (s *Session) mayResume(trigger Trigger) bool {
 		return false
 	}
 	s.mu.Lock()
-	if s.boundaryPending {
+	if s.boundaryPending || s.upstreamEnd != "" {
+		// Ending anyway, or the upstream ended the call on purpose.
 		s.mu.Unlock()
 		return false
 	}
@@ -289,25 +284,32 @@ func (s *Session) pendingResume() Trigger {
 	return s.res.pending
 }
 
-// ResumeBegin is asked by the relay when the upstream leg ended (it
-// failed, closed, or an ending event was swallowed): it reports whether
-// the call resumes for trigger. From then until Resumed or ResumeFailed the
-// upstream leg's failures are the relay's to handle. A call that resumed
-// max_resumes times already is reported (result exhausted) and refused.
-func (s *Session) ResumeBegin(trigger Trigger) bool {
-	if p := s.pendingResume(); p != "" {
-		trigger = p
-	}
+// ResumeBegin is asked by the relay, once, when the upstream leg ended
+// (cause is what the relay saw: upstream_error). It returns the trigger
+// the ending counts as (the pending one, if any) and whether the call
+// resumes: from then until Resumed or ResumeFailed, the upstream leg's
+// failures are the relay's to handle. A refusal applies what the pending
+// ending held back. A call that resumed max_resumes times already is
+// reported (result exhausted) and refused.
+func (s *Session) ResumeBegin(cause Trigger) (Trigger, bool) {
+	trigger := cmp.Or(s.pendingResume(), cause)
 	if !s.mayResume(trigger) {
-		return false
+		s.mu.Lock()
+		suppressed := s.res.suppressedEnd
+		s.res.pending, s.res.suppressedEnd = "", ""
+		s.mu.Unlock()
+		if suppressed != "" {
+			s.UpstreamEnded(suppressed)
+		}
+		return trigger, false
 	}
 	// The old upstream session ends here: what it used is its part.
 	s.mu.Lock()
 	s.res.ending = s.currentPart(time.Now(), trigger)
-	s.res.endTokens, s.res.endAudio, s.res.upAudio = s.tokens, s.audioSeconds, 0
+	s.res.endTokens, s.res.endAudio = s.tokens, s.audioSeconds
 	s.mu.Unlock()
 	s.resuming.Store(true)
-	return true
+	return trigger, true
 }
 
 // ResumePlan returns, for a resume that began, the messages that finish
@@ -342,6 +344,7 @@ func (s *Session) Resumed(r Resume) int {
 	s.mu.Lock()
 	s.res.parts = append(s.res.parts, s.res.ending)
 	s.res.partTokens, s.res.partAudio, s.res.partStart = s.res.endTokens, s.res.endAudio, r.Start.Add(r.Gap)
+	s.res.upAudio = 0
 	s.res.count++
 	r.Resumes = s.res.count
 	s.res.upstream = r.Upstream
@@ -394,18 +397,25 @@ func (s *Session) currentPart(now time.Time, trigger Trigger) UpstreamPart {
 		AudioSeconds: s.audioSeconds - s.res.partAudio, Duration: now.Sub(s.res.partStart), Ended: trigger}
 }
 
-// interrupt drops the upstream leg so the call resumes for trigger, when
-// it may; it reports whether it did.
+// interrupt gives up the upstream leg so the call resumes for trigger,
+// when it may; it reports whether it did.
 func (s *Session) interrupt(trigger Trigger) bool {
-	s.mu.Lock()
-	t := s.t
-	s.mu.Unlock()
-	in, ok := t.(Interrupter)
-	if !ok || !s.mayResume(trigger) {
+	if !s.mayResume(trigger) {
 		return false
 	}
-	in.Interrupt(trigger)
-	return true
+	s.mu.Lock()
+	t, prev := s.t, s.res.pending
+	if prev == "" {
+		s.res.pending = trigger
+	}
+	s.mu.Unlock()
+	if in, ok := t.(Interrupter); ok && in.Interrupt() {
+		return true
+	}
+	s.mu.Lock()
+	s.res.pending = prev
+	s.mu.Unlock()
+	return false
 }
 
 // partsAttr renders a call's upstream sessions for the end-of-session log

@@ -38,17 +38,18 @@ func (*fakeMemory) Droppable([]byte) bool              { return true }
 func (*fakeMemory) Notice(dialect.ResumeNotice) []byte { return []byte("{}") }
 func (*fakeMemory) Size() (int, int)                   { return 0, 0 }
 
-// interruptTransport records Interrupt calls.
+// interruptTransport counts Interrupt calls.
 type interruptTransport struct {
 	*fakeTransport
 	mu         sync.Mutex
-	interrupts []Trigger
+	interrupts int
 }
 
-func (f *interruptTransport) Interrupt(t Trigger) {
+func (f *interruptTransport) Interrupt() bool {
 	f.mu.Lock()
-	f.interrupts = append(f.interrupts, t)
+	f.interrupts++
 	f.mu.Unlock()
+	return true
 }
 
 // resumeHooks records SessionResumed calls.
@@ -86,7 +87,7 @@ func TestResumeDecisions(t *testing.T) {
 			m := resumeManager(&resumeHooks{}, tc.o)
 			s, _, done := openWith(t, m, tc.d)
 			defer done()
-			if got := s.ResumeBegin(TriggerUpstreamError); got != tc.want {
+			if _, got := s.ResumeBegin(TriggerUpstreamError); got != tc.want {
 				t.Fatalf("ResumeBegin(upstream_error) = %v, want %v", got, tc.want)
 			}
 		})
@@ -108,12 +109,12 @@ func TestSwallowOnlyEndingsTheCallResumesFrom(t *testing.T) {
 	}
 	// The one resume allowed is spent: the next ending is relayed, and the
 	// refusal is reported once.
-	if !s.ResumeBegin(TriggerExpired) {
-		t.Fatal("ResumeBegin refused the first resume")
+	if trigger, ok := s.ResumeBegin(TriggerUpstreamError); !ok || trigger != TriggerExpired {
+		t.Fatalf("ResumeBegin = %s, %v; want the pending expired, true", trigger, ok)
 	}
 	s.Resumed(Resume{Trigger: TriggerExpired, Result: ResumeOK, Upstream: "u", Start: time.Now()})
 	for range 2 {
-		if s.Swallow([]byte("x"), []byte("end")) || s.ResumeBegin(TriggerUpstreamError) {
+		if _, ok := s.ResumeBegin(TriggerUpstreamError); ok || s.Swallow([]byte("x"), []byte("end")) {
 			t.Fatal("a resume past max_resumes was allowed")
 		}
 	}
@@ -133,7 +134,7 @@ func TestResumedCallSumsItsUpstreamSessions(t *testing.T) {
 	s.AudioSeconds(10)
 	s.AnswerStarted("r1")
 	s.AnswerDone("r1", "completed", Tokens{Input: 5, Output: 7})
-	if !s.ResumeBegin(TriggerExpired) {
+	if _, ok := s.ResumeBegin(TriggerExpired); !ok {
 		t.Fatal("ResumeBegin refused")
 	}
 	s.SessionStarted("sess_2", "")
@@ -168,19 +169,41 @@ func TestUpstreamHeartbeatTimeoutInterrupts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hb := HeartbeatOptions{Interval: time.Second, Timeout: time.Second}
 		m := NewManager(Options{UpstreamHeartbeat: hb, Hooks: []Hooks{&resumeHooks{}},
-			Resume: ResumeOptions{Enabled: true, On: AllTriggers, MaxResumes: 1}})
+			Resume: ResumeOptions{Enabled: true, On: AllTriggers, MaxResumes: 2}})
 		release := reserve(t, m)
 		s := m.Open(Info{Upstream: "u", Dialect: resumableDialect{}})
 		it := &interruptTransport{fakeTransport: newFakeTransport()}
 		s.Start(it)
 		time.Sleep(2500 * time.Millisecond) // the upstream is silent
 		it.mu.Lock()
-		got := append([]Trigger(nil), it.interrupts...)
+		got := it.interrupts
 		it.mu.Unlock()
-		if len(got) != 1 || got[0] != TriggerUpstreamHeartbeatTimeout || s.Ended() {
-			t.Fatalf("interrupts %v, ended %v; want one upstream_heartbeat_timeout interrupt, the session open", got, s.Ended())
+		if got != 1 || s.pendingResume() != TriggerUpstreamHeartbeatTimeout || s.Ended() {
+			t.Fatalf("%d interrupts, pending %q, ended %v; want one for upstream_heartbeat_timeout, the session open",
+				got, s.pendingResume(), s.Ended())
+		}
+		// The resume happens: the heartbeat goes on on the new leg, and a
+		// second silence interrupts again.
+		if _, ok := s.ResumeBegin(TriggerUpstreamError); !ok {
+			t.Fatal("ResumeBegin refused")
+		}
+		s.Resumed(Resume{Trigger: TriggerUpstreamHeartbeatTimeout, Result: ResumeOK, Upstream: "u", Start: time.Now()})
+		it.hear(Upstream)
+		pings := it.pingCount(Upstream)
+		time.Sleep(2500 * time.Millisecond)
+		it.mu.Lock()
+		got = it.interrupts
+		it.mu.Unlock()
+		if got != 2 || it.pingCount(Upstream) <= pings {
+			t.Fatalf("after the resume: %d interrupts, pings %d -> %d; want a second interrupt and pings on", got, pings, it.pingCount(Upstream))
 		}
 		s.End(ReasonClientClosed)
 		m.Finished(s, release)
 	})
+}
+
+func (f *fakeTransport) pingCount(leg Leg) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pings[leg]
 }

@@ -143,9 +143,6 @@ func (r *Relay) Run(obs Observer) {
 	<-r.shutdownDone
 	r.leg(lifecycle.Client).close()
 	r.leg(lifecycle.Upstream).close()
-	if r.res != nil {
-		r.res.cancel()
-	}
 }
 
 // recoverSession ends the session with reason panic and logs the stack, so
@@ -235,11 +232,8 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 	r.ended.Store(true)
 	defer close(r.shutdownDone)
 	if r.res != nil {
-		// A resume in progress gives up; one that is swapping legs has
-		// swapped them once this lock is taken.
-		r.res.cancel()
-		r.res.mu.Lock()
-		r.res.mu.Unlock() //nolint:staticcheck // an empty critical section: a barrier
+		// A resume in progress gives up; one swapping legs has swapped them.
+		r.res.stop()
 	}
 	legs := [2]*leg{r.leg(lifecycle.Client), r.leg(lifecycle.Upstream)}
 	now := time.Now()
@@ -377,7 +371,7 @@ func (p *pump) run() {
 				return
 			}
 			if p.d == lifecycle.UpstreamToClient && r.res != nil {
-				if p.upstreamLost(r.res.readTrigger(), p.lostFallback(err)) {
+				if p.upstreamFailed(err) {
 					continue
 				}
 				return
@@ -404,14 +398,24 @@ func (p *pump) run() {
 			return
 		}
 		if h.OpCode.IsControl() {
-			ok, cl := r.control(p.srcLeg, src, h)
-			if cl != nil {
-				if p.upstreamClosed(cl) {
+			cl, err := r.control(p.srcLeg, src, h)
+			switch {
+			case err == errProtocol:
+				return
+			case err != nil && p.d == lifecycle.UpstreamToClient && r.res != nil && !r.ended.Load():
+				if p.upstreamFailed(err) {
 					continue
 				}
 				return
-			}
-			if !ok {
+			case err != nil:
+				if !r.ended.Load() {
+					r.obs.LegError(p.srcLeg, err)
+				}
+				return
+			case cl != nil:
+				if p.upstreamClosed(cl) {
+					continue
+				}
 				return
 			}
 			continue
@@ -435,7 +439,7 @@ func (p *pump) run() {
 			case err == errErrorEventTooLarge:
 				r.obs.End(lifecycle.ReasonFrameTooLarge)
 			case failed == lifecycle.Upstream && p.d == lifecycle.UpstreamToClient && r.res != nil:
-				if p.upstreamLost(r.res.readTrigger(), p.lostFallback(err)) {
+				if p.upstreamFailed(err) {
 					continue
 				}
 			default:
@@ -626,15 +630,13 @@ func (p *pump) write(frame []byte, fin bool) error {
 	}
 	if err != nil && toUpstream && p.r.res != nil && !p.r.ended.Load() {
 		dst.unlock()
-		if p.r.res.begin(lifecycle.TriggerUpstreamError) {
-			// The upstream leg failed under the call, which resumes: the
-			// frame is held for the next upstream session; the upstream
-			// pump finds the failure when its read fails.
-			dst.close()
-			p.r.res.hold(frame, fin, p.peek.Type())
-			return nil
+		if !p.r.res.lost(p.r, dst, frame, fin, p.peek.Type()) {
+			return p.write(frame, fin) // a resume replaced the leg: write it there
 		}
-		dst.lock()
+		// The upstream leg ended under the call: the frame is held, and the
+		// upstream pump, whose read now fails, decides whether it resumes.
+		dst.close()
+		return nil
 	}
 	if err != nil && err != errCloseSent && !p.r.ended.Load() {
 		// dst failed. The source is still read, its events still reach the
@@ -864,47 +866,38 @@ type peerClose struct {
 
 // upstreamClosed handles a close frame from the pump's source: the call
 // resumes when the upstream went away or failed (or after an ending event
-// it resumes from), else the session ends. It reports whether the call
-// goes on.
+// kept from the client), else the session ends. It reports whether the
+// call goes on.
 func (p *pump) upstreamClosed(cl *peerClose) bool {
 	r := p.r
-	closed := func() { r.obs.CloseReceived(p.srcLeg, cl.code, cl.reason) }
-	if p.d != lifecycle.UpstreamToClient || r.res == nil {
-		closed()
+	if p.d != lifecycle.UpstreamToClient || r.res == nil || r.ended.Load() ||
+		!closeResumes(cl.code) && !r.res.endingKept() && !r.res.active.Load() {
+		// The upstream ended the session on purpose (or nothing resumes).
+		r.obs.CloseReceived(p.srcLeg, cl.code, cl.reason)
 		return false
 	}
-	trigger := r.res.readTrigger()
-	if trigger == lifecycle.TriggerUpstreamError && !closeResumes(cl.code) && !r.res.endingSeen() {
-		closed() // the upstream ended the session on purpose
-		return false
-	}
-	return p.upstreamLost(trigger, closed)
+	return p.upstreamLost(lifecycle.TriggerUpstreamError, func(t lifecycle.Trigger) { p.endUpstream(t, cl, nil) })
 }
 
-// lostFallback ends the session as a failed upstream read would without
-// resuming: for the trigger that failed it, the contract's reason.
-func (p *pump) lostFallback(err error) func() {
-	return func() {
-		switch p.r.res.readTrigger() {
-		case lifecycle.TriggerUpstreamHeartbeatTimeout:
-			p.r.obs.End(lifecycle.ReasonUpstreamHeartbeatTimeout)
-		case lifecycle.TriggerFatalEvent:
-			p.r.obs.End(lifecycle.ReasonUpstreamFatalEvent)
-		default:
-			p.r.obs.LegError(lifecycle.Upstream, err)
-		}
-	}
+// upstreamFailed handles a failed read (or pong write) on the upstream
+// leg: the call resumes, or ends as the failure would end it. It reports
+// whether the call goes on.
+func (p *pump) upstreamFailed(err error) bool {
+	return p.upstreamLost(lifecycle.TriggerUpstreamError, func(t lifecycle.Trigger) { p.endUpstream(t, nil, err) })
 }
 
-// control handles a control frame from leg src. It returns false when the
-// pump must stop; a close frame is returned, not acted on.
-func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) (bool, *peerClose) {
+// errProtocol: a control frame ended the session as a protocol error.
+var errProtocol = errors.New("malformed control frame")
+
+// control handles a control frame from leg src. A close frame is returned,
+// not acted on; an error is the leg's failure (errProtocol: the session
+// already ended).
+func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) (*peerClose, error) {
 	in := ctlPool.Get().(*ctlBuf)
 	defer ctlPool.Put(in)
 	p := in[:h.Length]
 	if _, err := io.ReadFull(&src.rd, p); err != nil {
-		r.obs.LegError(which, err)
-		return false, nil
+		return nil, err
 	}
 	if h.Masked {
 		ws.Cipher(p, h.Mask, 0)
@@ -914,8 +907,7 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) (bool, *peer
 		// Answer on the same leg at a frame boundary, without waiting for a
 		// fragment in flight there.
 		if err := src.sendControl(ws.OpPong, p); err != nil && !r.ended.Load() {
-			r.obs.LegError(which, err)
-			return false, nil
+			return nil, err
 		}
 	case ws.OpPong:
 		r.obs.Pong(which)
@@ -923,15 +915,15 @@ func (r *Relay) control(which lifecycle.Leg, src *leg, h ws.Header) (bool, *peer
 		code, reason, err := wsframe.ParseClose(p)
 		if err != nil {
 			r.obs.End(lifecycle.ReasonProtocolError)
-			return false, nil
+			return nil, errProtocol
 		}
 		rs := string(reason)
 		if which == lifecycle.Upstream {
 			rs = r.opts.Redactor.Redact(rs)
 		}
-		return false, &peerClose{code: code, reason: wsframe.TruncateUTF8(rs, wsframe.MaxCloseReason)}
+		return &peerClose{code: code, reason: wsframe.TruncateUTF8(rs, wsframe.MaxCloseReason)}, nil
 	}
-	return true, nil
+	return nil, nil
 }
 
 // WriteFirst writes an already-encoded frame (the upstream's first event,

@@ -19,15 +19,17 @@ import (
 )
 
 // Resuming a call (lifecycle.resume). When the upstream leg ends under a
-// call the caller did not end, the upstream pump carries the call over to a
-// new upstream session: it finishes the answers the old session left
-// unfinished for the client, dials again, gives the new session the call's
-// replay and swallows the answers to it, then sends on the client messages
-// held meanwhile and relays on. The client pump never waits: while a resume
-// is in progress it holds the client's messages (the most recent
-// ResumeOptions.Buffer of audio, everything else whole) instead of writing
-// them. If no upstream takes the call over, the call ends as it would have
-// without resuming.
+// call the caller did not end, the upstream pump, and only it, asks the
+// session whether the call resumes (ResumeObserver.ResumeBegin). If so it
+// finishes the answers the old session left unfinished for the client,
+// dials again, gives the new session the call's replay and swallows the
+// answers to it, then sends on the client messages held meanwhile and
+// relays on; if not, or if no upstream takes the call over, the call ends
+// as it would have without resuming. The client pump never waits: from
+// the moment the upstream leg is known to end (a failed write, an ending
+// event kept from the client, tether's own Interrupt, the upstream pump's
+// failed read) it holds the client's messages instead of writing them (the
+// most recent ResumeOptions.Buffer of audio, everything else whole).
 
 // ResumeObserver is the session's side of resuming; *lifecycle.Session
 // implements it.
@@ -36,10 +38,13 @@ type ResumeObserver interface {
 	CaptureClient(typ []byte) bool
 	ClientCaptured(typ, payload []byte)
 	// Swallow: a held upstream message ends the upstream session and the
-	// call resumes from it, so the client does not see it.
+	// call may resume from it, so the client does not see it (yet).
 	Swallow(typ, payload []byte) bool
-	// ResumeBegin: the upstream leg ended; whether the call resumes.
-	ResumeBegin(trigger lifecycle.Trigger) bool
+	// ResumeBegin: the upstream leg ended, for cause as the relay saw it.
+	// It returns the trigger the ending counts as (an ending kept from the
+	// client, or tether's own interrupt, wins over cause) and whether the
+	// call resumes.
+	ResumeBegin(cause lifecycle.Trigger) (lifecycle.Trigger, bool)
 	ResumePlan() (interrupted [][]byte, replay dialect.Replay)
 	Droppable(typ []byte) bool
 	ResumeNotice(n dialect.ResumeNotice) []byte
@@ -67,11 +72,11 @@ type ResumeOptions struct {
 
 // Resume bounds.
 const (
-	// maxHeldBytes bounds the client messages held while resuming, whatever
-	// their kind.
+	// maxHeldBytes bounds the client messages held while resuming: audio
+	// goes first, then the newest messages are dropped.
 	maxHeldBytes = 8 << 20
 	// endingWait is how long the upstream may take to close its socket
-	// after an ending event the call resumes from.
+	// after an ending event the call may resume from.
 	endingWait = time.Second
 )
 
@@ -79,19 +84,15 @@ const (
 type resumer struct {
 	obs  ResumeObserver
 	opts ResumeOptions
-	// ctx is cancelled when the session ends: a dial in progress gives up.
-	ctx    context.Context
-	cancel context.CancelFunc
 
-	// active is set (under mu) while a resume is in progress: client
-	// messages are held, not written.
+	// active is set (under mu) while client messages are held, not written:
+	// the upstream leg ended or is ending.
 	active atomic.Bool
 	mu     sync.Mutex
-	// trigger and began describe the resume in progress.
-	trigger lifecycle.Trigger
-	began   time.Time
-	// interrupt is the trigger of Relay.Interrupt, for the read it fails.
-	interrupt lifecycle.Trigger
+	// stopped: the session ended; no resume starts, and the one in
+	// progress gives up (cancel stops its dial and replay).
+	stopped bool
+	cancel  context.CancelFunc
 	// swallowed is the ending event kept from the client (scrubbed), sent
 	// to it after all if the call does not resume.
 	swallowed []byte
@@ -115,63 +116,66 @@ type heldMsg struct {
 // EnableResume makes the relay resume the call when its upstream leg ends
 // (see ResumeObserver). Call it before Run.
 func (r *Relay) EnableResume(obs ResumeObserver, opts ResumeOptions) {
-	ctx, cancel := context.WithCancel(context.Background())
-	r.res = &resumer{obs: obs, opts: opts, ctx: ctx, cancel: cancel, cur: -1}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	r.res = &resumer{obs: obs, opts: opts, cur: -1}
 }
 
-// Interrupt implements lifecycle.Interrupter: the upstream pump's read
-// fails at once and the call resumes for trigger.
-func (r *Relay) Interrupt(trigger lifecycle.Trigger) {
-	rs := r.res
-	if rs == nil {
-		return
-	}
-	rs.mu.Lock()
-	if rs.interrupt == "" {
-		rs.interrupt = trigger
-	}
-	rs.mu.Unlock()
-	_ = r.leg(lifecycle.Upstream).conn.SetReadDeadline(time.Unix(1, 0))
-}
-
-// begin starts a resume for trigger unless one is in progress; it reports
-// whether one is in progress now. A trigger from Interrupt or a swallowed
-// ending event wins over the one given.
-func (rs *resumer) begin(trigger lifecycle.Trigger) bool {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.active.Load() {
-		return true
-	}
-	if rs.interrupt != "" {
-		trigger = rs.interrupt
-	}
-	if !rs.obs.ResumeBegin(trigger) {
+// Interrupt implements lifecycle.Interrupter: the client's messages are
+// held from now on and the upstream pump's read fails at once, so the call
+// resumes (if the session still agrees). It reports false when the relay
+// does not resume calls.
+func (r *Relay) Interrupt() bool {
+	if r.res == nil {
 		return false
 	}
-	rs.trigger, rs.began = trigger, time.Now()
-	rs.held, rs.heldBytes, rs.cur, rs.skipping, rs.dropped = nil, 0, -1, false, 0
-	rs.active.Store(true)
+	r.res.startHolding()
+	_ = r.leg(lifecycle.Upstream).conn.SetReadDeadline(time.Unix(1, 0))
 	return true
 }
 
-// readTrigger is the trigger of a failed upstream read.
-func (rs *resumer) readTrigger() lifecycle.Trigger {
+// stop ends resuming for good (Shutdown): a resume in progress gives up,
+// and one swapping legs has swapped them once this returns.
+func (rs *resumer) stop() {
+	rs.mu.Lock()
+	rs.stopped = true
+	if rs.cancel != nil {
+		rs.cancel()
+	}
+	rs.mu.Unlock()
+}
+
+// startHolding makes the client pump hold its messages from now on.
+func (rs *resumer) startHolding() {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	return cmpTrigger(rs.interrupt, lifecycle.TriggerUpstreamError)
+	rs.startHoldingLocked()
 }
 
-func cmpTrigger(a, b lifecycle.Trigger) lifecycle.Trigger {
-	if a != "" {
-		return a
+func (rs *resumer) startHoldingLocked() {
+	if rs.active.Load() || rs.stopped {
+		return
 	}
-	return b
+	rs.held, rs.heldBytes, rs.cur, rs.skipping, rs.dropped = nil, 0, -1, false, 0
+	rs.active.Store(true)
 }
 
-// closeResumes reports whether an upstream close frame with code is a
-// failure a call resumes from: the server went away or failed (a close
-// after an ending event the call resumes from always is).
+// stopHolding drops what was held and lets the client pump write again
+// (a resume that will not happen); it returns the ending event kept from
+// the client, if any.
+func (rs *resumer) stopHolding() (swallowed []byte) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	swallowed = rs.swallowed
+	rs.held, rs.heldBytes, rs.cur, rs.skipping, rs.dropped, rs.swallowed = nil, 0, -1, false, 0, nil
+	rs.active.Store(false)
+	return swallowed
+}
+
+// closeResumes reports whether an upstream close frame with code is the
+// server going away or failing, which a call resumes from (a close after
+// an ending event kept from the client always is).
 func closeResumes(code wsframe.CloseCode) bool {
 	switch code {
 	case wsframe.GoingAway, wsframe.InternalError, wsframe.ServiceRestart, wsframe.TryAgainLater:
@@ -180,18 +184,27 @@ func closeResumes(code wsframe.CloseCode) bool {
 	return false
 }
 
-// swallow keeps an ending event from the client; the upstream then has
-// endingWait to close its socket before the resume goes on without it.
+// swallow keeps an ending event from the client and holds the client's
+// messages from now on; the upstream has endingWait to close its socket
+// before the resume goes on without it.
 func (r *Relay) swallow(msg []byte) {
 	rs := r.res
 	rs.mu.Lock()
 	rs.swallowed = append([]byte(nil), msg...)
+	rs.startHoldingLocked()
 	rs.mu.Unlock()
 	_ = r.leg(lifecycle.Upstream).conn.SetReadDeadline(time.Now().Add(endingWait))
 }
 
-// hold keeps a client frame for the next upstream session while a resume
-// is in progress; it reports whether it did. typ is the message's type
+// endingKept reports whether an ending event was kept from the client.
+func (rs *resumer) endingKept() bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.swallowed != nil
+}
+
+// hold keeps a client frame for the next upstream session while client
+// messages are held; it reports whether it did. typ is the message's type
 // (at its last frame), for Droppable.
 func (rs *resumer) hold(frame []byte, fin bool, typ []byte) bool {
 	if !rs.active.Load() {
@@ -202,6 +215,28 @@ func (rs *resumer) hold(frame []byte, fin bool, typ []byte) bool {
 	if !rs.active.Load() {
 		return false
 	}
+	rs.keepLocked(frame, fin, typ)
+	return true
+}
+
+// lost handles a client frame whose write to the upstream leg failed: the
+// leg ended, so client messages are held from now on and the upstream pump
+// decides whether the call resumes. It reports false when failed is no
+// longer the upstream leg (a resume replaced it): write the frame there.
+func (rs *resumer) lost(r *Relay, failed *leg, frame []byte, fin bool, typ []byte) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r.leg(lifecycle.Upstream) != failed && !rs.active.Load() {
+		return false
+	}
+	rs.startHoldingLocked()
+	if rs.active.Load() {
+		rs.keepLocked(frame, fin, typ)
+	}
+	return true
+}
+
+func (rs *resumer) keepLocked(frame []byte, fin bool, typ []byte) {
 	now := time.Now()
 	if rs.cur < 0 {
 		if ws.OpCode(frame[0]&0x0f) == ws.OpContinuation || rs.skipping {
@@ -210,7 +245,7 @@ func (rs *resumer) hold(frame []byte, fin bool, typ []byte) bool {
 			if fin {
 				rs.dropped++
 			}
-			return true
+			return
 		}
 		rs.held = append(rs.held, heldMsg{at: now})
 		rs.cur = len(rs.held) - 1
@@ -223,11 +258,10 @@ func (rs *resumer) hold(frame []byte, fin bool, typ []byte) bool {
 		rs.cur = -1
 	}
 	rs.trimLocked(now)
-	return true
 }
 
-// trimLocked drops the held audio older than Buffer, and the oldest audio
-// while more than maxHeldBytes are held.
+// trimLocked drops the held audio older than Buffer; past maxHeldBytes,
+// the oldest audio, then the newest whole messages.
 func (rs *resumer) trimLocked(now time.Time) {
 	cutoff := now.Add(-rs.opts.Buffer)
 	kept := rs.held[:0]
@@ -246,19 +280,25 @@ func (rs *resumer) trimLocked(now time.Time) {
 	}
 	clear(rs.held[len(kept):])
 	rs.held = kept
+	for rs.heldBytes > maxHeldBytes && len(rs.held) > 0 && rs.held[len(rs.held)-1].done {
+		last := rs.held[len(rs.held)-1]
+		rs.heldBytes -= len(last.b)
+		rs.dropped++
+		rs.held = rs.held[:len(rs.held)-1]
+	}
 }
 
 // flushLocked writes the held client messages to l, the new upstream leg,
-// and ends holding: from now on the client pump writes to l. It reports
-// the messages sent and dropped.
+// within timeout per 64 KiB, and ends holding: from now on the client pump
+// writes to l. It reports the messages sent and dropped.
 func (rs *resumer) flushLocked(l *leg, timeout time.Duration) (sent, dropped int, err error) {
 	rs.trimLocked(time.Now())
 	l.lock()
 	defer l.unlock()
+	_ = l.conn.SetWriteDeadline(time.Now().Add(timeout * time.Duration(1+rs.heldBytes>>16)))
 	for _, m := range rs.held {
-		if err == nil {
-			_ = l.conn.SetWriteDeadline(time.Now().Add(timeout * time.Duration(1+len(m.b)>>16)))
-			err = l.writeLocked(m.b)
+		if err = l.writeLocked(m.b); err != nil {
+			break
 		}
 		if m.done {
 			sent++
@@ -269,51 +309,119 @@ func (rs *resumer) flushLocked(l *leg, timeout time.Duration) (sent, dropped int
 	// the old leg is dropped by the client pump (see pump.write).
 	l.midMessage, l.skipRest = rs.cur >= 0, rs.skipping
 	dropped = rs.dropped
-	rs.held, rs.heldBytes, rs.cur, rs.dropped, rs.skipping = nil, 0, -1, 0, false
-	rs.interrupt, rs.swallowed = "", nil
+	rs.held, rs.heldBytes, rs.cur, rs.dropped, rs.skipping, rs.swallowed = nil, 0, -1, 0, false, nil
 	return sent, dropped, err
 }
 
-// endingSeen reports whether an ending event was kept from the client.
-func (rs *resumer) endingSeen() bool {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return rs.swallowed != nil
-}
-
-// upstreamLost resumes the call after its upstream leg ended (trigger);
-// fallback ends the call as it would have ended without resuming. It
-// reports whether the call goes on.
-func (p *pump) upstreamLost(trigger lifecycle.Trigger, fallback func()) bool {
-	if p.r.res == nil || !p.r.res.begin(trigger) {
-		fallback()
+// upstreamLost resumes the call after its upstream leg ended, as the relay
+// saw it, for cause; end ends the call as it would have ended without
+// resuming, for the trigger the session counts. It reports whether the
+// call goes on.
+func (p *pump) upstreamLost(cause lifecycle.Trigger, end func(lifecycle.Trigger)) bool {
+	rs := p.r.res
+	rs.startHolding()
+	trigger, ok := rs.obs.ResumeBegin(cause)
+	if !ok {
+		p.notResumed(trigger, end)
 		return false
 	}
-	return p.resume(fallback)
+	return p.resume(trigger, end)
 }
 
-// resume carries the call over to a new upstream session (a resume began).
-func (p *pump) resume(fallback func()) bool {
-	r, rs := p.r, p.r.res
-	rs.mu.Lock()
-	rec := lifecycle.Resume{Trigger: rs.trigger, Start: rs.began, From: rs.obs.Upstream()}
-	rs.mu.Unlock()
+// notResumed ends a call that does not resume: the ending event kept from
+// the client reaches it after all, then the call ends as it would have.
+func (p *pump) notResumed(trigger lifecycle.Trigger, end func(lifecycle.Trigger)) {
+	if swallowed := p.r.res.stopHolding(); swallowed != nil && !p.dst.midMessage {
+		_ = p.relayOwn(swallowed, false)
+	}
+	end(trigger)
+}
+
+// endUpstream ends the session as an upstream leg that ended for trigger
+// (read error err, or close frame cl) would without resuming.
+func (p *pump) endUpstream(trigger lifecycle.Trigger, cl *peerClose, err error) {
+	switch {
+	case trigger == lifecycle.TriggerUpstreamHeartbeatTimeout:
+		p.r.obs.End(lifecycle.ReasonUpstreamHeartbeatTimeout)
+	case trigger == lifecycle.TriggerFatalEvent:
+		p.r.obs.End(lifecycle.ReasonUpstreamFatalEvent)
+	case cl != nil:
+		p.r.obs.CloseReceived(lifecycle.Upstream, cl.code, cl.reason)
+	default:
+		p.r.obs.LegError(lifecycle.Upstream, err)
+	}
+}
+
+// resume carries the call over to a new upstream session (the session
+// agreed). It reports whether the call goes on.
+func (p *pump) resume(trigger lifecycle.Trigger, end func(lifecycle.Trigger)) bool {
+	rs := p.r.res
+	rec := lifecycle.Resume{Trigger: trigger, Start: time.Now(), From: rs.obs.Upstream()}
 	if p.dst.midMessage {
 		// The client is in the middle of an upstream message that will
 		// never end: the call cannot go on cleanly.
-		return p.resumeFailed(rec, "the upstream ended in the middle of a message to the client", fallback)
+		return p.resumeFailed(rec, "the upstream ended in the middle of a message to the client", end)
 	}
-	old := p.src
 	p.releaseBuffers()
-	old.rd.release()
-	old.close()
+	p.src.rd.release()
+	p.src.close()
+	ctx, ok := rs.startAttempt()
+	if !ok {
+		return false // the session ended
+	}
+	defer rs.endAttempt()
 	interrupted, replay := rs.obs.ResumePlan()
 	for _, m := range interrupted {
 		if err := p.relayOwn(m, true); err != nil {
-			return p.resumeFailed(rec, "client: "+err.Error(), fallback)
+			return p.resumeFailed(rec, "client: "+err.Error(), end)
 		}
 	}
-	up, err := rs.opts.Dial(rs.ctx, rec.Trigger, rec.From, replay.Start)
+	nl, err := p.redial(ctx, &rec, replay)
+	if err != nil {
+		return p.resumeFailed(rec, err.Error(), end)
+	}
+	if err := p.replay(ctx, nl, replay); err != nil {
+		nl.close()
+		return p.resumeFailed(rec, "replay: "+err.Error(), end)
+	}
+	n, ok := p.swap(nl, &rec, replay.Items)
+	if !ok {
+		return false
+	}
+	notice := rs.obs.ResumeNotice(dialect.ResumeNotice{Resumes: n, Trigger: string(rec.Trigger),
+		HistoryItems: rec.HistoryItems, BufferedMessages: rec.Buffered, DroppedMessages: rec.Dropped})
+	if notice != nil {
+		_ = p.relayOwn(notice, false) // a failed client leg is found out by its pump
+	}
+	return true
+}
+
+// startAttempt begins a resume's dial and replay unless the session ended;
+// ctx ends with the session.
+func (rs *resumer) startAttempt() (context.Context, bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.stopped {
+		return nil, false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rs.cancel = cancel
+	return ctx, true
+}
+
+func (rs *resumer) endAttempt() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.cancel != nil {
+		rs.cancel()
+		rs.cancel = nil
+	}
+}
+
+// redial dials the new upstream session; its first event is kept from the
+// client (it has its session), but the session learns the new id from it.
+func (p *pump) redial(ctx context.Context, rec *lifecycle.Resume, replay dialect.Replay) (*leg, error) {
+	up, err := p.r.res.opts.Dial(ctx, rec.Trigger, rec.From, replay.Start)
 	var de *upstreams.DialError
 	switch {
 	case err == nil:
@@ -322,67 +430,54 @@ func (p *pump) resume(fallback func()) bool {
 		rec.Dials = dialRecords(de.Attempts)
 	}
 	if err != nil {
-		return p.resumeFailed(rec, err.Error(), fallback)
-	}
-	nl := newLeg(up.Net, up.BR, false, old.base)
-	nl.heard.Store(int64(time.Since(nl.base)))
-	if up.FirstType != "" {
-		// Swallowed: the client has its session; the call learns the new id.
-		r.obs.Captured([]byte(up.FirstType), up.FirstPayload)
-	}
-	if err := p.replay(nl, replay); err != nil {
-		nl.close()
-		return p.resumeFailed(rec, "replay: "+err.Error(), fallback)
+		return nil, err
 	}
 	rec.Upstream = up.Upstream.Name
+	nl := newLeg(up.Net, up.BR, false, p.src.base)
+	nl.heard.Store(int64(time.Since(nl.base)))
+	if up.FirstType != "" {
+		p.r.obs.Captured([]byte(up.FirstType), up.FirstPayload)
+	}
+	return nl, nil
+}
+
+// swap makes nl the call's upstream leg, sending it the held client
+// messages first, and records the resume. It reports the call's resume
+// count, or false when the session ended meanwhile (nl is closed).
+func (p *pump) swap(nl *leg, rec *lifecycle.Resume, items int) (int, bool) {
+	r, rs := p.r, p.r.res
 	rs.mu.Lock()
-	if r.ended.Load() {
+	if rs.stopped {
 		rs.mu.Unlock()
 		nl.close()
-		return false
+		return 0, false
 	}
-	var ferr error
-	rec.Buffered, rec.Dropped, ferr = rs.flushLocked(nl, r.opts.CloseWriteTimeout)
+	var err error
+	rec.Buffered, rec.Dropped, err = rs.flushLocked(nl, r.opts.CloseWriteTimeout)
 	r.legs[lifecycle.Upstream].Store(nl)
-	rec.Result, rec.Gap, rec.HistoryItems = lifecycle.ResumeOK, time.Since(rec.Start), len(replay.Messages)
-	if replay.Start != nil {
-		rec.HistoryItems = historyItems(replay.Start)
-	} else if rec.HistoryItems > 0 {
-		rec.HistoryItems-- // the session.update
-	}
-	n := rs.obs.Resumed(rec)
+	rec.Result, rec.Gap, rec.HistoryItems = lifecycle.ResumeOK, time.Since(rec.Start), items
+	n := rs.obs.Resumed(*rec)
 	rs.active.Store(false)
 	rs.mu.Unlock()
 	p.src, p.st, p.started = nl, frameState{}, false
-	if ferr != nil {
+	if err != nil {
 		// The new leg failed at once: the next read finds out.
 		_ = nl.conn.SetReadDeadline(time.Unix(1, 0))
 	}
-	notice := rs.obs.ResumeNotice(dialect.ResumeNotice{Resumes: n, Trigger: string(rec.Trigger),
-		UpstreamSessionID: conversationOf(up), HistoryItems: rec.HistoryItems,
-		BufferedMessages: rec.Buffered, DroppedMessages: rec.Dropped})
-	if notice != nil {
-		_ = p.relayOwn(notice, false) // a failed client leg is found out by its pump
-	}
-	return true
+	return n, true
 }
 
-// resumeFailed ends a resume that found no upstream: the ending event kept
-// from the client reaches it after all, then the call ends as it would
-// have (fallback).
-func (p *pump) resumeFailed(rec lifecycle.Resume, why string, fallback func()) bool {
-	r, rs := p.r, p.r.res
-	rs.mu.Lock()
-	swallowed := rs.swallowed
-	rs.held, rs.heldBytes, rs.cur, rs.dropped, rs.swallowed, rs.interrupt = nil, 0, -1, 0, nil, ""
-	rs.active.Store(false)
-	rs.mu.Unlock()
-	rec.Result, rec.Err = lifecycle.ResumeFailed, r.opts.Redactor.Redact(why)
-	if swallowed != nil && !p.dst.midMessage {
-		_ = p.relayOwn(swallowed, false)
+// resumeFailed ends a resume that found no upstream to take the call
+// over: it is recorded, and the call ends as it would have (notResumed);
+// a session that ended meanwhile is not a failure.
+func (p *pump) resumeFailed(rec lifecycle.Resume, why string, end func(lifecycle.Trigger)) bool {
+	if p.r.ended.Load() {
+		p.r.res.stopHolding()
+		return false
 	}
-	rs.obs.ResumeFailed(rec)
-	fallback()
+	rec.Result, rec.Err = lifecycle.ResumeFailed, p.r.opts.Redactor.Redact(why)
+	p.r.res.obs.ResumeFailed(rec)
+	p.notResumed(rec.Trigger, end)
 	return false
 }
 
@@ -408,18 +503,16 @@ func (p *pump) relayOwn(msg []byte, asUpstream bool) error {
 }
 
 // replay gives the new upstream session the call's replay and reads its
-// answers (swallowed; anything else is relayed to the client), within
-// ResumeOptions.Timeout.
-func (p *pump) replay(l *leg, rp dialect.Replay) error {
+// answers, within ResumeOptions.Timeout and while the session lasts.
+func (p *pump) replay(ctx context.Context, l *leg, rp dialect.Replay) error {
 	if len(rp.Messages) == 0 {
 		return nil
 	}
-	timeout := p.r.res.opts.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	_ = l.conn.SetWriteDeadline(deadline)
+	deadline := time.Now().Add(p.r.res.opts.Timeout)
+	_ = l.conn.SetDeadline(deadline)
+	defer l.conn.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { _ = l.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	l.lock()
 	for _, m := range rp.Messages {
 		if err := l.writeFrameLocked(ws.OpText, m); err != nil {
@@ -428,12 +521,15 @@ func (p *pump) replay(l *leg, rp dialect.Replay) error {
 		}
 	}
 	l.unlock()
-	_ = l.conn.SetWriteDeadline(time.Time{})
 	if rp.Acks == nil {
 		return nil
 	}
-	_ = l.conn.SetReadDeadline(deadline)
-	defer l.conn.SetReadDeadline(time.Time{})
+	return p.awaitAcks(l, rp.Acks)
+}
+
+// awaitAcks reads the new upstream session's messages until the replay is
+// answered: its answers are kept from the client, anything else is relayed.
+func (p *pump) awaitAcks(l *leg, acks dialect.ReplayAcks) error {
 	var st frameState
 	var msg []byte
 	for {
@@ -445,17 +541,8 @@ func (p *pump) replay(l *leg, rp dialect.Replay) error {
 			return err
 		}
 		if h.OpCode.IsControl() {
-			var c ctlBuf
-			b := c[:h.Length]
-			if _, err := io.ReadFull(&l.rd, b); err != nil {
+			if err := answerControl(l, h); err != nil {
 				return err
-			}
-			switch h.OpCode {
-			case ws.OpPing:
-				_ = l.sendControl(ws.OpPong, b)
-			case ws.OpClose:
-				code, _, _ := wsframe.ParseClose(b)
-				return fmt.Errorf("the new upstream session closed (%d) before answering the replay", code)
 			}
 			continue
 		}
@@ -472,7 +559,7 @@ func (p *pump) replay(l *leg, rp dialect.Replay) error {
 		}
 		if st.text {
 			typ := messageType(msg)
-			swallow, done := rp.Acks.Ack([]byte(typ), msg)
+			swallow, done := acks.Ack([]byte(typ), msg)
 			if !swallow {
 				if err := p.relayOwn(scrubJSON(p.r.opts.Redactor, msg), true); err != nil {
 					return fmt.Errorf("client: %w", err)
@@ -486,6 +573,24 @@ func (p *pump) replay(l *leg, rp dialect.Replay) error {
 	}
 }
 
+// answerControl reads a control frame from l during the replay: a ping is
+// answered, a close fails the replay.
+func answerControl(l *leg, h ws.Header) error {
+	var c ctlBuf
+	b := c[:h.Length]
+	if _, err := io.ReadFull(&l.rd, b); err != nil {
+		return err
+	}
+	switch h.OpCode {
+	case ws.OpPing:
+		return l.sendControl(ws.OpPong, b)
+	case ws.OpClose:
+		code, _, _ := wsframe.ParseClose(b)
+		return fmt.Errorf("the new upstream session closed (%d) before answering the replay", code)
+	}
+	return nil
+}
+
 // messageType decodes a JSON message's type ("" when it has none).
 func messageType(msg []byte) string {
 	var ev struct {
@@ -493,28 +598,6 @@ func messageType(msg []byte) string {
 	}
 	_ = json.Unmarshal(msg, &ev)
 	return ev.Type
-}
-
-// historyItems counts the history a GPT-Live start replays (session.input).
-func historyItems(start []byte) int {
-	var ev struct {
-		Session struct {
-			Input []json.RawMessage `json:"input"`
-		} `json:"session"`
-	}
-	_ = json.Unmarshal(start, &ev)
-	return len(ev.Session.Input)
-}
-
-// conversationOf is the upstream session id in a dialed conn's first event.
-func conversationOf(up *upstreams.Conn) string {
-	var ev struct {
-		Session struct {
-			ID string `json:"id"`
-		} `json:"session"`
-	}
-	_ = json.Unmarshal(up.FirstPayload, &ev)
-	return ev.Session.ID
 }
 
 var (

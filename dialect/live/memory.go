@@ -384,7 +384,7 @@ func (m *Memory) Replay() dialect.Replay {
 		}
 		top = append(top, mb)
 	}
-	return dialect.Replay{Start: encodeObject(top)}
+	return dialect.Replay{Start: encodeObject(top), Items: len(orig) + len(hist)}
 }
 
 // replaySession is the start's session object with input set to orig and

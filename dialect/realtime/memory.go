@@ -647,7 +647,7 @@ func (m *Memory) Replay() dialect.Replay {
 		return dialect.Replay{}
 	}
 	acks.left = len(msgs)
-	return dialect.Replay{Messages: msgs, Acks: acks}
+	return dialect.Replay{Messages: msgs, Acks: acks, Items: len(acks.items)}
 }
 
 // replayAcks follows the answers to a replay. The upstream answers a
