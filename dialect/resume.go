@@ -26,9 +26,12 @@ type HistoryBounds struct {
 	Bytes int
 }
 
-// Memory is what one call keeps so it can resume. Its methods are called
-// by one goroutine at a time (the session serializes them); payloads are
-// unmasked and must not be retained (copy what is kept).
+// Memory is what one call keeps so it can resume. CaptureClient,
+// CaptureUpstream, Hold and Droppable depend on the type alone (the relay
+// asks them for every message, from both pumps at once, so they must be
+// safe for concurrent use); the other methods are called by one goroutine
+// at a time (the session serializes them). Payloads are unmasked and must
+// not be retained (copy what is kept).
 type Memory interface {
 	// CaptureClient reports whether a client message of this type is to be
 	// captured whole and handed to Client (session settings, items).

@@ -187,9 +187,7 @@ func (s *Session) withMemory(f func(m dialect.Memory)) {
 // CaptureClient reports whether a client message of type typ is to be
 // captured whole for ClientCaptured (the call's memory wants it).
 func (s *Session) CaptureClient(typ []byte) bool {
-	want := false
-	s.withMemory(func(m dialect.Memory) { want = m.CaptureClient(typ) })
-	return want
+	return s.res.mem != nil && s.res.mem.CaptureClient(typ)
 }
 
 // ClientCaptured hands a captured client message (unmasked, after it was
@@ -201,25 +199,15 @@ func (s *Session) ClientCaptured(typ, payload []byte) {
 
 // captureUpstream reports whether the memory wants an upstream message.
 func (s *Session) captureUpstream(typ []byte) bool {
-	want := false
-	s.withMemory(func(m dialect.Memory) { want = m.CaptureUpstream(typ) })
-	return want
+	return s.res.mem != nil && s.res.mem.CaptureUpstream(typ)
 }
 
 // holdUpstream reports whether the memory wants an upstream message held.
-func (s *Session) holdUpstream(typ []byte) bool {
-	want := false
-	s.withMemory(func(m dialect.Memory) { want = m.Hold(typ) })
-	return want
-}
+func (s *Session) holdUpstream(typ []byte) bool { return s.res.mem != nil && s.res.mem.Hold(typ) }
 
 // Droppable reports whether a held client message of type typ may be
 // dropped when the audio held while resuming overflows its bound.
-func (s *Session) Droppable(typ []byte) bool {
-	drop := false
-	s.withMemory(func(m dialect.Memory) { drop = m.Droppable(typ) })
-	return drop
-}
+func (s *Session) Droppable(typ []byte) bool { return s.res.mem != nil && s.res.mem.Droppable(typ) }
 
 // mayResume reports whether the call would resume for trigger now. A call
 // refused only because it resumed max_resumes times already is reported

@@ -40,11 +40,9 @@ func (s *Session) Captured(typ, payload []byte) {
 	if s.dialect.Capture(typ) {
 		s.dialect.Captured(s, typ, payload)
 	}
-	s.withMemory(func(m dialect.Memory) {
-		if m.CaptureUpstream(typ) {
-			m.Upstream(typ, payload)
-		}
-	})
+	if s.captureUpstream(typ) {
+		s.withMemory(func(m dialect.Memory) { m.Upstream(typ, payload) })
+	}
 }
 
 // SessionStarted implements dialect.Signals.
