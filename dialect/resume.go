@@ -72,6 +72,9 @@ type Memory interface {
 	Notice(n ResumeNotice) []byte
 	// Size reports the history held: entries and bytes.
 	Size() (items, bytes int)
+	// Closing reports whether the client asked to end the call (GPT-Live
+	// session.close): an upstream ending after that is not resumed from.
+	Closing() bool
 }
 
 // Replay is what a new upstream session is given to continue a call.

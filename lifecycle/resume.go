@@ -118,8 +118,11 @@ type resumeState struct {
 	// its effects wait for ResumeBegin's answer and the resume's outcome.
 	pending Trigger
 	// suppressedEnd is the upstream's own end reason (UpstreamEnded) held
-	// back while a resume is pending or in progress.
+	// back while a resume is pending or in progress; fatalHeld: a fatal
+	// error event's end was held back (a call that does not resume then
+	// ends as upstream_fatal_event when its upstream leg goes).
 	suppressedEnd string
+	fatalHeld     bool
 	// count is the call's successful resumes; exhausted is set once a
 	// resume was refused for max_resumes (reported once).
 	count     int
@@ -215,6 +218,11 @@ func (s *Session) Droppable(typ []byte) bool { return s.res.mem != nil && s.res.
 func (s *Session) mayResume(trigger Trigger) bool {
 	if s.res.mem == nil || !s.res.on[trigger] || s.ended.Load() || s.mgr.Draining() {
 		return false
+	}
+	closing := false
+	s.withMemory(func(m dialect.Memory) { closing = m.Closing() })
+	if closing {
+		return false // the client is ending the call
 	}
 	s.mu.Lock()
 	if s.boundaryPending || s.upstreamEnd != "" {
@@ -333,6 +341,7 @@ func (s *Session) Resumed(r Resume) int {
 	s.res.parts = append(s.res.parts, s.res.ending)
 	s.res.partTokens, s.res.partAudio, s.res.partStart = s.res.endTokens, s.res.endAudio, r.Start.Add(r.Gap)
 	s.res.upAudio = 0
+	s.res.fatalHeld = false
 	s.res.count++
 	r.Resumes = s.res.count
 	s.res.upstream = r.Upstream
@@ -341,7 +350,6 @@ func (s *Session) Resumed(r Resume) int {
 	// The old upstream heard the caller start speaking; the new one did not.
 	s.speaking.Store(false)
 	s.resuming.Store(false)
-	s.touch()
 	s.log.Info("call resumed on a new upstream session", "session", s.ID, "trigger", string(r.Trigger),
 		"from", r.From, "upstream", r.Upstream, "resumes", r.Resumes, "gap_ms", r.Gap.Milliseconds(),
 		"history_items", r.HistoryItems, "buffered", r.Buffered, "dropped", r.Dropped)

@@ -37,6 +37,7 @@ func (*fakeMemory) Replay() dialect.Replay             { return dialect.Replay{}
 func (*fakeMemory) Droppable([]byte) bool              { return true }
 func (*fakeMemory) Notice(dialect.ResumeNotice) []byte { return []byte("{}") }
 func (*fakeMemory) Size() (int, int)                   { return 0, 0 }
+func (*fakeMemory) Closing() bool                      { return false }
 
 // interruptTransport counts Interrupt calls.
 type interruptTransport struct {

@@ -290,6 +290,14 @@ func (s *Session) LegError(leg Leg, err error) {
 	if s.resuming.Load() {
 		return // the old upstream leg: the relay is replacing it
 	}
+	s.mu.Lock()
+	fatal := s.res.fatalHeld
+	s.mu.Unlock()
+	if fatal {
+		// A fatal error event the call did not resume from.
+		s.End(ReasonUpstreamFatalEvent)
+		return
+	}
 	if s.upstreamEnded() {
 		// The upstream ended the session, then dropped its socket.
 		s.end(ReasonUpstreamClosed, CloseFrame{Code: wsframe.NormalClosure}, CloseFrame{})

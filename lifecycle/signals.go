@@ -241,7 +241,10 @@ func (s *Session) UpstreamError(errType, code string) {
 			return
 		}
 		if p := s.pendingResume(); p != "" && s.interrupt(p) {
-			return // kept from the client: the call resumes
+			s.mu.Lock()
+			s.res.fatalHeld = true // kept from the client: the call resumes
+			s.mu.Unlock()
+			return
 		}
 		s.End(ReasonUpstreamFatalEvent)
 	}

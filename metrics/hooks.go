@@ -36,7 +36,7 @@ func (m *Metrics) ResponseDone(_ *lifecycle.Session, _, status string, u lifecyc
 func (m *Metrics) UsageUpdated(s *lifecycle.Session, u lifecycle.Tokens, audioSeconds float64) {
 	m.addTokens(u)
 	if audioSeconds > 0 {
-		m.audioSeconds.WithLabelValues(s.Info.Upstream).Add(audioSeconds)
+		m.audioSeconds.WithLabelValues(s.Upstream()).Add(audioSeconds)
 	}
 }
 

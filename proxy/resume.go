@@ -528,7 +528,8 @@ func (p *pump) replay(ctx context.Context, l *leg, rp dialect.Replay) error {
 }
 
 // awaitAcks reads the new upstream session's messages until the replay is
-// answered: its answers are kept from the client, anything else is relayed.
+// answered: its answers are kept from the client, an error event that is
+// not one fails the replay, anything else is relayed.
 func (p *pump) awaitAcks(l *leg, acks dialect.ReplayAcks) error {
 	var st frameState
 	var msg []byte
@@ -560,6 +561,11 @@ func (p *pump) awaitAcks(l *leg, acks dialect.ReplayAcks) error {
 		if st.text {
 			typ := messageType(msg)
 			swallow, done := acks.Ack([]byte(typ), msg)
+			if !swallow && typ == dialect.ErrorType {
+				// Not an answer to the replay: the new session is failing
+				// (it expired, or a fatal error): it does not carry the call.
+				return errors.New("the new upstream session sent an error event during the replay")
+			}
 			if !swallow {
 				if err := p.relayOwn(scrubJSON(p.r.opts.Redactor, msg), true); err != nil {
 					return fmt.Errorf("client: %w", err)

@@ -62,6 +62,8 @@ func NewMemory(b dialect.HistoryBounds) *Memory {
 // one goroutine at a time (the session's).
 type Memory struct {
 	maxItems, maxBytes int
+	// closing: the client sent session.close.
+	closing bool
 	// start is the members of the client's session.start, session its
 	// session object's (nil before the start; session nil if not an object).
 	start, session []member
@@ -120,13 +122,21 @@ var envelope = map[string]int{
 }
 
 // CaptureClient implements dialect.Memory: nothing past the start is
-// carried (it reaches Client from the handler, at the open).
-func (m *Memory) CaptureClient([]byte) bool { return false }
+// carried (it reaches Client from the handler, at the open), but a
+// session.close says the call is ending.
+func (m *Memory) CaptureClient(typ []byte) bool { return string(typ) == SessionClose }
+
+// Closing implements dialect.Memory: the client sent session.close.
+func (m *Memory) Closing() bool { return m.closing }
 
 // Client implements dialect.Memory: it records the call's session.start.
 // Only the first counts: it is the call's own (a later one would be a
 // replay's, tether's).
 func (m *Memory) Client(typ, payload []byte) {
+	if string(typ) == SessionClose {
+		m.closing = true
+		return
+	}
 	if string(typ) != SessionStart || m.start != nil {
 		return
 	}

@@ -737,6 +737,10 @@ func (a *replayAcks) item(id string) *ackItem {
 	return &a.items[i]
 }
 
+// Closing implements dialect.Memory: a Realtime client ends a call by
+// closing its socket.
+func (m *Memory) Closing() bool { return false }
+
 // Droppable implements dialect.Memory: audio appends may be dropped.
 func (m *Memory) Droppable(typ []byte) bool { return string(typ) == InputAudioAppend }
 
