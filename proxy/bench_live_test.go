@@ -52,6 +52,7 @@ func newLiveHarness(tb testing.TB, mgr *lifecycle.Manager) *rawHarness {
 	}
 	h.sess = mgr.Open(lifecycle.Info{Upstream: "bench", Dialect: live.Dialect{}})
 	ro := testRelayOptions()
+	ro.ParkAfter = 0 // as served: a streaming leg never parks
 	r := NewRelay(cr, nil, ur, nil, ro)
 	h.sess.Start(r)
 	go func() {
@@ -204,21 +205,39 @@ func BenchmarkRelayIdleMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		h.sess = mgr.Open(lifecycle.Info{Upstream: "bench", Dialect: live.Dialect{}})
-		r := NewRelay(p.cr, nil, p.ur, nil, testRelayOptions())
+		ro := testRelayOptions()
+		ro.ParkAfter = 0 // as served
+		r := NewRelay(p.cr, nil, p.ur, nil, ro)
 		h.sess.Start(r)
-		go func() {
-			defer close(h.done)
-			r.Run(h.sess)
+		r.Start(h.sess, func() { // as the handler starts it: no goroutine waits
 			mgr.Finished(h.sess, release)
-		}()
+			close(h.done)
+		})
 		hs[i] = h
 	}
-	// One event each way, as an idle call that was set up, then idle.
+	// One event each way, as an idle call that was set up, then idle: after
+	// a second with no data, a heartbeat round on each leg (the peer pings,
+	// as tether's ping would be answered) is the wake at which pumps park.
 	up, down := liveFrame(64, true), liveFrame(64, false)
 	sink := make([]byte, 256)
 	for _, h := range hs {
 		h.relayOne(b, up, sink, true)
 		h.relayOne(b, down, sink, false)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	ping := ws.MustCompileFrame(ws.MaskFrame(ws.NewPingFrame(nil)))
+	unmaskedPing := ws.MustCompileFrame(ws.NewPingFrame(nil))
+	for _, h := range hs {
+		for _, c := range []net.Conn{h.clientPeer, h.upPeer} {
+			f := unmaskedPing
+			if c == h.clientPeer {
+				f = ping
+			}
+			if _, err := c.Write(f); err != nil {
+				b.Fatal(err)
+			}
+			h.readFrame(b, c, sink) // the pong
+		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	h1, s1, g1 := read()

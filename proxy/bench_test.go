@@ -54,6 +54,7 @@ func newRawHarness(tb testing.TB) *rawHarness {
 	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: lifecycle.NewManager(testLifecycle()), done: make(chan struct{})}
 	ro := testRelayOptions()
 	ro.MaxFrameBytes = 16 << 20
+	ro.ParkAfter = 0 // as served: a streaming leg never parks
 	h.sess = startRelay(tb, h.mgr, "bench", cr, ur, ro, h.done)
 	return h
 }

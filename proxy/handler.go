@@ -431,11 +431,16 @@ func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c call
 		}
 	}
 	s.Start(relay)
-	// The relay runs on its own goroutine and ServeHTTP returns, so net/http's
-	// per-connection goroutine (and its grown stack and buffers) goes away:
-	// an idle session holds only its two pumps.
-	go h.runSession(s, relay, release)
+	// The relay runs on goroutines of its own and ServeHTTP returns, so
+	// net/http's per-connection goroutine (and its grown stack and buffers)
+	// goes away: an idle session holds no goroutine once its pumps park.
+	h.startRelay(s, relay, release)
 	return true
+}
+
+// startRelay relays one session to its end and then tells the manager.
+func (h *Handler) startRelay(s *lifecycle.Session, relay *Relay, release func()) {
+	relay.Start(s, func() { h.mgr.Finished(s, release) })
 }
 
 // enableResume lets a call that may resume (lifecycle.resume) carry on on
@@ -467,12 +472,6 @@ func (h *Handler) redial(req upstreams.Request) Redial {
 		}
 		return h.dialer.Dial(ctx, req)
 	}
-}
-
-// runSession relays one session to its end and tells the manager.
-func (h *Handler) runSession(s *lifecycle.Session, relay *Relay, release func()) {
-	defer h.mgr.Finished(s, release)
-	relay.Run(s)
 }
 
 // dialRecords converts dial attempts for the session's record.

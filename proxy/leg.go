@@ -64,6 +64,14 @@ type leg struct {
 	hdr [wsframe.MaxHeaderSize]byte
 	// closed is set once conn.Close has been called.
 	closed atomic.Bool
+	// parkState (legRunning, legParked) tells whether the pump reading this
+	// leg is parked (park.go); wake starts it again; parkID is the leg's id
+	// with the waker (0: never parked).
+	parkState atomic.Int32
+	wake      func()
+	parkID    uint64
+	// stopPark is set when the session ends: its pumps read to the end.
+	stopPark atomic.Bool
 	// pendMu guards the control frames waiting for the frame in flight to end.
 	pendMu   sync.Mutex
 	pendPing [8]byte
@@ -240,9 +248,11 @@ func (l *leg) writeFrameLocked(op ws.OpCode, payload []byte) error {
 	return l.writeLocked(buf[:n+m])
 }
 
-// close closes the socket once.
+// close closes the socket once. A parked pump is woken to find it closed.
 func (l *leg) close() {
 	if l.closed.CompareAndSwap(false, true) {
 		_ = l.conn.Close()
+		parkWaker.forget(l)
+		l.unpark()
 	}
 }

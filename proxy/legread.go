@@ -38,6 +38,15 @@ type legReader struct {
 	// bytes: the peer is alive while it sends anything.
 	heard *atomic.Int64
 	base  time.Time
+	// mayPark: the next read returns errWouldBlock instead of waiting when
+	// the socket has nothing (set by the pump for one header read).
+	mayPark bool
+}
+
+// idle reports whether nothing is buffered, so a pump may park on the
+// socket.
+func (lr *legReader) idle() bool {
+	return lr.raw.ok() && (lr.hs == nil || lr.hs.Buffered() == 0) && lr.r == lr.w && lr.err == nil
 }
 
 func (lr *legReader) init(conn net.Conn, hs *bufio.Reader, heard *atomic.Int64, base time.Time) {

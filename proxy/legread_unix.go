@@ -21,6 +21,8 @@ type rawReader struct {
 	dst    []byte // nil: read into a pooled buffer set as lr.buf
 	n      int
 	err    error
+	// wouldBlock: the read found nothing and lr.mayPark let it return.
+	wouldBlock bool
 }
 
 func (rr *rawReader) init(c net.Conn) {
@@ -54,6 +56,9 @@ func (rr *rawReader) read(lr *legReader, dst []byte) (int, error) {
 	switch {
 	case err != nil: // closed, or a deadline passed
 		return 0, err
+	case rr.wouldBlock:
+		rr.wouldBlock = false
+		return 0, errWouldBlock
 	case rr.err != nil:
 		return 0, os.NewSyscallError("read", rr.err)
 	case rr.n == 0:
@@ -67,6 +72,8 @@ func (rr *rawReader) read(lr *legReader, dst []byte) (int, error) {
 func (rr *rawReader) rawRead(fd uintptr) bool {
 	lr := rr.lr
 	dst := rr.dst
+	mayPark := lr.mayPark // for this call only: a header read in parts never parks
+	lr.mayPark = false
 	pooled := dst == nil
 	if pooled {
 		lr.buf = readPool.Get().(*[readBufSize]byte)
@@ -80,6 +87,10 @@ func (rr *rawReader) rawRead(fd uintptr) bool {
 		if err == syscall.EAGAIN {
 			if pooled {
 				lr.release()
+			}
+			if mayPark {
+				rr.wouldBlock = true
+				return true
 			}
 			return false
 		}

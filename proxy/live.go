@@ -187,7 +187,7 @@ func (h *Handler) openLive(lc *liveClient, info lifecycle.Info, up *upstreams.Co
 			}
 		}
 	}
-	go h.runSession(s, relay, release)
+	h.startRelay(s, relay, release)
 	return true
 }
 

@@ -81,6 +81,9 @@ type Options struct {
 	Redactor *Redactor
 	// Logger receives panic reports; nil discards.
 	Logger *slog.Logger
+	// ParkAfter is how long a leg must carry no data frame before its pump
+	// may park (park.go); 0 means 1 s.
+	ParkAfter time.Duration
 }
 
 // Relay joins a client leg and an upstream leg. It implements
@@ -106,6 +109,10 @@ type Relay struct {
 	shutdownDone chan struct{}
 	// log receives panic reports (Options.Logger).
 	log *slog.Logger
+	// pumps counts the pumps not yet stopped (a parked one counts); done
+	// is Start's.
+	pumps atomic.Int32
+	done  func()
 }
 
 // NewRelay prepares a relay. clientBR/upstreamBR may be nil or hold bytes
@@ -116,6 +123,7 @@ func NewRelay(client net.Conn, clientBR *bufio.Reader, upstream net.Conn, upstre
 	}
 	opts.CloseLinger = cmp.Or(opts.CloseLinger, time.Second)
 	opts.CloseWriteTimeout = cmp.Or(opts.CloseWriteTimeout, time.Second)
+	opts.ParkAfter = cmp.Or(opts.ParkAfter, time.Second)
 	r := &Relay{opts: opts, shutdownDone: make(chan struct{}), log: cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))}
 	base := time.Now()
 	r.legs[lifecycle.Client].Store(newLeg(client, clientBR, true, base))
@@ -126,25 +134,6 @@ func NewRelay(client net.Conn, clientBR *bufio.Reader, upstream net.Conn, upstre
 // leg returns the session's leg which (the upstream one may be replaced by a resume).
 func (r *Relay) leg(which lifecycle.Leg) *leg { return r.legs[which].Load() }
 
-// Run relays until the session ends and both pumps have exited, then closes
-// both sockets. The calling goroutine pumps client->upstream; one more
-// goroutine pumps upstream->client.
-func (r *Relay) Run(obs Observer) {
-	r.obs = obs
-	done := make(chan struct{})
-	go r.pumpUpstreamToClient(done)
-	r.pumpClientToUpstream()
-	<-done
-	if !obs.Ended() {
-		obs.End(lifecycle.ReasonClientError)
-	}
-	// The session has ended, so Shutdown runs (or ran) exactly once: let it
-	// finish its close frames before the sockets go.
-	<-r.shutdownDone
-	r.leg(lifecycle.Client).close()
-	r.leg(lifecycle.Upstream).close()
-}
-
 // recoverSession ends the session with reason panic and logs the stack, so
 // one broken session never takes the process (and the other sessions) down.
 func (r *Relay) recoverSession() {
@@ -154,28 +143,6 @@ func (r *Relay) recoverSession() {
 			r.obs.End(lifecycle.ReasonPanic)
 		}
 	}
-}
-
-// pumpUpstreamToClient is named so goroutine dumps explain themselves.
-func (r *Relay) pumpUpstreamToClient(done chan<- struct{}) {
-	defer close(done)
-	defer r.recoverSession()
-	p := newPump(r, lifecycle.UpstreamToClient)
-	p.run()
-}
-
-// pumpClientToUpstream runs on the handler's goroutine.
-func (r *Relay) pumpClientToUpstream() {
-	defer r.recoverSession()
-	p := newPump(r, lifecycle.ClientToUpstream)
-	if r.startInMessage != nil {
-		// The message's first frames went out before the relay: continue it,
-		// without peeking into its middle.
-		p.st, p.started = *r.startInMessage, true
-		p.peek.Reset(false)
-		p.peek.SetDone()
-	}
-	p.run()
 }
 
 // Ping implements lifecycle.Transport: the ping goes out now if the leg is
@@ -245,8 +212,11 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 			continue
 		}
 		// Unblock readers after the linger and a writer stuck on a full socket now.
+		// A parked pump is woken to read the peer's close (or reach the linger).
 		_ = l.conn.SetReadDeadline(now.Add(r.opts.CloseLinger))
 		_ = l.conn.SetWriteDeadline(now.Add(r.opts.CloseWriteTimeout))
+		l.stopPark.Store(true)
+		l.unpark()
 	}
 	// Both legs at once: a leg whose peer stopped reading must not delay the
 	// other leg's close frame.
@@ -340,6 +310,10 @@ type pump struct {
 	// from then on nothing is written to dst.
 	dstErr      error
 	dstReported bool
+	// lastData is src's heard time of the last data frame relayed (see
+	// Options.ParkAfter); noPark: parking failed, so the next read waits here.
+	lastData int64
+	noPark   bool
 }
 
 func newPump(r *Relay, d lifecycle.Direction) *pump {
@@ -348,20 +322,33 @@ func newPump(r *Relay, d lifecycle.Direction) *pump {
 		p.srcLeg, p.dstLeg = lifecycle.Upstream, lifecycle.Client
 	}
 	p.src, p.dst = r.leg(p.srcLeg), r.leg(p.dstLeg)
+	p.lastData = -int64(r.opts.ParkAfter) // quiet until the first data frame
 	return p
 }
 
 // resuming reports whether a resume is in progress.
 func (r *Relay) resuming() bool { return r.res != nil && r.res.active.Load() }
 
-// run reads frames until an error, a close, or the end of the session.
-func (p *pump) run() {
+// run reads frames until an error, a close, or the end of the session, and
+// returns false; or it returns true when the next read would block and the
+// pump may park (see Options.ParkAfter), with nothing of a message held.
+func (p *pump) run() (park bool) {
 	r := p.r
-	defer func() { p.src.rd.release() }()
-	defer p.releaseBuffers()
+	defer func() {
+		if !park {
+			p.src.rd.release()
+			p.releaseBuffers()
+		}
+	}()
 	for {
 		src := p.src // a resume replaces the upstream leg
+		src.rd.mayPark = !p.noPark && p.mayPark(src)
+		p.noPark = false
 		h, err := readHeader(&src.rd, src.hdr[:])
+		src.rd.mayPark = false
+		if err == errWouldBlock {
+			return true
+		}
 		if err != nil {
 			if r.ended.Load() {
 				return
@@ -455,6 +442,7 @@ func (p *pump) run() {
 			continue // the frame was skipped: teardown began while it came in
 		}
 		r.obs.Frame(p.d, h.Length)
+		p.lastData = src.heard.Load()
 		if h.Fin && p.st.text {
 			if typ := p.peek.Type(); typ != nil {
 				faultHook(p.d, typ)
