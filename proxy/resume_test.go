@@ -30,7 +30,9 @@ func startResumingRelay(t testing.TB, mgr *lifecycle.Manager, clientRelay, upRel
 		t.Fatal(err)
 	}
 	sess := mgr.Open(lifecycle.Info{Upstream: "first", Dialect: realtime.Dialect{}})
-	r := NewRelay(clientRelay, nil, upRelay, nil, testRelayOptions())
+	ro := testRelayOptions()
+	ro.ParkAfter = 0 // as served: a streaming leg never parks (a wake starts a goroutine)
+	r := NewRelay(clientRelay, nil, upRelay, nil, ro)
 	r.EnableResume(sess, ResumeOptions{Dial: dial, Buffer: time.Second, Timeout: 2 * time.Second})
 	sess.Start(r)
 	go func() {
