@@ -215,31 +215,15 @@ func BenchmarkRelayIdleMemory(b *testing.B) {
 		})
 		hs[i] = h
 	}
-	// One event each way, as an idle call that was set up, then idle: after
-	// a second with no data, a heartbeat round on each leg (the peer pings,
-	// as tether's ping would be answered) is the wake at which pumps park.
+	// One event each way, as an idle call that was set up, then idle for
+	// longer than ParkAfter (its pumps park).
 	up, down := liveFrame(64, true), liveFrame(64, false)
 	sink := make([]byte, 256)
 	for _, h := range hs {
 		h.relayOne(b, up, sink, true)
 		h.relayOne(b, down, sink, false)
 	}
-	time.Sleep(1100 * time.Millisecond)
-	ping := ws.MustCompileFrame(ws.MaskFrame(ws.NewPingFrame(nil)))
-	unmaskedPing := ws.MustCompileFrame(ws.NewPingFrame(nil))
-	for _, h := range hs {
-		for _, c := range []net.Conn{h.clientPeer, h.upPeer} {
-			f := unmaskedPing
-			if c == h.clientPeer {
-				f = ping
-			}
-			if _, err := c.Write(f); err != nil {
-				b.Fatal(err)
-			}
-			h.readFrame(b, c, sink) // the pong
-		}
-	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(1300 * time.Millisecond)
 	h1, s1, g1 := read()
 	n := float64(manySessions)
 	b.ReportMetric((float64(h1)-float64(h0))/n, "heap-B/session")

@@ -38,9 +38,8 @@ type legReader struct {
 	// bytes: the peer is alive while it sends anything.
 	heard *atomic.Int64
 	base  time.Time
-	// mayPark: the next read returns errWouldBlock instead of waiting when
-	// the socket has nothing (set by the pump for one header read).
-	mayPark bool
+	// park is the pump's parking on this reader (park.go).
+	park parkClock
 }
 
 // idle reports whether nothing is buffered, so a pump may park on the

@@ -21,7 +21,7 @@ type rawReader struct {
 	dst    []byte // nil: read into a pooled buffer set as lr.buf
 	n      int
 	err    error
-	// wouldBlock: the read found nothing and lr.mayPark let it return.
+	// wouldBlock: the read found nothing and the pump may park.
 	wouldBlock bool
 }
 
@@ -50,14 +50,28 @@ func (rr *rawReader) ok() bool { return rr.rc != nil }
 // read reads once (waiting for readability) into dst, or into a pooled
 // buffer set as lr.buf when dst is nil.
 func (rr *rawReader) read(lr *legReader, dst []byte) (int, error) {
-	rr.lr, rr.dst, rr.n, rr.err = lr, dst, 0, nil
-	err := rr.rc.Read(rr.readFn)
-	rr.lr, rr.dst = nil, nil
+	var err error
+	for {
+		lr.park.arm(lr.conn, lr.base)
+		rr.lr, rr.dst, rr.n, rr.err = lr, dst, 0, nil
+		err = rr.rc.Read(rr.readFn)
+		rr.lr, rr.dst = nil, nil
+		if err == nil || !lr.park.expired(err) {
+			break
+		}
+		// The park deadline passed while this read waited.
+		if lr.park.quiet(lr.base) && lr.park.boundary {
+			lr.park.disarm(lr.conn)
+			return 0, errWouldBlock
+		}
+		lr.park.rearm(lr.conn, lr.base)
+	}
 	switch {
 	case err != nil: // closed, or a deadline passed
 		return 0, err
 	case rr.wouldBlock:
 		rr.wouldBlock = false
+		lr.park.disarm(lr.conn)
 		return 0, errWouldBlock
 	case rr.err != nil:
 		return 0, os.NewSyscallError("read", rr.err)
@@ -72,8 +86,6 @@ func (rr *rawReader) read(lr *legReader, dst []byte) (int, error) {
 func (rr *rawReader) rawRead(fd uintptr) bool {
 	lr := rr.lr
 	dst := rr.dst
-	mayPark := lr.mayPark // for this call only: a header read in parts never parks
-	lr.mayPark = false
 	pooled := dst == nil
 	if pooled {
 		lr.buf = readPool.Get().(*[readBufSize]byte)
@@ -88,12 +100,13 @@ func (rr *rawReader) rawRead(fd uintptr) bool {
 			if pooled {
 				lr.release()
 			}
-			if mayPark {
+			if lr.park.boundary && lr.park.quiet(lr.base) {
 				rr.wouldBlock = true
 				return true
 			}
 			return false
 		}
+		lr.park.boundary = false // a header read in parts never parks
 		n = max(n, 0)
 		if pooled && n == 0 {
 			lr.release()

@@ -184,3 +184,46 @@ func TestParkWhileStreaming(t *testing.T) {
 		}
 	}
 }
+
+// A streaming leg never parks; once quiet for ParkAfter its pump parks
+// without any further traffic.
+func TestParkAfterQuiet(t *testing.T) {
+	if !parkSupported {
+		t.Skip("legs park on Linux only")
+	}
+	before := runtime.NumGoroutine()
+	mgr := lifecycle.NewManager(testLifecycle())
+	cp, cr := tcpPair(t)
+	up, ur := tcpPair(t)
+	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: mgr, done: make(chan struct{})}
+	release, err := mgr.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sess = mgr.Open(lifecycle.Info{Upstream: "test"})
+	ro := testRelayOptions()
+	ro.ParkAfter = 150 * time.Millisecond
+	r := NewRelay(cr, nil, ur, nil, ro)
+	h.sess.Start(r)
+	r.Start(h.sess, func() { mgr.Finished(h.sess, release); close(h.done) })
+	defer h.close()
+	upF, downF := voiceFrame(640, true), voiceFrame(640, false)
+	sink := make([]byte, 1<<10)
+	for i := range 20 { // 400 ms of a call, 20 ms apart
+		h.relayOne(t, upF, sink, true)
+		h.relayOne(t, downF, sink, false)
+		if i > 0 {
+			if g := runtime.NumGoroutine(); g < before+2 {
+				t.Fatalf("a pump parked while its leg streamed (%d goroutines, %d before)", g, before)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	testkit.WaitFor(t, 2*time.Second, "both pumps parked once quiet", func() bool { return runtime.NumGoroutine() <= before+1 })
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("pumps parked %v after the last frame, before ParkAfter", d)
+	}
+	h.relayOne(t, upF, sink, true) // and a parked leg still relays
+	h.relayOne(t, downF, sink, false)
+}

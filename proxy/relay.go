@@ -213,7 +213,7 @@ func (r *Relay) Shutdown(client, upstream lifecycle.CloseFrame) (sent [2]bool) {
 		}
 		// Unblock readers after the linger and a writer stuck on a full socket now.
 		// A parked pump is woken to read the peer's close (or reach the linger).
-		_ = l.conn.SetReadDeadline(now.Add(r.opts.CloseLinger))
+		l.setReadDeadline(now.Add(r.opts.CloseLinger))
 		_ = l.conn.SetWriteDeadline(now.Add(r.opts.CloseWriteTimeout))
 		l.stopPark.Store(true)
 		l.unpark()
@@ -310,10 +310,8 @@ type pump struct {
 	// from then on nothing is written to dst.
 	dstErr      error
 	dstReported bool
-	// lastData is src's heard time of the last data frame relayed (see
-	// Options.ParkAfter); noPark: parking failed, so the next read waits here.
-	lastData int64
-	noPark   bool
+	// noPark: parking failed, so the next read waits here.
+	noPark bool
 }
 
 func newPump(r *Relay, d lifecycle.Direction) *pump {
@@ -322,7 +320,6 @@ func newPump(r *Relay, d lifecycle.Direction) *pump {
 		p.srcLeg, p.dstLeg = lifecycle.Upstream, lifecycle.Client
 	}
 	p.src, p.dst = r.leg(p.srcLeg), r.leg(p.dstLeg)
-	p.lastData = -int64(r.opts.ParkAfter) // quiet until the first data frame
 	return p
 }
 
@@ -342,10 +339,10 @@ func (p *pump) run() (park bool) {
 	}()
 	for {
 		src := p.src // a resume replaces the upstream leg
-		src.rd.mayPark = !p.noPark && p.mayPark(src)
+		src.rd.park.boundary = !p.noPark && p.mayPark(src)
 		p.noPark = false
 		h, err := readHeader(&src.rd, src.hdr[:])
-		src.rd.mayPark = false
+		src.rd.park.boundary = false
 		if err == errWouldBlock {
 			return true
 		}
@@ -442,7 +439,7 @@ func (p *pump) run() (park bool) {
 			continue // the frame was skipped: teardown began while it came in
 		}
 		r.obs.Frame(p.d, h.Length)
-		p.lastData = src.heard.Load()
+		src.rd.park.lastData = src.heard.Load()
 		if h.Fin && p.st.text {
 			if typ := p.peek.Type(); typ != nil {
 				faultHook(p.d, typ)
