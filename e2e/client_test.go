@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+
 	"github.com/tetherproxy/tether/internal/testkit"
 )
 
@@ -54,6 +56,32 @@ func tryDialClient(t testing.TB, addr string, o clientOpts) (*rtClient, error) {
 		return nil, err
 	}
 	return &rtClient{Conn: c, t: t}, nil
+}
+
+// repeat sends the text message msg every period from a goroutine of its
+// own, until a write fails (this end closing counts: see
+// [testkit.Conn.WriteOpen]) or stop is called; stop waits for it.
+func (c *rtClient) repeat(period time.Duration, msg []byte) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			if c.WriteOpen(ws.NewFrame(ws.OpText, true, msg)) != nil {
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // fault sends a mock.fault event.

@@ -591,22 +591,8 @@ func TestBudgetOverlappingResponses(t *testing.T) {
 	c := dialClient(t, p.Listen, clientOpts{Header: bearer(aliceToken)})
 	c.WaitEvent("session.created", stepTimeout)
 	create, _ := json.Marshal(map[string]any{"type": "response.create", "response": map[string]any{"conversation": "none"}})
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			if c.WriteOpen(ws.NewFrame(ws.OpText, true, create)) != nil {
-				return
-			}
-		}
-	}()
+	stop := c.repeat(200*time.Millisecond, create)
+	defer stop()
 	budgetClose(t, c.Conn, 6*time.Second, "a call with overlapping answers")
 	// 100 tokens are spent by the fifth answer (about 1.3 s in); a second
 	// more of answers is 5 more at most.

@@ -54,9 +54,7 @@ func TestNodeResume(t *testing.T) {
 	if got, _ := p.metric("tether_sessions_total", `reason="client_closed"`); got != 2 {
 		t.Errorf("tether_sessions_total{reason=\"client_closed\"} = %v, want 2", got)
 	}
-	if got, _ := p.metric("tether_resumes_total", `trigger="expired"`, `result="ok"`); got != 4 {
-		t.Errorf("tether_resumes_total{trigger=expired,result=ok} = %v, want 4", got)
-	}
+	p.wantMetric(t, 4, "tether_resumes_total", `trigger="expired"`, `result="ok"`)
 	if n := tp.count(); n != 6 {
 		t.Fatalf("tether dialed %d upstream sessions, want 6 (three per call)", n)
 	}
