@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,29 +59,38 @@ func tryDialClient(t testing.TB, addr string, o clientOpts) (*rtClient, error) {
 	return &rtClient{Conn: c, t: t}, nil
 }
 
-// repeat sends the text message msg every period from a goroutine of its
-// own, until a write fails (this end closing counts: see
-// [testkit.Conn.WriteOpen]) or stop is called; stop waits for it.
-func (c *rtClient) repeat(period time.Duration, msg []byte) (stop func()) {
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(period)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-			}
-			if c.WriteOpen(ws.NewFrame(ws.OpText, true, msg)) != nil {
-				return
-			}
+// stream writes f, a frame masked as it goes on the wire, every period
+// until stop is closed or the session is closing; it never writes once
+// tether sent a close.
+func (c *rtClient) stream(f ws.Frame, every time.Duration, stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.Done():
+			return
+		case <-tick.C:
 		}
-	}()
+		if c.CloseReceived() != nil || c.WriteRaw(f) != nil {
+			return
+		}
+	}
+}
+
+// repeat streams the text message msg every period from a goroutine of
+// its own, until the session is closing or stop is called; stop waits for
+// it.
+func (c *rtClient) repeat(every time.Duration, msg []byte) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go c.stream(ws.MaskFrame(ws.NewTextFrame(msg)), every, quit, &wg)
 	return func() {
 		close(quit)
-		<-done
+		wg.Wait()
 	}
 }
 
