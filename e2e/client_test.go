@@ -126,30 +126,48 @@ func (c *rtClient) voiceTurn() (audio, deltas int) {
 	c.WaitEvent("input_audio_buffer.committed", stepTimeout)
 	c.Send(map[string]any{"type": "response.create"})
 	c.WaitEvent("response.created", stepTimeout)
+	resp, ok := c.untilDone(c.t, func(ev map[string]any) {
+		if ev["type"] != "response.output_audio.delta" {
+			return
+		}
+		b, err := base64.StdEncoding.DecodeString(ev["delta"].(string))
+		if err != nil {
+			c.t.Fatalf("bad audio delta: %v", err)
+		}
+		audio += len(b)
+		deltas++
+	})
+	if !ok {
+		c.t.Fatalf("connection closed mid-response: %s", c.CloseState())
+	}
+	if resp["status"] != "completed" {
+		c.t.Fatalf("response.done status %v, want completed", resp["status"])
+	}
+	if audio != len(in) {
+		c.t.Fatalf("got %d audio bytes back, want the %d committed", audio, len(in))
+	}
+	return audio, deltas
+}
+
+// untilDone reads c's events up to an answer's response.done and returns
+// its response, handing each (when not nil) every event before it; an
+// error event fails t. ok is false when the call closed first.
+func (c *rtClient) untilDone(t testing.TB, each func(ev map[string]any)) (resp map[string]any, ok bool) {
+	t.Helper()
 	for {
-		ev, ok := c.NextEvent(stepTimeout)
-		if !ok {
-			c.t.Fatalf("connection closed mid-response: %s", c.CloseState())
+		ev, alive := c.NextEvent(stepTimeout)
+		if !alive {
+			return nil, false
 		}
 		switch ev["type"] {
-		case "response.output_audio.delta":
-			b, err := base64.StdEncoding.DecodeString(ev["delta"].(string))
-			if err != nil {
-				c.t.Fatalf("bad audio delta: %v", err)
-			}
-			audio += len(b)
-			deltas++
 		case "error":
-			c.t.Fatalf("error event mid-response: %v", ev)
+			t.Fatalf("error event mid-answer: %v", ev)
 		case "response.done":
-			resp, _ := ev["response"].(map[string]any)
-			if resp["status"] != "completed" {
-				c.t.Fatalf("response.done status %v, want completed", resp["status"])
-			}
-			if audio != len(in) {
-				c.t.Fatalf("got %d audio bytes back, want the %d committed", audio, len(in))
-			}
-			return audio, deltas
+			resp, _ = ev["response"].(map[string]any)
+			return resp, true
+		}
+		if each != nil {
+			each(ev)
 		}
 	}
 }

@@ -182,24 +182,16 @@ func (c *rtCall) turn() (tokens int, ok bool) {
 	time.Sleep(150 * time.Millisecond) // the caller speaks
 	c.Send(map[string]any{"type": "input_audio_buffer.commit"})
 	c.Send(map[string]any{"type": "response.create"})
-	for {
-		ev, alive := c.NextEvent(stepTimeout)
-		if !alive {
-			return 0, false
-		}
-		switch ev["type"] {
-		case "error":
-			c.t.Fatalf("error event mid-turn: %v", ev)
-		case "response.done":
-			resp, _ := ev["response"].(map[string]any)
-			if resp["status"] != "completed" {
-				c.t.Fatalf("response.done status %v, want completed", resp["status"])
-			}
-			u, _ := resp["usage"].(map[string]any)
-			total, _ := u["total_tokens"].(float64)
-			return int(total), true
-		}
+	resp, alive := c.untilDone(c.t, nil)
+	if !alive {
+		return 0, false
 	}
+	if resp["status"] != "completed" {
+		c.t.Fatalf("response.done status %v, want completed", resp["status"])
+	}
+	u, _ := resp["usage"].(map[string]any)
+	total, _ := u["total_tokens"].(float64)
+	return int(total), true
 }
 
 // budgetClose waits up to within for tether to close c (what) and requires

@@ -129,24 +129,16 @@ func (c *seqMic) answer(t *testing.T) (firstAudio time.Time, status string) {
 
 func (c *seqMic) readAnswer(t *testing.T) (firstAudio time.Time, status string) {
 	t.Helper()
-	for {
-		ev, ok := c.NextEvent(stepTimeout)
-		if !ok {
-			t.Fatalf("the call closed mid-answer: %s", c.CloseState())
+	resp, ok := c.untilDone(t, func(ev map[string]any) {
+		if ev["type"] == realtime.OutputAudioDelta && firstAudio.IsZero() {
+			firstAudio = time.Now()
 		}
-		switch ev["type"] {
-		case realtime.Error:
-			t.Fatalf("error event mid-answer: %v", ev)
-		case realtime.OutputAudioDelta:
-			if firstAudio.IsZero() {
-				firstAudio = time.Now()
-			}
-		case realtime.ResponseDone:
-			resp, _ := ev["response"].(map[string]any)
-			s, _ := resp["status"].(string)
-			return firstAudio, s
-		}
+	})
+	if !ok {
+		t.Fatalf("the call closed mid-answer: %s", c.CloseState())
 	}
+	s, _ := resp["status"].(string)
+	return firstAudio, s
 }
 
 // upstreamEvents decodes the text messages tether sent on tap connection i.
