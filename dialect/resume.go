@@ -1,6 +1,9 @@
 package dialect
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strconv"
+)
 
 // Resuming a call on a new upstream session (lifecycle.resume). A dialect
 // that can carry a call over implements Resumable; each call then keeps a
@@ -120,6 +123,17 @@ type ResumeNotice struct {
 
 // NoticeType is the type of the event a resumed call's client receives.
 const NoticeType = "tether.session.resumed"
+
+// EventIDs numbers the events tether makes for a call's client, in both
+// dialects: tether_1, tether_2, ..., unique in the call. The zero value
+// starts at tether_1.
+type EventIDs struct{ n int }
+
+// Next is a new event_id.
+func (e *EventIDs) Next() string {
+	e.n++
+	return "tether_" + strconv.Itoa(e.n)
+}
 
 // Notice encodes the tether.session.resumed event, the same in both dialects.
 func Notice(eventID string, n ResumeNotice) []byte {

@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 
 	"github.com/tetherproxy/tether/internal/testkit"
 )
@@ -56,6 +59,41 @@ func tryDialClient(t testing.TB, addr string, o clientOpts) (*rtClient, error) {
 	return &rtClient{Conn: c, t: t}, nil
 }
 
+// stream writes f, a frame masked as it goes on the wire, every period
+// until stop is closed or the session is closing; it never writes once
+// tether sent a close.
+func (c *rtClient) stream(f ws.Frame, every time.Duration, stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.Done():
+			return
+		case <-tick.C:
+		}
+		if c.CloseReceived() != nil || c.WriteRaw(f) != nil {
+			return
+		}
+	}
+}
+
+// repeat streams the text message msg every period from a goroutine of
+// its own, until the session is closing or stop is called; stop waits for
+// it.
+func (c *rtClient) repeat(every time.Duration, msg []byte) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go c.stream(ws.MaskFrame(ws.NewTextFrame(msg)), every, quit, &wg)
+	return func() {
+		close(quit)
+		wg.Wait()
+	}
+}
+
 // fault sends a mock.fault event.
 func (c *rtClient) fault(name string, fields map[string]any) {
 	c.t.Helper()
@@ -88,30 +126,48 @@ func (c *rtClient) voiceTurn() (audio, deltas int) {
 	c.WaitEvent("input_audio_buffer.committed", stepTimeout)
 	c.Send(map[string]any{"type": "response.create"})
 	c.WaitEvent("response.created", stepTimeout)
+	resp, ok := c.untilDone(c.t, func(ev map[string]any) {
+		if ev["type"] != "response.output_audio.delta" {
+			return
+		}
+		b, err := base64.StdEncoding.DecodeString(ev["delta"].(string))
+		if err != nil {
+			c.t.Fatalf("bad audio delta: %v", err)
+		}
+		audio += len(b)
+		deltas++
+	})
+	if !ok {
+		c.t.Fatalf("connection closed mid-response: %s", c.CloseState())
+	}
+	if resp["status"] != "completed" {
+		c.t.Fatalf("response.done status %v, want completed", resp["status"])
+	}
+	if audio != len(in) {
+		c.t.Fatalf("got %d audio bytes back, want the %d committed", audio, len(in))
+	}
+	return audio, deltas
+}
+
+// untilDone reads c's events up to an answer's response.done and returns
+// its response, handing each (when not nil) every event before it; an
+// error event fails t. ok is false when the call closed first.
+func (c *rtClient) untilDone(t testing.TB, each func(ev map[string]any)) (resp map[string]any, ok bool) {
+	t.Helper()
 	for {
-		ev, ok := c.NextEvent(stepTimeout)
-		if !ok {
-			c.t.Fatalf("connection closed mid-response: %s", c.CloseState())
+		ev, alive := c.NextEvent(stepTimeout)
+		if !alive {
+			return nil, false
 		}
 		switch ev["type"] {
-		case "response.output_audio.delta":
-			b, err := base64.StdEncoding.DecodeString(ev["delta"].(string))
-			if err != nil {
-				c.t.Fatalf("bad audio delta: %v", err)
-			}
-			audio += len(b)
-			deltas++
 		case "error":
-			c.t.Fatalf("error event mid-response: %v", ev)
+			t.Fatalf("error event mid-answer: %v", ev)
 		case "response.done":
-			resp, _ := ev["response"].(map[string]any)
-			if resp["status"] != "completed" {
-				c.t.Fatalf("response.done status %v, want completed", resp["status"])
-			}
-			if audio != len(in) {
-				c.t.Fatalf("got %d audio bytes back, want the %d committed", audio, len(in))
-			}
-			return audio, deltas
+			resp, _ = ev["response"].(map[string]any)
+			return resp, true
+		}
+		if each != nil {
+			each(ev)
 		}
 	}
 }

@@ -50,26 +50,6 @@ func appendFrame() ws.Frame {
 	return ws.MaskFrameInPlace(f)
 }
 
-// stream appends audio every appendEvery until stop is closed or the
-// session is closing; it never writes once tether sent a close.
-func (c *rtClient) stream(f ws.Frame, stop <-chan struct{}, wg *sync.WaitGroup) {
-	defer wg.Done()
-	tick := time.NewTicker(appendEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-c.Done():
-			return
-		case <-tick.C:
-		}
-		if c.CloseReceived() != nil || c.WriteRaw(f) != nil {
-			return
-		}
-	}
-}
-
 // sendHalfFrame writes the header of a midFrameLength text frame and the
 // first midFrameSent bytes of its (masked) payload, and then nothing.
 func (c *rtClient) sendHalfFrame(t *testing.T) {
@@ -113,11 +93,11 @@ func startBusyRig(t *testing.T, n, midFrame int, drainTimeout time.Duration, wit
 	var wg, stuckWG sync.WaitGroup
 	for _, c := range r.talking {
 		wg.Add(1)
-		go c.stream(f, stop, &wg)
+		go c.stream(f, appendEvery, stop, &wg)
 	}
 	for _, c := range r.stuck {
 		stuckWG.Add(1)
-		go c.stream(f, stopStuck, &stuckWG)
+		go c.stream(f, appendEvery, stopStuck, &stuckWG)
 	}
 	var once sync.Once
 	r.stopAudio = func() { once.Do(func() { close(stop); wg.Wait() }) }

@@ -182,24 +182,16 @@ func (c *rtCall) turn() (tokens int, ok bool) {
 	time.Sleep(150 * time.Millisecond) // the caller speaks
 	c.Send(map[string]any{"type": "input_audio_buffer.commit"})
 	c.Send(map[string]any{"type": "response.create"})
-	for {
-		ev, alive := c.NextEvent(stepTimeout)
-		if !alive {
-			return 0, false
-		}
-		switch ev["type"] {
-		case "error":
-			c.t.Fatalf("error event mid-turn: %v", ev)
-		case "response.done":
-			resp, _ := ev["response"].(map[string]any)
-			if resp["status"] != "completed" {
-				c.t.Fatalf("response.done status %v, want completed", resp["status"])
-			}
-			u, _ := resp["usage"].(map[string]any)
-			total, _ := u["total_tokens"].(float64)
-			return int(total), true
-		}
+	resp, alive := c.untilDone(c.t, nil)
+	if !alive {
+		return 0, false
 	}
+	if resp["status"] != "completed" {
+		c.t.Fatalf("response.done status %v, want completed", resp["status"])
+	}
+	u, _ := resp["usage"].(map[string]any)
+	total, _ := u["total_tokens"].(float64)
+	return int(total), true
 }
 
 // budgetClose waits up to within for tether to close c (what) and requires
@@ -591,22 +583,8 @@ func TestBudgetOverlappingResponses(t *testing.T) {
 	c := dialClient(t, p.Listen, clientOpts{Header: bearer(aliceToken)})
 	c.WaitEvent("session.created", stepTimeout)
 	create, _ := json.Marshal(map[string]any{"type": "response.create", "response": map[string]any{"conversation": "none"}})
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			if c.WriteOpen(ws.NewFrame(ws.OpText, true, create)) != nil {
-				return
-			}
-		}
-	}()
+	stop := c.repeat(200*time.Millisecond, create)
+	defer stop()
 	budgetClose(t, c.Conn, 6*time.Second, "a call with overlapping answers")
 	// 100 tokens are spent by the fifth answer (about 1.3 s in); a second
 	// more of answers is 5 more at most.

@@ -596,13 +596,7 @@ func (u *rawUpstream) serve(nc net.Conn) {
 // next waits for the next upstream session.
 func (u *rawUpstream) next(t testing.TB) *wsPeer {
 	t.Helper()
-	select {
-	case p := <-u.peers:
-		return p
-	case <-time.After(stepTimeout):
-		t.Fatalf("no upstream session within %v", stepTimeout)
-		return nil
-	}
+	return testkit.Recv(t, u.peers, stepTimeout, "an upstream session")
 }
 
 // streamAnswer starts an answer: response.created, then a 20 ms audio delta

@@ -4,8 +4,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-
-	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 // TestNodeLiveClient drives tether with the official `openai` npm package's
@@ -30,23 +28,13 @@ func TestNodeLiveClient(t *testing.T) {
 		t.Fatalf("listen address %q: %v", p.Listen, err)
 	}
 
+	logOnFailure(t, p)
 	runNodeTests(t, node, "live.test.mjs", 2, "TETHER_PORT="+port)
-	defer func() {
-		if t.Failed() {
-			t.Logf("tether's log:\n%s", p.stderr.String())
-		}
-	}()
 
 	// What tether saw: the call ended by the upstream's session.closed (it
 	// closes the socket after it), the second by the upstream's reset;
 	// nothing left open.
-	testkit.WaitFor(t, stepTimeout, "both sessions to be counted", func() bool {
-		n, _ := p.metric("tether_sessions_total")
-		return n >= 2
-	})
-	if n, _ := p.metric("tether_sessions_total"); n != 2 {
-		t.Errorf("tether_sessions_total over all reasons = %v, want 2", n)
-	}
+	waitEnded(t, p, 2)
 	for reason, want := range map[string]float64{"upstream_closed": 1, "upstream_error": 1} {
 		if got, _ := p.metric("tether_sessions_total", `dialect="live"`, `reason="`+reason+`"`); got != want {
 			_, m := p.get("/metrics")

@@ -35,11 +35,7 @@ func TestNodeResume(t *testing.T) {
 	tp, url := startTap(t, url)
 	p := startTether(t, "node_resume.yaml", map[string]string{"CertFile": certFile, "KeyFile": keyFile, "UpstreamURL": url})
 	waitLog(t, p, stepTimeout, "tls certificate loaded")
-	defer func() {
-		if t.Failed() {
-			t.Logf("tether's log:\n%s", p.stderr.String())
-		}
-	}()
+	logOnFailure(t, p)
 
 	if !runNodeTests(t, node, "resume.test.mjs", 2, "TETHER_BASE_URL=https://"+p.Listen+"/v1", "NODE_EXTRA_CA_CERTS="+ca.File) {
 		t.FailNow()
@@ -47,16 +43,11 @@ func TestNodeResume(t *testing.T) {
 
 	// Both calls ended by their client, each after two resumes on a new
 	// upstream session.
-	testkit.WaitFor(t, stepTimeout, "both sessions to be counted", func() bool {
-		n, _ := p.metric("tether_sessions_total")
-		return n == 2
-	})
+	waitEnded(t, p, 2)
 	if got, _ := p.metric("tether_sessions_total", `reason="client_closed"`); got != 2 {
 		t.Errorf("tether_sessions_total{reason=\"client_closed\"} = %v, want 2", got)
 	}
-	if got, _ := p.metric("tether_resumes_total", `trigger="expired"`, `result="ok"`); got != 4 {
-		t.Errorf("tether_resumes_total{trigger=expired,result=ok} = %v, want 4", got)
-	}
+	p.wantMetric(t, 4, "tether_resumes_total", `trigger="expired"`, `result="ok"`)
 	if n := tp.count(); n != 6 {
 		t.Fatalf("tether dialed %d upstream sessions, want 6 (three per call)", n)
 	}

@@ -36,6 +36,7 @@ func TestNodeOpenAIClient(t *testing.T) {
 	certFile, keyFile, _ := ca.IssueFiles(t, "127.0.0.1", "localhost")
 	p := startTether(t, "node_tls.yaml", map[string]string{"CertFile": certFile, "KeyFile": keyFile})
 	waitLog(t, p, stepTimeout, "tls certificate loaded")
+	logOnFailure(t, p)
 
 	if !runNodeTests(t, node, "realtime.test.mjs", 2, "TETHER_BASE_URL=https://"+p.Listen+"/v1", "NODE_EXTRA_CA_CERTS="+ca.File) {
 		t.FailNow()
@@ -43,11 +44,7 @@ func TestNodeOpenAIClient(t *testing.T) {
 
 	// What tether saw: the voice turn ended by the client's close, the
 	// second session by the upstream's reset; nothing left open.
-	testkit.WaitFor(t, stepTimeout, "both sessions to be counted", func() bool {
-		n, _ := p.metric("tether_sessions_total")
-		return n == 2
-	})
-
+	waitEnded(t, p, 2)
 	for reason, want := range map[string]float64{"client_closed": 1, "upstream_error": 1} {
 		if got, _ := p.metric("tether_sessions_total", `reason="`+reason+`"`); got != want {
 			t.Errorf("tether_sessions_total{reason=%q} = %v, want %v", reason, got, want)
@@ -145,6 +142,26 @@ func npmCI() error {
 		return fmt.Errorf("node_modules/%s is still missing after `npm ci` in e2e/node:\n%s", f, out)
 	}
 	return nil
+}
+
+// logOnFailure logs tether's log at the end of t if t failed.
+func logOnFailure(t *testing.T, p *proc) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("tether's log:\n%s", p.stderr.String())
+		}
+	})
+}
+
+// waitEnded waits for the n sessions a test made to be counted as ended
+// (tether_sessions_total over all reasons), and fails t if more were.
+func waitEnded(t *testing.T, p *proc, n int) {
+	t.Helper()
+	testkit.WaitFor(t, stepTimeout, fmt.Sprintf("%d sessions to be counted", n), func() bool {
+		got, _ := p.metric("tether_sessions_total")
+		return got >= float64(n)
+	})
+	p.wantMetric(t, float64(n), "tether_sessions_total")
 }
 
 // runNodeTests runs `node --test script` in e2e/node with env (beside the

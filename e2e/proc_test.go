@@ -227,6 +227,15 @@ func (p *proc) metric(name string, labels ...string) (sum float64, found bool) {
 	return parseMetric(string(body), name, labels...)
 }
 
+// wantMetric reports an error on t unless the series of metric name that
+// carry labels sum to want.
+func (p *proc) wantMetric(t testing.TB, want float64, name string, labels ...string) {
+	t.Helper()
+	if got, _ := p.metric(name, labels...); got != want {
+		t.Errorf("%s{%s} = %v, want %v", name, strings.Join(labels, ","), got, want)
+	}
+}
+
 func parseMetric(text, name string, labels ...string) (sum float64, found bool) {
 	for line := range strings.SplitSeq(text, "\n") {
 		if line == "" || line[0] == '#' {

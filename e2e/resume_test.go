@@ -129,24 +129,16 @@ func (c *seqMic) answer(t *testing.T) (firstAudio time.Time, status string) {
 
 func (c *seqMic) readAnswer(t *testing.T) (firstAudio time.Time, status string) {
 	t.Helper()
-	for {
-		ev, ok := c.NextEvent(stepTimeout)
-		if !ok {
-			t.Fatalf("the call closed mid-answer: %s", c.CloseState())
+	resp, ok := c.untilDone(t, func(ev map[string]any) {
+		if ev["type"] == realtime.OutputAudioDelta && firstAudio.IsZero() {
+			firstAudio = time.Now()
 		}
-		switch ev["type"] {
-		case realtime.Error:
-			t.Fatalf("error event mid-answer: %v", ev)
-		case realtime.OutputAudioDelta:
-			if firstAudio.IsZero() {
-				firstAudio = time.Now()
-			}
-		case realtime.ResponseDone:
-			resp, _ := ev["response"].(map[string]any)
-			s, _ := resp["status"].(string)
-			return firstAudio, s
-		}
+	})
+	if !ok {
+		t.Fatalf("the call closed mid-answer: %s", c.CloseState())
 	}
+	s, _ := resp["status"].(string)
+	return firstAudio, s
 }
 
 // upstreamEvents decodes the text messages tether sent on tap connection i.
@@ -259,9 +251,7 @@ func TestResumeRealtimeExpired(t *testing.T) {
 	if len(rows) != 1 || rows[0]["resumes"] != float64(1) {
 		t.Errorf("GET /sessions: %v, want one session with resumes 1", rows)
 	}
-	if n, _ := r.p.metric("tether_resumes_total", `trigger="expired"`, `result="ok"`); n != 1 {
-		t.Errorf("tether_resumes_total{trigger=expired,result=ok} = %v, want 1", n)
-	}
+	r.p.wantMetric(t, 1, "tether_resumes_total", `trigger="expired"`, `result="ok"`)
 	c.stopMic()
 	c.Close()
 	rec := waitLogRecord(t, r.p, "session ended")
@@ -437,9 +427,7 @@ func TestResumeAfterResetMidAnswer(t *testing.T) {
 		}
 	}
 	t.Logf("held during the gap and delivered: %d appends", len(gap))
-	if n, _ := r.p.metric("tether_resumes_total", `upstream="backup"`, `trigger="upstream_error"`, `result="ok"`); n != 1 {
-		t.Errorf("tether_resumes_total{upstream=backup,trigger=upstream_error,result=ok} = %v, want 1", n)
-	}
+	r.p.wantMetric(t, 1, "tether_resumes_total", `upstream="backup"`, `trigger="upstream_error"`, `result="ok"`)
 }
 
 // With max_resumes 1, the second expiry ends the call as it would without
@@ -459,9 +447,7 @@ func TestResumeMaxResumes(t *testing.T) {
 	if ci := c.WaitClose(stepTimeout); ci.Code != 1014 {
 		t.Errorf("close %d %q, want 1014", ci.Code, ci.Reason)
 	}
-	if n, _ := r.p.metric("tether_resumes_total", `trigger="expired"`, `result="exhausted"`); n != 1 {
-		t.Errorf("tether_resumes_total{trigger=expired,result=exhausted} = %v, want 1", n)
-	}
+	r.p.wantMetric(t, 1, "tether_resumes_total", `trigger="expired"`, `result="exhausted"`)
 }
 
 // No upstream can take the call over: the call ends as it would have
@@ -498,9 +484,7 @@ func TestResumeNoUpstream(t *testing.T) {
 		if ci := c.WaitClose(stepTimeout); ci.Code != 1014 {
 			t.Errorf("close %d %q, want 1014", ci.Code, ci.Reason)
 		}
-		if n, _ := p.metric("tether_resumes_total", `trigger="upstream_error"`, `result="failed"`); n != 1 {
-			t.Errorf("tether_resumes_total{trigger=upstream_error,result=failed} = %v, want 1", n)
-		}
+		p.wantMetric(t, 1, "tether_resumes_total", `trigger="upstream_error"`, `result="failed"`)
 	})
 	for _, tc := range []struct {
 		name, reason string
@@ -528,9 +512,7 @@ func TestResumeNoUpstream(t *testing.T) {
 				n, _ := r.p.metric("tether_sessions_total", `reason="`+tc.reason+`"`)
 				return n == 1
 			})
-			if n, _ := r.p.metric("tether_resumes_total", `trigger="`+tc.name+`"`, `result="failed"`); n != 1 {
-				t.Errorf("tether_resumes_total{result=failed} for %s = %v, want 1", tc.reason, n)
-			}
+			r.p.wantMetric(t, 1, "tether_resumes_total", `trigger="`+tc.name+`"`, `result="failed"`)
 		})
 	}
 	t.Run("shutdown", func(t *testing.T) {
@@ -541,9 +523,7 @@ func TestResumeNoUpstream(t *testing.T) {
 		if ci := c.WaitClose(stepTimeout); ci.Code != 1001 {
 			t.Errorf("close %d %q, want the upstream's 1001", ci.Code, ci.Reason)
 		}
-		if n, _ := r.p.metric("tether_resumes_total", `trigger="upstream_error"`, `result="failed"`); n != 1 {
-			t.Errorf("tether_resumes_total{trigger=upstream_error,result=failed} = %v, want 1", n)
-		}
+		r.p.wantMetric(t, 1, "tether_resumes_total", `trigger="upstream_error"`, `result="failed"`)
 	})
 }
 
@@ -655,9 +635,7 @@ func TestResumeLiveExpired(t *testing.T) {
 	if !roles["user"] || !roles["assistant"] || sess["instructions"] != "Echo the caller." {
 		t.Errorf("the new session.start: instructions %v, input %v; want the client's instructions and both sides' transcripts", sess["instructions"], input)
 	}
-	if n, _ := r.p.metric("tether_resumes_total", `upstream="primary"`, `trigger="expired"`, `result="ok"`); n != 1 {
-		t.Errorf("tether_resumes_total{upstream=primary,trigger=expired,result=ok} = %v, want 1", n)
-	}
+	r.p.wantMetric(t, 1, "tether_resumes_total", `upstream="primary"`, `trigger="expired"`, `result="ok"`)
 }
 
 // GPT-Live: the service ends the call on purpose (session.closed reason

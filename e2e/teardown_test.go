@@ -406,26 +406,11 @@ func TestTeardown(t *testing.T) {
 			"content": []any{map[string]any{"type": "input_text", "text": "hello"}}}})
 		c.WaitEvent("conversation.item.added", stepTimeout)
 		last := time.Now() // after the last turn
-		stopMic := make(chan struct{})
-		micDone := make(chan struct{})
-		go func() { // silence, until the session closes
-			defer close(micDone)
-			silence, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append",
-				"audio": base64.StdEncoding.EncodeToString(make([]byte, 960))})
-			for {
-				select {
-				case <-stopMic:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				if c.WriteOpen(ws.NewFrame(ws.OpText, true, silence)) != nil {
-					return
-				}
-			}
-		}()
+		silence, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append",
+			"audio": base64.StdEncoding.EncodeToString(make([]byte, 960))})
+		stopMic := c.repeat(20*time.Millisecond, silence) // until the session closes
 		ci := r.expectClientClose(t, c, 4000, "when idle")
-		close(stopMic)
-		<-micDone
+		stopMic()
 		if d := ci.At.Sub(sent); d < idle {
 			t.Errorf("idle close %v after the last turn, before idle_timeout %v", d, idle)
 		}
@@ -446,26 +431,9 @@ func TestTeardown(t *testing.T) {
 		start := time.Now()
 		c := r.dial(t, clientOpts{})
 		// Stay busy: max_duration ends even an active session.
-		stop := make(chan struct{})
-		busy := make(chan struct{})
-		go func() {
-			defer close(busy)
-			tick := time.NewTicker(200 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					if c.Write(ws.NewTextFrame([]byte(`{"type":"input_audio_buffer.clear"}`))) != nil {
-						return
-					}
-				}
-			}
-		}()
+		stopBusy := c.repeat(200*time.Millisecond, []byte(`{"type":"input_audio_buffer.clear"}`))
 		ci := r.expectClientClose(t, c, 4001, "at max_duration")
-		close(stop)
-		<-busy
+		stopBusy()
 		if d := ci.At.Sub(start); d < maxDur {
 			t.Errorf("max_duration close %v after the upgrade began, before max_duration %v", d, maxDur)
 		}

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -11,7 +12,9 @@ import (
 	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
-// openWith opens a started session speaking d.
+// openWith opens a started session speaking d. Its finish tells m the
+// session's relay returned; it runs at the end of the test (inside a
+// synctest bubble, before the bubble ends) unless the test called it.
 func openWith(t *testing.T, m *Manager, d dialect.Dialect) (*Session, *fakeTransport, func()) {
 	t.Helper()
 	release, err := m.Reserve()
@@ -21,7 +24,9 @@ func openWith(t *testing.T, m *Manager, d dialect.Dialect) (*Session, *fakeTrans
 	s := m.Open(Info{Upstream: "u", Dialect: d})
 	ft := newFakeTransport()
 	s.Start(ft)
-	return s, ft, func() { m.Finished(s, release) }
+	finish := sync.OnceFunc(func() { m.Finished(s, release) })
+	t.Cleanup(finish)
+	return s, ft, finish
 }
 
 func upstreamEvent(s *Session, typ string) { s.Event(UpstreamToClient, []byte(typ), nil) }
@@ -33,10 +38,10 @@ func captured(s *Session, typ, payload string) { s.Captured([]byte(typ), []byte(
 func TestIdleCountsTurnsNotFrames(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := NewManager(Options{IdleTimeout: 10 * time.Second})
-		streaming, _, f1 := openWith(t, m, realtime.Dialect{})
-		talking, _, f2 := openWith(t, m, realtime.Dialect{})
+		streaming, _, _ := openWith(t, m, realtime.Dialect{})
+		talking, _, _ := openWith(t, m, realtime.Dialect{})
 		// One long utterance: speech_started once, no speech_stopped for 12 s.
-		speech, _, f3 := openWith(t, m, realtime.Dialect{})
+		speech, _, _ := openWith(t, m, realtime.Dialect{})
 		upstreamEvent(speech, realtime.SpeechStarted)
 		for i := range 24 { // 12 s: audio both ways, speech on one every 6 s, one long utterance
 			time.Sleep(500 * time.Millisecond)
@@ -66,7 +71,7 @@ func TestIdleCountsTurnsNotFrames(t *testing.T) {
 		}
 		// A caller whose audio stops mid-utterance (no speech_stopped ever
 		// comes) is quiet: idle ends it.
-		frozen, _, f4 := openWith(t, m, realtime.Dialect{})
+		frozen, _, _ := openWith(t, m, realtime.Dialect{})
 		upstreamEvent(frozen, realtime.SpeechStarted)
 		frozen.Frame(ClientToUpstream, 3200)
 		time.Sleep(21 * time.Second)
@@ -74,11 +79,7 @@ func TestIdleCountsTurnsNotFrames(t *testing.T) {
 		if r := frozen.Summary().Reason; r != ReasonIdleTimeout {
 			t.Errorf("a caller frozen mid-speech for 21 s: reason %q, want idle_timeout", r)
 		}
-		f4()
 		talking.End(ReasonAdmin)
-		f1()
-		f2()
-		f3()
 	})
 }
 
@@ -167,9 +168,9 @@ func TestLiveUpstreamEndedThenDropped(t *testing.T) {
 func TestLiveGracefulClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := NewManager(Options{CloseTimeout: 5 * time.Second})
-		answered, ft1, f1 := openWith(t, m, live.Dialect{})
-		silent, ft2, f2 := openWith(t, m, live.Dialect{})
-		dead, ft3, f3 := openWith(t, m, live.Dialect{})
+		answered, ft1, _ := openWith(t, m, live.Dialect{})
+		silent, ft2, _ := openWith(t, m, live.Dialect{})
+		dead, ft3, _ := openWith(t, m, live.Dialect{})
 		answered.End(ReasonAdmin)
 		silent.End(ReasonIdleTimeout)
 		dead.End(ReasonUpstreamError)
@@ -191,9 +192,6 @@ func TestLiveGracefulClose(t *testing.T) {
 		if len(ft3.began) != 0 || ft3.shutdown != 1 {
 			t.Errorf("dead upstream leg: began %v shutdown %d, want no session.close", ft3.began, ft3.shutdown)
 		}
-		f1()
-		f2()
-		f3()
 	})
 }
 
@@ -203,8 +201,8 @@ func TestLiveGracefulClose(t *testing.T) {
 func TestEndAtBoundary(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := NewManager(Options{Quiet: time.Second, CloseTimeout: 5 * time.Second})
-		rt, ftRT, f1 := openWith(t, m, realtime.Dialect{})
-		lv, ftLV, f2 := openWith(t, m, live.Dialect{})
+		rt, ftRT, _ := openWith(t, m, realtime.Dialect{})
+		lv, ftLV, _ := openWith(t, m, live.Dialect{})
 		captured(rt, realtime.ResponseCreated, `{"type":"response.created","response":{"id":"resp_1"}}`)
 		upstreamEvent(lv, live.OutputTranscriptDelta)
 		rt.EndAtBoundary(ReasonBudgetExhausted, `{"type":"error"}`, time.Minute)
@@ -235,8 +233,6 @@ func TestEndAtBoundary(t *testing.T) {
 		if ftLV.shutdown != 1 || ftLV.client.Code != 4004 || ftLV.client.Notice == "" {
 			t.Errorf("live after session.closed: shutdown %d client %+v, want 4004 with the notice", ftLV.shutdown, ftLV.client)
 		}
-		f1()
-		f2()
 	})
 }
 
@@ -245,8 +241,8 @@ func TestEndAtBoundary(t *testing.T) {
 func TestEndAtBoundaryDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := NewManager(Options{Quiet: time.Second})
-		lv, ftLV, f1 := openWith(t, m, live.Dialect{})
-		rt, ftRT, f2 := openWith(t, m, realtime.Dialect{})
+		lv, ftLV, _ := openWith(t, m, live.Dialect{})
+		rt, ftRT, _ := openWith(t, m, realtime.Dialect{})
 		captured(rt, realtime.ResponseCreated, `{"type":"response.created","response":{"id":"a"}}`)
 		upstreamEvent(lv, live.OutputTranscriptDelta)
 		start := time.Now()
@@ -269,7 +265,5 @@ func TestEndAtBoundaryDeadline(t *testing.T) {
 				t.Errorf("%s at the bound: shutdown %d client %+v, want 4004", name, ft.shutdown, ft.client)
 			}
 		}
-		f1()
-		f2()
 	})
 }

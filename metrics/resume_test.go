@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,34 +63,32 @@ func TestResumeSeries(t *testing.T) {
 	want := `
 # HELP tether_resume_gap_seconds From the end of an upstream session to the call going on on the next one (dials and the replay answered), for successful resumes, by the upstream that took the call over.
 # TYPE tether_resume_gap_seconds histogram
-tether_resume_gap_seconds_bucket{upstream="backup",le="0.05"} 0
-tether_resume_gap_seconds_bucket{upstream="backup",le="0.1"} 0
-tether_resume_gap_seconds_bucket{upstream="backup",le="0.25"} 0
-tether_resume_gap_seconds_bucket{upstream="backup",le="0.5"} 0
-tether_resume_gap_seconds_bucket{upstream="backup",le="1"} 0
-tether_resume_gap_seconds_bucket{upstream="backup",le="2"} 0
-tether_resume_gap_seconds_bucket{upstream="backup",le="3"} 1
-tether_resume_gap_seconds_bucket{upstream="backup",le="5"} 1
-tether_resume_gap_seconds_bucket{upstream="backup",le="10"} 1
-tether_resume_gap_seconds_bucket{upstream="backup",le="30"} 1
-tether_resume_gap_seconds_bucket{upstream="backup",le="+Inf"} 1
-tether_resume_gap_seconds_sum{upstream="backup"} 2.5
-tether_resume_gap_seconds_count{upstream="backup"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="0.05"} 0
-tether_resume_gap_seconds_bucket{upstream="primary",le="0.1"} 0
-tether_resume_gap_seconds_bucket{upstream="primary",le="0.25"} 0
-tether_resume_gap_seconds_bucket{upstream="primary",le="0.5"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="1"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="2"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="3"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="5"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="10"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="30"} 1
-tether_resume_gap_seconds_bucket{upstream="primary",le="+Inf"} 1
-tether_resume_gap_seconds_sum{upstream="primary"} 0.4
-tether_resume_gap_seconds_count{upstream="primary"} 1
-`
+` +
+		oneObservation("tether_resume_gap_seconds", `upstream="backup"`, gapBuckets, 2.5) +
+		oneObservation("tether_resume_gap_seconds", `upstream="primary"`, gapBuckets, 0.4)
 	if err := testutil.GatherAndCompare(r.met.Registry, strings.NewReader(want), "tether_resume_gap_seconds"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// gapBuckets are tether_resume_gap_seconds's bucket bounds.
+var gapBuckets = []float64{.05, .1, .25, .5, 1, 2, 3, 5, 10, 30}
+
+// oneObservation is the text exposition of the series labels of histogram
+// name that holds the one observation v.
+func oneObservation(name, labels string, buckets []float64, v float64) string {
+	var b strings.Builder
+	bucket := func(le string, in bool) {
+		n := 0
+		if in {
+			n = 1
+		}
+		fmt.Fprintf(&b, "%s_bucket{%s,le=%q} %d\n", name, labels, le, n)
+	}
+	for _, le := range buckets {
+		bucket(strconv.FormatFloat(le, 'g', -1, 64), v <= le)
+	}
+	bucket("+Inf", true)
+	fmt.Fprintf(&b, "%s_sum{%s} %s\n%s_count{%s} 1\n", name, labels, strconv.FormatFloat(v, 'g', -1, 64), name, labels)
+	return b.String()
 }

@@ -1,15 +1,11 @@
 package proxy
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/gobwas/ws"
 
 	"github.com/tetherproxy/tether/dialect/live"
 	"github.com/tetherproxy/tether/lifecycle"
@@ -31,35 +27,26 @@ func liveFrame(size int, fromClient bool) []byte {
 	if fromClient {
 		ev = `{"type":"` + live.InputAudioAppend + `","audio":"`
 	}
-	payload := []byte(ev + strings.Repeat("A", max(size-len(ev)-2, 0)) + `"}`)
-	f := ws.NewTextFrame(payload)
-	if fromClient {
-		f = ws.MaskFrame(f)
-	}
-	var b bytes.Buffer
-	_ = ws.WriteFrame(&b, f)
-	return b.Bytes()
+	return paddedFrame(ev, size, fromClient)
 }
 
 // newLiveHarness is newRawHarness with the GPT-Live dialect.
 func newLiveHarness(tb testing.TB, mgr *lifecycle.Manager) *rawHarness {
 	cp, cr := tcpPair(tb)
 	up, ur := tcpPair(tb)
-	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: mgr, done: make(chan struct{})}
-	release, err := mgr.Reserve()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	h.sess = mgr.Open(lifecycle.Info{Upstream: "bench", Dialect: live.Dialect{}})
-	ro := testRelayOptions()
-	ro.ParkAfter = 0 // as served: a streaming leg never parks
-	r := NewRelay(cr, nil, ur, nil, ro)
-	h.sess.Start(r)
-	go func() {
-		defer close(h.done)
-		r.Run(h.sess)
-		mgr.Finished(h.sess, release)
-	}()
+	return startLiveHarness(tb, mgr, cp, cr, up, ur)
+}
+
+// startLiveHarness runs a GPT-Live relay between clientRelay and upRelay,
+// the peers' ends given.
+func startLiveHarness(tb testing.TB, mgr *lifecycle.Manager, clientPeer, clientRelay, upPeer, upRelay net.Conn) *rawHarness {
+	h := &rawHarness{clientPeer: clientPeer, upPeer: upPeer, mgr: mgr, done: make(chan struct{})}
+	h.sess = runRelay(tb, mgr, lifecycle.Info{Upstream: "bench", Dialect: live.Dialect{}},
+		func(*lifecycle.Session) *Relay {
+			ro := testRelayOptions()
+			ro.ParkAfter = 0 // as served: a streaming leg never parks
+			return NewRelay(clientRelay, nil, upRelay, nil, ro)
+		}, h.done)
 	return h
 }
 
@@ -79,26 +66,25 @@ func (h *rawHarness) readFrame(tb testing.TB, c net.Conn, sink []byte) {
 func BenchmarkRelayLive(b *testing.B) {
 	up, down := liveFrame(liveUpBytes, true), liveFrame(liveDownBytes, false)
 	sink := make([]byte, 2*liveDownBytes)
-	b.Run("client_to_upstream/3.2KB", func(b *testing.B) {
-		h := newLiveHarness(b, lifecycle.NewManager(testLifecycle()))
-		defer h.close()
-		h.relayOne(b, up, sink, true)
-		b.SetBytes(int64(len(up)))
-		b.ReportAllocs()
-		for b.Loop() {
-			h.relayOne(b, up, sink, true)
-		}
-	})
-	b.Run("upstream_to_client/6.4KB", func(b *testing.B) {
-		h := newLiveHarness(b, lifecycle.NewManager(testLifecycle()))
-		defer h.close()
-		h.relayOne(b, down, sink, false)
-		b.SetBytes(int64(len(down)))
-		b.ReportAllocs()
-		for b.Loop() {
-			h.relayOne(b, down, sink, false)
-		}
-	})
+	for _, tc := range []struct {
+		name       string
+		frame      []byte
+		fromClient bool
+	}{
+		{"client_to_upstream/3.2KB", up, true},
+		{"upstream_to_client/6.4KB", down, false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := newLiveHarness(b, lifecycle.NewManager(testLifecycle()))
+			defer h.close()
+			h.relayOne(b, tc.frame, sink, tc.fromClient)
+			b.SetBytes(int64(len(tc.frame)))
+			b.ReportAllocs()
+			for b.Loop() {
+				h.relayOne(b, tc.frame, sink, tc.fromClient)
+			}
+		})
+	}
 	b.Run("call_100ms", func(b *testing.B) {
 		h := newLiveHarness(b, lifecycle.NewManager(testLifecycle()))
 		defer h.close()
@@ -199,21 +185,7 @@ func BenchmarkRelayIdleMemory(b *testing.B) {
 	h0, s0, g0 := read()
 	hs := make([]*rawHarness, manySessions)
 	for i, p := range pairs {
-		h := &rawHarness{clientPeer: p.cp, upPeer: p.up, mgr: mgr, done: make(chan struct{})}
-		release, err := mgr.Reserve()
-		if err != nil {
-			b.Fatal(err)
-		}
-		h.sess = mgr.Open(lifecycle.Info{Upstream: "bench", Dialect: live.Dialect{}})
-		ro := testRelayOptions()
-		ro.ParkAfter = 0 // as served
-		r := NewRelay(p.cr, nil, p.ur, nil, ro)
-		h.sess.Start(r)
-		r.Start(h.sess, func() { // as the handler starts it: no goroutine waits
-			mgr.Finished(h.sess, release)
-			close(h.done)
-		})
-		hs[i] = h
+		hs[i] = startLiveHarness(b, mgr, p.cp, p.cr, p.up, p.ur)
 	}
 	// One event each way, as an idle call that was set up, then idle for
 	// longer than ParkAfter (its pumps park).

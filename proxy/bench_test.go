@@ -75,8 +75,13 @@ func voiceFrame(size int, fromClient bool) []byte {
 	} else {
 		ev = `{"type":"response.output_audio.delta","response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,"delta":"`
 	}
-	pad := max(size-len(ev)-2, 0)
-	payload := []byte(ev + strings.Repeat("A", pad) + `"}`)
+	return paddedFrame(ev, size, fromClient)
+}
+
+// paddedFrame encodes an event of about size bytes, prefix and a string
+// value of "A"s closing it, as a text frame: masked if fromClient.
+func paddedFrame(prefix string, size int, fromClient bool) []byte {
+	payload := []byte(prefix + strings.Repeat("A", max(size-len(prefix)-2, 0)) + `"}`)
 	f := ws.NewTextFrame(payload)
 	if fromClient {
 		f = ws.MaskFrame(f)

@@ -70,13 +70,7 @@ func upgradeAsync(t *testing.T, url string) <-chan upgradeResult {
 // goroutine) when none comes within 5 s, so this gives up after 6 s.
 func await(t *testing.T, res <-chan upgradeResult) upgradeResult {
 	t.Helper()
-	select {
-	case r := <-res:
-		return r
-	case <-time.After(6 * time.Second):
-		t.Fatal("no answer to the upgrade")
-		return upgradeResult{}
-	}
+	return testkit.Recv(t, res, 6*time.Second, "the answer to the upgrade")
 }
 
 func check503(t *testing.T, r upgradeResult, from time.Time, within time.Duration) {

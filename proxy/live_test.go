@@ -349,13 +349,7 @@ func TestLiveClientVanishes(t *testing.T) {
 // upstream that failed stops without sending).
 func recvWithin[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(5 * time.Second):
-		t.Fatal("the scripted upstream did not report")
-		panic("unreachable")
-	}
+	return testkit.Recv(t, ch, 5*time.Second, "the scripted upstream's report")
 }
 
 // awaitEnd waits (up to 5 s) for a scripted upstream's connection to end.

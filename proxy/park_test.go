@@ -17,20 +17,15 @@ import (
 // (no goroutine waits for it), with pumps that park whenever they would
 // wait.
 func startParkingHarness(tb testing.TB, mgr *lifecycle.Manager) *rawHarness {
+	return startParkingHarnessWith(tb, mgr, testRelayOptions())
+}
+
+func startParkingHarnessWith(tb testing.TB, mgr *lifecycle.Manager, ro Options) *rawHarness {
 	cp, cr := tcpPair(tb)
 	up, ur := tcpPair(tb)
 	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: mgr, done: make(chan struct{})}
-	release, err := mgr.Reserve()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	h.sess = mgr.Open(lifecycle.Info{Upstream: "test"})
-	r := NewRelay(cr, nil, ur, nil, testRelayOptions())
-	h.sess.Start(r)
-	r.Start(h.sess, func() {
-		mgr.Finished(h.sess, release)
-		close(h.done)
-	})
+	h.sess = runRelay(tb, mgr, lifecycle.Info{Upstream: "test"},
+		func(*lifecycle.Session) *Relay { return NewRelay(cr, nil, ur, nil, ro) }, h.done)
 	return h
 }
 
@@ -192,20 +187,9 @@ func TestParkAfterQuiet(t *testing.T) {
 		t.Skip("legs park on Linux only")
 	}
 	before := runtime.NumGoroutine()
-	mgr := lifecycle.NewManager(testLifecycle())
-	cp, cr := tcpPair(t)
-	up, ur := tcpPair(t)
-	h := &rawHarness{clientPeer: cp, upPeer: up, mgr: mgr, done: make(chan struct{})}
-	release, err := mgr.Reserve()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.sess = mgr.Open(lifecycle.Info{Upstream: "test"})
 	ro := testRelayOptions()
 	ro.ParkAfter = 150 * time.Millisecond
-	r := NewRelay(cr, nil, ur, nil, ro)
-	h.sess.Start(r)
-	r.Start(h.sess, func() { mgr.Finished(h.sess, release); close(h.done) })
+	h := startParkingHarnessWith(t, lifecycle.NewManager(testLifecycle()), ro)
 	defer h.close()
 	upF, downF := voiceFrame(640, true), voiceFrame(640, false)
 	sink := make([]byte, 1<<10)

@@ -169,24 +169,33 @@ func startHarness(t testing.TB, clientPeer, clientRelay, upPeer, upRelay net.Con
 	return h
 }
 
-// startRelay reserves a slot on mgr, opens a session for upstream and runs
-// a relay between clientRelay and upRelay on it; done is closed once the
-// relay returned and the session was released.
+// startRelay reserves a slot on mgr, opens a Realtime session for upstream
+// and runs a relay between clientRelay and upRelay on it; done is closed
+// once the relay returned and the session was released.
 func startRelay(t testing.TB, mgr *lifecycle.Manager, upstream string, clientRelay, upRelay net.Conn, ro Options,
+	done chan struct{}) *lifecycle.Session {
+	t.Helper()
+	return runRelay(t, mgr, lifecycle.Info{Upstream: upstream, Dialect: realtime.Dialect{}},
+		func(*lifecycle.Session) *Relay { return NewRelay(clientRelay, nil, upRelay, nil, ro) }, done)
+}
+
+// runRelay reserves a slot on mgr, opens a session with info and runs on
+// it the relay newRelay makes for it; done is closed once the relay
+// returned and the session was released.
+func runRelay(t testing.TB, mgr *lifecycle.Manager, info lifecycle.Info, newRelay func(*lifecycle.Session) *Relay,
 	done chan struct{}) *lifecycle.Session {
 	t.Helper()
 	release, err := mgr.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess := mgr.Open(lifecycle.Info{Upstream: upstream, Dialect: realtime.Dialect{}})
-	r := NewRelay(clientRelay, nil, upRelay, nil, ro)
+	sess := mgr.Open(info)
+	r := newRelay(sess)
 	sess.Start(r)
-	go func() {
-		defer close(done)
-		r.Run(sess)
+	r.Start(sess, func() { // as the handler starts it: no goroutine waits
 		mgr.Finished(sess, release)
-	}()
+		close(done)
+	})
 	return sess
 }
 

@@ -25,22 +25,13 @@ func resumeLifecycle() lifecycle.Options {
 // the relay its next upstream session.
 func startResumingRelay(t testing.TB, mgr *lifecycle.Manager, clientRelay, upRelay net.Conn, dial Redial, done chan struct{}) *lifecycle.Session {
 	t.Helper()
-	release, err := mgr.Reserve()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess := mgr.Open(lifecycle.Info{Upstream: "first", Dialect: realtime.Dialect{}})
-	ro := testRelayOptions()
-	ro.ParkAfter = 0 // as served: a streaming leg never parks (a wake starts a goroutine)
-	r := NewRelay(clientRelay, nil, upRelay, nil, ro)
-	r.EnableResume(sess, ResumeOptions{Dial: dial, Buffer: time.Second, Timeout: 2 * time.Second})
-	sess.Start(r)
-	go func() {
-		defer close(done)
-		r.Run(sess)
-		mgr.Finished(sess, release)
-	}()
-	return sess
+	return runRelay(t, mgr, lifecycle.Info{Upstream: "first", Dialect: realtime.Dialect{}}, func(sess *lifecycle.Session) *Relay {
+		ro := testRelayOptions()
+		ro.ParkAfter = 0 // as served: a streaming leg never parks (a wake starts a goroutine)
+		r := NewRelay(clientRelay, nil, upRelay, nil, ro)
+		r.EnableResume(sess, ResumeOptions{Dial: dial, Buffer: time.Second, Timeout: 2 * time.Second})
+		return r
+	}, done)
 }
 
 // A call that may resume still relays without allocating.

@@ -203,22 +203,7 @@ await_listening haproxy "$haproxy_pid" "$haproxy_port" "$work/haproxy/stderr.log
 say "haproxy (pid $haproxy_pid) at 127.0.0.1:$haproxy_port"
 
 # 3. tether in front of the same mock.
-cat >"$work/tether.yaml" <<YAML
-server:
-  listen: "127.0.0.1:0"
-  max_sessions: 60000
-admin:
-  listen: "127.0.0.1:0"
-  pprof: true
-upstreams:
-  - name: mock
-    type: mock
-    url: "$mock_url"
-lifecycle:
-  drain_timeout: 2s
-log:
-  level: info
-YAML
+sed -e "s|@MAX_SESSIONS@|60000|" -e "s|@MOCK_URL@|$mock_url|" "$here/internal/bench/tether.yaml.tmpl" >"$work/tether.yaml"
 "$tether" serve --config "$work/tether.yaml" 2>"$work/tether.log" &
 tether_pid=$!
 pids+=("$tether_pid")

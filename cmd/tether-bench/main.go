@@ -6,9 +6,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -19,27 +17,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tetherproxy/tether/cmd/tether-bench/internal/bench"
+	"github.com/tetherproxy/tether/internal/cli"
 )
-
-// exitError carries an exit code through cobra.
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e *exitError) Error() string { return e.msg }
 
 func main() {
 	if err := newBenchCmd().Execute(); err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			if ee.msg != "" {
-				fmt.Fprintln(os.Stderr, ee.msg)
-			}
-			os.Exit(ee.code)
-		}
-		fmt.Fprintln(os.Stderr, "tether-bench:", err)
-		os.Exit(1)
+		cli.Exit("tether-bench", err)
 	}
 }
 
@@ -153,7 +136,7 @@ may). Only loopback addresses are accepted, and every run is bounded by its flag
 			defer stop()
 			rep, err := bench.Run(ctx, o)
 			if err != nil {
-				return &exitError{code: 1, msg: "tether-bench: " + err.Error()}
+				return &cli.ExitError{Code: 1, Msg: "tether-bench: " + err.Error()}
 			}
 			out := cmd.OutOrStdout()
 			if jsonOut {
@@ -167,22 +150,22 @@ may). Only loopback addresses are accepted, and every run is bounded by its flag
 			}
 			if plotFile != "" {
 				if err := rep.WritePlot(plotFile); err != nil {
-					return &exitError{code: 1, msg: "tether-bench: " + err.Error()}
+					return &cli.ExitError{Code: 1, Msg: "tether-bench: " + err.Error()}
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "tether-bench: latency CDF written to %s\n", plotFile)
 			}
 			if addedPlot != "" {
 				if err := rep.WriteAddedPlot(addedPlot); err != nil {
-					return &exitError{code: 1, msg: "tether-bench: " + err.Error()}
+					return &cli.ExitError{Code: 1, Msg: "tether-bench: " + err.Error()}
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "tether-bench: added-latency CDF written to %s\n", addedPlot)
 			}
 			if ctx.Err() != nil {
-				return &exitError{code: 1, msg: "tether-bench: interrupted; the figures above are partial"}
+				return &cli.ExitError{Code: 1, Msg: "tether-bench: interrupted; the figures above are partial"}
 			}
 			for _, t := range rep.Targets {
 				if t.Connected == 0 {
-					return &exitError{code: 1, msg: fmt.Sprintf("tether-bench: no session to %s could be set up", t.Name)}
+					return &cli.ExitError{Code: 1, Msg: fmt.Sprintf("tether-bench: no session to %s could be set up", t.Name)}
 				}
 			}
 			return nil

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/internal/cli"
 )
 
 // configPath resolves the config file: --config, else $TETHER_CONFIG, else
@@ -34,7 +35,7 @@ func newConfigCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := configPath(file)
 			if _, err := config.Load(path); err != nil {
-				return &exitError{code: 1, msg: fmt.Sprintf("tether: invalid config %s:\n%v", displayPath(path), err)}
+				return &cli.ExitError{Code: 1, Msg: fmt.Sprintf("tether: invalid config %s:\n%v", displayPath(path), err)}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", displayPath(path))
 			return nil

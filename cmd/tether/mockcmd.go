@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tetherproxy/tether/internal/cli"
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
@@ -40,7 +41,7 @@ for Realtime echo and slow, for GPT-Live content).`,
 			srv := mock.New(mock.Options{APIKey: apiKey, Logger: log, StartDelay: builtinMockStartDelay})
 			addr, err := srv.Start(listen)
 			if err != nil {
-				return &exitError{code: 1, msg: fmt.Sprintf("tether: mock-upstream: %v", err)}
+				return &cli.ExitError{Code: 1, Msg: fmt.Sprintf("tether: mock-upstream: %v", err)}
 			}
 			log.Info("mock upstream listening",
 				"url", fmt.Sprintf("ws://%s/v1/realtime", addr),

@@ -21,6 +21,7 @@ import (
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/dialect"
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/cli"
 	"github.com/tetherproxy/tether/internal/redact"
 	"github.com/tetherproxy/tether/lifecycle"
 	"github.com/tetherproxy/tether/limits"
@@ -51,7 +52,7 @@ func newServeCmd() *cobra.Command {
 			cfg, err := config.Load(path)
 			if err != nil {
 				// One line for serve (logs, kubectl describe); `config validate` lists them one per line.
-				return &exitError{code: 1, msg: fmt.Sprintf("tether: invalid config %s: %s", displayPath(path),
+				return &cli.ExitError{Code: 1, Msg: fmt.Sprintf("tether: invalid config %s: %s", displayPath(path),
 					strings.ReplaceAll(err.Error(), "\n", "; "))}
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format)
@@ -59,7 +60,7 @@ func newServeCmd() *cobra.Command {
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 			defer signal.Stop(sigs)
 			if err := serve(cfg, path, log, sigs); err != nil {
-				return &exitError{code: 1, msg: "tether: " + err.Error()}
+				return &cli.ExitError{Code: 1, Msg: "tether: " + err.Error()}
 			}
 			return nil
 		},

@@ -1,5 +1,6 @@
-// Package dialecttest holds a dialect.Signals that writes down what it is
-// told, for the dialects' tests.
+// Package dialecttest holds what the dialects' tests share: a dialect.Signals
+// that writes down what it is told, and the session's way of handing a
+// dialect.Memory its events.
 package dialecttest
 
 import (

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
-	"strconv"
 	"unicode/utf8"
 
 	"github.com/tetherproxy/tether/dialect"
@@ -80,7 +79,7 @@ type Memory struct {
 	// sessionID is the latest session.started's session id.
 	sessionID string
 	// events numbers the events tether makes for the client.
-	events int
+	events dialect.EventIDs
 }
 
 // message is a message of session.input: an original one (raw, as the
@@ -441,8 +440,7 @@ func (m *Memory) Notice(n dialect.ResumeNotice) []byte {
 	if n.UpstreamSessionID == "" {
 		n.UpstreamSessionID = m.sessionID
 	}
-	m.events++
-	return dialect.Notice("tether_"+strconv.Itoa(m.events), n)
+	return dialect.Notice(m.events.Next(), n)
 }
 
 // Size implements dialect.Memory: the transcript's messages and bytes.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/dialect/dialecttest"
 	"github.com/tetherproxy/tether/internal/testkit"
 )
 
@@ -26,15 +27,10 @@ func delta(in bool, startMS int64, text string) string {
 func feed(t testing.TB, m dialect.Memory, events ...string) {
 	t.Helper()
 	for _, ev := range events {
-		var head struct {
-			Type string `json:"type"`
+		if !json.Valid([]byte(ev)) {
+			t.Fatalf("test event %s is not JSON", ev)
 		}
-		if err := json.Unmarshal([]byte(ev), &head); err != nil {
-			t.Fatalf("test event %s: %v", ev, err)
-		}
-		if m.CaptureUpstream([]byte(head.Type)) {
-			m.Upstream([]byte(head.Type), []byte(ev))
-		}
+		dialecttest.Upstream(m, []byte(ev))
 	}
 }
 
@@ -412,23 +408,12 @@ func FuzzMemory(f *testing.F) {
 	f.Add("u" + `{"type":"session.started","session":{"id":"live_1"}}` + "\nu" + delta(true, 0, strings.Repeat("ab ", 100)))
 	f.Fuzz(func(t *testing.T, in string) {
 		m := NewMemory(dialect.HistoryBounds{Items: 5, Bytes: 300})
-		for _, line := range strings.Split(in, "\n") {
-			if line == "" {
-				continue
-			}
-			var ev struct {
-				Type string `json:"type"`
-			}
-			payload := []byte(line[1:])
-			_ = json.Unmarshal(payload, &ev)
-			typ := []byte(ev.Type)
-			switch line[0] {
+		dialecttest.Lines(in, func(peer byte, typ, payload []byte) {
+			switch peer {
 			case 's':
 				m.Client([]byte(SessionStart), payload)
 			case 'u':
-				if m.CaptureUpstream(typ) {
-					m.Upstream(typ, payload)
-				}
+				dialecttest.Upstream(m, payload)
 				m.Ending(typ, payload)
 			}
 			n, b := m.Size()
@@ -443,7 +428,7 @@ func FuzzMemory(f *testing.F) {
 			if n > 5 || b > 300 || b != bytes || tokens != m.tokens || m.tokens > MaxInputTokens {
 				t.Fatalf("Size %d, %d, tokens %d (history %d bytes, %d tokens)", n, b, m.tokens, bytes, tokens)
 			}
-		}
+		})
 		r := m.Replay()
 		if r.Start == nil {
 			return

@@ -100,7 +100,7 @@ type Memory struct {
 	// sessionID is the latest session.created's session id.
 	sessionID string
 	// events numbers the events tether makes for the client.
-	events int
+	events dialect.EventIDs
 }
 
 // entryKind is what a history entry holds.
@@ -591,7 +591,7 @@ func (m *Memory) Interrupted() [][]byte {
 	var out [][]byte
 	for _, id := range m.open {
 		var ev failedResponse
-		ev.Type, ev.EventID = ResponseDone, m.eventID()
+		ev.Type, ev.EventID = ResponseDone, m.events.Next()
 		r := &ev.Response
 		r.Object, r.ID, r.Status, r.Output = ObjectResponse, id, StatusFailed, []struct{}{}
 		r.StatusDetails.Type = StatusFailed
@@ -750,13 +750,7 @@ func (m *Memory) Notice(n dialect.ResumeNotice) []byte {
 	if n.UpstreamSessionID == "" {
 		n.UpstreamSessionID = m.sessionID
 	}
-	return dialect.Notice(m.eventID(), n)
-}
-
-// eventID returns a new event_id of tether's own, unique in the call.
-func (m *Memory) eventID() string {
-	m.events++
-	return "tether_" + strconv.Itoa(m.events)
+	return dialect.Notice(m.events.Next(), n)
 }
 
 // Size implements dialect.Memory.

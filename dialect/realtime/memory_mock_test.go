@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/dialect/dialecttest"
 	"github.com/tetherproxy/tether/dialect/realtime"
 	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/upstreams/mock"
@@ -41,21 +42,11 @@ func encode(t *testing.T, ev map[string]any) (typ string, payload []byte) {
 
 func upstream(t *testing.T, m dialect.Memory, ev map[string]any) {
 	t.Helper()
-	typ, b := encode(t, ev)
-	if m.CaptureUpstream([]byte(typ)) {
-		m.Upstream([]byte(typ), b)
-	}
+	_, b := encode(t, ev)
+	dialecttest.Upstream(m, b)
 }
 
-func client(m dialect.Memory, payload string) {
-	var ev struct {
-		Type string `json:"type"`
-	}
-	_ = json.Unmarshal([]byte(payload), &ev)
-	if m.CaptureClient([]byte(ev.Type)) {
-		m.Client([]byte(ev.Type), []byte(payload))
-	}
-}
+func client(m dialect.Memory, payload string) { dialecttest.Client(m, []byte(payload)) }
 
 // TestReplayAgainstMock replays a call's memory to the built-in mock and
 // follows its actual answers: every one is swallowed, the last ends the

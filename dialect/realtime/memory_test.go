@@ -24,24 +24,21 @@ func typeOf(t testing.TB, payload string) string {
 	return ev.Type
 }
 
-// fromClient hands m a client event, as the session does: only if captured.
+// fromClient hands m a client event, as the session does; m must capture it.
 func fromClient(t testing.TB, m dialect.Memory, payload string) {
 	t.Helper()
-	typ := []byte(typeOf(t, payload))
-	if !m.CaptureClient(typ) {
-		t.Fatalf("client %s is not captured", typ)
+	if !dialecttest.Client(m, []byte(payload)) {
+		t.Fatalf("client %s is not captured", typeOf(t, payload))
 	}
-	m.Client(typ, []byte(payload))
 }
 
-// fromUpstream hands m an upstream event, as the session does: only if captured.
+// fromUpstream hands m an upstream event, as the session does; m must
+// capture it.
 func fromUpstream(t testing.TB, m dialect.Memory, payload string) {
 	t.Helper()
-	typ := []byte(typeOf(t, payload))
-	if !m.CaptureUpstream(typ) {
-		t.Fatalf("upstream %s is not captured", typ)
+	if !dialecttest.Upstream(m, []byte(payload)) {
+		t.Fatalf("upstream %s is not captured", typeOf(t, payload))
 	}
-	m.Upstream(typ, []byte(payload))
 }
 
 func strs(bs [][]byte) []string {
@@ -738,25 +735,12 @@ func FuzzMemory(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		m := NewMemory(dialect.HistoryBounds{Items: 4, Bytes: 600})
 		acks := m.Replay().Acks
-		for _, line := range strings.Split(in, "\n") {
-			if line == "" {
-				continue
-			}
-			var ev struct {
-				Type string `json:"type"`
-			}
-			payload := []byte(line[1:])
-			_ = json.Unmarshal(payload, &ev)
-			typ := []byte(ev.Type)
-			switch line[0] {
+		dialecttest.Lines(in, func(peer byte, typ, payload []byte) {
+			switch peer {
 			case 'c':
-				if m.CaptureClient(typ) {
-					m.Client(typ, payload)
-				}
+				dialecttest.Client(m, payload)
 			case 'u':
-				if m.CaptureUpstream(typ) {
-					m.Upstream(typ, payload)
-				}
+				dialecttest.Upstream(m, payload)
 				m.Ending(typ, payload)
 			case 'a':
 				if acks == nil {
@@ -782,7 +766,7 @@ func FuzzMemory(f *testing.F) {
 			if n != items || b != bytes || waiting != m.waiting || n > 4 || b > 600 || m.waiting > maxWaitingTurns {
 				t.Fatalf("Size %d, %d (history %d, %d; waiting %d/%d)", n, b, items, bytes, m.waiting, waiting)
 			}
-		}
+		})
 		r := m.Replay()
 		for _, msg := range append(r.Messages, m.Interrupted()...) {
 			if !json.Valid(msg) {

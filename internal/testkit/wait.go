@@ -22,6 +22,19 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// Recv receives from ch, and fails the test if nothing comes within
+// timeout; what names what was awaited in the failure.
+func Recv[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		panic("unreachable")
+	}
+}
+
 // Poll checks cond every [PollInterval] until it holds (true) or timeout
 // passes (false).
 func Poll(timeout time.Duration, cond func() bool) bool {

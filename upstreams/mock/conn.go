@@ -364,11 +364,15 @@ func (c *conn) stopWriting() {
 
 // sendEvent marshals ev and sends it as a text frame. For events of the
 // reader only.
-func (c *conn) sendEvent(ev any) error {
+func (c *conn) sendEvent(ev any) error { return c.sendJSON(&c.obuf, ev) }
+
+// sendJSON sends ev as a text frame, encoded into *buf after its headroom:
+// each goroutine that writes keeps a buffer of its own.
+func (c *conn) sendJSON(buf *[]byte, ev any) error {
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	c.obuf = append(c.obuf[:headroom], b...)
-	return c.send(ws.OpText, c.obuf)
+	*buf = append((*buf)[:headroom], b...)
+	return c.send(ws.OpText, *buf)
 }

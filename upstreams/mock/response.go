@@ -248,14 +248,7 @@ func (st *streamer) stopTimer() {
 }
 
 // emit sends ev as JSON.
-func (st *streamer) emit(ev any) error {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	st.buf = append(st.buf[:headroom], b...)
-	return st.c.send(ws.OpText, st.buf)
-}
+func (st *streamer) emit(ev any) error { return st.c.sendJSON(&st.buf, ev) }
 
 // outputItemEvent is response.output_item.added / .done.
 type outputItemEvent struct {

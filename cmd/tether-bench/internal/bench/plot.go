@@ -31,14 +31,9 @@ func (rep *Report) WritePlot(file string) error {
 		for _, pt := range cdf {
 			pts = append(pts, plotter.XY{X: max(float64(pt.Value)/1e3, 1), Y: pt.Fraction})
 		}
-		l, err := plotter.NewLine(pts)
-		if err != nil {
+		if err := addLine(p, i, pts, fmt.Sprintf("%s (p50 %s, p99 %s)", t.Name, fmtUS(t.RTT.P50), fmtUS(t.RTT.P99))); err != nil {
 			return err
 		}
-		l.Color = plotutil.Color(i)
-		l.Width = vg.Points(1.5)
-		p.Add(l)
-		p.Legend.Add(fmt.Sprintf("%s (p50 %s, p99 %s)", t.Name, fmtUS(t.RTT.P50), fmtUS(t.RTT.P99)), l)
 		drawn++
 	}
 	if drawn == 0 {
@@ -85,24 +80,32 @@ func (rep *Report) WriteAddedPlot(file string) error {
 				q += 0.0001
 			}
 		}
-		l, err := plotter.NewLine(pts)
-		if err != nil {
-			return err
-		}
-		l.Color = plotutil.Color(i)
-		l.Width = vg.Points(1.5)
-		p.Add(l)
 		label := t.Name
 		if t.Added != nil {
 			label = fmt.Sprintf("%s (added p50 %s, p99 %s)", t.Name, fmtUS(t.Added.P50), fmtUS(t.Added.P99))
 		}
-		p.Legend.Add(label, l)
+		if err := addLine(p, i, pts, label); err != nil {
+			return err
+		}
 		drawn++
 	}
 	if drawn == 0 {
 		return fmt.Errorf("plot: no proxy round trips were measured")
 	}
 	return save(p, file)
+}
+
+// addLine draws pts on p as the i-th target's line, named label in the legend.
+func addLine(p *plot.Plot, i int, pts plotter.XYs, label string) error {
+	l, err := plotter.NewLine(pts)
+	if err != nil {
+		return err
+	}
+	l.Color = plotutil.Color(i)
+	l.Width = vg.Points(1.5)
+	p.Add(l)
+	p.Legend.Add(label, l)
+	return nil
 }
 
 // save writes p to file, its format named by the file's extension.

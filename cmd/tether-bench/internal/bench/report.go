@@ -470,12 +470,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	row("errors", func(t *TargetReport) string { return fmt.Sprint(t.Errors) })
 	if anyTarget(func(t *TargetReport) bool { return t.Live != nil }) {
 		lv := func(f func(l *LiveFigures) string) func(t *TargetReport) string {
-			return func(t *TargetReport) string {
-				if t.Live == nil {
-					return "-"
-				}
-				return f(t.Live)
-			}
+			return partCell(func(t *TargetReport) *LiveFigures { return t.Live }, f)
 		}
 		row("down: output deltas", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d/%d", l.Deltas, l.Slots) }))
 		row("down: deltas lost", lv(func(l *LiveFigures) string { return fmt.Sprint(l.DeltasLost) }))
@@ -503,12 +498,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	if anyTarget(func(t *TargetReport) bool { return t.Added != nil }) {
 		added := func(f func(a *Added) float64) func(t *TargetReport) string {
-			return func(t *TargetReport) string {
-				if t.Added == nil {
-					return "-"
-				}
-				return fmtUS(f(t.Added))
-			}
+			return partCell(func(t *TargetReport) *Added { return t.Added }, func(a *Added) string { return fmtUS(f(a)) })
 		}
 		if c.Rate > 0 {
 			row("added p50", added(func(a *Added) float64 { return a.P50 }))
@@ -525,12 +515,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	if anyTarget(func(t *TargetReport) bool { return t.Process != nil }) {
 		proc := func(f func(p *Process) string) func(t *TargetReport) string {
-			return func(t *TargetReport) string {
-				if t.Process == nil {
-					return "-"
-				}
-				return f(t.Process)
-			}
+			return partCell(func(t *TargetReport) *Process { return t.Process }, f)
 		}
 		mib := func(k uint64) string { return fmt.Sprintf("%.1fMiB", float64(k)/1024) }
 		if c.Rate > 0 {
@@ -615,4 +600,16 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	_, err := fmt.Fprintln(w)
 	return err
+}
+
+// partCell is a table cell of the part of a target that part picks (its
+// live figures, added latency or process figures): f of it, or "-" for a
+// target without one.
+func partCell[P any](part func(t *TargetReport) *P, f func(p *P) string) func(t *TargetReport) string {
+	return func(t *TargetReport) string {
+		if p := part(t); p != nil {
+			return f(p)
+		}
+		return "-"
+	}
 }
