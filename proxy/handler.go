@@ -352,13 +352,7 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 	up, err := h.dialer.Dial(ctx, req)
 	stopDial()
 	cancel()
-	var de *upstreams.DialError
-	switch {
-	case err == nil:
-		info.Dials = dialRecords(up.Attempts)
-	case errors.As(err, &de):
-		info.Dials = dialRecords(de.Attempts)
-	}
+	info.Dials = dialOutcome(up, err)
 	if h.mgr.Stopping().Err() != nil {
 		if err == nil {
 			_ = up.Net.Close()
@@ -369,7 +363,7 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 	}
 	if err != nil {
 		status, retry := http.StatusBadGateway, ""
-		if de != nil {
+		if de, ok := errors.AsType[*upstreams.DialError](err); ok {
 			status, retry = de.Status, de.RetryAfter
 		}
 		h.log.Warn("upstream dial failed", "client", r.RemoteAddr, "err", err)
@@ -472,6 +466,18 @@ func (h *Handler) redial(req upstreams.Request) Redial {
 		}
 		return h.dialer.Dial(ctx, req)
 	}
+}
+
+// dialOutcome is the session's record of a dial's attempts, whether it
+// connected (up) or failed (err).
+func dialOutcome(up *upstreams.Conn, err error) []lifecycle.Dial {
+	if err == nil {
+		return dialRecords(up.Attempts)
+	}
+	if de, ok := errors.AsType[*upstreams.DialError](err); ok {
+		return dialRecords(de.Attempts)
+	}
+	return nil
 }
 
 // dialRecords converts dial attempts for the session's record.

@@ -422,13 +422,7 @@ func (rs *resumer) endAttempt() {
 // client (it has its session), but the session learns the new id from it.
 func (p *pump) redial(ctx context.Context, rec *lifecycle.Resume, replay dialect.Replay) (*leg, error) {
 	up, err := p.r.res.opts.Dial(ctx, rec.Trigger, rec.From, replay.Start)
-	var de *upstreams.DialError
-	switch {
-	case err == nil:
-		rec.Dials = dialRecords(up.Attempts)
-	case errors.As(err, &de):
-		rec.Dials = dialRecords(de.Attempts)
-	}
+	rec.Dials = dialOutcome(up, err)
 	if err != nil {
 		return nil, err
 	}
