@@ -1,0 +1,296 @@
+package e2e
+
+// Parked legs (proxy/park.go) driven from outside: every scenario first
+// keeps the session quiet for longer than the default ParkAfter (1 s), so
+// both pumps have parked, then acts.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherproxy/tether/internal/testkit"
+	"github.com/tetherproxy/tether/upstreams/mock"
+)
+
+// parkQuiet is how long a scenario stays quiet so both legs park.
+const parkQuiet = 2500 * time.Millisecond
+
+// TestParkedClientSilentHeartbeat: a quiet (parked) session whose client
+// then stops answering pings and reading: the upstream gets 1001 within
+// interval + timeout + 1 s, reason client_heartbeat_timeout.
+func TestParkedClientSilentHeartbeat(t *testing.T) {
+	r := newRig(t, lvVars(""), mock.Options{})
+	c := r.dial(t, clientOpts{})
+	time.Sleep(parkQuiet)
+	c.SetAnswerPings(false)
+	c.StopReading()
+	silent := time.Now()
+	f, ok := r.tap.findClose(0, lvBound+lvObserve)
+	if !ok {
+		t.Fatalf("no close frame on the upstream leg within %v of the client going silent (%s)", lvBound+lvObserve, r.tap.conn(0).describeEnd())
+	}
+	d := time.Since(silent)
+	code, _ := f.CloseCode()
+	t.Logf("upstream got close %d %v after the client went silent", code, d.Round(time.Millisecond))
+	if code != 1001 {
+		t.Errorf("upstream got close %d, want 1001", code)
+	}
+	if d > lvBound+200*time.Millisecond {
+		t.Errorf("upstream close %v after silence, want within %v", d, lvBound)
+	}
+	checkEnd(t, r.p, "client_heartbeat_timeout", r.base, silent)
+	c.ResumeReading()
+}
+
+// TestParkedUpstreamStall: the upstream of a parked session stalls: the
+// client gets 4002 within the bound, reason upstream_heartbeat_timeout.
+func TestParkedUpstreamStall(t *testing.T) {
+	r := newRig(t, lvVars(""), mock.Options{})
+	c := r.dial(t, clientOpts{})
+	time.Sleep(parkQuiet)
+	c.fault("stall", nil)
+	stall := time.Now()
+	expectClientClose(t, c, stall, 4002)
+	checkEnd(t, r.p, "upstream_heartbeat_timeout", r.base, stall)
+}
+
+// parkEnd waits for the client's close and the upstream's close and checks both codes.
+func parkEnd(t *testing.T, r *rig, c *rtClient, from time.Time, bound time.Duration, wantClient, wantUp int) {
+	t.Helper()
+	ci, err, at := awaitClientEnd(c, bound+5*time.Second)
+	switch {
+	case ci == nil:
+		t.Errorf("client: no close frame within %v (read end %v)", bound+5*time.Second, err)
+	default:
+		t.Logf("client got %d %q %v after the trigger", ci.Code, ci.Reason, at.Sub(from).Round(time.Millisecond))
+		if ci.Code != wantClient {
+			t.Errorf("client got close %d, want %d", ci.Code, wantClient)
+		}
+		if at.Sub(from) > bound {
+			t.Errorf("client close %v after the trigger, want within %v", at.Sub(from), bound)
+		}
+	}
+	f, ok := r.tap.findClose(0, 3*time.Second)
+	if !ok {
+		t.Errorf("upstream: no close frame (%s)", r.tap.conn(0).describeEnd())
+		return
+	}
+	if code, _ := f.CloseCode(); code != wantUp {
+		t.Errorf("upstream got close %d, want %d", code, wantUp)
+	}
+}
+
+// TestParkedIdleTimeout: a session quiet past idle_timeout (both legs
+// parked long before) gets 4000 / 1000.
+func TestParkedIdleTimeout(t *testing.T) {
+	r := newRig(t, map[string]string{"IdleTimeout": "3s"}, mock.Options{})
+	c := r.dial(t, clientOpts{})
+	start := time.Now()
+	parkEnd(t, r, c, start, 3*time.Second+1500*time.Millisecond, 4000, 1000)
+	checkEnd(t, r.p, "idle_timeout", r.base, start)
+}
+
+// TestParkedMaxDuration: 4001 / 1000 at max_duration on a parked session.
+func TestParkedMaxDuration(t *testing.T) {
+	r := newRig(t, map[string]string{"MaxDuration": "3s"}, mock.Options{})
+	c := r.dial(t, clientOpts{})
+	start := time.Now()
+	parkEnd(t, r, c, start, 3*time.Second+1500*time.Millisecond, 4001, 1000)
+	checkEnd(t, r.p, "max_duration", r.base, start)
+}
+
+// TestParkedAdminDelete: DELETE /sessions/{id} on a parked session: 4003 / 1000.
+func TestParkedAdminDelete(t *testing.T) {
+	r := newRig(t, nil, mock.Options{})
+	c := r.dial(t, clientOpts{})
+	time.Sleep(parkQuiet)
+	rows, raw := r.p.sessions()
+	if len(rows) != 1 {
+		t.Fatalf("sessions: %s", raw)
+	}
+	id, _ := rows[0]["id"].(string)
+	del := time.Now()
+	if code, body := r.p.del("/sessions/" + id); code/100 != 2 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	parkEnd(t, r, c, del, 1500*time.Millisecond, 4003, 1000)
+	checkEnd(t, r.p, "admin", r.base, del)
+}
+
+// parkDrain: parked sessions, then SIGTERM (and, with second, SIGINT at once).
+func parkDrain(t *testing.T, second bool) {
+	r := newRig(t, map[string]string{"DrainTimeout": "5s"}, mock.Options{})
+	cs := []*rtClient{r.dial(t, clientOpts{}), r.dial(t, clientOpts{}), r.dial(t, clientOpts{})}
+	time.Sleep(parkQuiet)
+	sig := time.Now()
+	r.p.signal(syscall.SIGTERM)
+	if second {
+		// The process may already be gone (idle sessions close at once).
+		_ = r.p.cmd.Process.Signal(syscall.SIGINT)
+	}
+	for i, c := range cs {
+		ci, err, at := awaitClientEnd(c, 8*time.Second)
+		if ci == nil {
+			t.Errorf("client %d: no close frame (read end %v)", i, err)
+			continue
+		}
+		t.Logf("client %d got %d %v after the signal", i, ci.Code, at.Sub(sig).Round(time.Millisecond))
+		if ci.Code != 1001 {
+			t.Errorf("client %d got close %d, want 1001", i, ci.Code)
+		}
+		if at.Sub(sig) > 2*time.Second {
+			t.Errorf("client %d got its close %v after the signal: idle sessions are closed at once", i, at.Sub(sig))
+		}
+	}
+	for i := range cs {
+		f, ok := r.tap.findClose(i, 3*time.Second)
+		if !ok {
+			t.Errorf("upstream %d: no close frame (%s)", i, r.tap.conn(i).describeEnd())
+			continue
+		}
+		if code, _ := f.CloseCode(); code != 1001 {
+			t.Errorf("upstream %d got close %d, want 1001", i, code)
+		}
+	}
+	code := r.p.waitExit(8 * time.Second)
+	t.Logf("exit %d %v after the signal", code, time.Since(sig).Round(time.Millisecond))
+	if time.Since(sig) > 4*time.Second {
+		t.Errorf("tether took %v to exit after the signal with only idle sessions", time.Since(sig))
+	}
+}
+
+func TestParkedDrainSIGTERM(t *testing.T)    { parkDrain(t, false) }
+func TestParkedDrainTwoSignals(t *testing.T) { parkDrain(t, true) }
+
+// TestParkedClientPingAndClose: pings from the client of a parked session
+// are answered, and its close frame reaches the upstream.
+func TestParkedClientPingAndClose(t *testing.T) {
+	r := newRig(t, nil, mock.Options{})
+	c := r.dial(t, clientOpts{})
+	for i := range 3 {
+		time.Sleep(1500 * time.Millisecond)
+		c.SendFrame(ws.OpPing, true, []byte{'p', byte('0' + i)})
+		testkit.WaitFor(t, time.Second, "a pong", func() bool { return len(c.Pongs()) > i })
+	}
+	time.Sleep(1500 * time.Millisecond)
+	c.SendClose(1000, "bye")
+	sent := time.Now()
+	f, ok := r.tap.findClose(0, 3*time.Second)
+	if !ok {
+		t.Fatalf("upstream: no close (%s)", r.tap.conn(0).describeEnd())
+	}
+	if code, _ := f.CloseCode(); code != 1000 {
+		t.Errorf("upstream got %d, want 1000", code)
+	}
+	t.Logf("upstream got the close %v after it was sent", time.Since(sent).Round(time.Millisecond))
+	c.WaitEnd(3 * time.Second)
+	checkEnd(t, r.p, "client_closed", r.base, sent)
+}
+
+// TestParkedLargeFramesAfterQuiet: a raw upstream; the client goes quiet,
+// then sends a 6 MiB binary frame, a 3 MiB text message in 3 fragments,
+// and a frame whose header comes alone with its payload 1.5 s later; the
+// upstream gets each whole and in order. The upstream sends a 5 MiB frame
+// after a quiet spell as well.
+func TestParkedLargeFramesAfterQuiet(t *testing.T) {
+	raw := startRawUpstream(t)
+	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": raw.URL})
+	c := dialClient(t, p.Listen, clientOpts{})
+	up := raw.next(t)
+	c.WaitEvent("session.created", stepTimeout)
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 6<<16) // 6 MiB
+	time.Sleep(parkQuiet)
+	c.SendFrame(ws.OpBinary, true, big)
+	testkit.WaitFor(t, 10*time.Second, "the 6 MiB frame upstream", func() bool { return len(up.messages()) >= 1 })
+	if m := up.messages()[0]; m.Len != int64(len(big)) || m.Sum != sha256.Sum256(big) {
+		t.Fatalf("upstream got %d bytes (want %d), sum match %v", m.Len, len(big), m.Sum == sha256.Sum256(big))
+	}
+
+	time.Sleep(parkQuiet)
+	part := bytes.Repeat([]byte("x"), 1<<20)
+	text := append([]byte(`{"type":"conversation.item.create","pad":"`), part...)
+	c.SendFrame(ws.OpText, false, text)
+	c.SendFrame(ws.OpContinuation, false, part)
+	tail := append(bytes.Clone(part), []byte(`"}`)...)
+	c.SendFrame(ws.OpContinuation, true, tail)
+	whole := append(append(bytes.Clone(text), part...), tail...)
+	testkit.WaitFor(t, 10*time.Second, "the fragmented message upstream", func() bool { return len(up.messages()) >= 2 })
+	if m := up.messages()[1]; m.Len != int64(len(whole)) || m.Sum != sha256.Sum256(whole) {
+		t.Fatalf("fragmented: upstream got %d bytes (want %d)", m.Len, len(whole))
+	}
+
+	// Header alone after a quiet spell, payload 1.5 s later.
+	time.Sleep(parkQuiet)
+	payload := bytes.Repeat([]byte("y"), 200_000)
+	h := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: int64(len(payload)), Masked: true, Mask: ws.NewMask()}
+	masked := bytes.Clone(payload)
+	ws.Cipher(masked, h.Mask, 0)
+	if err := c.WritePartial(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := c.NetConn().Write(masked); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the stalled frame upstream", func() bool { return len(up.messages()) >= 3 })
+	if m := up.messages()[2]; m.Len != int64(len(payload)) || m.Sum != sha256.Sum256(payload) {
+		t.Fatalf("stalled frame: upstream got %d bytes (want %d)", m.Len, len(payload))
+	}
+
+	// Upstream to client: 5 MiB after a quiet spell.
+	time.Sleep(parkQuiet)
+	down := bytes.Repeat([]byte("z"), 5<<20)
+	if err := up.writeFrame(ws.NewBinaryFrame(down)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "5 MiB at the client", func() bool {
+		return bytes.Count(c.Received(), []byte("zzzzzzzzzzzzzzzz")) >= (5<<20)/16-2
+	})
+	c.SendClose(1000, "")
+	if ci, _, _ := up.awaitClose(3 * time.Second); ci == nil || ci.Code != 1000 {
+		t.Errorf("upstream close %+v, want 1000", ci)
+	}
+}
+
+// TestParkedPeerVanishes: a parked session whose client resets (RST) or
+// whose upstream closes its socket (FIN) ends at once.
+func TestParkedPeerVanishes(t *testing.T) {
+	t.Run("client RST", func(t *testing.T) {
+		r := newRig(t, nil, mock.Options{})
+		c := r.dial(t, clientOpts{})
+		time.Sleep(parkQuiet)
+		c.TCP().SetLinger(0)
+		c.NetConn().Close()
+		from := time.Now()
+		end := checkEnd(t, r.p, "client_error", r.base, from)
+		if d := end.At.Sub(from); d > time.Second {
+			t.Errorf("session ended %v after the reset", d)
+		}
+	})
+	t.Run("upstream FIN", func(t *testing.T) {
+		raw := startRawUpstream(t)
+		p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": raw.URL})
+		base := p.baseline()
+		c := dialClient(t, p.Listen, clientOpts{})
+		up := raw.next(t)
+		c.WaitEvent("session.created", stepTimeout)
+		time.Sleep(parkQuiet)
+		up.conn.Close()
+		from := time.Now()
+		ci, err, at := awaitClientEnd(c, 5*time.Second)
+		if ci == nil {
+			t.Fatalf("client: no close (%v)", err)
+		}
+		t.Logf("client got %d %v after the upstream FIN", ci.Code, at.Sub(from).Round(time.Millisecond))
+		if at.Sub(from) > time.Second {
+			t.Errorf("client close %v after the upstream vanished", at.Sub(from))
+		}
+		checkEnd(t, p, "upstream_error", base, from)
+	})
+}
