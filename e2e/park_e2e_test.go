@@ -24,6 +24,7 @@ const parkQuiet = 2500 * time.Millisecond
 // then stops answering pings and reading: the upstream gets 1001 within
 // interval + timeout + 1 s, reason client_heartbeat_timeout.
 func TestParkedClientSilentHeartbeat(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lvVars(""), mock.Options{})
 	c := r.dial(t, clientOpts{})
 	time.Sleep(parkQuiet)
@@ -50,6 +51,7 @@ func TestParkedClientSilentHeartbeat(t *testing.T) {
 // TestParkedUpstreamStall: the upstream of a parked session stalls: the
 // client gets 4002 within the bound, reason upstream_heartbeat_timeout.
 func TestParkedUpstreamStall(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lvVars(""), mock.Options{})
 	c := r.dial(t, clientOpts{})
 	time.Sleep(parkQuiet)
@@ -88,6 +90,7 @@ func parkEnd(t *testing.T, r *rig, c *rtClient, from time.Time, bound time.Durat
 // TestParkedIdleTimeout: a session quiet past idle_timeout (both legs
 // parked long before) gets 4000 / 1000.
 func TestParkedIdleTimeout(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, map[string]string{"IdleTimeout": "3s"}, mock.Options{})
 	c := r.dial(t, clientOpts{})
 	start := time.Now()
@@ -97,6 +100,7 @@ func TestParkedIdleTimeout(t *testing.T) {
 
 // TestParkedMaxDuration: 4001 / 1000 at max_duration on a parked session.
 func TestParkedMaxDuration(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, map[string]string{"MaxDuration": "3s"}, mock.Options{})
 	c := r.dial(t, clientOpts{})
 	start := time.Now()
@@ -106,6 +110,7 @@ func TestParkedMaxDuration(t *testing.T) {
 
 // TestParkedAdminDelete: DELETE /sessions/{id} on a parked session: 4003 / 1000.
 func TestParkedAdminDelete(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, nil, mock.Options{})
 	c := r.dial(t, clientOpts{})
 	time.Sleep(parkQuiet)
@@ -164,12 +169,13 @@ func parkDrain(t *testing.T, second bool) {
 	}
 }
 
-func TestParkedDrainSIGTERM(t *testing.T)    { parkDrain(t, false) }
-func TestParkedDrainTwoSignals(t *testing.T) { parkDrain(t, true) }
+func TestParkedDrainSIGTERM(t *testing.T)    { t.Parallel(); parkDrain(t, false) }
+func TestParkedDrainTwoSignals(t *testing.T) { t.Parallel(); parkDrain(t, true) }
 
 // TestParkedClientPingAndClose: pings from the client of a parked session
 // are answered, and its close frame reaches the upstream.
 func TestParkedClientPingAndClose(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, nil, mock.Options{})
 	c := r.dial(t, clientOpts{})
 	for i := range 3 {
@@ -198,6 +204,7 @@ func TestParkedClientPingAndClose(t *testing.T) {
 // upstream gets each whole and in order. The upstream sends a 5 MiB frame
 // after a quiet spell as well.
 func TestParkedLargeFramesAfterQuiet(t *testing.T) {
+	t.Parallel()
 	raw := startRawUpstream(t)
 	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": raw.URL})
 	c := dialClient(t, p.Listen, clientOpts{})
@@ -261,6 +268,7 @@ func TestParkedLargeFramesAfterQuiet(t *testing.T) {
 // TestParkedPeerVanishes: a parked session whose client resets (RST) or
 // whose upstream closes its socket (FIN) ends at once.
 func TestParkedPeerVanishes(t *testing.T) {
+	t.Parallel()
 	t.Run("client RST", func(t *testing.T) {
 		r := newRig(t, nil, mock.Options{})
 		c := r.dial(t, clientOpts{})

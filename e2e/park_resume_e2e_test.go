@@ -13,6 +13,7 @@ import (
 // leg parks) while the upstream stalls (heartbeat) or expires: the call
 // resumes, and a turn after a further quiet spell is answered.
 func TestParkedResume(t *testing.T) {
+	t.Parallel()
 	for _, fault := range []string{"stall", "expire"} {
 		t.Run(fault, func(t *testing.T) {
 			b := startBackup(t, 0)
@@ -41,6 +42,7 @@ func TestParkedResume(t *testing.T) {
 // again gets audio back, and then an upstream stall on the quiet call
 // gets the client 4002 within the heartbeat bound.
 func TestParkedLive(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lvVars(""), mock.Options{})
 	c := dialLive(t, r.p.Listen, clientOpts{})
 	c.streaming(t)
