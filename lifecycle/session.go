@@ -369,7 +369,7 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	s.mu.Unlock()
 	if t != nil && s.closesGracefully(reason) {
 		// The upstream answers on the upstream pump, which may be the
-		// caller: wait on a goroutine of its own (Run waits for Shutdown).
+		// caller: wait on a goroutine of its own (the relay waits for Shutdown).
 		go s.closeGracefully(t, client, upstream, release)
 		return
 	}

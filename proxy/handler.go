@@ -383,7 +383,7 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 }
 
 // upgradeAndRelay answers 101, opens the session and hands both legs to a
-// relay on a goroutine of its own. It reports whether the relay took over
+// relay, which runs on goroutines of its own. It reports whether the relay took over
 // (and with it the admission slot).
 func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c caller, info lifecycle.Info,
 	up *upstreams.Conn, req upstreams.Request, release func()) (handedOff bool) {
@@ -427,7 +427,8 @@ func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c call
 	s.Start(relay)
 	// The relay runs on goroutines of its own and ServeHTTP returns, so
 	// net/http's per-connection goroutine (and its grown stack and buffers)
-	// goes away: an idle session holds no goroutine once its pumps park.
+	// goes away. Once its legs park, an idle session holds no goroutine; one
+	// whose upstream leg is TLS, or that may resume, keeps its upstream pump.
 	h.startRelay(s, relay, release)
 	return true
 }

@@ -70,7 +70,7 @@ type leg struct {
 	parkState atomic.Int32
 	wake      func()
 	parkID    uint64
-	// stopPark is set when the session ends: its pumps read to the end.
+	// stopPark is set by Shutdown: the leg's pump reads to the end.
 	stopPark atomic.Bool
 	// pendMu guards the control frames waiting for the frame in flight to end.
 	pendMu   sync.Mutex

@@ -45,7 +45,7 @@ type legReader struct {
 // idle reports whether nothing is buffered, so a pump may park on the
 // socket.
 func (lr *legReader) idle() bool {
-	return lr.raw.ok() && (lr.hs == nil || lr.hs.Buffered() == 0) && lr.r == lr.w && lr.err == nil
+	return (lr.hs == nil || lr.hs.Buffered() == 0) && lr.r == lr.w && lr.err == nil
 }
 
 func (lr *legReader) init(conn net.Conn, hs *bufio.Reader, heard *atomic.Int64, base time.Time) {

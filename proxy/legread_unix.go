@@ -51,12 +51,22 @@ func (rr *rawReader) ok() bool { return rr.rc != nil }
 // buffer set as lr.buf when dst is nil.
 func (rr *rawReader) read(lr *legReader, dst []byte) (int, error) {
 	var err error
-	for {
-		lr.park.arm(lr.conn, lr.base)
+	for rearmed := false; ; {
+		if !rearmed {
+			lr.park.arm(lr.conn, lr.base)
+		}
 		rr.lr, rr.dst, rr.n, rr.err = lr, dst, 0, nil
 		err = rr.rc.Read(rr.readFn)
 		rr.lr, rr.dst = nil, nil
-		if err == nil || !lr.park.expired(err) {
+		if err == nil {
+			break
+		}
+		expired, retry := lr.park.expired(err, lr.base)
+		if retry {
+			rearmed = true // teardown's deadline is in place
+			continue
+		}
+		if !expired {
 			break
 		}
 		// The park deadline passed while this read waited.
@@ -65,6 +75,7 @@ func (rr *rawReader) read(lr *legReader, dst []byte) (int, error) {
 			return 0, errWouldBlock
 		}
 		lr.park.rearm(lr.conn, lr.base)
+		rearmed = true
 	}
 	switch {
 	case err != nil: // closed, or a deadline passed

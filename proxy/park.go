@@ -42,13 +42,14 @@ func (p *pump) mayPark(src *leg) bool {
 	return src.rd.park.on && src.rd.idle() && !p.st.inMessage && !p.r.ended.Load()
 }
 
-// parkClock is a leg reader's side of parking. While the leg's pump may
-// park, the reader keeps a read deadline at most ParkAfter ahead (moved on
+// parkClock is a leg reader's side of parking. On a leg whose pump parks,
+// the reader keeps a read deadline about ParkAfter ahead (lead; moved on
 // when less than half is left, so not at every read): a pump waiting in a
 // read at a frame boundary wakes when the leg has been quiet for ParkAfter,
-// and parks. Owned by the reading pump, but for ext and extAt.
+// and parks. On such a leg every other read deadline goes through
+// leg.setReadDeadline. Owned by the reading pump, but for ext and extAt.
 type parkClock struct {
-	// on: the leg's pump parks (set by Start); boundary: the header read in
+	// on: the leg's pump parks (startParking); boundary: the header read in
 	// progress is at a frame boundary, nothing of it read yet, and the pump
 	// may park.
 	on, boundary bool
@@ -85,8 +86,9 @@ func (c *parkClock) lead() int64 { return max(c.after, int64(minParkLead)) }
 
 const minParkLead = 50 * time.Millisecond
 
-// rearm moves the deadline on after it passed while the leg was not quiet,
-// or in the middle of a frame.
+// rearm moves the deadline on after it passed while the leg was not quiet
+// (to when it will be), or in the middle of a frame; the read that follows
+// does not arm it again.
 func (c *parkClock) rearm(conn net.Conn, base time.Time) {
 	now := int64(time.Since(base))
 	at := c.lastData + c.after
@@ -117,9 +119,16 @@ func (c *parkClock) keepExt(conn net.Conn) {
 	}
 }
 
-// expired reports whether err is the park deadline passing.
-func (c *parkClock) expired(err error) bool {
-	return c.on && c.deadline != 0 && !c.ext.Load() && errors.Is(err, os.ErrDeadlineExceeded)
+// expired reports whether err is the park deadline passing; retry, that
+// teardown's deadline replaced it after it passed, so the read must wait on.
+func (c *parkClock) expired(err error, base time.Time) (expired, retry bool) {
+	if !c.on || c.deadline == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, false
+	}
+	if c.ext.Load() {
+		return false, time.Now().UnixNano() < c.extAt.Load()
+	}
+	return int64(time.Since(base)) >= c.deadline, false
 }
 
 // setReadDeadline sets a read deadline of teardown's on the leg; the park
@@ -156,14 +165,6 @@ func (r *Relay) Start(obs Observer, done func()) {
 	go cl.serve()
 }
 
-// Run relays until the session ends and both pumps have stopped, then
-// closes both sockets.
-func (r *Relay) Run(obs Observer) {
-	done := make(chan struct{})
-	r.Start(obs, func() { close(done) })
-	<-done
-}
-
 // serve runs the pump on the current goroutine until it stops or parks.
 func (p *pump) serve() {
 	parked := false
@@ -178,7 +179,9 @@ func (p *pump) serve() {
 			parked = true
 			return // nothing of the pump may be touched from here on
 		}
-		p.noPark = true // registering failed: the next read waits here
+		// Not parked (the leg closed or teardown began meanwhile, or epoll
+		// failed): the next read waits here.
+		p.noPark = true
 	}
 }
 

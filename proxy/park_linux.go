@@ -23,6 +23,7 @@ type waker struct {
 	legs    map[uint64]*leg // by the id given to epoll; a leg stays until it closes
 	next    uint64          // the last id given (0 is the eventfd)
 	running bool            // the loop goroutine is running
+	broken  bool            // epoll_wait failed: no leg parks from then on
 }
 
 var parkWaker = waker{epfd: -1, evfd: -1}
@@ -59,7 +60,7 @@ func (w *waker) park(l *leg) bool {
 		return false
 	}
 	w.mu.Lock()
-	if l.closed.Load() {
+	if l.closed.Load() || w.broken {
 		w.mu.Unlock()
 		return false
 	}
@@ -96,13 +97,10 @@ func (w *waker) park(l *leg) bool {
 
 // forget drops a closed leg; the loop ends once no leg is left.
 func (w *waker) forget(l *leg) {
-	if w.epfd < 0 {
-		return
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if l.parkID == 0 {
-		return
+		return // never parked (parkID is given under mu, after init)
 	}
 	delete(w.legs, l.parkID)
 	if len(w.legs) == 0 && w.running {
@@ -117,12 +115,15 @@ func (w *waker) loop() {
 	for {
 		n, err := unix.EpollWait(w.epfd, events[:], -1)
 		if err != nil && err != unix.EINTR {
-			// Not expected; wake every leg so none waits on a broken poller.
+			// Not expected. No leg parks from now on; wake every parked one
+			// (a leg between its check and being parked finds broken after
+			// registering, through stopPark).
 			w.mu.Lock()
+			w.broken, w.running = true, false
 			for _, l := range w.legs {
+				l.stopPark.Store(true)
 				l.unpark()
 			}
-			w.running = false
 			w.mu.Unlock()
 			return
 		}

@@ -100,12 +100,12 @@ type Relay struct {
 	// closing is set by BeginClose: the client's data frames are dropped
 	// while the upstream answers the close.
 	closing atomic.Bool
-	// startInMessage, when set before Run, is the client pump's starting
+	// startInMessage, when set before Start, is the client pump's starting
 	// frame state: inside a message that began before the relay
 	// (ResumeClientMessage).
 	startInMessage *frameState
 	// shutdownDone is closed when Shutdown has finished writing close frames;
-	// Run waits for it before closing the sockets.
+	// the last pump to stop waits for it before closing the sockets.
 	shutdownDone chan struct{}
 	// log receives panic reports (Options.Logger).
 	log *slog.Logger
@@ -410,6 +410,7 @@ func (p *pump) run() (park bool) {
 				r.obs.LegError(p.srcLeg, err)
 				return
 			}
+			src.rd.park.lastData = src.heard.Load() // still a streaming leg
 			continue
 		}
 		if h.OpCode != ws.OpContinuation {
@@ -943,7 +944,7 @@ func (r *Relay) WriteBefore(which lifecycle.Leg, frames []byte, midMessage bool)
 
 // ResumeClientMessage makes the relay's client pump start inside a
 // fragmented message (text or binary) that began before the relay ran: its
-// next frame is a continuation. Call it before Run.
+// next frame is a continuation. Call it before Start.
 func (r *Relay) ResumeClientMessage(text bool) {
 	r.startInMessage = &frameState{inMessage: true, text: text}
 }

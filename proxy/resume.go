@@ -114,7 +114,8 @@ type heldMsg struct {
 }
 
 // EnableResume makes the relay resume the call when its upstream leg ends
-// (see ResumeObserver). Call it before Run.
+// (see ResumeObserver). Call it before Start: whether the upstream pump
+// may park is decided there.
 func (r *Relay) EnableResume(obs ResumeObserver, opts ResumeOptions) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
