@@ -87,25 +87,23 @@ func parkEnd(t *testing.T, r *rig, c *rtClient, from time.Time, bound time.Durat
 	}
 }
 
-// TestParkedIdleTimeout: a session quiet past idle_timeout (both legs
-// parked long before) gets 4000 / 1000.
-func TestParkedIdleTimeout(t *testing.T) {
+// TestParkedTimeouts: a session quiet past idle_timeout (both legs parked
+// long before) gets 4000 / 1000; one at max_duration 4001 / 1000.
+func TestParkedTimeouts(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, map[string]string{"IdleTimeout": "3s"}, mock.Options{})
-	c := r.dial(t, clientOpts{})
-	start := time.Now()
-	parkEnd(t, r, c, start, 3*time.Second+1500*time.Millisecond, 4000, 1000)
-	checkEnd(t, r.p, "idle_timeout", r.base, start)
-}
-
-// TestParkedMaxDuration: 4001 / 1000 at max_duration on a parked session.
-func TestParkedMaxDuration(t *testing.T) {
-	t.Parallel()
-	r := newRig(t, map[string]string{"MaxDuration": "3s"}, mock.Options{})
-	c := r.dial(t, clientOpts{})
-	start := time.Now()
-	parkEnd(t, r, c, start, 3*time.Second+1500*time.Millisecond, 4001, 1000)
-	checkEnd(t, r.p, "max_duration", r.base, start)
+	for _, tc := range []struct {
+		key, reason string
+		code        int
+	}{{"IdleTimeout", "idle_timeout", 4000}, {"MaxDuration", "max_duration", 4001}} {
+		t.Run(tc.reason, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, map[string]string{tc.key: "3s"}, mock.Options{})
+			c := r.dial(t, clientOpts{})
+			start := time.Now()
+			parkEnd(t, r, c, start, 3*time.Second+1500*time.Millisecond, tc.code, 1000)
+			checkEnd(t, r.p, tc.reason, r.base, start)
+		})
+	}
 }
 
 // TestParkedAdminDelete: DELETE /sessions/{id} on a parked session: 4003 / 1000.

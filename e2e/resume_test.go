@@ -127,6 +127,18 @@ func (c *seqMic) answer(t *testing.T) (firstAudio time.Time, status string) {
 	return c.readAnswer(t)
 }
 
+// answeredOpen asks for an answer after a resume: it completes and the
+// client's socket never closed.
+func (c *seqMic) answeredOpen(t *testing.T) {
+	t.Helper()
+	if _, st := c.answer(t); st != "completed" {
+		t.Fatalf("the turn after the resume: status %s", st)
+	}
+	if ci := c.CloseReceived(); ci != nil {
+		t.Fatalf("the client's socket closed: %d %q", ci.Code, ci.Reason)
+	}
+}
+
 func (c *seqMic) readAnswer(t *testing.T) (firstAudio time.Time, status string) {
 	t.Helper()
 	resp, ok := c.untilDone(t, func(ev map[string]any) {
@@ -562,12 +574,7 @@ func TestResumeOnHeartbeatTimeoutAndFatalEvent(t *testing.T) {
 				}
 			}
 			time.Sleep(200 * time.Millisecond)
-			if _, st := c.answer(t); st != "completed" {
-				t.Fatalf("the turn after the resume: status %s", st)
-			}
-			if ci := c.CloseReceived(); ci != nil {
-				t.Fatalf("the client's socket closed: %d %q", ci.Code, ci.Reason)
-			}
+			c.answeredOpen(t)
 		})
 	}
 }
