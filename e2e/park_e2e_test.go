@@ -17,8 +17,9 @@ import (
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
-// parkQuiet is how long a scenario stays quiet so both legs park.
-const parkQuiet = 2500 * time.Millisecond
+// parkQuiet is how long a scenario stays quiet so both legs park (after
+// tether's ParkAfter, 1 s, and the wake-up's latency).
+const parkQuiet = 1500 * time.Millisecond
 
 // TestParkedClientSilentHeartbeat: a quiet (parked) session whose client
 // then stops answering pings and reading: the upstream gets 1001 within

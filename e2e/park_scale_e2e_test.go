@@ -144,6 +144,9 @@ func TestParkScale(t *testing.T) {
 		n = 50
 	}
 	streamFor := 4 * time.Second
+	if os.Getenv("TETHER_PARK_SCALE") == "" {
+		streamFor = 2 * time.Second
+	}
 
 	var upMu sync.Mutex
 	var ups []*scaleEnd
@@ -215,9 +218,14 @@ func TestParkScale(t *testing.T) {
 	if nu != n {
 		t.Fatalf("%d upstream sessions, want %d", nu, n)
 	}
-	time.Sleep(3 * time.Second) // all legs park
-	parkedG := p.goroutines()
-	t.Logf("%d sessions open and quiet: %d goroutines (baseline %d), %d fds", n, parkedG, base, tetherFDs(t, p))
+	// All legs park once quiet: tether is back to its baseline, plus the
+	// waker's goroutine (and one of slack).
+	parked := func(what string) {
+		t.Helper()
+		testkit.WaitFor(t, 10*time.Second, what, func() bool { return p.goroutines() <= base+2 })
+	}
+	parked("every leg parked before any traffic")
+	t.Logf("%d sessions open and quiet: %d goroutines (baseline %d), %d fds", n, p.goroutines(), base, tetherFDs(t, p))
 
 	for round := range 2 {
 		// Stream both ways at 50 frames/s.
@@ -300,8 +308,7 @@ func TestParkScale(t *testing.T) {
 			e.late.Store(0)
 			e.maxLat.Store(0)
 		}
-		time.Sleep(3 * time.Second) // park again
-		t.Logf("round %d: quiet again: %d goroutines", round, p.goroutines())
+		parked(fmt.Sprintf("every leg parked again after round %d", round))
 	}
 
 	// Teardown: every client closes.

@@ -158,8 +158,8 @@ func (m *Manager) Open(info Info) *Session {
 	return s
 }
 
-// Finished tells the manager that the session's relay goroutines have
-// exited; release frees its admission slot.
+// Finished tells the manager that the session's relay has stopped (both
+// pumps, and both sockets closed); release frees its admission slot.
 func (m *Manager) Finished(s *Session, release func()) {
 	if !s.ended.Load() {
 		s.End(ReasonClientError)
