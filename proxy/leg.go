@@ -24,40 +24,39 @@ type leg struct {
 	rd legReader
 	// isClient: peer frames are masked and tether writes unmasked frames.
 	isClient bool
-	// base is the relay's start on the monotonic clock: heard and writing
-	// hold offsets from it.
-	base time.Time
 	// heard is when the peer last sent bytes (any part of any frame), as
-	// nanoseconds since base. Set by rd after every read that returned bytes.
+	// nanoseconds since rd.base (the relay's start on the monotonic clock,
+	// the base of every time kept here). Set by rd after every read that
+	// returned bytes.
 	heard atomic.Int64
 	// writing is when the write in progress on conn began (nanoseconds since
-	// base, plus one), or 0 between writes.
+	// rd.base, plus one), or 0 between writes.
 	writing atomic.Int64
 	// sock is conn's TCP socket (nil for pipes): its acknowledged byte count
 	// tells whether a blocked write still makes progress. acked and
-	// progressAt (nanoseconds since base, plus one) are the count and the
+	// progressAt (nanoseconds since rd.base, plus one) are the count and the
 	// time it was last seen to grow; only the leg's heartbeat (through
 	// Liveness) reads and writes them.
 	sock       syscall.RawConn
 	acked      atomic.Uint64
 	progressAt atomic.Int64
-	// wsem is the write lock (capacity 1): held while one frame (a fragment
-	// of at most chunkSize payload bytes) is written, never while waiting
-	// for the other leg, so pings and closes go out between fragments.
-	wsem chan struct{}
-	// partial is set (under wsem) once a write failed: the leg may hold half
+	// wmu is the write lock: held while one frame (a fragment of at most
+	// chunkSize payload bytes) is written, never while waiting for the other
+	// leg, so pings and closes go out between fragments.
+	wmu sync.Mutex
+	// partial is set (under wmu) once a write failed: the leg may hold half
 	// a frame, so nothing more may be written on it.
 	partial bool
-	// closeSent is set (under wsem) once tether wrote its close frame:
+	// closeSent is set (under wmu) once tether wrote its close frame:
 	// nothing may follow it (RFC 6455 5.5.1).
 	closeSent bool
-	// midMessage is set (under wsem) while a relayed message's last frame
+	// midMessage is set (under wmu) while a relayed message's last frame
 	// has not gone out: a message tether originates must wait for its end.
 	midMessage bool
-	// skipRest is set (under wsem) on a new upstream leg while the client
+	// skipRest is set (under wmu) on a new upstream leg while the client
 	// message begun on the one it replaced still comes: its rest is dropped.
 	skipRest bool
-	// pendingMsg (under wsem) is a message tether originates that waits for
+	// pendingMsg (under wmu) is a message tether originates that waits for
 	// the relayed message in progress to end (Relay.BeginClose).
 	pendingMsg []byte
 	// hdr is the header read buffer, owned by the reading pump.
@@ -72,23 +71,34 @@ type leg struct {
 	parkID    uint64
 	// stopPark is set by Shutdown: the leg's pump reads to the end.
 	stopPark atomic.Bool
-	// pendMu guards the control frames waiting for the frame in flight to end.
-	pendMu   sync.Mutex
-	pendPing [8]byte
-	hasPing  bool
-	pendPong [125]byte
-	pongLen  int
-	hasPong  bool
+	// pend holds the control frames waiting for the frame in flight to
+	// end, under pendMu; nil when none waits (a leg keeps no buffer for them
+	// while idle). hasPend is set while pend is not nil, so a writer looks
+	// at pendMu only when something waits.
+	pendMu  sync.Mutex
+	pend    *pendingCtl
+	hasPend atomic.Bool
 }
 
+// pendingCtl is a ping and a pong that wait for a frame boundary.
+type pendingCtl struct {
+	ping    [8]byte
+	hasPing bool
+	pong    [125]byte
+	pongLen int
+	hasPong bool
+}
+
+var pendPool = sync.Pool{New: func() any { return new(pendingCtl) }}
+
 func newLeg(conn net.Conn, br *bufio.Reader, isClient bool, base time.Time) *leg {
-	l := &leg{conn: conn, isClient: isClient, base: base, wsem: make(chan struct{}, 1), sock: tcpSocket(conn)}
+	l := &leg{conn: conn, isClient: isClient, sock: tcpSocket(conn)}
 	l.rd.init(conn, br, &l.heard, base)
 	limitUnsent(l.sock)
 	return l
 }
 
-// writeLocked writes b to the leg; the caller holds wsem. While it runs,
+// writeLocked writes b to the leg; the caller holds wmu. While it runs,
 // writing tells the heartbeat when it began, so a peer that stopped reading
 // is found out (the write makes no progress) whatever else it sends.
 func (l *leg) writeLocked(b []byte) error {
@@ -98,7 +108,7 @@ func (l *leg) writeLocked(b []byte) error {
 	case l.closeSent:
 		return errCloseSent
 	}
-	l.writing.Store(int64(time.Since(l.base)) + 1)
+	l.writing.Store(int64(time.Since(l.rd.base)) + 1)
 	_, err := l.conn.Write(b)
 	l.writing.Store(0)
 	if err != nil {
@@ -114,30 +124,27 @@ type ctlBuf [wsframe.MaxHeaderSize + 125]byte
 // does not keep one of its own.
 var ctlPool = sync.Pool{New: func() any { return new(ctlBuf) }}
 
-func (l *leg) lock()   { l.wsem <- struct{}{} }
-func (l *leg) unlock() { <-l.wsem }
+func (l *leg) lock()   { l.wmu.Lock() }
+func (l *leg) unlock() { l.wmu.Unlock() }
 
 // tryLock takes the write lock if it is free.
-func (l *leg) tryLock() bool {
-	select {
-	case l.wsem <- struct{}{}:
-		return true
-	default:
-		return false
-	}
-}
+func (l *leg) tryLock() bool { return l.wmu.TryLock() }
 
 // sendControl writes a ping or pong now if the leg is between frames;
 // otherwise it leaves it for the writer of the frame in flight, which flushes
 // it at the frame boundary. It never waits for a frame to finish.
 func (l *leg) sendControl(op ws.OpCode, payload []byte) error {
 	l.pendMu.Lock()
+	if l.pend == nil {
+		l.pend = pendPool.Get().(*pendingCtl)
+		l.hasPend.Store(true)
+	}
 	if op == ws.OpPing {
-		copy(l.pendPing[:], payload)
-		l.hasPing = true
+		copy(l.pend.ping[:], payload)
+		l.pend.hasPing = true
 	} else {
-		l.pongLen = copy(l.pendPong[:], payload) // only the latest ping needs an answer
-		l.hasPong = true
+		l.pend.pongLen = copy(l.pend.pong[:], payload) // only the latest ping needs an answer
+		l.pend.hasPong = true
 	}
 	l.pendMu.Unlock()
 	// Whoever holds the lock flushes before releasing it; if nobody does, we do.
@@ -153,13 +160,8 @@ func (l *leg) sendControl(op ws.OpCode, payload []byte) error {
 // after the holder's last flush (so none is stranded on an idle leg).
 func (l *leg) unlockFlush() {
 	l.unlock()
-	for {
-		l.pendMu.Lock()
-		pending := l.hasPing || l.hasPong
-		l.pendMu.Unlock()
-		if !pending || !l.tryLock() {
-			return // nothing waits, or the new holder flushes it
-		}
+	for l.hasPend.Load() && l.tryLock() {
+		// Something waits and nobody else will flush it.
 		err := l.flushPendingLocked()
 		l.unlock()
 		if err != nil {
@@ -168,50 +170,52 @@ func (l *leg) unlockFlush() {
 	}
 }
 
-// flushPendingLocked writes waiting control frames; the caller holds wsem.
+// flushPendingLocked writes waiting control frames; the caller holds wmu.
 func (l *leg) flushPendingLocked() error {
+	if !l.hasPend.Load() {
+		return nil
+	}
 	l.pendMu.Lock()
-	ping, pong := l.hasPing, l.hasPong
-	var pingP [8]byte
-	var pongP [125]byte
-	n := l.pongLen
-	if ping {
-		pingP = l.pendPing
-	}
-	if pong {
-		copy(pongP[:n], l.pendPong[:n])
-	}
-	l.hasPing, l.hasPong = false, false
+	p := l.pend
+	l.pend = nil
+	l.hasPend.Store(false)
 	l.pendMu.Unlock()
-	if pong {
-		if err := l.writeControlLocked(ws.OpPong, pongP[:n]); err != nil {
+	if p == nil {
+		return nil
+	}
+	defer func() {
+		*p = pendingCtl{}
+		pendPool.Put(p)
+	}()
+	if p.hasPong {
+		if err := l.writeControlLocked(ws.OpPong, p.pong[:p.pongLen]); err != nil {
 			return err
 		}
 	}
-	if ping {
-		return l.writeControlLocked(ws.OpPing, pingP[:])
+	if p.hasPing {
+		return l.writeControlLocked(ws.OpPing, p.ping[:])
 	}
 	return nil
 }
 
-// lockWithin takes the write lock, giving up after d.
+// lockWithin takes the write lock, giving up after d. It is used only at
+// teardown, so it polls (from 50 µs, doubling to 2 ms) rather than keeping a
+// waiter of its own on every leg.
 func (l *leg) lockWithin(d time.Duration) bool {
-	select {
-	case l.wsem <- struct{}{}:
-		return true
-	default:
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case l.wsem <- struct{}{}:
-		return true
-	case <-t.C:
-		return false
+	deadline := time.Now().Add(d)
+	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
+		if l.wmu.TryLock() {
+			return true
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		time.Sleep(min(wait, left))
 	}
 }
 
-// writeControlLocked writes a control frame; the caller holds wsem.
+// writeControlLocked writes a control frame; the caller holds wmu.
 func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 	if l.partial {
 		return errPartialFrame
@@ -232,7 +236,7 @@ func (l *leg) writeControlLocked(op ws.OpCode, payload []byte) error {
 	return l.writeLocked(buf[:n+m])
 }
 
-// writeFrameLocked writes one final frame tether originates; the caller holds wsem.
+// writeFrameLocked writes one final frame tether originates; the caller holds wmu.
 func (l *leg) writeFrameLocked(op ws.OpCode, payload []byte) error {
 	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
 	if !l.isClient {

@@ -167,7 +167,7 @@ func (r *Relay) Liveness(which lifecycle.Leg) (heard, writing time.Time) {
 		return time.Now(), time.Time{} // no upstream leg to judge while the call resumes
 	}
 	l := r.leg(which)
-	heard = l.base.Add(time.Duration(l.heard.Load()))
+	heard = l.rd.base.Add(time.Duration(l.heard.Load()))
 	if n, ok := unreadBytes(l.sock); ok && n > 0 {
 		// The peer's bytes wait for tether to read them (the other leg
 		// holds this direction back): the peer is not the silent one.
@@ -177,16 +177,16 @@ func (r *Relay) Liveness(which lifecycle.Leg) (heard, writing time.Time) {
 	if w == 0 {
 		return heard, time.Time{}
 	}
-	writing = l.base.Add(time.Duration(w - 1))
+	writing = l.rd.base.Add(time.Duration(w - 1))
 	// A write blocks while the peer drains the socket's queue: it makes
 	// progress as long as the peer acknowledges bytes.
 	if acked, ok := ackedBytes(l.sock); ok {
 		if acked != l.acked.Load() {
 			l.acked.Store(acked)
-			l.progressAt.Store(int64(time.Since(l.base)) + 1)
+			l.progressAt.Store(int64(time.Since(l.rd.base)) + 1)
 		}
 		if p := l.progressAt.Load(); p > w {
-			writing = l.base.Add(time.Duration(p - 1))
+			writing = l.rd.base.Add(time.Duration(p - 1))
 		}
 	}
 	return heard, writing

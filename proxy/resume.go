@@ -428,8 +428,8 @@ func (p *pump) redial(ctx context.Context, rec *lifecycle.Resume, replay dialect
 		return nil, err
 	}
 	rec.Upstream = up.Upstream.Name
-	nl := newLeg(up.Net, up.BR, false, p.src.base)
-	nl.heard.Store(int64(time.Since(nl.base)))
+	nl := newLeg(up.Net, up.BR, false, p.src.rd.base)
+	nl.heard.Store(int64(time.Since(nl.rd.base)))
 	if up.FirstType != "" {
 		p.r.obs.Captured([]byte(up.FirstType), up.FirstPayload)
 	}
