@@ -148,8 +148,14 @@ type Session struct {
 	spanID          string
 	peerClose       *PeerClose          // the close frame that ended the session, if one did
 	rateLimits      []dialect.RateLimit // the upstream's latest rate limits
-	// res is the session's side of resuming on a new upstream session.
-	res resumeState
+	// upstream is the upstream serving the call now (Info.Upstream until a resume).
+	upstream string
+	// upAudio is the current upstream session's own cumulative audio
+	// seconds (the call's total, audioSeconds, sums its upstream sessions).
+	upAudio float64
+	// res is the session's side of resuming on a new upstream session; nil
+	// when the call cannot resume. Set by Open, never changed after.
+	res *resumeState
 }
 
 // PeerClose is a close frame received from one leg.
@@ -290,9 +296,12 @@ func (s *Session) LegError(leg Leg, err error) {
 	if s.resuming.Load() {
 		return // the old upstream leg: the relay is replacing it
 	}
-	s.mu.Lock()
-	fatal := s.res.fatalHeld
-	s.mu.Unlock()
+	fatal := false
+	if s.res != nil {
+		s.mu.Lock()
+		fatal = s.res.fatalHeld
+		s.mu.Unlock()
+	}
 	if fatal {
 		// A fatal error event the call did not resume from.
 		s.End(ReasonUpstreamFatalEvent)
@@ -611,11 +620,13 @@ func (s *Session) Summary() Summary {
 		model = s.Info.Model
 	}
 	var parts []UpstreamPart
-	if s.res.count > 0 {
+	resumes := 0
+	if s.res != nil && s.res.count > 0 {
+		resumes = s.res.count
 		parts = append(append(parts, s.res.parts...), s.currentPart(end, ""))
 	}
 	return Summary{
-		Resumes: s.res.count, Parts: parts,
+		Resumes: resumes, Parts: parts,
 		Reason: s.reason, CloseClient: s.closeClient, CloseUp: s.closeUp, CloseUnsent: s.closeUnsent,
 		Duration:  end.Sub(s.StartedAt),
 		Bytes:     [2]int64{s.bytes[0].Load(), s.bytes[1].Load()},
@@ -664,7 +675,10 @@ func (s *Session) Snapshot() Snapshot {
 		state = stateResponding
 	}
 	conv, model, audio := s.conversation, s.model, s.audioSeconds
-	upstream, resumes := s.res.upstream, s.res.count
+	upstream, resumes := s.upstream, 0
+	if s.res != nil {
+		resumes = s.res.count
+	}
 	limits := append([]dialect.RateLimit(nil), s.rateLimits...)
 	s.mu.Unlock()
 	if model == "" {

@@ -188,9 +188,9 @@ func (s *Session) AudioSeconds(total float64) {
 	s.mu.Lock()
 	// total is the current upstream session's; a call that resumed sums
 	// its upstream sessions.
-	grown := total - s.res.upAudio
+	grown := total - s.upAudio
 	if grown > 0 {
-		s.res.upAudio = total
+		s.upAudio = total
 		s.audioSeconds += grown
 	}
 	s.mu.Unlock()
@@ -207,7 +207,7 @@ func (s *Session) AudioSeconds(total float64) {
 // its socket, or CloseTimeout later with 1000 on both legs.
 func (s *Session) UpstreamEnded(reason string) {
 	s.mu.Lock()
-	if s.res.pending != "" || s.resuming.Load() {
+	if s.res != nil && (s.res.pending != "" || s.resuming.Load()) {
 		// Kept from the client: the call resumes (ResumeFailed applies it if not).
 		s.res.suppressedEnd = cmp.Or(reason, "unknown")
 		s.mu.Unlock()
