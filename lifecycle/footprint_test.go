@@ -5,10 +5,21 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unsafe"
 
 	"github.com/tetherproxy/tether/dialect"
 	"github.com/tetherproxy/tether/dialect/live"
 )
+
+// An open session fits Go's 1,024-byte size class: what only a resume or
+// a session's end needs is allocated apart, when needed.
+func TestSessionSizeClass(t *testing.T) {
+	size := unsafe.Sizeof(Session{})
+	t.Logf("Session %d bytes; apart: resume state %d, end state %d", size, unsafe.Sizeof(resumeState{}), unsafe.Sizeof(endState{}))
+	if size > 1024 {
+		t.Errorf("Session is %d bytes, over the 1,024-byte size class", size)
+	}
+}
 
 // A session that cannot resume (resume off, or a dialect that cannot carry
 // a call over) holds no resume state, and every path that asks about
@@ -49,6 +60,9 @@ func TestNoResumeStateWithoutResume(t *testing.T) {
 				s.AudioSeconds(5)
 				if snap := s.Snapshot(); snap.Upstream != "u" || snap.Resumes != 0 || snap.AudioSeconds != 5 {
 					t.Errorf("snapshot upstream %q resumes %d audio %v; want u, 0, 5", snap.Upstream, snap.Resumes, snap.AudioSeconds)
+				}
+				if s.ending != nil {
+					t.Error("an open session that is not ending holds an end state")
 				}
 				s.UpstreamEnded("expired")
 				s.LegError(Upstream, errors.New("EOF"))

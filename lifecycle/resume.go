@@ -219,7 +219,7 @@ func (s *Session) mayResume(trigger Trigger) bool {
 		return false // the client is ending the call
 	}
 	s.mu.Lock()
-	if s.boundaryPending || s.upstreamEnd != "" {
+	if e := s.ending; e != nil && (e.boundaryPending || e.upstreamEnd != "") {
 		// Ending anyway, or the upstream ended the call on purpose.
 		s.mu.Unlock()
 		return false
