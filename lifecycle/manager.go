@@ -133,7 +133,7 @@ func (m *Manager) Reserve() (release func(), err error) {
 // call Start, and Finished once the relay's goroutines have exited.
 func (m *Manager) Open(info Info) *Session {
 	s := &Session{ID: newID(), Info: info, StartedAt: time.Now(), mgr: m, log: m.log, dialect: info.Dialect,
-		upstreamDone: make(chan struct{})}
+		upstream: info.Upstream}
 	if s.dialect == nil {
 		s.dialect = dialect.None{}
 	}

@@ -105,11 +105,11 @@ type Interrupter interface {
 	Interrupt() bool
 }
 
-// resumeState is a session's side of resuming (guarded by Session.mu,
-// but for mem, which memMu guards).
+// resumeState is the side of resuming of a session that can resume
+// (guarded by Session.mu, but for mem, which memMu guards). A session that
+// cannot (resume off, or a dialect that cannot carry a call over) has none.
 type resumeState struct {
-	// mem is what the call keeps to resume; nil when it cannot (resume
-	// off, or a dialect that cannot carry a call over).
+	// mem is what the call keeps to resume (never nil).
 	mem   dialect.Memory
 	memMu sync.Mutex
 	on    map[Trigger]bool
@@ -127,8 +127,6 @@ type resumeState struct {
 	// resume was refused for max_resumes (reported once).
 	count     int
 	exhausted bool
-	// upstream is the upstream serving the call now.
-	upstream string
 	// parts are the upstream sessions that ended under the call;
 	// partTokens, partAudio and partStart are the call's usage when the
 	// current one started. ending is the old upstream session's part while
@@ -140,15 +138,11 @@ type resumeState struct {
 	ending     UpstreamPart
 	endTokens  Tokens
 	endAudio   float64
-	// upAudio is the current upstream session's own cumulative audio
-	// seconds (the call's total is the sum over its upstream sessions).
-	upAudio float64
 }
 
-// initResume prepares the session to resume (Manager.Open).
+// initResume gives the session its resume state if the call can resume
+// (Manager.Open); s.res stays nil otherwise, and never changes after.
 func (s *Session) initResume() {
-	s.res.upstream = s.Info.Upstream
-	s.res.partStart = s.StartedAt
 	o := s.mgr.opts.Resume
 	if !o.Enabled {
 		return
@@ -157,21 +151,21 @@ func (s *Session) initResume() {
 	if !ok {
 		return
 	}
-	s.res.mem = r.NewMemory(o.History)
-	s.res.on = make(map[Trigger]bool, len(o.On))
+	res := &resumeState{mem: r.NewMemory(o.History), on: make(map[Trigger]bool, len(o.On)), partStart: s.StartedAt}
 	for _, t := range o.On {
-		s.res.on[t] = true
+		res.on[t] = true
 	}
+	s.res = res
 }
 
 // Resumable reports whether the call can resume on a new upstream session.
-func (s *Session) Resumable() bool { return s.res.mem != nil }
+func (s *Session) Resumable() bool { return s.res != nil }
 
 // Upstream is the name of the upstream serving the call now.
 func (s *Session) Upstream() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.res.upstream
+	return s.upstream
 }
 
 // ResumeBuffer is how much client audio is held while the call resumes.
@@ -179,7 +173,7 @@ func (s *Session) ResumeBuffer() time.Duration { return s.mgr.opts.Resume.Buffer
 
 // withMemory runs f on the call's memory, if it has one.
 func (s *Session) withMemory(f func(m dialect.Memory)) {
-	if s.res.mem == nil {
+	if s.res == nil {
 		return
 	}
 	s.res.memMu.Lock()
@@ -190,7 +184,7 @@ func (s *Session) withMemory(f func(m dialect.Memory)) {
 // CaptureClient reports whether a client message of type typ is to be
 // captured whole for ClientCaptured (the call's memory wants it).
 func (s *Session) CaptureClient(typ []byte) bool {
-	return s.res.mem != nil && s.res.mem.CaptureClient(typ)
+	return s.res != nil && s.res.mem.CaptureClient(typ)
 }
 
 // ClientCaptured hands a captured client message (unmasked, after it was
@@ -202,21 +196,21 @@ func (s *Session) ClientCaptured(typ, payload []byte) {
 
 // captureUpstream reports whether the memory wants an upstream message.
 func (s *Session) captureUpstream(typ []byte) bool {
-	return s.res.mem != nil && s.res.mem.CaptureUpstream(typ)
+	return s.res != nil && s.res.mem.CaptureUpstream(typ)
 }
 
 // holdUpstream reports whether the memory wants an upstream message held.
-func (s *Session) holdUpstream(typ []byte) bool { return s.res.mem != nil && s.res.mem.Hold(typ) }
+func (s *Session) holdUpstream(typ []byte) bool { return s.res != nil && s.res.mem.Hold(typ) }
 
 // Droppable reports whether a held client message of type typ may be
 // dropped when the audio held while resuming overflows its bound.
-func (s *Session) Droppable(typ []byte) bool { return s.res.mem != nil && s.res.mem.Droppable(typ) }
+func (s *Session) Droppable(typ []byte) bool { return s.res != nil && s.res.mem.Droppable(typ) }
 
 // mayResume reports whether the call would resume for trigger now. A call
 // refused only because it resumed max_resumes times already is reported
 // once (result exhausted).
 func (s *Session) mayResume(trigger Trigger) bool {
-	if s.res.mem == nil || !s.res.on[trigger] || s.ended.Load() || s.mgr.Draining() {
+	if s.res == nil || !s.res.on[trigger] || s.ended.Load() || s.mgr.Draining() {
 		return false
 	}
 	closing := false
@@ -225,7 +219,7 @@ func (s *Session) mayResume(trigger Trigger) bool {
 		return false // the client is ending the call
 	}
 	s.mu.Lock()
-	if s.boundaryPending || s.upstreamEnd != "" {
+	if e := s.ending; e != nil && (e.boundaryPending || e.upstreamEnd != "") {
 		// Ending anyway, or the upstream ended the call on purpose.
 		s.mu.Unlock()
 		return false
@@ -236,7 +230,7 @@ func (s *Session) mayResume(trigger Trigger) bool {
 	}
 	report := !s.res.exhausted
 	s.res.exhausted = true
-	from := s.res.upstream
+	from := s.upstream
 	s.mu.Unlock()
 	if report {
 		s.log.Info("call not resumed: max_resumes reached", "session", s.ID, "trigger", string(trigger))
@@ -275,6 +269,9 @@ func (s *Session) Swallow(typ, payload []byte) bool {
 
 // pendingResume reports the trigger of an ending kept from the client, if any.
 func (s *Session) pendingResume() Trigger {
+	if s.res == nil {
+		return ""
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.res.pending
@@ -290,6 +287,9 @@ func (s *Session) pendingResume() Trigger {
 func (s *Session) ResumeBegin(cause Trigger) (Trigger, bool) {
 	trigger := cmp.Or(s.pendingResume(), cause)
 	if !s.mayResume(trigger) {
+		if s.res == nil {
+			return trigger, false
+		}
 		s.mu.Lock()
 		suppressed := s.res.suppressedEnd
 		s.res.pending, s.res.suppressedEnd = "", ""
@@ -340,11 +340,11 @@ func (s *Session) Resumed(r Resume) int {
 	s.mu.Lock()
 	s.res.parts = append(s.res.parts, s.res.ending)
 	s.res.partTokens, s.res.partAudio, s.res.partStart = s.res.endTokens, s.res.endAudio, r.Start.Add(r.Gap)
-	s.res.upAudio = 0
+	s.upAudio = 0
 	s.res.fatalHeld = false
 	s.res.count++
 	r.Resumes = s.res.count
-	s.res.upstream = r.Upstream
+	s.upstream = r.Upstream
 	s.res.pending, s.res.suppressedEnd = "", ""
 	s.mu.Unlock()
 	// The old upstream heard the caller start speaking; the new one did not.
@@ -384,12 +384,12 @@ func (s *Session) resumeHooks(r Resume) {
 	}
 }
 
-// currentPart is the upstream session serving the call, as a part ended
-// by trigger ("" for the last one). Called with mu held.
+// currentPart is the upstream session serving a call that can resume, as
+// a part ended by trigger ("" for the last one). Called with mu held.
 func (s *Session) currentPart(now time.Time, trigger Trigger) UpstreamPart {
 	t := s.tokens
 	t.Sub(s.res.partTokens)
-	return UpstreamPart{Upstream: s.res.upstream, Conversation: s.conversation, Tokens: t,
+	return UpstreamPart{Upstream: s.upstream, Conversation: s.conversation, Tokens: t,
 		AudioSeconds: s.audioSeconds - s.res.partAudio, Duration: now.Sub(s.res.partStart), Ended: trigger}
 }
 

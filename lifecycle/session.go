@@ -90,14 +90,9 @@ type Session struct {
 	turns bool
 	// closeMsg is the dialect's graceful close message (nil: none).
 	closeMsg []byte
-	// upstreamDone is closed when the upstream ended the session itself
-	// (dialect.Signals.UpstreamEnded).
-	upstreamDone chan struct{}
 
 	// t is set once by Start (guarded by mu) before any timer runs.
 	t Transport
-	// shutdownPending: End ran before Start, so Start must call Shutdown (guarded by mu).
-	shutdownPending bool
 	// release frees the session's admission slot (set by ReleaseOnEnd,
 	// guarded by mu); called by end, so a client may reconnect as soon as its
 	// session has ended, not only after the sockets linger out.
@@ -122,6 +117,36 @@ type Session struct {
 	mu        sync.Mutex
 	idleTimer *time.Timer // nil when idle_timeout is 0; stopped by End
 	maxTimer  *time.Timer // nil when max_duration is 0; stopped by End
+	// ending is the session's way to its end; nil until one is under way
+	// (see endState).
+	ending       *endState
+	audioSeconds float64 // cumulative billed audio seconds (AudioSeconds)
+	conversation string  // upstream session id (sess_...)
+	model        string  // model reported by session.created
+	tokens       Tokens
+	turnStart    time.Time // trigger for time to first audio (speech_stopped / commit / response.created)
+	curResponse  string    // id of the response awaiting its first audio
+	respStart    time.Time // when curResponse was created
+	lastTTFA     time.Duration
+	traceID      string // set by a tracing hook; joins logs and traces
+	spanID       string
+	rateLimits   []dialect.RateLimit // the upstream's latest rate limits
+	// upstream is the upstream serving the call now (Info.Upstream until a resume).
+	upstream string
+	// upAudio is the current upstream session's own cumulative audio
+	// seconds (the call's total, audioSeconds, sums its upstream sessions).
+	upAudio float64
+	// res is the session's side of resuming on a new upstream session; nil
+	// when the call cannot resume. Set by Open, never changed after.
+	res *resumeState
+}
+
+// endState is what a session holds only once its end is under way: asked
+// for at its next answer boundary (EndAtBoundary), announced by the
+// upstream (UpstreamEnded), begun by a peer's close frame, or done (End).
+// The first of these allocates it (Session.endingState), so an open
+// session that is not ending carries none of it. Guarded by Session.mu.
+type endState struct {
 	// boundaryPending: the session ends at its next answer boundary
 	// (EndAtBoundary), with boundaryReason and boundaryNotice.
 	boundaryPending bool
@@ -129,27 +154,29 @@ type Session struct {
 	boundaryNotice  string
 	drainTimer      *time.Timer // waits for a quiet moment (AnswerSpoken); stopped by End
 	boundaryTimer   *time.Timer // ends a session that never reaches its boundary; stopped by End
-	upEndTimer      *time.Timer // after UpstreamEnded: ends the session if the upstream keeps its socket open
-	upstreamEnd     string      // the upstream's own end reason (UpstreamEnded), "" until then
-	audioSeconds    float64     // cumulative billed audio seconds (AudioSeconds)
-	reason          Reason      // set by End
-	closeClient     CloseFrame  // what End sent to the client
-	closeUp         CloseFrame  // what End sent upstream
-	closeUnsent     [2]bool     // by Leg: a close frame was meant but not written
-	endedAt         time.Time
-	conversation    string // upstream session id (sess_...)
-	model           string // model reported by session.created
-	tokens          Tokens
-	turnStart       time.Time // trigger for time to first audio (speech_stopped / commit / response.created)
-	curResponse     string    // id of the response awaiting its first audio
-	respStart       time.Time // when curResponse was created
-	lastTTFA        time.Duration
-	traceID         string // set by a tracing hook; joins logs and traces
-	spanID          string
-	peerClose       *PeerClose          // the close frame that ended the session, if one did
-	rateLimits      []dialect.RateLimit // the upstream's latest rate limits
-	// res is the session's side of resuming on a new upstream session.
-	res resumeState
+	// upstreamEnd is the upstream's own end reason (UpstreamEnded), ""
+	// until then; upstreamDone is closed then.
+	upstreamEnd  string
+	upstreamDone chan struct{}
+	upEndTimer   *time.Timer // after UpstreamEnded: ends the session if the upstream keeps its socket open
+	peerClose    *PeerClose  // the close frame that ended the session, if one did
+	// Set by End.
+	reason      Reason
+	closeClient CloseFrame // what End sent to the client
+	closeUp     CloseFrame // what End sent upstream
+	closeUnsent [2]bool    // by Leg: a close frame was meant but not written
+	endedAt     time.Time
+	// shutdownPending: End ran before Start, so Start must call Shutdown.
+	shutdownPending bool
+}
+
+// endingState returns the session's end state, allocating it the first
+// time. Called with mu held.
+func (s *Session) endingState() *endState {
+	if s.ending == nil {
+		s.ending = &endState{upstreamDone: make(chan struct{})}
+	}
+	return s.ending
 }
 
 // PeerClose is a close frame received from one leg.
@@ -199,8 +226,9 @@ func (s *Session) Start(t Transport) {
 	if s.ended.Load() {
 		// Ended before the relay existed (drain began mid-handshake): the
 		// relay still needs its close frames, exactly once.
-		pending, c, u, reason := s.shutdownPending, s.closeClient, s.closeUp, s.reason
-		s.shutdownPending = false
+		e := s.endingState()
+		pending, c, u, reason := e.shutdownPending, e.closeClient, e.closeUp, e.reason
+		e.shutdownPending = false
 		s.mu.Unlock()
 		if pending && s.closesGracefully(reason) {
 			// The upstream session started: close it as any other (the
@@ -264,8 +292,10 @@ func (s *Session) Pong(leg Leg) {
 func (s *Session) CloseReceived(leg Leg, code wsframe.CloseCode, reason string) {
 	cf := CloseFrame{Code: code, Reason: reason}
 	s.mu.Lock()
-	if !s.ended.Load() && s.peerClose == nil {
-		s.peerClose = &PeerClose{Leg: leg, Code: code, Reason: reason}
+	if !s.ended.Load() {
+		if e := s.endingState(); e.peerClose == nil {
+			e.peerClose = &PeerClose{Leg: leg, Code: code, Reason: reason}
+		}
 	}
 	s.mu.Unlock()
 	if leg == Client {
@@ -290,9 +320,12 @@ func (s *Session) LegError(leg Leg, err error) {
 	if s.resuming.Load() {
 		return // the old upstream leg: the relay is replacing it
 	}
-	s.mu.Lock()
-	fatal := s.res.fatalHeld
-	s.mu.Unlock()
+	fatal := false
+	if s.res != nil {
+		s.mu.Lock()
+		fatal = s.res.fatalHeld
+		s.mu.Unlock()
+	}
 	if fatal {
 		// A fatal error event the call did not resume from.
 		s.End(ReasonUpstreamFatalEvent)
@@ -308,12 +341,9 @@ func (s *Session) LegError(leg Leg, err error) {
 
 // upstreamEnded reports whether the upstream ended the session itself.
 func (s *Session) upstreamEnded() bool {
-	select {
-	case <-s.upstreamDone:
-		return true
-	default:
-		return false
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ending != nil && s.ending.upstreamEnd != ""
 }
 
 // End tears the session down with reason and the contract's close codes.
@@ -331,24 +361,25 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 		return
 	}
 	s.mu.Lock()
-	s.reason = reason
-	s.closeClient = client
-	s.closeUp = upstream
-	s.endedAt = time.Now()
+	e := s.endingState()
+	e.reason = reason
+	e.closeClient = client
+	e.closeUp = upstream
+	e.endedAt = time.Now()
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
 	}
 	if s.maxTimer != nil {
 		s.maxTimer.Stop()
 	}
-	if s.drainTimer != nil {
-		s.drainTimer.Stop()
+	if e.drainTimer != nil {
+		e.drainTimer.Stop()
 	}
-	if s.boundaryTimer != nil {
-		s.boundaryTimer.Stop()
+	if e.boundaryTimer != nil {
+		e.boundaryTimer.Stop()
 	}
-	if s.upEndTimer != nil {
-		s.upEndTimer.Stop()
+	if e.upEndTimer != nil {
+		e.upEndTimer.Stop()
 	}
 	s.mu.Unlock()
 	s.hb[Client].stop()
@@ -364,7 +395,7 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	}
 	s.mu.Lock()
 	t := s.t
-	s.shutdownPending = t == nil
+	e.shutdownPending = t == nil
 	release := s.release
 	s.mu.Unlock()
 	if t != nil && s.closesGracefully(reason) {
@@ -404,12 +435,15 @@ func (s *Session) closeGracefully(t Transport, client, upstream CloseFrame, rele
 // awaitUpstreamEnd waits until the upstream ended the session, d passed,
 // or stoppingCloseWait after tether stopped waiting for anything.
 func (s *Session) awaitUpstreamEnd(d time.Duration) {
+	s.mu.Lock()
+	done := s.endingState().upstreamDone
+	s.mu.Unlock()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	stopping := s.mgr.Stopping().Done()
 	for {
 		select {
-		case <-s.upstreamDone:
+		case <-done:
 			return
 		case <-timer.C:
 			s.log.Info("upstream did not confirm the close", "session", s.ID, "waited_ms", d.Milliseconds())
@@ -438,12 +472,13 @@ func (s *Session) finish(t Transport, client, upstream CloseFrame, release func(
 func (s *Session) recordSent(sent [2]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closeUnsent = [2]bool{s.closeClient.Code != CodeNone && !sent[Client], s.closeUp.Code != CodeNone && !sent[Upstream]}
+	e := s.endingState()
+	e.closeUnsent = [2]bool{e.closeClient.Code != CodeNone && !sent[Client], e.closeUp.Code != CodeNone && !sent[Upstream]}
 	if !sent[Client] {
-		s.closeClient = CloseFrame{}
+		e.closeClient = CloseFrame{}
 	}
 	if !sent[Upstream] {
-		s.closeUp = CloseFrame{}
+		e.closeUp = CloseFrame{}
 	}
 }
 
@@ -512,10 +547,10 @@ func (s *Session) EndAtBoundary(reason Reason, notice string, within time.Durati
 	s.mu.Lock()
 	// A drain's shutdown gives way to a reason of the session's own (its
 	// client learns its budget is spent, not only that tether stops).
-	if !s.boundaryPending || s.boundaryReason == ReasonShutdown && reason != ReasonShutdown {
-		s.boundaryPending, s.boundaryReason, s.boundaryNotice = true, reason, notice
-		if within > 0 && s.boundaryTimer == nil && !s.ended.Load() {
-			s.boundaryTimer = time.AfterFunc(within, s.endPending)
+	if e := s.endingState(); !e.boundaryPending || e.boundaryReason == ReasonShutdown && reason != ReasonShutdown {
+		e.boundaryPending, e.boundaryReason, e.boundaryNotice = true, reason, notice
+		if within > 0 && e.boundaryTimer == nil && !s.ended.Load() {
+			e.boundaryTimer = time.AfterFunc(within, s.endPending)
 		}
 	}
 	s.mu.Unlock()
@@ -532,10 +567,10 @@ func (s *Session) atBoundary() {
 		wait = s.mgr.opts.Quiet - (s.since() - time.Duration(last-1))
 	}
 	if wait > 0 && !s.ended.Load() {
-		if s.drainTimer == nil {
-			s.drainTimer = time.AfterFunc(wait, s.atBoundary)
+		if e := s.endingState(); e.drainTimer == nil {
+			e.drainTimer = time.AfterFunc(wait, s.atBoundary)
 		} else {
-			s.drainTimer.Reset(wait)
+			e.drainTimer.Reset(wait)
 		}
 	}
 	s.mu.Unlock()
@@ -547,7 +582,8 @@ func (s *Session) atBoundary() {
 // endPending ends the session for the reason EndAtBoundary gave.
 func (s *Session) endPending() {
 	s.mu.Lock()
-	reason, notice := s.boundaryReason, s.boundaryNotice
+	e := s.endingState()
+	reason, notice := e.boundaryReason, e.boundaryNotice
 	s.mu.Unlock()
 	client, upstream := closeCodes(reason)
 	client.Notice = notice
@@ -602,7 +638,11 @@ type Summary struct {
 func (s *Session) Summary() Summary {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	end := s.endedAt
+	e := s.ending
+	if e == nil {
+		e = &endState{} // not ended yet
+	}
+	end := e.endedAt
 	if end.IsZero() {
 		end = time.Now()
 	}
@@ -611,19 +651,21 @@ func (s *Session) Summary() Summary {
 		model = s.Info.Model
 	}
 	var parts []UpstreamPart
-	if s.res.count > 0 {
+	resumes := 0
+	if s.res != nil && s.res.count > 0 {
+		resumes = s.res.count
 		parts = append(append(parts, s.res.parts...), s.currentPart(end, ""))
 	}
 	return Summary{
-		Resumes: s.res.count, Parts: parts,
-		Reason: s.reason, CloseClient: s.closeClient, CloseUp: s.closeUp, CloseUnsent: s.closeUnsent,
+		Resumes: resumes, Parts: parts,
+		Reason: e.reason, CloseClient: e.closeClient, CloseUp: e.closeUp, CloseUnsent: e.closeUnsent,
 		Duration:  end.Sub(s.StartedAt),
 		Bytes:     [2]int64{s.bytes[0].Load(), s.bytes[1].Load()},
 		Frames:    [2]int64{s.frames[0].Load(), s.frames[1].Load()},
 		Responses: s.responses.Load(), Tokens: s.tokens,
 		Conversation: s.conversation, Model: model,
-		PeerClose: s.peerClose, LastTTFA: s.lastTTFA, TraceID: s.traceID, SpanID: s.spanID,
-		AudioSeconds: s.audioSeconds, UpstreamEndReason: s.upstreamEnd, Dialect: s.DialectName(),
+		PeerClose: e.peerClose, LastTTFA: s.lastTTFA, TraceID: s.traceID, SpanID: s.spanID,
+		AudioSeconds: s.audioSeconds, UpstreamEndReason: e.upstreamEnd, Dialect: s.DialectName(),
 	}
 }
 
@@ -658,13 +700,16 @@ func (s *Session) Snapshot() Snapshot {
 	switch {
 	case s.ended.Load():
 		state = stateClosing
-	case s.boundaryPending:
+	case s.ending != nil && s.ending.boundaryPending:
 		state = stateDraining
 	case s.inResponse.Load() > 0 || s.answerSpeaking():
 		state = stateResponding
 	}
 	conv, model, audio := s.conversation, s.model, s.audioSeconds
-	upstream, resumes := s.res.upstream, s.res.count
+	upstream, resumes := s.upstream, 0
+	if s.res != nil {
+		resumes = s.res.count
+	}
 	limits := append([]dialect.RateLimit(nil), s.rateLimits...)
 	s.mu.Unlock()
 	if model == "" {

@@ -142,7 +142,7 @@ func (s *Session) AnswerDone(responseID, status string, u Tokens) {
 		s.curResponse = ""
 		s.audioPending.Store(false)
 	}
-	boundary := s.boundaryPending && s.inResponse.Load() == 0
+	boundary := s.ending != nil && s.ending.boundaryPending && s.inResponse.Load() == 0
 	s.mu.Unlock()
 	for _, h := range s.mgr.opts.Hooks {
 		h.ResponseDone(s, responseID, status, u)
@@ -188,9 +188,9 @@ func (s *Session) AudioSeconds(total float64) {
 	s.mu.Lock()
 	// total is the current upstream session's; a call that resumed sums
 	// its upstream sessions.
-	grown := total - s.res.upAudio
+	grown := total - s.upAudio
 	if grown > 0 {
-		s.res.upAudio = total
+		s.upAudio = total
 		s.audioSeconds += grown
 	}
 	s.mu.Unlock()
@@ -207,26 +207,27 @@ func (s *Session) AudioSeconds(total float64) {
 // its socket, or CloseTimeout later with 1000 on both legs.
 func (s *Session) UpstreamEnded(reason string) {
 	s.mu.Lock()
-	if s.res.pending != "" || s.resuming.Load() {
+	if s.res != nil && (s.res.pending != "" || s.resuming.Load()) {
 		// Kept from the client: the call resumes (ResumeFailed applies it if not).
 		s.res.suppressedEnd = cmp.Or(reason, "unknown")
 		s.mu.Unlock()
 		return
 	}
-	if s.upstreamEnd != "" || s.upstreamEnded() {
+	e := s.endingState()
+	if e.upstreamEnd != "" {
 		s.mu.Unlock()
 		return
 	}
-	s.upstreamEnd = cmp.Or(reason, "unknown")
-	close(s.upstreamDone)
+	e.upstreamEnd = cmp.Or(reason, "unknown")
+	close(e.upstreamDone)
 	if !s.ended.Load() {
-		s.upEndTimer = time.AfterFunc(cmp.Or(s.mgr.opts.CloseTimeout, time.Second), func() {
+		e.upEndTimer = time.AfterFunc(cmp.Or(s.mgr.opts.CloseTimeout, time.Second), func() {
 			normal := CloseFrame{Code: wsframe.NormalClosure}
 			s.end(ReasonUpstreamClosed, normal, normal)
 		})
 	}
 	s.mu.Unlock()
-	s.log.Info("upstream ended the session", "session", s.ID, "end_reason", s.upstreamEnd)
+	s.log.Info("upstream ended the session", "session", s.ID, "end_reason", e.upstreamEnd)
 }
 
 // UpstreamError implements dialect.Signals: a code listed in
