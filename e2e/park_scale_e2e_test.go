@@ -160,12 +160,14 @@ func TestParkScale(t *testing.T) {
 		_ = nc.SetDeadline(time.Time{})
 		e := newScaleEnd(nc, nil, false)
 		close(e.created)
-		if e.write(ws.NewTextFrame([]byte(rawSessionCreated))) != nil {
-			return
-		}
+		// Counted before session.created goes out: a client that has it
+		// finds its upstream end in ups.
 		upMu.Lock()
 		ups = append(ups, e)
 		upMu.Unlock()
+		if e.write(ws.NewTextFrame([]byte(rawSessionCreated))) != nil {
+			return
+		}
 		<-e.done
 	})
 	p := startTether(t, "proxy.yaml", map[string]string{
