@@ -77,6 +77,7 @@ const (
 	DefaultLiveCloseTimeout  = 5 * time.Second
 	DefaultLiveQuiet         = time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultParkAfter         = time.Second
 	DefaultMaxSessions       = 10000
 	DefaultMaxFrameBytes     = 16 << 20 // 16 MiB: one large input_audio_buffer.append
 	DefaultAdminListen       = "127.0.0.1:9090"
@@ -163,6 +164,7 @@ func Default() *Config {
 			Paths:            []string{DefaultServerPath},
 			LivePaths:        []string{DefaultLivePath},
 			HandshakeTimeout: DefaultHandshakeTimeout,
+			ParkAfter:        DefaultParkAfter,
 			MaxSessions:      DefaultMaxSessions,
 			MaxFrameBytes:    DefaultMaxFrameBytes,
 			AllowedOrigins:   []string{},

@@ -31,6 +31,7 @@ func TestDefaultValues(t *testing.T) {
 		{"server.listen", c.Server.Listen, "127.0.0.1:8080"},
 		{"server.paths", c.Server.Paths, []string{"/v1/realtime"}},
 		{"server.handshake_timeout", c.Server.HandshakeTimeout, 10 * time.Second},
+		{"server.park_after", c.Server.ParkAfter, time.Second},
 		{"server.max_sessions", c.Server.MaxSessions, 10000},
 		{"server.max_frame_bytes", c.Server.MaxFrameBytes, int64(16777216)},
 		{"server.allowed_origins", c.Server.AllowedOrigins, []string{}},

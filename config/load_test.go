@@ -237,6 +237,43 @@ func TestLoadTypeErrors(t *testing.T) {
 	}
 }
 
+// TestLoadParkAfter: server.park_after is read from the file or the
+// environment, and a value that is not a positive duration is reported at
+// its key path.
+func TestLoadParkAfter(t *testing.T) {
+	isolateEnv(t)
+	c, err := Load(writeYAML(t, "server: {park_after: 250ms}"))
+	if err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	if c.Server.ParkAfter != 250*time.Millisecond {
+		t.Errorf("park_after = %v, want 250ms", c.Server.ParkAfter)
+	}
+	for _, tt := range []struct{ yaml, msg string }{
+		{"server: {park_after: 0s}", "must be > 0 (got 0s)"},
+		{"server: {park_after: -1s}", "must be > 0 (got -1s)"},
+		{"server: {park_after: soon}", `must be a duration such as "30s" or "1m30s", got "soon"`},
+		{"server: {park_after: 200}", "must be a duration with a unit"},
+	} {
+		_, err := Load(writeYAML(t, tt.yaml))
+		if got := problemPaths(t, err); !slices.Equal(got, []string{"server.park_after"}) {
+			t.Errorf("%s: paths = %q, want [server.park_after]\n%v", tt.yaml, got, err)
+			continue
+		}
+		if msg := problemAt(err, "server.park_after"); !strings.Contains(msg, tt.msg) {
+			t.Errorf("%s: message %q does not contain %q", tt.yaml, msg, tt.msg)
+		}
+	}
+	t.Setenv("TETHER_SERVER_PARK_AFTER", "300ms")
+	c, err = Load(writeYAML(t, "server: {park_after: 250ms}"))
+	if err != nil {
+		t.Fatalf("Load with TETHER_SERVER_PARK_AFTER = %v", err)
+	}
+	if c.Server.ParkAfter != 300*time.Millisecond {
+		t.Errorf("park_after = %v, want the environment's 300ms", c.Server.ParkAfter)
+	}
+}
+
 // TestLoadLenientScalars: YAML scalars are accepted where the type is clear.
 func TestLoadLenientScalars(t *testing.T) {
 	isolateEnv(t)

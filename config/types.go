@@ -65,6 +65,9 @@ type Server struct {
 	LivePaths []string `mapstructure:"live_paths" yaml:"live_paths"`
 	// HandshakeTimeout bounds reading the client's upgrade request and dialing upstreams.
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout" yaml:"handshake_timeout"`
+	// ParkAfter is how long a leg carries no data frame before its pump
+	// parks: its goroutine ends until the socket turns readable again.
+	ParkAfter time.Duration `mapstructure:"park_after" yaml:"park_after"`
 	// MaxSessions is the number of concurrent sessions beyond which upgrades get HTTP 503.
 	MaxSessions int `mapstructure:"max_sessions" yaml:"max_sessions"`
 	// MaxFrameBytes is the largest frame payload accepted on either leg; beyond it the session closes with 1009.

@@ -169,6 +169,7 @@ func (s *Server) validate(ps *problems) {
 	checkPaths(ps, "server.paths", s.Paths, seen)
 	checkPaths(ps, "server.live_paths", s.LivePaths, seen)
 	positive(ps, "server.handshake_timeout", s.HandshakeTimeout)
+	positive(ps, "server.park_after", s.ParkAfter)
 	if s.MaxSessions < 1 {
 		ps.add("server.max_sessions", "must be >= 1 (got %d)", s.MaxSessions)
 	}

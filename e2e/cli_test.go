@@ -51,7 +51,7 @@ func TestCLIConfigDefaults(t *testing.T) {
 		t.Fatalf("config defaults: exit %d: %s", code, stderr)
 	}
 	for _, key := range []string{"server:", "admin:", "auth:", "upstreams", "lifecycle:", "tls:", "telemetry:", "log:",
-		"idle_timeout:", "max_duration:", "drain_timeout:", "fatal_upstream_errors:", "max_frame_bytes:"} {
+		"idle_timeout:", "max_duration:", "drain_timeout:", "fatal_upstream_errors:", "max_frame_bytes:", "park_after:"} {
 		if !strings.Contains(stdout, key) {
 			t.Errorf("config defaults lacks %q", key)
 		}

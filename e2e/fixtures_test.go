@@ -34,6 +34,7 @@ var fixtureDefaults = map[string]string{
 	"APIKeyEnv":          "E2E_UPSTREAM_KEY",
 	"APIKeyFile":         "",
 	"AllowedModels":      "[]",
+	"ParkAfter":          "1s", // tether's default; the park scenarios shorten it
 }
 
 // renderFixture fills testdata/name with vars (over fixtureDefaults) and

@@ -1,12 +1,16 @@
 package e2e
 
-// Parked legs (proxy/park.go) driven from outside: every scenario first
-// keeps the session quiet for longer than the default ParkAfter (1 s), so
-// both pumps have parked, then acts.
+// Parked legs (proxy/park.go) driven from outside: every scenario runs
+// tether with a short server.park_after, waits until the goroutine profile
+// shows the session's pumps parked, then acts.
 
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
+	"maps"
+	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,18 +21,112 @@ import (
 	"github.com/tetherproxy/tether/upstreams/mock"
 )
 
-// parkQuiet is how long a scenario stays quiet so both legs park (after
-// tether's ParkAfter, 1 s, and the wake-up's latency).
-const parkQuiet = 1500 * time.Millisecond
+// parkAfter is server.park_after in the park scenarios' tether (tether's
+// default is 1 s): short, so that a scenario waits little for its legs to
+// park.
+const parkAfter = 200 * time.Millisecond
+
+// parkQuiet is a quiet spell well past parkAfter (and the wake-up's
+// latency): how long a frame's payload lags its header, for one.
+const parkQuiet = 3 * parkAfter
+
+// parkVars are a park scenario's fixture variables: vars, with tether's
+// park_after set to parkAfter.
+func parkVars(vars map[string]string) map[string]string {
+	v := map[string]string{"ParkAfter": parkAfter.String()}
+	maps.Copy(v, vars)
+	return v
+}
+
+// pumpGoroutines counts tether's goroutines that run a relay pump, from
+// its goroutine profile (a parked leg's pump has none), and returns their
+// records of the profile.
+func (p *proc) pumpGoroutines() (int, string) {
+	p.t.Helper()
+	code, body := p.get("/debug/pprof/goroutine?debug=1")
+	if code != http.StatusOK {
+		p.t.Fatalf("goroutine profile: HTTP %d", code)
+	}
+	// After a "goroutine profile: total" line, records are "<count> @ <pcs>"
+	// followed by one "#\t" line per frame, and end at a blank line.
+	_, recs, _ := strings.Cut(string(body), "\n")
+	var n int
+	var records strings.Builder
+	for rec := range strings.SplitSeq(recs, "\n\n") {
+		head, _, ok := strings.Cut(rec, " @ ")
+		if !ok || !strings.Contains(rec, "/proxy.(*pump).serve") {
+			continue
+		}
+		var count int
+		if _, err := fmt.Sscanf(strings.TrimSpace(head), "%d", &count); err != nil {
+			p.t.Fatalf("goroutine profile record %q: %v", head, err)
+		}
+		n += count
+		records.WriteString(rec + "\n\n")
+	}
+	return n, records.String()
+}
+
+// awaitParked waits until tether has sessions open and no pump running but
+// running (the upstream pumps of calls that may resume, which do not park):
+// every other leg of them is parked. It returns how long that took.
+func awaitParked(t testing.TB, p *proc, sessions, running int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var pumps, open int
+	var records string
+	ok := testkit.Poll(5*time.Second, func() bool {
+		// Pumps first: a session still listed afterwards was open when they
+		// were counted (the last pump of a session removes it as it stops).
+		if pumps, records = p.pumpGoroutines(); pumps != running {
+			return false
+		}
+		rows, _ := p.sessions()
+		open = len(rows)
+		return open == sessions
+	})
+	if !ok {
+		if len(records) > 6000 {
+			records = records[:6000]
+		}
+		t.Fatalf("legs not parked within 5s: %d pumps running (want %d), %d sessions open when last counted (want %d); pumps:\n%s",
+			pumps, running, open, sessions, records)
+	}
+	return time.Since(start)
+}
+
+// TestParkAfterFromConfig: tether's legs park server.park_after after the
+// last data frame: a data frame from the client, once the upstream has it,
+// leaves the client's leg running for park_after (200ms), not for
+// tether's default of 1 s. (A session that has carried no data frame
+// through the relay parks at once.)
+func TestParkAfterFromConfig(t *testing.T) {
+	t.Parallel()
+	raw := startRawUpstream(t)
+	p := startTether(t, "proxy.yaml", parkVars(map[string]string{"UpstreamURL": raw.URL}))
+	c := dialClient(t, p.Listen, clientOpts{})
+	up := raw.next(t)
+	c.WaitEvent("session.created", stepTimeout)
+	awaitParked(t, p, 1, 0)
+	sent := time.Now()
+	c.SendFrame(ws.OpText, true, []byte(`{"type":"conversation.item.create"}`))
+	testkit.WaitFor(t, stepTimeout, "the frame upstream", func() bool { return len(up.messages()) >= 1 })
+	awaitParked(t, p, 1, 0)
+	d := time.Since(sent)
+	t.Logf("the client's leg parked again %v after its data frame (park_after %v)", d.Round(time.Millisecond), parkAfter)
+	if d < parkAfter || d > 750*time.Millisecond {
+		t.Errorf("the client's leg parked %v after its data frame; with park_after %v, want %v to 750ms", d, parkAfter, parkAfter)
+	}
+}
 
 // TestParkedClientSilentHeartbeat: a quiet (parked) session whose client
 // then stops answering pings and reading: the upstream gets 1001 within
 // interval + timeout + 1 s, reason client_heartbeat_timeout.
 func TestParkedClientSilentHeartbeat(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, lvVars(""), mock.Options{})
+	r := newRig(t, parkVars(lvVars("")), mock.Options{})
 	c := r.dial(t, clientOpts{})
-	time.Sleep(parkQuiet)
+	awaitParked(t, r.p, 1, 0)
 	c.SetAnswerPings(false)
 	c.StopReading()
 	silent := time.Now()
@@ -53,9 +151,9 @@ func TestParkedClientSilentHeartbeat(t *testing.T) {
 // client gets 4002 within the bound, reason upstream_heartbeat_timeout.
 func TestParkedUpstreamStall(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, lvVars(""), mock.Options{})
+	r := newRig(t, parkVars(lvVars("")), mock.Options{})
 	c := r.dial(t, clientOpts{})
-	time.Sleep(parkQuiet)
+	awaitParked(t, r.p, 1, 0)
 	c.fault("stall", nil)
 	stall := time.Now()
 	expectClientClose(t, c, stall, 4002)
@@ -98,10 +196,12 @@ func TestParkedTimeouts(t *testing.T) {
 	}{{"IdleTimeout", "idle_timeout", 4000}, {"MaxDuration", "max_duration", 4001}} {
 		t.Run(tc.reason, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, map[string]string{tc.key: "3s"}, mock.Options{})
+			const timeout = 1500 * time.Millisecond
+			r := newRig(t, parkVars(map[string]string{tc.key: timeout.String()}), mock.Options{})
 			c := r.dial(t, clientOpts{})
 			start := time.Now()
-			parkEnd(t, r, c, start, 3*time.Second+1500*time.Millisecond, tc.code, 1000)
+			awaitParked(t, r.p, 1, 0)
+			parkEnd(t, r, c, start, timeout+1500*time.Millisecond, tc.code, 1000)
 			checkEnd(t, r.p, tc.reason, r.base, start)
 		})
 	}
@@ -110,9 +210,9 @@ func TestParkedTimeouts(t *testing.T) {
 // TestParkedAdminDelete: DELETE /sessions/{id} on a parked session: 4003 / 1000.
 func TestParkedAdminDelete(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, nil, mock.Options{})
+	r := newRig(t, parkVars(nil), mock.Options{})
 	c := r.dial(t, clientOpts{})
-	time.Sleep(parkQuiet)
+	awaitParked(t, r.p, 1, 0)
 	rows, raw := r.p.sessions()
 	if len(rows) != 1 {
 		t.Fatalf("sessions: %s", raw)
@@ -128,9 +228,9 @@ func TestParkedAdminDelete(t *testing.T) {
 
 // parkDrain: parked sessions, then SIGTERM (and, with second, SIGINT at once).
 func parkDrain(t *testing.T, second bool) {
-	r := newRig(t, map[string]string{"DrainTimeout": "5s"}, mock.Options{})
+	r := newRig(t, parkVars(map[string]string{"DrainTimeout": "5s"}), mock.Options{})
 	cs := []*rtClient{r.dial(t, clientOpts{}), r.dial(t, clientOpts{}), r.dial(t, clientOpts{})}
-	time.Sleep(parkQuiet)
+	awaitParked(t, r.p, len(cs), 0)
 	sig := time.Now()
 	r.p.signal(syscall.SIGTERM)
 	if second {
@@ -175,14 +275,14 @@ func TestParkedDrainTwoSignals(t *testing.T) { t.Parallel(); parkDrain(t, true) 
 // are answered, and its close frame reaches the upstream.
 func TestParkedClientPingAndClose(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, nil, mock.Options{})
+	r := newRig(t, parkVars(nil), mock.Options{})
 	c := r.dial(t, clientOpts{})
 	for i := range 3 {
-		time.Sleep(1500 * time.Millisecond)
+		awaitParked(t, r.p, 1, 0)
 		c.SendFrame(ws.OpPing, true, []byte{'p', byte('0' + i)})
 		testkit.WaitFor(t, time.Second, "a pong", func() bool { return len(c.Pongs()) > i })
 	}
-	time.Sleep(1500 * time.Millisecond)
+	awaitParked(t, r.p, 1, 0)
 	c.SendClose(1000, "bye")
 	sent := time.Now()
 	f, ok := r.tap.findClose(0, 3*time.Second)
@@ -199,26 +299,26 @@ func TestParkedClientPingAndClose(t *testing.T) {
 
 // TestParkedLargeFramesAfterQuiet: a raw upstream; the client goes quiet,
 // then sends a 6 MiB binary frame, a 3 MiB text message in 3 fragments,
-// and a frame whose header comes alone with its payload 1.5 s later; the
-// upstream gets each whole and in order. The upstream sends a 5 MiB frame
-// after a quiet spell as well.
+// and a frame whose header comes alone with its payload parkQuiet later
+// (past park_after, mid-frame); the upstream gets each whole and in order.
+// The upstream sends a 5 MiB frame after a quiet spell as well.
 func TestParkedLargeFramesAfterQuiet(t *testing.T) {
 	t.Parallel()
 	raw := startRawUpstream(t)
-	p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": raw.URL})
+	p := startTether(t, "proxy.yaml", parkVars(map[string]string{"UpstreamURL": raw.URL}))
 	c := dialClient(t, p.Listen, clientOpts{})
 	up := raw.next(t)
 	c.WaitEvent("session.created", stepTimeout)
 
 	big := bytes.Repeat([]byte("0123456789abcdef"), 6<<16) // 6 MiB
-	time.Sleep(parkQuiet)
+	awaitParked(t, p, 1, 0)
 	c.SendFrame(ws.OpBinary, true, big)
 	testkit.WaitFor(t, 10*time.Second, "the 6 MiB frame upstream", func() bool { return len(up.messages()) >= 1 })
 	if m := up.messages()[0]; m.Len != int64(len(big)) || m.Sum != sha256.Sum256(big) {
 		t.Fatalf("upstream got %d bytes (want %d), sum match %v", m.Len, len(big), m.Sum == sha256.Sum256(big))
 	}
 
-	time.Sleep(parkQuiet)
+	awaitParked(t, p, 1, 0)
 	part := bytes.Repeat([]byte("x"), 1<<20)
 	text := append([]byte(`{"type":"conversation.item.create","pad":"`), part...)
 	c.SendFrame(ws.OpText, false, text)
@@ -231,8 +331,8 @@ func TestParkedLargeFramesAfterQuiet(t *testing.T) {
 		t.Fatalf("fragmented: upstream got %d bytes (want %d)", m.Len, len(whole))
 	}
 
-	// Header alone after a quiet spell, payload 1.5 s later.
-	time.Sleep(parkQuiet)
+	// Header alone after a quiet spell, payload parkQuiet later.
+	awaitParked(t, p, 1, 0)
 	payload := bytes.Repeat([]byte("y"), 200_000)
 	h := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: int64(len(payload)), Masked: true, Mask: ws.NewMask()}
 	masked := bytes.Clone(payload)
@@ -240,7 +340,7 @@ func TestParkedLargeFramesAfterQuiet(t *testing.T) {
 	if err := c.WritePartial(h, nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(parkQuiet)
 	if _, err := c.NetConn().Write(masked); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +350,7 @@ func TestParkedLargeFramesAfterQuiet(t *testing.T) {
 	}
 
 	// Upstream to client: 5 MiB after a quiet spell.
-	time.Sleep(parkQuiet)
+	awaitParked(t, p, 1, 0)
 	down := bytes.Repeat([]byte("z"), 5<<20)
 	if err := up.writeFrame(ws.NewBinaryFrame(down)); err != nil {
 		t.Fatal(err)
@@ -269,9 +369,9 @@ func TestParkedLargeFramesAfterQuiet(t *testing.T) {
 func TestParkedPeerVanishes(t *testing.T) {
 	t.Parallel()
 	t.Run("client RST", func(t *testing.T) {
-		r := newRig(t, nil, mock.Options{})
+		r := newRig(t, parkVars(nil), mock.Options{})
 		c := r.dial(t, clientOpts{})
-		time.Sleep(parkQuiet)
+		awaitParked(t, r.p, 1, 0)
 		c.TCP().SetLinger(0)
 		c.NetConn().Close()
 		from := time.Now()
@@ -282,12 +382,12 @@ func TestParkedPeerVanishes(t *testing.T) {
 	})
 	t.Run("upstream FIN", func(t *testing.T) {
 		raw := startRawUpstream(t)
-		p := startTether(t, "proxy.yaml", map[string]string{"UpstreamURL": raw.URL})
+		p := startTether(t, "proxy.yaml", parkVars(map[string]string{"UpstreamURL": raw.URL}))
 		base := p.baseline()
 		c := dialClient(t, p.Listen, clientOpts{})
 		up := raw.next(t)
 		c.WaitEvent("session.created", stepTimeout)
-		time.Sleep(parkQuiet)
+		awaitParked(t, p, 1, 0)
 		up.conn.Close()
 		from := time.Now()
 		ci, err, at := awaitClientEnd(c, 5*time.Second)

@@ -17,32 +17,35 @@ func TestParkedResume(t *testing.T) {
 	for _, fault := range []string{"stall", "expire"} {
 		t.Run(fault, func(t *testing.T) {
 			b := startBackup(t, 0)
-			r := newResumeRig(t, map[string]string{"SecondURL": b.srv.URL("/v1/realtime"),
-				"UpstreamHBInterval": "1s", "UpstreamHBTimeout": "500ms"})
+			r := newResumeRig(t, parkVars(map[string]string{"SecondURL": b.srv.URL("/v1/realtime"),
+				"UpstreamHBInterval": "1s", "UpstreamHBTimeout": "500ms"}))
 			c := callWithMic(t, r.p.Listen)
 			c.stopMic()
-			time.Sleep(parkQuiet)
+			// The upstream pump of a call that may resume does not park.
+			awaitParked(t, r.p, 1, 1)
 			start := time.Now()
 			c.fault(fault, nil)
 			c.WaitEvent("tether.session.resumed", stepTimeout)
 			t.Logf("resumed %v after the fault", time.Since(start).Round(time.Millisecond))
-			time.Sleep(parkQuiet)
+			awaitParked(t, r.p, 1, 1)
 			c.Send(map[string]any{"type": realtime.InputAudioAppend, "audio": base64.StdEncoding.EncodeToString(testAudio(300))})
 			c.answeredOpen(t)
 		})
 	}
 }
 
-// TestParkedLive: a GPT-Live call goes quiet (both legs park); speaking
-// again gets audio back, and then an upstream stall on the quiet call
-// gets the client 4002 within the heartbeat bound.
+// TestParkedLive: a GPT-Live call's client goes quiet (its leg parks; the
+// upstream's output track sends a delta every 100 ms for the whole
+// session, so the upstream leg never does); speaking again gets audio
+// back, and then an upstream stall on the quiet call gets the client 4002
+// within the heartbeat bound.
 func TestParkedLive(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, lvVars(""), mock.Options{})
+	r := newRig(t, parkVars(lvVars("")), mock.Options{})
 	c := dialLive(t, r.p.Listen, clientOpts{})
 	c.streaming(t)
 	c.stopMic()
-	time.Sleep(parkQuiet)
+	awaitParked(t, r.p, 1, 1)
 	before := c.audioDeltas()
 	c2 := &liveCall{rtClient: c.rtClient, stop: make(chan struct{}), micDone: make(chan struct{})}
 	go c2.mic()
@@ -52,7 +55,7 @@ func TestParkedLive(t *testing.T) {
 	if c.audioDeltas() <= before {
 		t.Fatalf("no audio after the quiet spell (%d deltas before, %d after)", before, c.audioDeltas())
 	}
-	time.Sleep(parkQuiet)
+	awaitParked(t, r.p, 1, 1)
 	c.fault("stall", nil)
 	stall := time.Now()
 	expectClientClose(t, c.rtClient, stall, 4002)

@@ -170,10 +170,10 @@ func TestParkScale(t *testing.T) {
 		}
 		<-e.done
 	})
-	p := startTether(t, "proxy.yaml", map[string]string{
+	p := startTether(t, "proxy.yaml", parkVars(map[string]string{
 		"UpstreamURL": srv.URL("/v1/realtime"), "MaxSessions": strconv.Itoa(n + 100), "IdleTimeout": "0s",
 		"ClientHBInterval": "5s", "ClientHBTimeout": "4s", "UpstreamHBInterval": "5s", "UpstreamHBTimeout": "4s",
-	})
+	}))
 	base, baseFD := p.baseline(), tetherFDs(t, p)
 	t.Logf("baseline: %d goroutines, %d fds", base, baseFD)
 

@@ -317,14 +317,10 @@ func (a *app) newClientMux(authn auth.Authenticator) *http.ServeMux {
 		AllowedOrigins:     cfg.Server.AllowedOrigins,
 		AllowMissingOrigin: cfg.Server.AllowMissingOrigin,
 		Auth:               authn,
-		Relay: proxy.Options{
-			MaxFrameBytes: cfg.Server.MaxFrameBytes,
-			// Keys from files are read again at each dial; so is the redactor's list.
-			Redactor: proxy.NewRedactor(a.dialer.Secrets()...).WithDynamic(a.dialer.Secrets),
-		},
-		Logger:     a.log,
-		Rejections: a.metrics,
-		Limits:     a.limits,
+		Relay:              relayOptions(cfg, a.dialer.Secrets),
+		Logger:             a.log,
+		Rejections:         a.metrics,
+		Limits:             a.limits,
 	})
 	mux := http.NewServeMux()
 	for _, p := range cfg.Server.Paths {
@@ -334,6 +330,17 @@ func (a *app) newClientMux(authn auth.Authenticator) *http.ServeMux {
 		mux.HandleFunc(p, handler.ServeLive)
 	}
 	return mux
+}
+
+// relayOptions tune each session's relay from cfg. secrets lists the
+// upstream keys the relay's redactor scrubs; keys from files are read
+// again at each dial, and so is the redactor's list.
+func relayOptions(cfg *config.Config, secrets func() []string) proxy.Options {
+	return proxy.Options{
+		MaxFrameBytes: cfg.Server.MaxFrameBytes,
+		ParkAfter:     cfg.Server.ParkAfter,
+		Redactor:      proxy.NewRedactor(secrets()...).WithDynamic(secrets),
+	}
 }
 
 // bindListeners binds the client listener (wrapped in TLS per the tls section)

@@ -267,3 +267,20 @@ func TestStartFailureReleasesEverything(t *testing.T) {
 	}
 	// goleak in TestMain proves the mock and listeners were closed.
 }
+
+// TestRelayOptions: each session's relay gets server.max_frame_bytes and
+// server.park_after, and a redactor that follows the upstream keys as they
+// are read again.
+func TestRelayOptions(t *testing.T) {
+	cfg := config.Default()
+	cfg.Server.MaxFrameBytes, cfg.Server.ParkAfter = 4096, 250*time.Millisecond
+	key := "first-upstream-key"
+	o := relayOptions(cfg, func() []string { return []string{key} })
+	if o.MaxFrameBytes != 4096 || o.ParkAfter != 250*time.Millisecond {
+		t.Errorf("relay options: max frame bytes %d, park after %v; want 4096, 250ms", o.MaxFrameBytes, o.ParkAfter)
+	}
+	key = "rotated-upstream-key"
+	if got := o.Redactor.Redact("bad key rotated-upstream-key"); strings.Contains(got, key) {
+		t.Errorf("redactor left the rotated key in %q", got)
+	}
+}
