@@ -303,8 +303,12 @@ func TestParkScale(t *testing.T) {
 		if lost != 0 || bad != 0 {
 			t.Errorf("round %d: %d frames lost, %d out of order", round, lost, bad)
 		}
-		if late > (sentC+sentU)/1000 {
-			t.Errorf("round %d: %d frames late by more than 50 ms (of %d)", round, late, sentC+sentU)
+		// Lateness checks waking, not a latency target: a machine that
+		// stalls every leg at once (other load, the race detector) makes
+		// some of a round's frames late together, while a leg that did not
+		// wake would fall seconds behind.
+		if maxLat := time.Duration(lats[len(lats)-1]); late > (sentC+sentU)/20 || maxLat > 2*time.Second {
+			t.Errorf("round %d: %d frames late by more than 50 ms (of %d), a leg's worst %v", round, late, sentC+sentU, maxLat)
 		}
 		for _, e := range append(append([]*scaleEnd(nil), clients...), ups...) {
 			e.late.Store(0)
