@@ -9,18 +9,26 @@ import (
 type deadline int
 
 const (
+	// clientBeat and upstreamBeat are each leg's next heartbeat action: a
+	// ping, or a check that its peer is still heard from (heartbeat.fire).
+	clientBeat deadline = iota
+	upstreamBeat
 	// idleCheck looks for activity and ends the session once it was idle
 	// for idle_timeout (idleFired).
-	idleCheck deadline = iota
+	idleCheck
 	// maxDuration ends the session (max_duration).
 	maxDuration
 	numDeadlines
 )
 
-// clock runs a session's deadlines on one runtime timer, armed for the
-// earliest of them. Its mutex is taken last (Start and End hold
-// Session.mu), and no other lock is taken while it is held, so the
-// deadlines' actions run under none of it.
+// beat is leg's heartbeat deadline.
+func beat(leg Leg) deadline { return clientBeat + deadline(leg) }
+
+// clock runs all of a session's liveness deadlines on one runtime timer,
+// armed for the earliest of them. Its mutex is taken last: the owners of
+// the deadlines (a heartbeat under its own lock, Start and End under
+// Session.mu) set them, and no other lock is taken while it is held, so
+// the deadlines' actions run under none of it.
 type clock struct {
 	mu sync.Mutex
 	// timer calls Session.tick; nil until the first deadline is set.
@@ -87,6 +95,8 @@ func (s *Session) tick() {
 	s.armClock()
 	c.mu.Unlock()
 	switch run {
+	case clientBeat, upstreamBeat:
+		s.hb[Leg(run-clientBeat)].fire()
 	case idleCheck:
 		s.idleFired()
 	case maxDuration:

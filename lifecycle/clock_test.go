@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -123,5 +124,45 @@ func TestEndStopsTheClock(t *testing.T) {
 		if ft.pings != [2]int{1, 0} || s.Summary().Reason != ReasonAdmin {
 			t.Errorf("after End: pings %v, reason %s; want [1 0], admin", ft.pings, s.Summary().Reason)
 		}
+	})
+}
+
+// slowPing is a transport whose first ping on the client leg takes 20 s
+// (a stand-in for any deadline's action that takes its time).
+type slowPing struct {
+	*fakeTransport
+	slowed atomic.Bool
+}
+
+func (f *slowPing) Ping(leg Leg) error {
+	if leg == Client && f.slowed.CompareAndSwap(false, true) {
+		time.Sleep(20 * time.Second)
+	}
+	return f.fakeTransport.Ping(leg)
+}
+
+// A deadline's action that waits delays no other deadline, its own next
+// one included: each runs on a goroutine of its own.
+func TestSlowDeadlineDelaysNoOther(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o := clockOpts
+		o.IdleTimeout = 11 * time.Second
+		m := NewManager(o)
+		release := reserve(t, m)
+		s := m.Open(Info{Upstream: "u"})
+		ft := &slowPing{fakeTransport: newFakeTransport()}
+		s.Start(ft)
+		got := runSteps(t, s, ft.fakeTransport, func(int) (bool, bool, bool) { return true, true, false })
+		ft.mu.Lock()
+		pings := ft.pings // the client's first ping (at 3 s) is still on its way
+		ft.mu.Unlock()
+		m.Finished(s, release)
+		if got != 11*time.Second || s.Summary().Reason != ReasonIdleTimeout {
+			t.Errorf("ended after %v (%s), want 11s (idle_timeout)", got, s.Summary().Reason)
+		}
+		if pings != [2]int{2, 2} {
+			t.Errorf("pings %v, want 2 more on the client leg (6 s, 9 s) and 2 upstream (5 s, 10 s)", pings)
+		}
+		time.Sleep(20 * time.Second) // the slow ping returns
 	})
 }

@@ -113,8 +113,8 @@ type Session struct {
 
 	// hb are the two heartbeats (index Leg); each guards its own state.
 	hb [2]heartbeat
-	// clock wakes the idle check and max_duration, on one timer; armed by
-	// Start, stopped by End.
+	// clock wakes the heartbeats, the idle check and max_duration, all on
+	// one timer; armed by Start, stopped by End.
 	clock clock
 
 	mu sync.Mutex
