@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -86,5 +87,42 @@ func TestNoResumeStateWithoutResume(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// What a started idle session holds for its liveness (its timers and their
+// callbacks), with every deadline set: a heartbeat on both legs,
+// idle_timeout and max_duration. Logged, not asserted: the heap moves with
+// the runtime.
+func TestIdleSessionHeap(t *testing.T) {
+	const n = 2000
+	hb := HeartbeatOptions{Interval: 15 * time.Second, Timeout: 10 * time.Second}
+	m := NewManager(Options{ClientHeartbeat: hb, UpstreamHeartbeat: hb, IdleTimeout: time.Hour, MaxDuration: 2 * time.Hour})
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	ft := newFakeTransport()
+	sessions := make([]*Session, n)
+	releases := make([]func(), n)
+	base := heap()
+	for i := range sessions {
+		releases[i] = reserve(t, m)
+		sessions[i] = m.Open(Info{Upstream: "u"})
+	}
+	opened := heap()
+	for _, s := range sessions {
+		s.Start(ft)
+	}
+	started := heap()
+	perOpen := float64(int64(opened-base)) / n
+	perStart := float64(int64(started-opened)) / n
+	t.Logf("heap per idle session: %.0f bytes open, %.0f more once started (its timers), %.0f in all", perOpen, perStart, perOpen+perStart)
+	for i, s := range sessions {
+		s.End(ReasonAdmin)
+		m.Finished(s, releases[i])
 	}
 }

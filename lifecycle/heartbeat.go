@@ -20,16 +20,17 @@ const (
 	causeWriteStalled = "write_stalled" // a write made no progress for timeout
 )
 
-// heartbeat drives one leg's pings and liveness checks with a single timer
-// and no goroutine of its own. The timer wakes at the next ping, at the
-// moment the peer's silence would reach Interval + Timeout, and, while a
-// write is blocked, when that write would reach Timeout.
+// heartbeat drives one leg's pings and liveness checks with no timer or
+// goroutine of its own: the session's clock wakes it (deadline beat(leg))
+// at the next ping, at the moment the peer's silence would reach
+// Interval + Timeout, and, while a write is blocked, when that write would
+// reach Timeout. Its deadline is set only under mu (the clock's lock
+// comes after it).
 type heartbeat struct {
 	mu       sync.Mutex
 	s        *Session
 	leg      Leg
 	opts     HeartbeatOptions
-	timer    *time.Timer // nil when disabled; guarded by mu
 	nextPing time.Time
 	waiting  bool // no pong yet for the ping that is out (for the RTT)
 	sentAt   time.Time
@@ -44,12 +45,16 @@ func (h *heartbeat) start(s *Session, leg Leg, o HeartbeatOptions) {
 		return
 	}
 	h.nextPing = time.Now().Add(o.Interval)
-	h.timer = time.AfterFunc(o.Interval, h.fire)
+	h.wakeAt(h.nextPing)
 }
 
+// wakeAt sets the heartbeat's deadline on the session's clock. Called with mu held.
+func (h *heartbeat) wakeAt(t time.Time) { h.s.setDeadline(beat(h.leg), t.Sub(h.s.StartedAt)) }
+
+// fire runs when the heartbeat's deadline is due (Session.tick).
 func (h *heartbeat) fire() {
 	h.mu.Lock()
-	if h.stopped || h.timer == nil {
+	if h.stopped {
 		h.mu.Unlock()
 		return
 	}
@@ -90,7 +95,7 @@ func (h *heartbeat) fire() {
 			next = w
 		}
 	}
-	h.timer.Reset(max(next.Sub(now), time.Millisecond))
+	h.wakeAt(now.Add(max(next.Sub(now), time.Millisecond)))
 	h.mu.Unlock()
 	if ping {
 		if err := h.s.t.Ping(h.leg); err != nil {
@@ -103,12 +108,12 @@ func (h *heartbeat) fire() {
 func (h *heartbeat) rearm() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.stopped || h.timer == nil || h.s.ended.Load() {
+	if h.stopped || h.s.ended.Load() {
 		return
 	}
 	h.nextPing = time.Now().Add(h.opts.Interval)
 	h.waiting = false
-	h.timer.Reset(h.opts.Interval)
+	h.wakeAt(h.nextPing)
 }
 
 // pong records a pong; it returns the round trip of the outstanding ping.
@@ -125,8 +130,5 @@ func (h *heartbeat) pong() (time.Duration, bool) {
 func (h *heartbeat) stop() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.stopped = true
-	if h.timer != nil {
-		h.timer.Stop()
-	}
+	h.stopped = true // the clock, stopped by End, wakes it no more
 }

@@ -113,10 +113,11 @@ type Session struct {
 
 	// hb are the two heartbeats (index Leg); each guards its own state.
 	hb [2]heartbeat
+	// clock wakes the heartbeats, the idle check and max_duration, all on
+	// one timer; armed by Start, stopped by End.
+	clock clock
 
-	mu        sync.Mutex
-	idleTimer *time.Timer // nil when idle_timeout is 0; stopped by End
-	maxTimer  *time.Timer // nil when max_duration is 0; stopped by End
+	mu sync.Mutex
 	// ending is the session's way to its end; nil until one is under way
 	// (see endState).
 	ending       *endState
@@ -217,7 +218,7 @@ type Tokens = dialect.Tokens
 // now returns the time since the session started on the monotonic clock.
 func (s *Session) since() time.Duration { return time.Since(s.StartedAt) }
 
-// Start arms the session's timers. The relay calls it once both legs are up
+// Start sets the session's deadlines. The relay calls it once both legs are up
 // and before it reads the first frame.
 func (s *Session) Start(t Transport) {
 	o := &s.mgr.opts
@@ -247,11 +248,12 @@ func (s *Session) Start(t Transport) {
 	defer s.mu.Unlock()
 	s.hb[Client].start(s, Client, o.ClientHeartbeat)
 	s.hb[Upstream].start(s, Upstream, o.UpstreamHeartbeat)
+	now := s.since()
 	if o.IdleTimeout > 0 {
-		s.idleTimer = time.AfterFunc(o.IdleTimeout, s.idleFired)
+		s.setDeadline(idleCheck, now+o.IdleTimeout)
 	}
 	if o.MaxDuration > 0 {
-		s.maxTimer = time.AfterFunc(o.MaxDuration, func() { s.End(ReasonMaxDuration) })
+		s.setDeadline(maxDuration, now+o.MaxDuration)
 	}
 }
 
@@ -366,12 +368,7 @@ func (s *Session) end(reason Reason, client, upstream CloseFrame) {
 	e.closeClient = client
 	e.closeUp = upstream
 	e.endedAt = time.Now()
-	if s.idleTimer != nil {
-		s.idleTimer.Stop()
-	}
-	if s.maxTimer != nil {
-		s.maxTimer.Stop()
-	}
+	s.stopClock()
 	if e.drainTimer != nil {
 		e.drainTimer.Stop()
 	}
@@ -520,16 +517,12 @@ func (s *Session) idleFired() {
 			s.touch()
 		}
 	}
-	elapsed := s.since() - time.Duration(s.lastActivity.Load())
-	if elapsed >= idle {
+	last := time.Duration(s.lastActivity.Load())
+	if s.since()-last >= idle {
 		s.End(ReasonIdleTimeout)
 		return
 	}
-	s.mu.Lock()
-	if !s.ended.Load() {
-		s.idleTimer.Reset(idle - elapsed)
-	}
-	s.mu.Unlock()
+	s.setDeadline(idleCheck, last+idle) // when it would have been idle that long
 }
 
 // drain closes the session at its next answer boundary (reason shutdown).
