@@ -64,7 +64,7 @@ type leg struct {
 	// closed is set once conn.Close has been called.
 	closed atomic.Bool
 	// parkState (legRunning, legParked) tells whether the pump reading this
-	// leg is parked (park.go); wake starts it again; parkID is the leg's id
+	// leg is parked (park.go); wake starts a new pump on it; parkID is the leg's id
 	// with the waker (0: never parked).
 	parkState atomic.Int32
 	wake      func()

@@ -39,7 +39,7 @@ func (l *leg) unpark() {
 // mayPark reports whether the pump may park on its next read of src (if
 // the leg is quiet by then).
 func (p *pump) mayPark(src *leg) bool {
-	return src.rd.park.on && src.rd.idle() && !p.st.inMessage && !p.r.ended.Load()
+	return src.rd.park.on && src.rd.idle() && !p.st.inMessage && p.dstErr == nil && !p.r.ended.Load()
 }
 
 // parkClock is a leg reader's side of parking. On a leg whose pump parks,
@@ -193,10 +193,13 @@ func (l *leg) startParking(after time.Duration) {
 	c.lastData = -c.after // quiet until the first data frame
 }
 
-// parkRead parks the pump on l, its source leg.
+// parkRead parks the pump on l, its source leg. A parked pump keeps
+// nothing: it stopped at a frame boundary with nothing of a message held,
+// so the wake-up starts a new one, and an idle session holds no pump.
 func (l *leg) parkRead(p *pump) bool {
 	if l.wake == nil {
-		l.wake = p.serve
+		r, d := p.r, p.d
+		l.wake = func() { newPump(r, d).serve() }
 	}
 	return parkWaker.park(l)
 }
