@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -56,6 +57,7 @@ func newServeCmd() *cobra.Command {
 					strings.ReplaceAll(err.Error(), "\n", "; "))}
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format)
+			setGCPercent()
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 			defer signal.Stop(sigs)
@@ -67,6 +69,20 @@ func newServeCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&file, "config", "", "config file (default $TETHER_CONFIG or ./tether.yaml; none: built-in defaults)")
 	return c
+}
+
+// gcPercent is the garbage collector's target (GOGC) tether serves with
+// unless GOGC is set. A relayed frame allocates nothing, so garbage comes
+// from session setup and rare events alone and a tighter target costs no
+// measurable CPU, while the heap the process keeps for its idle sessions
+// stays closer to what they hold (README, Performance).
+const gcPercent = 50
+
+// setGCPercent applies gcPercent unless GOGC is set.
+func setGCPercent() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
 }
 
 // app is a running tether: listeners, registry, upstreams.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -282,5 +283,21 @@ func TestRelayOptions(t *testing.T) {
 	key = "rotated-upstream-key"
 	if got := o.Redactor.Redact("bad key rotated-upstream-key"); strings.Contains(got, key) {
 		t.Errorf("redactor left the rotated key in %q", got)
+	}
+}
+
+// TestSetGCPercent: serve runs with gcPercent unless GOGC is set.
+func TestSetGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "") // restored after the test
+	os.Unsetenv("GOGC")
+	setGCPercent()
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("without GOGC: GC percent %d, want %d", got, gcPercent)
+	}
+	t.Setenv("GOGC", "100")
+	setGCPercent()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC=100: GC percent %d, want it left at 100", got)
 	}
 }
