@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"maps"
-	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,6 +29,20 @@ const parkAfter = 200 * time.Millisecond
 // latency): how long a frame's payload lags its header, for one.
 const parkQuiet = 3 * parkAfter
 
+// rawParkSession starts a raw upstream and a tether in front of it with
+// park_after set to parkAfter, and opens one session through them: it
+// returns tether, the client (which has session.created) and the
+// upstream's end.
+func rawParkSession(t *testing.T) (*proc, *rtClient, *wsPeer) {
+	t.Helper()
+	raw := startRawUpstream(t)
+	p := startTether(t, "proxy.yaml", parkVars(map[string]string{"UpstreamURL": raw.URL}))
+	c := dialClient(t, p.Listen, clientOpts{})
+	up := raw.next(t)
+	c.WaitEvent("session.created", stepTimeout)
+	return p, c, up
+}
+
 // parkVars are a park scenario's fixture variables: vars, with tether's
 // park_after set to parkAfter.
 func parkVars(vars map[string]string) map[string]string {
@@ -43,13 +56,9 @@ func parkVars(vars map[string]string) map[string]string {
 // records of the profile.
 func (p *proc) pumpGoroutines() (int, string) {
 	p.t.Helper()
-	code, body := p.get("/debug/pprof/goroutine?debug=1")
-	if code != http.StatusOK {
-		p.t.Fatalf("goroutine profile: HTTP %d", code)
-	}
 	// After a "goroutine profile: total" line, records are "<count> @ <pcs>"
 	// followed by one "#\t" line per frame, and end at a blank line.
-	_, recs, _ := strings.Cut(string(body), "\n")
+	_, recs, _ := strings.Cut(p.goroutineProfile(), "\n")
 	var n int
 	var records strings.Builder
 	for rec := range strings.SplitSeq(recs, "\n\n") {
@@ -102,11 +111,7 @@ func awaitParked(t testing.TB, p *proc, sessions, running int) time.Duration {
 // through the relay parks at once.)
 func TestParkAfterFromConfig(t *testing.T) {
 	t.Parallel()
-	raw := startRawUpstream(t)
-	p := startTether(t, "proxy.yaml", parkVars(map[string]string{"UpstreamURL": raw.URL}))
-	c := dialClient(t, p.Listen, clientOpts{})
-	up := raw.next(t)
-	c.WaitEvent("session.created", stepTimeout)
+	p, c, up := rawParkSession(t)
 	awaitParked(t, p, 1, 0)
 	sent := time.Now()
 	c.SendFrame(ws.OpText, true, []byte(`{"type":"conversation.item.create"}`))
@@ -304,11 +309,7 @@ func TestParkedClientPingAndClose(t *testing.T) {
 // The upstream sends a 5 MiB frame after a quiet spell as well.
 func TestParkedLargeFramesAfterQuiet(t *testing.T) {
 	t.Parallel()
-	raw := startRawUpstream(t)
-	p := startTether(t, "proxy.yaml", parkVars(map[string]string{"UpstreamURL": raw.URL}))
-	c := dialClient(t, p.Listen, clientOpts{})
-	up := raw.next(t)
-	c.WaitEvent("session.created", stepTimeout)
+	p, c, up := rawParkSession(t)
 
 	big := bytes.Repeat([]byte("0123456789abcdef"), 6<<16) // 6 MiB
 	awaitParked(t, p, 1, 0)

@@ -273,14 +273,20 @@ func parseMetric(text, name string, labels ...string) (sum float64, found bool) 
 	return sum, found
 }
 
-// goroutines reads the total from /debug/pprof/goroutine?debug=1.
-func (p *proc) goroutines() int {
+// goroutineProfile returns /debug/pprof/goroutine?debug=1.
+func (p *proc) goroutineProfile() string {
 	p.t.Helper()
 	code, body := p.get("/debug/pprof/goroutine?debug=1")
 	if code != http.StatusOK {
 		p.t.Fatalf("goroutine profile: HTTP %d", code)
 	}
-	first, _, _ := strings.Cut(string(body), "\n")
+	return string(body)
+}
+
+// goroutines reads the total from the goroutine profile.
+func (p *proc) goroutines() int {
+	p.t.Helper()
+	first, _, _ := strings.Cut(p.goroutineProfile(), "\n")
 	var n int
 	if _, err := fmt.Sscanf(first, "goroutine profile: total %d", &n); err != nil {
 		p.t.Fatalf("goroutine profile first line %q: %v", first, err)
