@@ -151,9 +151,14 @@ func (l *leg) sendControl(op ws.OpCode, payload []byte) error {
 	if !l.tryLock() {
 		return nil
 	}
-	err := l.flushPendingLocked()
-	l.unlock()
-	return err
+	if err := l.flushPendingLocked(); err != nil {
+		l.unlock()
+		return err
+	}
+	// A control frame queued while this one was written (by a caller whose
+	// tryLock failed) waits for the holder, which is us.
+	l.unlockFlush()
+	return nil
 }
 
 // unlockFlush releases the write lock, then writes any control frame queued

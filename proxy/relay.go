@@ -344,6 +344,7 @@ func (p *pump) run() (park bool) {
 		h, err := readHeader(&src.rd, src.hdr[:])
 		src.rd.park.boundary = false
 		if err == errWouldBlock {
+			p.releaseBuffers() // the pump is dropped as it parks
 			return true
 		}
 		if err != nil {
@@ -929,7 +930,7 @@ func (r *Relay) WriteFirst(frame []byte) error {
 func (r *Relay) WriteBefore(which lifecycle.Leg, frames []byte, midMessage bool) (bool, error) {
 	l := r.leg(which)
 	l.lock()
-	defer l.unlock()
+	defer l.unlockFlush()
 	if which == lifecycle.Upstream && (r.closing.Load() || l.pendingMsg != nil) {
 		return false, nil
 	}

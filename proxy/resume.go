@@ -295,7 +295,7 @@ func (rs *resumer) trimLocked(now time.Time) {
 func (rs *resumer) flushLocked(l *leg, timeout time.Duration) (sent, dropped int, err error) {
 	rs.trimLocked(time.Now())
 	l.lock()
-	defer l.unlock()
+	defer l.unlockFlush()
 	_ = l.conn.SetWriteDeadline(time.Now().Add(timeout * time.Duration(1+rs.heldBytes>>16)))
 	for _, m := range rs.held {
 		if err = l.writeLocked(m.b); err != nil {
@@ -515,7 +515,7 @@ func (p *pump) replay(ctx context.Context, l *leg, rp dialect.Replay) error {
 			return err
 		}
 	}
-	l.unlock()
+	l.unlockFlush()
 	if rp.Acks == nil {
 		return nil
 	}

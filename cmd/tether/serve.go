@@ -78,9 +78,10 @@ func newServeCmd() *cobra.Command {
 // stays closer to what they hold (README, Performance).
 const gcPercent = 50
 
-// setGCPercent applies gcPercent unless GOGC is set.
+// setGCPercent applies gcPercent unless GOGC is set (an empty GOGC counts
+// as unset, as it does for the runtime).
 func setGCPercent() {
-	if _, set := os.LookupEnv("GOGC"); !set {
+	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
 }

@@ -290,6 +290,10 @@ func TestRelayOptions(t *testing.T) {
 func TestSetGCPercent(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	t.Setenv("GOGC", "") // restored after the test
+	setGCPercent()
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("with an empty GOGC: GC percent %d, want %d", got, gcPercent)
+	}
 	os.Unsetenv("GOGC")
 	setGCPercent()
 	if got := debug.SetGCPercent(100); got != gcPercent {
