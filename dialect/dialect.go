@@ -152,6 +152,20 @@ func (None) Capture([]byte) bool                   { return false }
 func (None) Hold([]byte) bool                      { return false }
 func (None) Captured(Signals, []byte, []byte)      {}
 
+// Types is a set of event types: a dialect names the events it captures,
+// or its memory keeps, as one.
+type Types []string
+
+// Has reports whether typ is in ts, without allocating.
+func (ts Types) Has(typ []byte) bool {
+	for _, t := range ts {
+		if string(typ) == t {
+			return true
+		}
+	}
+	return false
+}
+
 // ErrorType is the type of an error event in both dialects.
 const ErrorType = "error"
 

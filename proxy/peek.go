@@ -35,22 +35,62 @@ const (
 
 // Peeker is the per-direction scanner state. The zero value is ready after Reset.
 type Peeker struct {
-	state   peekState
-	depth   int32
-	scanned int32
-	key     [16]byte
-	keyLen  uint8
-	keyOver bool // key longer than the buffer: cannot be one we want
-	// field being captured: 1 = type, 2 = response_id, 0 = none
-	field uint8
-
-	typ      [maxPeekValue]byte
-	typLen   uint8
-	typOK    bool
-	respID   [maxPeekValue]byte
-	respLen  uint8
-	respOK   bool
+	state    peekState
+	depth    int32
+	scanned  int32
+	key      [16]byte
+	keyLen   uint8
+	keyOver  bool      // key longer than the buffer: cannot be one we want
+	field    peekField // the value being captured, if any
+	typ      peekValue
+	respID   peekValue
 	wantResp bool
+}
+
+// peekField names the value a string being scanned is captured into.
+type peekField uint8
+
+const (
+	fieldNone peekField = iota
+	fieldType
+	fieldResponseID
+)
+
+// peekValue is a captured string value, up to maxPeekValue bytes; ok once
+// its closing quote was read.
+type peekValue struct {
+	b  [maxPeekValue]byte
+	n  uint8
+	ok bool
+}
+
+// add appends c, or reports false when the value is longer than is kept.
+func (v *peekValue) add(c byte) bool {
+	if int(v.n) == maxPeekValue {
+		return false
+	}
+	v.b[v.n] = c
+	v.n++
+	return true
+}
+
+// get returns the value, or nil when none was read whole.
+func (v *peekValue) get() []byte {
+	if !v.ok {
+		return nil
+	}
+	return v.b[:v.n]
+}
+
+// capturing returns the value the current string goes into, or nil.
+func (p *Peeker) capturing() *peekValue {
+	switch p.field {
+	case fieldType:
+		return &p.typ
+	case fieldResponseID:
+		return &p.respID
+	}
+	return nil
 }
 
 // Reset prepares the peeker for a new message. wantResponseID asks it to keep
@@ -68,12 +108,7 @@ func (p *Peeker) SetDone() { p.state = psDone }
 
 // Type returns the "type" value found so far (nil if none). The slice aliases
 // the peeker and is valid until the next Reset.
-func (p *Peeker) Type() []byte {
-	if !p.typOK {
-		return nil
-	}
-	return p.typ[:p.typLen]
-}
+func (p *Peeker) Type() []byte { return p.typ.get() }
 
 // SetType records a type found by other means (a full decode of a message
 // the scan could not read); one longer than the peeker keeps is dropped.
@@ -81,18 +116,13 @@ func (p *Peeker) SetType(typ string) {
 	if len(typ) > maxPeekValue {
 		return
 	}
-	p.typLen = uint8(copy(p.typ[:], typ))
-	p.typOK = true
+	p.typ.n = uint8(copy(p.typ.b[:], typ))
+	p.typ.ok = true
 }
 
 // ResponseID returns the top-level "response_id" value found so far, or nil.
 // After a "type" that is not response.*, the scan stops without looking for it.
-func (p *Peeker) ResponseID() []byte {
-	if !p.respOK {
-		return nil
-	}
-	return p.respID[:p.respLen]
-}
+func (p *Peeker) ResponseID() []byte { return p.respID.get() }
 
 // Feed scans the next bytes of the message. mask/maskOff unmask client bytes
 // on the fly (pass a zero mask for unmasked frames); the input is not modified.
@@ -102,7 +132,7 @@ func (p *Peeker) Feed(b []byte, mask [4]byte, maskOff int) {
 	}
 	masked := mask != [4]byte{}
 	for i := 0; i < len(b); i++ {
-		if !masked && p.field == 0 && (p.state == psStrValue || p.state == psNestedStr) {
+		if !masked && p.field == fieldNone && (p.state == psStrValue || p.state == psNestedStr) {
 			// Inside a string nobody captures (base64 audio): jump to its
 			// next quote or backslash at memchr speed. Skipped bytes change
 			// no state, so the result is the byte-by-byte one.
@@ -197,16 +227,16 @@ func (p *Peeker) step(c byte) {
 			p.state = psDone
 			return
 		}
-		p.field = 0
+		p.field = fieldNone
 		if !p.keyOver {
 			switch string(p.key[:p.keyLen]) {
 			case "type":
-				if !p.typOK {
-					p.field = 1
+				if !p.typ.ok {
+					p.field = fieldType
 				}
 			case "response_id":
-				if p.wantResp && !p.respOK {
-					p.field = 2
+				if p.wantResp && !p.respID.ok {
+					p.field = fieldResponseID
 				}
 			}
 		}
@@ -216,7 +246,9 @@ func (p *Peeker) step(c byte) {
 		case isSpace(c):
 		case c == '"':
 			p.state = psStrValue
-			p.typLenReset()
+			if v := p.capturing(); v != nil {
+				v.n = 0
+			}
 		case c == '{' || c == '[':
 			p.depth = 1
 			p.state = psNested
@@ -226,36 +258,20 @@ func (p *Peeker) step(c byte) {
 	case psStrValue:
 		switch c {
 		case '\\':
-			p.field = 0 // escaped values are not event names or ids
+			p.field = fieldNone // escaped values are not event names or ids
 			p.state = psStrEscape
 		case '"':
-			switch p.field {
-			case 1:
-				p.typOK = true
-			case 2:
-				p.respOK = true
+			if v := p.capturing(); v != nil {
+				v.ok = true
 			}
-			p.field = 0
+			p.field = fieldNone
 			p.state = psAfterValue
-			if p.typOK && (!p.wantResp || p.respOK || !bytes.HasPrefix(p.Type(), []byte(responsePrefix))) {
+			if p.typ.ok && (!p.wantResp || p.respID.ok || !bytes.HasPrefix(p.Type(), []byte(responsePrefix))) {
 				p.state = psDone
 			}
 		default:
-			switch p.field {
-			case 1:
-				if int(p.typLen) < maxPeekValue {
-					p.typ[p.typLen] = c
-					p.typLen++
-				} else {
-					p.field = 0
-				}
-			case 2:
-				if int(p.respLen) < maxPeekValue {
-					p.respID[p.respLen] = c
-					p.respLen++
-				} else {
-					p.field = 0
-				}
+			if v := p.capturing(); v != nil && !v.add(c) {
+				p.field = fieldNone // too long to be an event name or id
 			}
 		}
 	case psStrEscape:
@@ -298,15 +314,5 @@ func (p *Peeker) step(c byte) {
 		default:
 			p.state = psDone
 		}
-	}
-}
-
-// typLenReset starts capturing a string value for the current field.
-func (p *Peeker) typLenReset() {
-	switch p.field {
-	case 1:
-		p.typLen = 0
-	case 2:
-		p.respLen = 0
 	}
 }

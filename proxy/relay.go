@@ -330,7 +330,6 @@ func (r *Relay) resuming() bool { return r.res != nil && r.res.active.Load() }
 // returns false; or it returns true when the next read would block and the
 // pump may park (see Options.ParkAfter), with nothing of a message held.
 func (p *pump) run() (park bool) {
-	r := p.r
 	defer func() {
 		if !park {
 			p.src.rd.release()
@@ -343,120 +342,144 @@ func (p *pump) run() (park bool) {
 		p.noPark = false
 		h, err := readHeader(&src.rd, src.hdr[:])
 		src.rd.park.boundary = false
-		if err == errWouldBlock {
+		switch {
+		case err == errWouldBlock:
 			p.releaseBuffers() // the pump is dropped as it parks
 			return true
-		}
-		if err != nil {
-			if r.ended.Load() {
-				return
+		case err != nil:
+			if !p.readFailed(err) {
+				return false
 			}
-			if errors.Is(err, errHeaderLengthInvalid) {
-				r.obs.End(lifecycle.ReasonProtocolError)
-				return
-			}
-			if p.d == lifecycle.UpstreamToClient && r.res != nil {
-				if p.upstreamFailed(err) {
-					continue
-				}
-				return
-			}
-			r.obs.LegError(p.srcLeg, err)
-			return
-		}
-		if r.ended.Load() {
-			// Tearing down: discard until the peer's close, EOF or the linger deadline.
-			if h.OpCode == ws.OpClose {
-				return
-			}
-			if _, err := src.rd.Discard(int(min(h.Length, 1<<30))); err != nil {
-				return
-			}
-			continue
-		}
-		if err := p.st.checkHeader(h, src.isClient, r.opts.MaxFrameBytes); err != nil {
-			if err == ErrFrameTooLarge {
-				r.obs.End(lifecycle.ReasonFrameTooLarge)
-			} else {
-				r.obs.End(lifecycle.ReasonProtocolError)
-			}
-			return
-		}
-		if h.OpCode.IsControl() {
-			cl, err := r.control(p.srcLeg, src, h)
-			switch {
-			case err == errProtocol:
-				return
-			case err != nil && p.d == lifecycle.UpstreamToClient && r.res != nil && !r.ended.Load():
-				if p.upstreamFailed(err) {
-					continue
-				}
-				return
-			case err != nil:
-				if !r.ended.Load() {
-					r.obs.LegError(p.srcLeg, err)
-				}
-				return
-			case cl != nil:
-				if p.upstreamClosed(cl) {
-					continue
-				}
-				return
-			}
-			continue
-		}
-		if p.d == lifecycle.ClientToUpstream && r.closing.Load() {
-			// The upstream is answering tether's close: nothing more of the client's goes out.
-			if _, err := src.rd.Discard(int(min(h.Length, 1<<30))); err != nil {
-				r.obs.LegError(p.srcLeg, err)
-				return
-			}
-			src.rd.park.lastData = src.heard.Load() // still a streaming leg
-			continue
-		}
-		if h.OpCode != ws.OpContinuation {
-			p.startMessage()
-		}
-		if failed, err := p.forward(h); err != nil {
-			switch {
-			case err == errTornDown:
-				continue
-			case r.ended.Load() || err == errPartialFrame:
-			case err == errErrorEventTooLarge:
-				r.obs.End(lifecycle.ReasonFrameTooLarge)
-			case failed == lifecycle.Upstream && p.d == lifecycle.UpstreamToClient && r.res != nil:
-				if p.upstreamFailed(err) {
-					continue
-				}
-			default:
-				r.obs.LegError(failed, err)
-			}
-			return
-		}
-		if p.dstErr != nil && !p.dstReported {
-			p.dstReported = true
-			r.obs.LegError(p.dstLeg, p.dstErr)
-		}
-		if r.ended.Load() {
-			continue // the frame was skipped: teardown began while it came in
-		}
-		r.obs.Frame(p.d, h.Length)
-		src.rd.park.lastData = src.heard.Load()
-		if h.Fin && p.st.text {
-			if typ := p.peek.Type(); typ != nil {
-				faultHook(p.d, typ)
-				r.obs.Event(p.d, typ, p.peek.ResponseID())
-				if p.capture != nil && p.capOK {
-					if p.d == lifecycle.UpstreamToClient {
-						r.obs.Captured(typ, *p.capture)
-					} else {
-						r.res.obs.ClientCaptured(typ, *p.capture)
-					}
-				}
-			}
-			p.releaseBuffers()
+		case !p.frame(src, h):
+			return false
 		}
 	}
+}
+
+// readFailed handles an error reading a frame header from the source leg;
+// it reports whether the pump reads on (on a new upstream leg).
+func (p *pump) readFailed(err error) bool {
+	r := p.r
+	switch {
+	case r.ended.Load():
+		return false
+	case errors.Is(err, errHeaderLengthInvalid):
+		r.obs.End(lifecycle.ReasonProtocolError)
+		return false
+	case p.d == lifecycle.UpstreamToClient && r.res != nil:
+		return p.upstreamFailed(err)
+	}
+	r.obs.LegError(p.srcLeg, err)
+	return false
+}
+
+// frame relays, answers or discards the frame whose header h was read from
+// src; it reports whether the pump reads on.
+func (p *pump) frame(src *leg, h ws.Header) bool {
+	r := p.r
+	if r.ended.Load() {
+		// Tearing down: discard until the peer's close, EOF or the linger deadline.
+		if h.OpCode == ws.OpClose {
+			return false
+		}
+		_, err := src.rd.Discard(int(min(h.Length, 1<<30)))
+		return err == nil
+	}
+	if err := p.st.checkHeader(h, src.isClient, r.opts.MaxFrameBytes); err != nil {
+		if err == ErrFrameTooLarge {
+			r.obs.End(lifecycle.ReasonFrameTooLarge)
+		} else {
+			r.obs.End(lifecycle.ReasonProtocolError)
+		}
+		return false
+	}
+	if h.OpCode.IsControl() {
+		return p.controlFrame(src, h)
+	}
+	if p.d == lifecycle.ClientToUpstream && r.closing.Load() {
+		// The upstream is answering tether's close: nothing more of the client's goes out.
+		if _, err := src.rd.Discard(int(min(h.Length, 1<<30))); err != nil {
+			r.obs.LegError(p.srcLeg, err)
+			return false
+		}
+		src.rd.park.lastData = src.heard.Load() // still a streaming leg
+		return true
+	}
+	if h.OpCode != ws.OpContinuation {
+		p.startMessage()
+	}
+	if failed, err := p.forward(h); err != nil {
+		return p.forwardFailed(failed, err)
+	}
+	if p.dstErr != nil && !p.dstReported {
+		p.dstReported = true
+		r.obs.LegError(p.dstLeg, p.dstErr)
+	}
+	if r.ended.Load() {
+		return true // the frame was skipped: teardown began while it came in
+	}
+	r.obs.Frame(p.d, h.Length)
+	src.rd.park.lastData = src.heard.Load()
+	if h.Fin && p.st.text {
+		p.messageDone()
+	}
+	return true
+}
+
+// controlFrame answers a ping, pong or close read from src; it reports
+// whether the pump reads on.
+func (p *pump) controlFrame(src *leg, h ws.Header) bool {
+	r := p.r
+	cl, err := r.control(p.srcLeg, src, h)
+	switch {
+	case err == errProtocol:
+		return false
+	case err != nil && p.d == lifecycle.UpstreamToClient && r.res != nil && !r.ended.Load():
+		return p.upstreamFailed(err)
+	case err != nil:
+		if !r.ended.Load() {
+			r.obs.LegError(p.srcLeg, err)
+		}
+		return false
+	case cl != nil:
+		return p.upstreamClosed(cl)
+	}
+	return true
+}
+
+// forwardFailed handles a frame that forward could not relay, failed being
+// the leg at fault; it reports whether the pump reads on.
+func (p *pump) forwardFailed(failed lifecycle.Leg, err error) bool {
+	r := p.r
+	switch {
+	case err == errTornDown:
+		return true
+	case r.ended.Load() || err == errPartialFrame:
+	case err == errErrorEventTooLarge:
+		r.obs.End(lifecycle.ReasonFrameTooLarge)
+	case failed == lifecycle.Upstream && p.d == lifecycle.UpstreamToClient && r.res != nil:
+		return p.upstreamFailed(err)
+	default:
+		r.obs.LegError(failed, err)
+	}
+	return false
+}
+
+// messageDone tells the session of the text message that just ended: its
+// type and, where it was captured whole, its payload.
+func (p *pump) messageDone() {
+	if typ := p.peek.Type(); typ != nil {
+		faultHook(p.d, typ)
+		p.r.obs.Event(p.d, typ, p.peek.ResponseID())
+		if p.capture != nil && p.capOK {
+			if p.d == lifecycle.UpstreamToClient {
+				p.r.obs.Captured(typ, *p.capture)
+			} else {
+				p.r.res.obs.ClientCaptured(typ, *p.capture)
+			}
+		}
+	}
+	p.releaseBuffers()
 }
 
 // startMessage resets the per-message state at a text or binary frame.

@@ -437,14 +437,11 @@ func (Dialect) UpstreamEvent(s dialect.Signals, typ, _ []byte) {
 	}
 }
 
+// captured are the events the session reads whole.
+var captured = dialect.Types{SessionStarted, UsageUpdated, SessionClosed, Error, DelegationCreated, ResponseEvent}
+
 // Capture implements dialect.Dialect.
-func (Dialect) Capture(typ []byte) bool {
-	switch string(typ) {
-	case SessionStarted, UsageUpdated, SessionClosed, Error, DelegationCreated, ResponseEvent:
-		return true
-	}
-	return false
-}
+func (Dialect) Capture(typ []byte) bool { return captured.Has(typ) }
 
 // Hold implements dialect.Dialect: error events may quote a credential.
 func (Dialect) Hold(typ []byte) bool { return dialect.IsError(typ) }

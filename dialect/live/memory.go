@@ -173,14 +173,12 @@ func textBytes(raw json.RawMessage) int {
 	return n
 }
 
+// keptUpstream are the upstream events a memory reads: the words of both
+// speakers, and a new session's id.
+var keptUpstream = dialect.Types{InputTranscriptDelta, OutputTranscriptDelta, SessionStarted}
+
 // CaptureUpstream implements dialect.Memory.
-func (m *Memory) CaptureUpstream(typ []byte) bool {
-	switch string(typ) {
-	case InputTranscriptDelta, OutputTranscriptDelta, SessionStarted:
-		return true
-	}
-	return false
-}
+func (m *Memory) CaptureUpstream(typ []byte) bool { return keptUpstream.Has(typ) }
 
 // Upstream implements dialect.Memory.
 func (m *Memory) Upstream(typ, payload []byte) {

@@ -183,14 +183,12 @@ func textPartType(role string, beta bool) string {
 	return PartOutputText
 }
 
+// keptClient are the client events a memory reads: the settings and the
+// conversation items the client adds or deletes.
+var keptClient = dialect.Types{SessionUpdate, ConversationItemCreate, ConversationItemDelete}
+
 // CaptureClient implements dialect.Memory.
-func (m *Memory) CaptureClient(typ []byte) bool {
-	switch string(typ) {
-	case SessionUpdate, ConversationItemCreate, ConversationItemDelete:
-		return true
-	}
-	return false
-}
+func (m *Memory) CaptureClient(typ []byte) bool { return keptClient.Has(typ) }
 
 // Client implements dialect.Memory.
 func (m *Memory) Client(typ, payload []byte) {
@@ -229,16 +227,14 @@ func (m *Memory) Client(typ, payload []byte) {
 	}
 }
 
+// keptUpstream are the upstream events a memory reads: the session, the
+// committed input and its transcript, finished answers and their parts.
+var keptUpstream = dialect.Types{SessionCreated, InputAudioCommitted, InputTranscriptionCompleted,
+	OutputTranscriptDone, OutputTextDone, BetaTranscriptDone, BetaTextDone,
+	FunctionCallArgumentsDone, ResponseCreated, ResponseDone}
+
 // CaptureUpstream implements dialect.Memory.
-func (m *Memory) CaptureUpstream(typ []byte) bool {
-	switch string(typ) {
-	case SessionCreated, InputAudioCommitted, InputTranscriptionCompleted,
-		OutputTranscriptDone, OutputTextDone, BetaTranscriptDone, BetaTextDone,
-		FunctionCallArgumentsDone, ResponseCreated, ResponseDone:
-		return true
-	}
-	return false
-}
+func (m *Memory) CaptureUpstream(typ []byte) bool { return keptUpstream.Has(typ) }
 
 // Upstream implements dialect.Memory.
 func (m *Memory) Upstream(typ, payload []byte) {

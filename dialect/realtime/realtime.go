@@ -254,14 +254,11 @@ func (Dialect) UpstreamEvent(s dialect.Signals, typ, responseID []byte) {
 	}
 }
 
+// captured are the rare events the session reads whole.
+var captured = dialect.Types{Error, ResponseCreated, ResponseDone, SessionCreated, SessionUpdated, RateLimitsUpdated}
+
 // Capture implements dialect.Dialect: the rare events the session reads whole.
-func (Dialect) Capture(typ []byte) bool {
-	switch string(typ) {
-	case Error, ResponseCreated, ResponseDone, SessionCreated, SessionUpdated, RateLimitsUpdated:
-		return true
-	}
-	return false
-}
+func (Dialect) Capture(typ []byte) bool { return captured.Has(typ) }
 
 // Hold implements dialect.Dialect: error events may quote a credential.
 func (Dialect) Hold(typ []byte) bool { return dialect.IsError(typ) }
