@@ -20,6 +20,9 @@ type Options struct {
 	KnownErrorCodes     []string
 	ResponseStatuses    []string
 	FatalUpstreamErrors []string
+	// HandshakeReasons are the reasons a handshake may be refused for
+	// (proxy.RejectReasons); each series exists from the start.
+	HandshakeReasons []string
 }
 
 // Metrics holds tether's Prometheus collectors (contract names; see the
@@ -67,8 +70,17 @@ var resumeResults = []string{lifecycle.ResumeOK, lifecycle.ResumeFailed, lifecyc
 // New creates the collectors on a fresh registry, with the Go runtime and
 // process collectors.
 func New(o Options) *Metrics {
-	r := prometheus.NewRegistry()
-	m := &Metrics{Registry: r, errorCodes: set(o.KnownErrorCodes, o.FatalUpstreamErrors), statuses: set(o.ResponseStatuses)}
+	m := &Metrics{Registry: prometheus.NewRegistry(), errorCodes: set(o.KnownErrorCodes, o.FatalUpstreamErrors), statuses: set(o.ResponseStatuses)}
+	m.Registry.MustRegister(m.sessionCollectors()...)
+	m.Registry.MustRegister(m.upstreamCollectors()...)
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.startAtZero(o)
+	return m
+}
+
+// sessionCollectors creates the series of sessions, handshakes, heartbeats
+// and teardown.
+func (m *Metrics) sessionCollectors() []prometheus.Collector {
 	m.sessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tether_sessions_active", Help: "Sessions currently open (both legs connected), by dialect.",
 	}, []string{"dialect"})
@@ -77,10 +89,6 @@ func New(o Options) *Metrics {
 		Name: "tether_session_duration_seconds", Help: "Session length from upgrade to teardown, by dialect.",
 		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600},
 	}, []string{"dialect"})
-	m.dialSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "tether_upstream_dial_seconds", Help: "Upstream dial time (TCP, TLS, upgrade, first event), by upstream and result.",
-		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-	}, []string{"upstream", "result"})
 	m.handshakeRejected = counterVec("tether_handshake_rejections_total", "Client upgrades refused before a session started, by reason.", "reason")
 	rtt := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "tether_heartbeat_rtt_seconds", Help: "Ping to pong round trip, by leg.",
@@ -88,6 +96,26 @@ func New(o Options) *Metrics {
 	}, []string{"leg"})
 	m.heartbeatRTT[lifecycle.Client] = rtt.WithLabelValues("client")
 	m.heartbeatRTT[lifecycle.Upstream] = rtt.WithLabelValues("upstream")
+	m.heartbeatTimeouts = counterVec("tether_heartbeat_timeouts_total", "Heartbeat timeouts, by leg.", "leg")
+	closeFrames := counterVec("tether_close_frames_total",
+		"Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
+		"leg", "result")
+	for _, leg := range []lifecycle.Leg{lifecycle.Client, lifecycle.Upstream} {
+		m.closeFramesTotal[leg][0] = closeFrames.WithLabelValues(leg.String(), "not_sent")
+		m.closeFramesTotal[leg][1] = closeFrames.WithLabelValues(leg.String(), "sent")
+	}
+	m.stateErrors = counterVec("tether_state_errors_total", "Round trips to the shared state store (Redis) that failed, by operation.", "op")
+	return []prometheus.Collector{m.sessionsActive, m.sessionsTotal, m.sessionDuration, m.handshakeRejected,
+		rtt, m.heartbeatTimeouts, closeFrames, m.stateErrors}
+}
+
+// upstreamCollectors creates the series of what the upstreams did: dials,
+// answers, usage, errors and resumes.
+func (m *Metrics) upstreamCollectors() []prometheus.Collector {
+	m.dialSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tether_upstream_dial_seconds", Help: "Upstream dial time (TCP, TLS, upgrade, first event), by upstream and result.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"upstream", "result"})
 	m.timeToFirstAudio = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "tether_time_to_first_audio_seconds", Help: "From the end of the caller's turn (Realtime: speech_stopped, commit or response.created; GPT-Live: the caller's last transcript fragment) to the answer's first audio (GPT-Live: its first transcript fragment), by dialect.",
 		Buckets: []float64{.1, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10},
@@ -96,18 +124,23 @@ func New(o Options) *Metrics {
 	m.audioSeconds = counterVec("tether_audio_seconds_total", "Billed session audio seconds the upstream reported (GPT-Live usage, cumulative per session: each report adds its growth), by upstream.", "upstream")
 	m.upstreamErrors = counterVec("tether_upstream_errors_total", "Upstream error events, by error code.", "code")
 	m.responsesTotal = counterVec("tether_responses_total", "Responses finished (response.done), by status.", "status")
-	m.heartbeatTimeouts = counterVec("tether_heartbeat_timeouts_total", "Heartbeat timeouts, by leg.", "leg")
-	m.stateErrors = counterVec("tether_state_errors_total", "Round trips to the shared state store (Redis) that failed, by operation.", "op")
-	for _, op := range stateOps {
-		m.stateErrors.WithLabelValues(op)
-	}
-	closeFrames := counterVec("tether_close_frames_total",
-		"Close frames tether meant to send at teardown, by leg and result: sent, or not_sent when the leg was closed without one (its peer stopped reading or the socket failed).",
-		"leg", "result")
-	for _, leg := range []lifecycle.Leg{lifecycle.Client, lifecycle.Upstream} {
-		m.closeFramesTotal[leg][0] = closeFrames.WithLabelValues(leg.String(), "not_sent")
-		m.closeFramesTotal[leg][1] = closeFrames.WithLabelValues(leg.String(), "sent")
-	}
+	m.resumesTotal = counterVec("tether_resumes_total",
+		"Attempts to carry a call over to a new upstream session (lifecycle.resume), by upstream (the one that took the call over; for failed and exhausted, the one whose session ended), trigger and result.",
+		"upstream", "trigger", "result")
+	m.resumeGap = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tether_resume_gap_seconds", Help: "From the end of an upstream session to the call going on on the next one (dials and the replay answered), for successful resumes, by the upstream that took the call over.",
+		// A dial (with its first event) takes most of the gap; 2 s is the
+		// default lifecycle.resume.buffer, past which client audio was dropped.
+		Buckets: []float64{.05, .1, .25, .5, 1, 2, 3, 5, 10, 30},
+	}, []string{"upstream"})
+	return []prometheus.Collector{m.dialSeconds, m.timeToFirstAudio, m.tokens, m.audioSeconds,
+		m.upstreamErrors, m.responsesTotal, m.resumesTotal, m.resumeGap}
+}
+
+// startAtZero creates every series a dashboard or alert may look for, so
+// that it exists from the start, at 0. Series by upstream are created by
+// WatchUpstream.
+func (m *Metrics) startAtZero(o Options) {
 	m.sessionsByReason = make(map[sessionKey]prometheus.Counter, len(Dialects)*len(lifecycle.AllReasons))
 	for _, d := range Dialects {
 		for _, reason := range lifecycle.AllReasons {
@@ -119,13 +152,10 @@ func New(o Options) *Metrics {
 		m.sessionDuration.WithLabelValues(d)
 		m.timeToFirstAudio.WithLabelValues(d)
 	}
-	// Every series a dashboard or alert may look for exists from the start, at 0.
 	for _, k := range []string{"input_text", "input_audio", "output_text", "output_audio", "cached"} {
 		m.tokens.WithLabelValues(k)
 	}
-	for _, r := range []string{"not_websocket", "bad_handshake", "bad_version", "bad_method", "origin",
-		"unauthenticated", "unauthorized", "model_not_allowed", "client_limit", "budget_exhausted", "limits_unavailable", "draining", "max_sessions",
-		"upstream_unavailable", "upstream_rate_limited"} {
+	for _, r := range o.HandshakeReasons {
 		m.handshakeRejected.WithLabelValues(r)
 	}
 	for _, code := range o.FatalUpstreamErrors {
@@ -133,22 +163,9 @@ func New(o Options) *Metrics {
 	}
 	m.heartbeatTimeouts.WithLabelValues("client")
 	m.heartbeatTimeouts.WithLabelValues("upstream")
-	// Series by upstream are created at 0 by WatchUpstream.
-	m.resumesTotal = counterVec("tether_resumes_total",
-		"Attempts to carry a call over to a new upstream session (lifecycle.resume), by upstream (the one that took the call over; for failed and exhausted, the one whose session ended), trigger and result.",
-		"upstream", "trigger", "result")
-	m.resumeGap = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "tether_resume_gap_seconds", Help: "From the end of an upstream session to the call going on on the next one (dials and the replay answered), for successful resumes, by the upstream that took the call over.",
-		// A dial (with its first event) takes most of the gap; 2 s is the
-		// default lifecycle.resume.buffer, past which client audio was dropped.
-		Buckets: []float64{.05, .1, .25, .5, 1, 2, 3, 5, 10, 30},
-	}, []string{"upstream"})
-	r.MustRegister(m.sessionsActive, m.sessionsTotal, m.sessionDuration,
-		m.dialSeconds, m.handshakeRejected, rtt, m.timeToFirstAudio, m.tokens, m.audioSeconds,
-		m.upstreamErrors, m.responsesTotal, m.heartbeatTimeouts, m.stateErrors, closeFrames,
-		m.resumesTotal, m.resumeGap,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
+	for _, op := range stateOps {
+		m.stateErrors.WithLabelValues(op)
+	}
 }
 
 // counterVec is the counter family name, explained by help, by labels.

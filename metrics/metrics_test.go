@@ -214,3 +214,18 @@ func TestBudgetSpentLabelNotUTF8(t *testing.T) {
 		t.Errorf("tether_budget_spent series %d, want 6 (two clients, three kinds)", n)
 	}
 }
+
+// TestHandshakeReasonsExistAtStart: every reason a handshake may be refused
+// for is a series at 0 before the first refusal.
+func TestHandshakeReasonsExistAtStart(t *testing.T) {
+	reasons := []string{"origin", "draining", "client_closed"}
+	m := New(Options{HandshakeReasons: reasons})
+	if n := testutil.CollectAndCount(m.handshakeRejected); n != len(reasons) {
+		t.Fatalf("%d handshake rejection series at start, want %d", n, len(reasons))
+	}
+	for _, r := range reasons {
+		if got := testutil.ToFloat64(m.handshakeRejected.WithLabelValues(r)); got != 0 {
+			t.Errorf("reason %q = %v at start, want 0", r, got)
+		}
+	}
+}

@@ -188,6 +188,33 @@ func (h *Handler) preflight(w http.ResponseWriter, r *http.Request,
 	return c, release, true
 }
 
+// Why a client upgrade is refused: the reason label of
+// tether_handshake_rejections_total.
+const (
+	RejectNotWebSocket        = "not_websocket"
+	RejectBadHandshake        = "bad_handshake"
+	RejectBadVersion          = "bad_version"
+	RejectBadMethod           = "bad_method"
+	RejectOrigin              = "origin"
+	RejectUnauthenticated     = "unauthenticated"
+	RejectUnauthorized        = "unauthorized"
+	RejectModelNotAllowed     = "model_not_allowed"
+	RejectClientLimit         = "client_limit"
+	RejectBudgetExhausted     = "budget_exhausted"
+	RejectLimitsUnavailable   = "limits_unavailable"
+	RejectDraining            = "draining"
+	RejectMaxSessions         = "max_sessions"
+	RejectUpstreamUnavailable = "upstream_unavailable"
+	RejectUpstreamRateLimited = "upstream_rate_limited"
+	// RejectClientClosed: a GPT-Live client left before its session started.
+	RejectClientClosed = "client_closed"
+)
+
+// RejectReasons are all the reasons a handshake is refused for.
+var RejectReasons = []string{RejectNotWebSocket, RejectBadHandshake, RejectBadVersion, RejectBadMethod, RejectOrigin,
+	RejectUnauthenticated, RejectUnauthorized, RejectModelNotAllowed, RejectClientLimit, RejectBudgetExhausted,
+	RejectLimitsUnavailable, RejectDraining, RejectMaxSessions, RejectUpstreamUnavailable, RejectUpstreamRateLimited, RejectClientClosed}
+
 // rejection is a refused handshake: the HTTP answer and the reason counted.
 type rejection struct {
 	status      int
@@ -204,23 +231,23 @@ func (h *Handler) refuse(w http.ResponseWriter, rj *rejection) { h.reject(w, rj)
 func (h *Handler) checkUpgrade(r *http.Request) *rejection {
 	switch {
 	case !strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
-		return &rejection{status: http.StatusUpgradeRequired, reason: "not_websocket", msg: "this endpoint accepts WebSocket upgrades only", hdr: map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}}
+		return &rejection{status: http.StatusUpgradeRequired, reason: RejectNotWebSocket, msg: "this endpoint accepts WebSocket upgrades only", hdr: map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}}
 	case r.Method != http.MethodGet:
-		return &rejection{status: http.StatusMethodNotAllowed, reason: "bad_method", msg: "WebSocket upgrades use GET", hdr: map[string]string{"Allow": "GET"}}
+		return &rejection{status: http.StatusMethodNotAllowed, reason: RejectBadMethod, msg: "WebSocket upgrades use GET", hdr: map[string]string{"Allow": "GET"}}
 	case !r.ProtoAtLeast(1, 1):
-		return &rejection{status: http.StatusHTTPVersionNotSupported, reason: "bad_handshake", msg: "WebSocket upgrades need HTTP/1.1"}
+		return &rejection{status: http.StatusHTTPVersionNotSupported, reason: RejectBadHandshake, msg: "WebSocket upgrades need HTTP/1.1"}
 	case !validProtocolList(r.Header.Values("Sec-WebSocket-Protocol")):
-		return &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "malformed Sec-WebSocket-Protocol"}
+		return &rejection{status: http.StatusBadRequest, reason: RejectBadHandshake, msg: "malformed Sec-WebSocket-Protocol"}
 	case !headerHasToken(r.Header, "Connection", "upgrade"):
-		return &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "missing Connection: Upgrade"}
+		return &rejection{status: http.StatusBadRequest, reason: RejectBadHandshake, msg: "missing Connection: Upgrade"}
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
-		return &rejection{status: http.StatusUpgradeRequired, reason: "bad_version", msg: "unsupported Sec-WebSocket-Version", hdr: map[string]string{"Sec-WebSocket-Version": "13"}}
+		return &rejection{status: http.StatusUpgradeRequired, reason: RejectBadVersion, msg: "unsupported Sec-WebSocket-Version", hdr: map[string]string{"Sec-WebSocket-Version": "13"}}
 	}
 	if k, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(k) != 16 {
-		return &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "missing or malformed Sec-WebSocket-Key"}
+		return &rejection{status: http.StatusBadRequest, reason: RejectBadHandshake, msg: "missing or malformed Sec-WebSocket-Key"}
 	}
 	if !h.originAllowed(r.Header.Values("Origin")) {
-		return &rejection{status: http.StatusForbidden, reason: "origin", msg: "origin not allowed"}
+		return &rejection{status: http.StatusForbidden, reason: RejectOrigin, msg: "origin not allowed"}
 	}
 	return nil
 }
@@ -245,19 +272,19 @@ func (h *Handler) identify(r *http.Request) (caller, *rejection) {
 	c.offered, c.beta = parseProtocols(r.Header)
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return c, &rejection{status: http.StatusBadRequest, reason: "bad_handshake", msg: "malformed query string"}
+		return c, &rejection{status: http.StatusBadRequest, reason: RejectBadHandshake, msg: "malformed query string"}
 	}
 	c.query = query
 	models := modelValues(query)
 	if len(models) > 1 {
 		// Which one would the upstream read? Refuse rather than guess.
-		return c, &rejection{status: http.StatusBadRequest, reason: "model_not_allowed", msg: "the query names more than one model"}
+		return c, &rejection{status: http.StatusBadRequest, reason: RejectModelNotAllowed, msg: "the query names more than one model"}
 	}
 	if len(models) == 1 {
 		c.model = models[0]
 	}
 	if err := h.dialer.CheckModel(c.model); err != nil {
-		return c, &rejection{status: http.StatusBadRequest, reason: "model_not_allowed", msg: "model not served by this proxy"}
+		return c, &rejection{status: http.StatusBadRequest, reason: RejectModelNotAllowed, msg: "model not served by this proxy"}
 	}
 	return c, nil
 }
@@ -268,9 +295,9 @@ func (h *Handler) authenticate(r *http.Request) (caller, *rejection) {
 	if h.opts.Auth != nil {
 		id, err := h.opts.Auth.Authenticate(r)
 		if err != nil {
-			reason := "unauthorized"
+			reason := RejectUnauthorized
 			if errors.Is(err, auth.ErrMissing) {
-				reason = "unauthenticated"
+				reason = RejectUnauthenticated
 			}
 			return c, &rejection{status: http.StatusUnauthorized, reason: reason, msg: err.Error(), hdr: map[string]string{"WWW-Authenticate": `Bearer realm="tether"`}}
 		}
@@ -287,7 +314,7 @@ func (h *Handler) admit(ctx context.Context, identity string) (release func(), r
 	case errors.Is(err, lifecycle.ErrDraining):
 		return nil, drainingRejection
 	case err != nil:
-		return nil, &rejection{status: http.StatusServiceUnavailable, reason: "max_sessions", msg: "session limit reached",
+		return nil, &rejection{status: http.StatusServiceUnavailable, reason: RejectMaxSessions, msg: "session limit reached",
 			hdr: map[string]string{"Retry-After": "1"}}
 	case h.opts.Limits == nil:
 		return slot, nil
@@ -300,17 +327,17 @@ func (h *Handler) admit(ctx context.Context, identity string) (release func(), r
 	retry := map[string]string{"Retry-After": strconv.Itoa(max(1, int(math.Ceil(refused.RetryAfter.Seconds()))))}
 	switch {
 	case refused.Unavailable:
-		return nil, &rejection{status: http.StatusServiceUnavailable, reason: "limits_unavailable", msg: refused.Message(), hdr: retry}
+		return nil, &rejection{status: http.StatusServiceUnavailable, reason: RejectLimitsUnavailable, msg: refused.Message(), hdr: retry}
 	case refused.Limit == state.LimitSessions:
-		return nil, &rejection{status: http.StatusTooManyRequests, reason: "client_limit", msg: refused.Message(), hdr: retry,
+		return nil, &rejection{status: http.StatusTooManyRequests, reason: RejectClientLimit, msg: refused.Message(), hdr: retry,
 			limit: string(refused.Limit)}
 	}
-	return nil, &rejection{status: http.StatusTooManyRequests, reason: "budget_exhausted", msg: refused.Message(), hdr: retry,
+	return nil, &rejection{status: http.StatusTooManyRequests, reason: RejectBudgetExhausted, msg: refused.Message(), hdr: retry,
 		limit: string(refused.Limit)}
 }
 
 // drainingRejection answers upgrades while tether shuts down.
-var drainingRejection = &rejection{status: http.StatusServiceUnavailable, reason: "draining", msg: "tether is shutting down; retry on another instance", hdr: map[string]string{"Retry-After": "5"}}
+var drainingRejection = &rejection{status: http.StatusServiceUnavailable, reason: RejectDraining, msg: "tether is shutting down; retry on another instance", hdr: map[string]string{"Retry-After": "5"}}
 
 // sessionInfo is the session's start record, before the dial fills in the upstream.
 func (h *Handler) sessionInfo(r *http.Request, c caller, requestedAt time.Time) lifecycle.Info {
@@ -358,7 +385,7 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 			_ = up.Net.Close()
 		}
 		h.log.Info("upstream dial cancelled: shutting down", "client", r.RemoteAddr)
-		h.mgr.HandshakeFailed(*info, http.StatusServiceUnavailable, "draining")
+		h.mgr.HandshakeFailed(*info, http.StatusServiceUnavailable, RejectDraining)
 		return nil, drainingRejection, err
 	}
 	if err != nil {
@@ -371,9 +398,9 @@ func (h *Handler) dialUpstream(parent context.Context, r *http.Request, req upst
 		if retry != "" {
 			hdr["Retry-After"] = retry
 		}
-		reason := "upstream_unavailable"
+		reason := RejectUpstreamUnavailable
 		if status == http.StatusTooManyRequests {
-			reason = "upstream_rate_limited"
+			reason = RejectUpstreamRateLimited
 		}
 		h.mgr.HandshakeFailed(*info, status, reason)
 		return nil, &rejection{status: status, reason: reason, msg: "no upstream could be reached", hdr: hdr}, err
@@ -396,7 +423,7 @@ func (h *Handler) upgradeAndRelay(w http.ResponseWriter, r *http.Request, c call
 		if conn != nil {
 			_ = conn.Close() // hijacked: net/http no longer owns it
 		}
-		h.rejected("bad_handshake")
+		h.rejected(RejectBadHandshake)
 		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
 		return false
 	}

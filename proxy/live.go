@@ -57,7 +57,7 @@ func (h *Handler) ServeLive(w http.ResponseWriter, r *http.Request) {
 		if conn != nil {
 			_ = conn.Close()
 		}
-		h.rejected("bad_handshake")
+		h.rejected(RejectBadHandshake)
 		h.log.Info("client upgrade failed", "client", r.RemoteAddr, "err", err)
 		return
 	}
@@ -81,7 +81,7 @@ func (h *Handler) startLive(r *http.Request, lc *liveClient, info lifecycle.Info
 	payload, err := lc.readStart()
 	stopWatch()
 	if h.mgr.Draining() {
-		h.rejected("draining")
+		h.rejected(RejectDraining)
 		lc.finish(live.NewError(live.ErrTypeServer, live.CodeShuttingDown, drainingRejection.msg, ""), wsframe.GoingAway, "tether shutting down")
 		return false
 	}
@@ -95,12 +95,12 @@ func (h *Handler) startLive(r *http.Request, lc *liveClient, info lifecycle.Info
 		if errors.Is(err, live.ErrNotStart) {
 			code = live.CodeStartRequired
 		}
-		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, code, err.Error(), "", wsframe.PolicyViolation)
+		h.liveRefuse(lc, info, RejectBadHandshake, live.ErrTypeInvalidRequest, code, err.Error(), "", wsframe.PolicyViolation)
 		return false
 	}
 	info.Model = start.Model
 	if err := h.dialer.CheckLiveModel(start.Model); err != nil {
-		h.liveRefuse(lc, info, "model_not_allowed", live.ErrTypeInvalidRequest, live.CodeModelNotAllowed,
+		h.liveRefuse(lc, info, RejectModelNotAllowed, live.ErrTypeInvalidRequest, live.CodeModelNotAllowed,
 			fmt.Sprintf("model %q is not served by this proxy", start.Model), start.EventID, wsframe.PolicyViolation)
 		return false
 	}
@@ -197,22 +197,22 @@ func (h *Handler) liveStartFailed(lc *liveClient, info lifecycle.Info, err error
 	var ce *clientClose
 	switch {
 	case errors.As(err, &ce):
-		h.rejected("client_closed")
+		h.rejected(RejectClientClosed)
 		lc.finish(nil, ce.code, "")
 	case errors.Is(err, errLiveStartTooLarge):
-		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartRequired,
+		h.liveRefuse(lc, info, RejectBadHandshake, live.ErrTypeInvalidRequest, live.CodeStartRequired,
 			fmt.Sprintf("session.start over %d bytes (or a frame over server.max_frame_bytes)", maxLiveStart), "", wsframe.MessageTooBig)
 	case errors.Is(err, errLiveNotText):
-		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartRequired,
+		h.liveRefuse(lc, info, RejectBadHandshake, live.ErrTypeInvalidRequest, live.CodeStartRequired,
 			"the first message must be session.start, a JSON text message", "", wsframe.PolicyViolation)
 	case isTimeout(err):
-		h.liveRefuse(lc, info, "bad_handshake", live.ErrTypeInvalidRequest, live.CodeStartTimeout,
+		h.liveRefuse(lc, info, RejectBadHandshake, live.ErrTypeInvalidRequest, live.CodeStartTimeout,
 			"no whole session.start (or frame) within the handshake timeout", "", wsframe.PolicyViolation)
 	case errors.Is(err, errLiveFrame):
-		h.rejected("bad_handshake")
+		h.rejected(RejectBadHandshake)
 		lc.finish(nil, wsframe.ProtocolError, "protocol error")
 	default: // the socket failed: nobody to answer
-		h.rejected("bad_handshake")
+		h.rejected(RejectBadHandshake)
 		_ = lc.conn.Close()
 	}
 }
@@ -234,7 +234,7 @@ func (h *Handler) liveDialFailed(lc *liveClient, info lifecycle.Info, rj *reject
 		lc.finish(scrubJSON(h.opts.Relay.Redactor, refusal), wsframe.PolicyViolation, "session.start refused")
 	default:
 		msg := "no upstream could start the session"
-		if rj.reason == "upstream_rate_limited" {
+		if rj.reason == RejectUpstreamRateLimited {
 			msg = "the upstream is rate limiting; retry later"
 		}
 		lc.finish(live.NewError(live.ErrTypeServer, live.CodeUpstreamUnavailable, msg, eventID), wsframe.TryAgainLater, "upstream unavailable")

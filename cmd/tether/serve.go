@@ -180,6 +180,7 @@ func start(cfg *config.Config, log *slog.Logger) (_ *app, err error) {
 		KnownErrorCodes:     realtime.KnownErrorCodes,
 		ResponseStatuses:    realtime.ResponseStatuses,
 		FatalUpstreamErrors: cfg.Lifecycle.FatalUpstreamErrors,
+		HandshakeReasons:    proxy.RejectReasons,
 	})}
 	defer func() {
 		if err != nil {

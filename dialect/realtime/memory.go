@@ -240,25 +240,7 @@ func (m *Memory) CaptureUpstream(typ []byte) bool { return keptUpstream.Has(typ)
 func (m *Memory) Upstream(typ, payload []byte) {
 	switch t := string(typ); t {
 	case SessionCreated:
-		var ev struct {
-			Session struct {
-				ID     string `json:"id"`
-				Type   string `json:"type"`
-				Object string `json:"object"`
-			} `json:"session"`
-		}
-		if json.Unmarshal(payload, &ev) != nil {
-			return
-		}
-		if ev.Session.ID != "" {
-			m.sessionID = ev.Session.ID
-		}
-		switch {
-		case ev.Session.Type != "":
-			m.beta = false
-		case ev.Session.Object == ObjectSession:
-			m.beta = true
-		}
+		m.sessionCreated(payload)
 	case InputAudioCommitted:
 		var ev struct {
 			ItemID string `json:"item_id"`
@@ -296,34 +278,72 @@ func (m *Memory) Upstream(typ, payload []byte) {
 		}
 	case ResponseCreated:
 		var ev ResponseEvent
-		if json.Unmarshal(payload, &ev) == nil && ev.Response.ID != "" && !slices.Contains(m.open, ev.Response.ID) {
-			if len(m.open) == maxOpenResponses {
-				m.open = slices.Delete(m.open, 0, 1)
-			}
-			m.open = append(m.open, ev.Response.ID)
+		if json.Unmarshal(payload, &ev) == nil && ev.Response.ID != "" {
+			m.responseOpened(ev.Response.ID)
 		}
 	case ResponseDone:
-		var ev struct {
-			Response struct {
+		m.responseDone(payload)
+	}
+}
+
+// sessionCreated keeps the session's id, and which shape of the protocol
+// (GA or beta) the upstream speaks.
+func (m *Memory) sessionCreated(payload []byte) {
+	var ev struct {
+		Session struct {
+			ID     string `json:"id"`
+			Type   string `json:"type"`
+			Object string `json:"object"`
+		} `json:"session"`
+	}
+	if json.Unmarshal(payload, &ev) != nil {
+		return
+	}
+	if ev.Session.ID != "" {
+		m.sessionID = ev.Session.ID
+	}
+	switch {
+	case ev.Session.Type != "":
+		m.beta = false
+	case ev.Session.Object == ObjectSession:
+		m.beta = true
+	}
+}
+
+// responseOpened notes an answer in progress, forgetting the oldest when
+// maxOpenResponses are.
+func (m *Memory) responseOpened(id string) {
+	if slices.Contains(m.open, id) {
+		return
+	}
+	if len(m.open) == maxOpenResponses {
+		m.open = slices.Delete(m.open, 0, 1)
+	}
+	m.open = append(m.open, id)
+}
+
+// responseDone closes a finished answer and names the function calls it made.
+func (m *Memory) responseDone(payload []byte) {
+	var ev struct {
+		Response struct {
+			ID     string `json:"id"`
+			Output []struct {
+				Type   string `json:"type"`
 				ID     string `json:"id"`
-				Output []struct {
-					Type   string `json:"type"`
-					ID     string `json:"id"`
-					CallID string `json:"call_id"`
-					Name   string `json:"name"`
-				} `json:"output"`
-			} `json:"response"`
-		}
-		if json.Unmarshal(payload, &ev) != nil {
-			return
-		}
-		if i := slices.Index(m.open, ev.Response.ID); i >= 0 {
-			m.open = slices.Delete(m.open, i, i+1)
-		}
-		for _, o := range ev.Response.Output {
-			if o.Type == ItemFunctionCall && o.Name != "" {
-				m.nameCall(o.ID, o.CallID, o.Name)
-			}
+				CallID string `json:"call_id"`
+				Name   string `json:"name"`
+			} `json:"output"`
+		} `json:"response"`
+	}
+	if json.Unmarshal(payload, &ev) != nil {
+		return
+	}
+	if i := slices.Index(m.open, ev.Response.ID); i >= 0 {
+		m.open = slices.Delete(m.open, i, i+1)
+	}
+	for _, o := range ev.Response.Output {
+		if o.Type == ItemFunctionCall && o.Name != "" {
+			m.nameCall(o.ID, o.CallID, o.Name)
 		}
 	}
 }
