@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -13,24 +12,6 @@ import (
 	"github.com/tetherproxy/tether/internal/testkit"
 	"github.com/tetherproxy/tether/lifecycle"
 )
-
-// readFrame reads one frame from c within d (payload unmasked).
-func readFrame(c net.Conn, d time.Duration) (ws.Header, []byte, error) {
-	_ = c.SetReadDeadline(time.Now().Add(d))
-	defer c.SetReadDeadline(time.Time{})
-	h, err := ws.ReadHeader(c)
-	if err != nil {
-		return h, nil, err
-	}
-	p := make([]byte, h.Length)
-	if _, err := io.ReadFull(c, p); err != nil {
-		return h, nil, err
-	}
-	if h.Masked {
-		ws.Cipher(p, h.Mask, 0)
-	}
-	return h, p, nil
-}
 
 // A client ping that arrives while the heartbeat's own ping is being
 // written on the client leg (sendControl holds the write lock) must still
@@ -60,11 +41,11 @@ func TestPongQueuedDuringPingIsFlushed(t *testing.T) {
 	go func() { _ = ws.WriteFrame(cp, ws.MaskFrame(ws.NewPingFrame([]byte("client-ping")))) }()
 	testkit.WaitFor(t, 2*time.Second, "the pong queued", func() bool { return cl.hasPend.Load() })
 
-	h, _, err := readFrame(cp, 2*time.Second)
+	h, _, err := testkit.ReadFrameWithin(cp, 2*time.Second)
 	if err != nil || h.OpCode != ws.OpPing {
 		t.Fatalf("first frame: %v %v, want the heartbeat ping", h.OpCode, err)
 	}
-	h, p, err := readFrame(cp, time.Second)
+	h, p, err := testkit.ReadFrameWithin(cp, time.Second)
 	if err != nil || h.OpCode != ws.OpPong || !bytes.Equal(p, []byte("client-ping")) {
 		t.Fatalf("after the heartbeat ping: %v %q %v; want the pong to the client's ping (stranded in leg.pend: hasPend=%v)",
 			h.OpCode, p, err, cl.hasPend.Load())
@@ -103,7 +84,7 @@ func TestControlFramesDuringLargeFrame(t *testing.T) {
 			if stopped {
 				wait = 500 * time.Millisecond
 			}
-			h, p, err := readFrame(cp, wait)
+			h, p, err := testkit.ReadFrameWithin(cp, wait)
 			if err != nil {
 				if !stopped {
 					t.Fatalf("round %d: %v after %d of %d bytes", round, err, got, size)

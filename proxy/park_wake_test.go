@@ -67,7 +67,7 @@ func TestParkedPumpWakesForEveryMessageShape(t *testing.T) {
 			}()
 			var got []byte
 			for j := 0; ; j++ {
-				h, p, err := readFrame(dst, 2*time.Second)
+				h, p, err := testkit.ReadFrameWithin(dst, 2*time.Second)
 				if err != nil {
 					t.Fatalf("client=%v msg %d: %v", fromClient, i, err)
 				}

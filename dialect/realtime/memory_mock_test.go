@@ -1,7 +1,6 @@
 package realtime_test
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -32,12 +31,8 @@ func dialMock(t *testing.T, m dialect.Memory) *testkit.Conn {
 
 func encode(t *testing.T, ev map[string]any) (typ string, payload []byte) {
 	t.Helper()
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
 	typ, _ = ev["type"].(string)
-	return typ, b
+	return typ, testkit.MustJSON(t, ev)
 }
 
 func upstream(t *testing.T, m dialect.Memory, ev map[string]any) {

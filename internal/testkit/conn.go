@@ -279,7 +279,7 @@ func (c *Conn) read() {
 				return
 			}
 		}
-		h, p, err := readFrame(c.rd)
+		h, p, err := ReadFrame(c.rd)
 		if err != nil {
 			c.mu.Lock()
 			c.readErr = err
@@ -320,8 +320,10 @@ func (c *Conn) read() {
 	}
 }
 
-// readFrame reads one frame and unmasks its payload.
-func readFrame(r io.Reader) (ws.Header, []byte, error) {
+// ReadFrame reads one frame from r and unmasks its payload; a frame over
+// 64 MiB is an error. It is the reader of a [Conn], for a test that reads
+// a raw connection itself.
+func ReadFrame(r io.Reader) (ws.Header, []byte, error) {
 	h, err := ws.ReadHeader(r)
 	if err == nil && h.Length > maxFrame {
 		err = fmt.Errorf("frame of %d bytes", h.Length)
@@ -337,6 +339,14 @@ func readFrame(r io.Reader) (ws.Header, []byte, error) {
 		ws.Cipher(p, h.Mask, 0)
 	}
 	return h, p, nil
+}
+
+// ReadFrameWithin is [ReadFrame] on c with a read deadline d from now,
+// cleared as it returns (a net.Error that is a Timeout when nothing came).
+func ReadFrameWithin(c net.Conn, d time.Duration) (ws.Header, []byte, error) {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	defer c.SetReadDeadline(time.Time{})
+	return ReadFrame(c)
 }
 
 func newFrame(h ws.Header, p []byte) Frame {
@@ -500,11 +510,17 @@ func (c *Conn) SendText(s string) {
 // Send marshals v and sends it as a text frame; an error fails the test.
 func (c *Conn) Send(v any) {
 	c.t.Helper()
+	c.SendFrame(ws.OpText, true, MustJSON(c.t, v))
+}
+
+// MustJSON is v marshalled as JSON; an error fails the test.
+func MustJSON(t testing.TB, v any) []byte {
+	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	c.SendFrame(ws.OpText, true, b)
+	return b
 }
 
 // SendClose starts the closing handshake with code and reason.

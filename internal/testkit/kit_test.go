@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"testing"
@@ -71,6 +72,27 @@ func TestNextFrameOverPipe(t *testing.T) {
 	client.Close()
 	if _, err := server.NextFrame(time.Second); err == nil || err == ErrTimeout {
 		t.Fatalf("NextFrame after close: %v, want the read error", err)
+	}
+}
+
+// TestReadFrameWithin reads a masked frame raw, unmasked, and times out
+// when nothing comes.
+func TestReadFrameWithin(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() { _ = ws.WriteFrame(a, ws.MaskFrame(ws.NewTextFrame([]byte("hi")))) }()
+	h, p, err := ReadFrameWithin(b, time.Second)
+	if err != nil || h.OpCode != ws.OpText || !h.Masked || string(p) != "hi" {
+		t.Fatalf("frame %v masked %v %q %v", h.OpCode, h.Masked, p, err)
+	}
+	var ne net.Error
+	if _, _, err := ReadFrameWithin(b, 20*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("nothing sent: %v, want a timeout", err)
+	}
+	go func() { _ = ws.WriteFrame(a, ws.NewPingFrame(nil)) }()
+	if h, _, err := ReadFrame(b); err != nil || h.OpCode != ws.OpPing {
+		t.Fatalf("after the timeout, no deadline: %v %v, want the ping (the deadline cleared)", h.OpCode, err)
 	}
 }
 

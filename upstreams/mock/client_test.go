@@ -16,6 +16,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -50,7 +52,9 @@ func openSession(t *testing.T, opts Options) (*Server, *client) {
 }
 
 // client is a minimal raw WebSocket client (gobwas/ws) that sees every
-// frame, control frames included.
+// frame, control frames included. Unlike a testkit.Conn it has no reader
+// goroutine: it reads only when a test asks, in wire order, answers no ping
+// or close on its own, and the benchmarks drive its socket raw.
 type client struct {
 	t  testing.TB
 	nc net.Conn
@@ -95,16 +99,12 @@ func withHeader(h http.Header) ws.Dialer {
 // readFrame reads the next frame within timeout.
 func (c *client) readFrame(timeout time.Duration) (frame, error) {
 	c.nc.SetReadDeadline(time.Now().Add(timeout))
-	h, err := ws.ReadHeader(c.r)
+	h, p, err := testkit.ReadFrame(c.r)
 	if err != nil {
 		return frame{}, err
 	}
 	if h.Masked || !h.Fin {
 		c.t.Fatalf("server frame masked=%v fin=%v: the mock sends whole unmasked frames", h.Masked, h.Fin)
-	}
-	p := make([]byte, h.Length)
-	if _, err := io.ReadFull(c.r, p); err != nil {
-		return frame{}, err
 	}
 	return frame{h.OpCode, p}, nil
 }
@@ -172,11 +172,7 @@ func (c *client) sendText(s string) { c.t.Helper(); c.sendFrame(ws.OpText, true,
 
 func (c *client) send(v any) {
 	c.t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.sendFrame(ws.OpText, true, b)
+	c.sendFrame(ws.OpText, true, testkit.MustJSON(c.t, v))
 }
 
 // appendAudio sends audio in appends of chunk bytes.
