@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/internal/jsonobj"
 )
 
 // A call's Memory (dialect.Resumable) keeps what a new GPT-Live session
@@ -65,7 +66,7 @@ type Memory struct {
 	closing bool
 	// start is the members of the client's session.start, session its
 	// session object's (nil before the start; session nil if not an object).
-	start, session []member
+	start, session []jsonobj.Member
 	// original is the start's session.input.
 	original []message
 	// history is the transcript, oldest first; bytes and tokens its size
@@ -139,17 +140,17 @@ func (m *Memory) Client(typ, payload []byte) {
 	if string(typ) != SessionStart || m.start != nil {
 		return
 	}
-	top, ok := objectMembers(payload)
+	top, ok := jsonobj.Members(payload)
 	if !ok {
 		return
 	}
 	m.start = top
-	if i := memberIndex(top, "session"); i >= 0 {
-		m.session, _ = objectMembers(top[i].val)
+	if i := jsonobj.Index(top, "session"); i >= 0 {
+		m.session, _ = jsonobj.Members(top[i].Val)
 	}
-	if i := memberIndex(m.session, "input"); i >= 0 {
+	if i := jsonobj.Index(m.session, "input"); i >= 0 {
 		var in []json.RawMessage
-		_ = json.Unmarshal(m.session[i].val, &in)
+		_ = json.Unmarshal(m.session[i].Val, &in)
 		for _, raw := range in {
 			m.original = append(m.original, message{raw: raw, size: len(raw), tokens: estimateTokens(textBytes(raw))})
 		}
@@ -379,19 +380,19 @@ func (m *Memory) Replay() dialect.Replay {
 		}
 		count--
 	}
-	var top []member
+	var top []jsonobj.Member
 	for _, mb := range m.start {
-		switch mb.key {
+		switch mb.Key {
 		case "event_id":
 			continue
 		case "session":
 			if m.session != nil {
-				mb.val = m.replaySession(orig, hist)
+				mb.Val = m.replaySession(orig, hist)
 			}
 		}
 		top = append(top, mb)
 	}
-	return dialect.Replay{Start: encodeObject(top), Items: len(orig) + len(hist)}
+	return dialect.Replay{Start: jsonobj.Encode(top), Items: len(orig) + len(hist)}
 }
 
 // replaySession is the start's session object with input set to orig and
@@ -412,21 +413,21 @@ func (m *Memory) replaySession(orig, hist []message) []byte {
 		in.Write(encodeMessage(h.role, h.text))
 	}
 	in.WriteByte(']')
-	var sess []member
+	var sess []jsonobj.Member
 	set := false
 	for _, mb := range m.session {
-		if mb.key == "input" {
+		if mb.Key == "input" {
 			if set {
 				continue
 			}
-			mb.val, set = in.Bytes(), true
+			mb.Val, set = in.Bytes(), true
 		}
 		sess = append(sess, mb)
 	}
 	if !set && len(orig)+len(hist) > 0 {
-		sess = append(sess, member{"input", in.Bytes()})
+		sess = append(sess, jsonobj.Member{Key: "input", Val: in.Bytes()})
 	}
-	return encodeObject(sess)
+	return jsonobj.Encode(sess)
 }
 
 // Droppable implements dialect.Memory: audio appends may be dropped.
@@ -443,47 +444,3 @@ func (m *Memory) Notice(n dialect.ResumeNotice) []byte {
 
 // Size implements dialect.Memory: the transcript's messages and bytes.
 func (m *Memory) Size() (items, bytes int) { return len(m.history), m.bytes }
-
-// member is one member of a JSON object, its value raw.
-type member struct {
-	key string
-	val json.RawMessage
-}
-
-// objectMembers returns the members of the JSON object b in order (values
-// copied); ok is false if b is not an object.
-func objectMembers(b []byte) ([]member, bool) {
-	var ms []member
-	_, err := scanObject(b, func(key string, v json.RawMessage) error {
-		ms = append(ms, member{key, v})
-		return nil
-	})
-	return ms, err == nil
-}
-
-// memberIndex is the index of the first member named key, or -1.
-func memberIndex(ms []member, key string) int {
-	for i, mb := range ms {
-		if mb.key == key {
-			return i
-		}
-	}
-	return -1
-}
-
-// encodeObject encodes members as a compact JSON object.
-func encodeObject(ms []member) []byte {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	for i, mb := range ms {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		k, _ := json.Marshal(mb.key)
-		buf.Write(k)
-		buf.WriteByte(':')
-		_ = json.Compact(&buf, mb.val)
-	}
-	buf.WriteByte('}')
-	return buf.Bytes()
-}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/tetherproxy/tether/dialect"
+	"github.com/tetherproxy/tether/internal/jsonobj"
 )
 
 // A call's Memory (dialect.Resumable) keeps what a new upstream session
@@ -197,7 +198,7 @@ func (m *Memory) Client(typ, payload []byte) {
 		var ev struct {
 			Session json.RawMessage `json:"session"`
 		}
-		if json.Unmarshal(payload, &ev) == nil && isObject(ev.Session) {
+		if json.Unmarshal(payload, &ev) == nil && jsonobj.IsObject(ev.Session) {
 			m.mergeSettings(ev.Session)
 		}
 	case ConversationItemCreate:
@@ -350,12 +351,12 @@ func (m *Memory) responseDone(payload []byte) {
 
 // mergeSettings merges a client's session object into the settings.
 func (m *Memory) mergeSettings(upd json.RawMessage) {
-	merged, ok := mergeObjects(m.settings, upd)
+	merged, ok := jsonobj.Merge(m.settings, upd)
 	if !ok {
 		return
 	}
 	if len(merged) > MaxSettingsBytes {
-		merged, _ = mergeObjects(nil, upd) // the latest alone, compacted
+		merged, _ = jsonobj.Merge(nil, upd) // the latest alone, compacted
 	}
 	m.settings = merged
 }
@@ -366,39 +367,39 @@ func (m *Memory) mergeSettings(upd json.RawMessage) {
 // server's fields (object, status). ok is false for anything else, and for
 // a message with no text left.
 func clientItem(raw json.RawMessage) (e entry, ok bool) {
-	ms, ok := objectMembers(raw)
+	ms, ok := jsonobj.Members(raw)
 	if !ok {
 		return entry{}, false
 	}
 	var typ string
 	kept := ms[:0]
 	for _, mb := range ms {
-		switch mb.key {
+		switch mb.Key {
 		case "object", "status":
 			continue
 		case "type":
-			_ = json.Unmarshal(mb.val, &typ)
+			_ = json.Unmarshal(mb.Val, &typ)
 		case "id":
-			_ = json.Unmarshal(mb.val, &e.id)
+			_ = json.Unmarshal(mb.Val, &e.id)
 		}
 		kept = append(kept, mb)
 	}
 	switch typ {
 	case ItemFunctionCall, ItemFunctionCallOutput:
 	case ItemMessage:
-		i := slices.IndexFunc(kept, func(mb member) bool { return mb.key == "content" })
+		i := jsonobj.Index(kept, "content")
 		if i < 0 {
 			return entry{}, false
 		}
-		content, ok := textContent(kept[i].val)
+		content, ok := textContent(kept[i].Val)
 		if !ok {
 			return entry{}, false
 		}
-		kept[i].val = content
+		kept[i].Val = content
 	default:
 		return entry{}, false
 	}
-	e.kind, e.raw = kindItem, encodeObject(kept)
+	e.kind, e.raw = kindItem, jsonobj.Encode(kept)
 	e.size = len(e.raw)
 	return e, true
 }
@@ -771,87 +772,3 @@ func (m *Memory) Notice(n dialect.ResumeNotice) []byte {
 
 // Size implements dialect.Memory.
 func (m *Memory) Size() (items, bytes int) { return m.items, m.bytes }
-
-// member is one member of a JSON object, its value raw.
-type member struct {
-	key string
-	val json.RawMessage
-}
-
-// objectMembers returns the members of the JSON object b in order (values
-// copied); ok is false if b is not an object.
-func objectMembers(b []byte) (ms []member, ok bool) {
-	if !isObject(b) {
-		return nil, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if _, err := dec.Token(); err != nil {
-		return nil, false
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		key, _ := t.(string)
-		var v json.RawMessage
-		if dec.Decode(&v) != nil {
-			return nil, false
-		}
-		ms = append(ms, member{key, v})
-	}
-	return ms, true
-}
-
-// encodeObject encodes members as a compact JSON object.
-func encodeObject(ms []member) []byte {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	for i, mb := range ms {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		k, _ := json.Marshal(mb.key)
-		buf.Write(k)
-		buf.WriteByte(':')
-		_ = json.Compact(&buf, mb.val)
-	}
-	buf.WriteByte('}')
-	return buf.Bytes()
-}
-
-// mergeObjects merges the JSON object upd into cur (nil: none): a member
-// of both that is an object in both merges, recursively; any other value
-// of upd replaces cur's or is added after cur's members. ok is false if
-// upd (or cur) is not an object.
-func mergeObjects(cur, upd []byte) ([]byte, bool) {
-	var cm []member
-	if cur != nil {
-		var ok bool
-		if cm, ok = objectMembers(cur); !ok {
-			return nil, false
-		}
-	}
-	um, ok := objectMembers(upd)
-	if !ok {
-		return nil, false
-	}
-	for _, u := range um {
-		i := slices.IndexFunc(cm, func(c member) bool { return c.key == u.key })
-		switch {
-		case i < 0:
-			cm = append(cm, u)
-		case isObject(cm[i].val) && isObject(u.val):
-			cm[i].val, _ = mergeObjects(cm[i].val, u.val)
-		default:
-			cm[i].val = u.val
-		}
-	}
-	return encodeObject(cm), true
-}
-
-// isObject reports whether the JSON value b is an object.
-func isObject(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	return len(b) > 0 && b[0] == '{'
-}
