@@ -249,100 +249,119 @@ func (rep *Report) merge(next *Report) *Report {
 // compare fills in the added latency of every target over the baseline, the
 // ratios of the target to each other proxy and to the best of them.
 func (rep *Report) compare(o Options) {
-	var base *TargetReport
 	rep.Ratios, rep.Best = nil, nil
+	if base := rep.baseline(); base != nil && base.Connected > 0 {
+		rep.fillAdded(base, o.Rate > 0)
+	}
+	main := &rep.Targets[0]
+	for i := range rep.Targets {
+		if c := &rep.Targets[i]; c.Role == "compare" {
+			rep.Ratios = append(rep.Ratios, ratioTo(main, c))
+		}
+	}
+	if len(rep.Ratios) >= 2 {
+		rep.Best = rep.bestRatio(main)
+	}
+}
+
+// baseline is the (last) target of role baseline, or nil.
+func (rep *Report) baseline() *TargetReport {
+	var base *TargetReport
 	for i := range rep.Targets {
 		if rep.Targets[i].Role == "baseline" {
 			base = &rep.Targets[i]
 		}
 	}
-	if base != nil && base.Connected > 0 {
-		for i := range rep.Targets {
-			tr := &rep.Targets[i]
-			if tr.Role == "baseline" || tr.Connected == 0 || (o.Rate > 0 && (tr.RTT.Count == 0 || base.RTT.Count == 0)) {
-				continue
-			}
-			tr.Added = &Added{
-				P50: tr.RTT.P50 - base.RTT.P50, P90: tr.RTT.P90 - base.RTT.P90,
-				P99: tr.RTT.P99 - base.RTT.P99, P999: tr.RTT.P999 - base.RTT.P999,
-				SetupP50: tr.Setup.P50 - base.Setup.P50, SetupP99: tr.Setup.P99 - base.Setup.P99,
-			}
-			if tr.Live != nil && base.Live != nil {
-				tr.Added.DeltaP50 = tr.Live.Lateness.P50 - base.Live.Lateness.P50
-				tr.Added.DeltaP99 = tr.Live.Lateness.P99 - base.Live.Lateness.P99
-			}
+	return base
+}
+
+// fillAdded fills in the latency each target adds over base; under load, only
+// where both have round trips.
+func (rep *Report) fillAdded(base *TargetReport, load bool) {
+	for i := range rep.Targets {
+		tr := &rep.Targets[i]
+		if tr.Role == "baseline" || tr.Connected == 0 || (load && (tr.RTT.Count == 0 || base.RTT.Count == 0)) {
+			continue
+		}
+		tr.Added = &Added{
+			P50: tr.RTT.P50 - base.RTT.P50, P90: tr.RTT.P90 - base.RTT.P90,
+			P99: tr.RTT.P99 - base.RTT.P99, P999: tr.RTT.P999 - base.RTT.P999,
+			SetupP50: tr.Setup.P50 - base.Setup.P50, SetupP99: tr.Setup.P99 - base.Setup.P99,
+		}
+		if tr.Live != nil && base.Live != nil {
+			tr.Added.DeltaP50 = tr.Live.Lateness.P50 - base.Live.Lateness.P50
+			tr.Added.DeltaP99 = tr.Live.Lateness.P99 - base.Live.Lateness.P99
 		}
 	}
-	main := &rep.Targets[0]
+}
+
+// ratioTo compares main with the other proxy c.
+func ratioTo(main, c *TargetReport) Ratio {
+	ra := Ratio{Of: main.Name, To: c.Name}
+	if main.Added != nil && c.Added != nil {
+		ra.AddedP50 = ratio(main.Added.P50, c.Added.P50)
+		ra.AddedP99 = ratio(main.Added.P99, c.Added.P99)
+	}
+	if main.Process != nil && c.Process != nil {
+		ra.CPUPerMB = ratio(main.Process.CPUSecondsPerMB, c.Process.CPUSecondsPerMB)
+	}
+	if main.Live != nil && c.Live != nil {
+		ra.CPUPerCallSecond = ratio(main.Live.CPUMsPerCallSecond, c.Live.CPUMsPerCallSecond)
+	}
+	return ra
+}
+
+// bestRatio compares main with the best other proxy, metric by metric.
+func (rep *Report) bestRatio(main *TargetReport) *Ratio {
+	best := &Ratio{Of: main.Name, To: "best"}
+	if main.Added != nil {
+		best.AddedP50, best.AddedP50Of = rep.bestOf(addedVal(func(a *Added) float64 { return a.P50 }), main.Added.P50)
+		best.AddedP99, best.AddedP99Of = rep.bestOf(addedVal(func(a *Added) float64 { return a.P99 }), main.Added.P99)
+	}
+	if main.Process != nil {
+		best.CPUPerMB, best.CPUPerMBOf = rep.bestOf(func(t *TargetReport) (float64, bool) {
+			return procVal(t, func(p *Process) float64 { return p.CPUSecondsPerMB })
+		}, main.Process.CPUSecondsPerMB)
+	}
+	if main.Live != nil && main.Process != nil {
+		best.CPUPerCallSecond, best.CPUPerCallSecondOf = rep.bestOf(func(t *TargetReport) (float64, bool) {
+			if t.Live == nil || t.Process == nil {
+				return 0, false
+			}
+			return t.Live.CPUMsPerCallSecond, true
+		}, main.Live.CPUMsPerCallSecond)
+	}
+	return best
+}
+
+// bestOf is the ratio of mine to the lowest val of the other proxies, and
+// the name of the proxy with it; nil and "" when none has a val.
+func (rep *Report) bestOf(val func(t *TargetReport) (float64, bool), mine float64) (*float64, string) {
+	var bv float64
+	var bn string
 	for i := range rep.Targets {
 		c := &rep.Targets[i]
 		if c.Role != "compare" {
 			continue
 		}
-		ra := Ratio{Of: main.Name, To: c.Name}
-		if main.Added != nil && c.Added != nil {
-			ra.AddedP50 = ratio(main.Added.P50, c.Added.P50)
-			ra.AddedP99 = ratio(main.Added.P99, c.Added.P99)
-		}
-		if main.Process != nil && c.Process != nil {
-			ra.CPUPerMB = ratio(main.Process.CPUSecondsPerMB, c.Process.CPUSecondsPerMB)
-		}
-		if main.Live != nil && c.Live != nil {
-			ra.CPUPerCallSecond = ratio(main.Live.CPUMsPerCallSecond, c.Live.CPUMsPerCallSecond)
-		}
-		rep.Ratios = append(rep.Ratios, ra)
-	}
-	if len(rep.Ratios) < 2 {
-		return
-	}
-	// The best other proxy, metric by metric: the lowest value wins.
-	best := &Ratio{Of: main.Name, To: "best"}
-	pick := func(val func(t *TargetReport) (float64, bool), mine float64, ok bool) (*float64, string) {
-		if !ok {
-			return nil, ""
-		}
-		var bv float64
-		var bn string
-		for i := range rep.Targets {
-			c := &rep.Targets[i]
-			if c.Role != "compare" {
-				continue
-			}
-			if v, ok := val(c); ok && (bn == "" || v < bv) {
-				bv, bn = v, c.Name
-			}
-		}
-		if bn == "" {
-			return nil, ""
-		}
-		return ratio(mine, bv), bn
-	}
-	added := func(f func(a *Added) float64) func(t *TargetReport) (float64, bool) {
-		return func(t *TargetReport) (float64, bool) {
-			if t.Added == nil {
-				return 0, false
-			}
-			return f(t.Added), true
+		if v, ok := val(c); ok && (bn == "" || v < bv) {
+			bv, bn = v, c.Name
 		}
 	}
-	if main.Added != nil {
-		best.AddedP50, best.AddedP50Of = pick(added(func(a *Added) float64 { return a.P50 }), main.Added.P50, true)
-		best.AddedP99, best.AddedP99Of = pick(added(func(a *Added) float64 { return a.P99 }), main.Added.P99, true)
+	if bn == "" {
+		return nil, ""
 	}
-	if main.Process != nil {
-		best.CPUPerMB, best.CPUPerMBOf = pick(func(t *TargetReport) (float64, bool) {
-			return procVal(t, func(p *Process) float64 { return p.CPUSecondsPerMB })
-		}, main.Process.CPUSecondsPerMB, true)
+	return ratio(mine, bv), bn
+}
+
+// addedVal picks a figure of a target's added latency, if it has one.
+func addedVal(f func(a *Added) float64) func(t *TargetReport) (float64, bool) {
+	return func(t *TargetReport) (float64, bool) {
+		if t.Added == nil {
+			return 0, false
+		}
+		return f(t.Added), true
 	}
-	if main.Live != nil && main.Process != nil {
-		best.CPUPerCallSecond, best.CPUPerCallSecondOf = pick(func(t *TargetReport) (float64, bool) {
-			if t.Live == nil || t.Process == nil {
-				return 0, false
-			}
-			return t.Live.CPUMsPerCallSecond, true
-		}, main.Live.CPUMsPerCallSecond, true)
-	}
-	rep.Best = best
 }
 
 func procVal(t *TargetReport, f func(p *Process) float64) (float64, bool) {
@@ -420,6 +439,34 @@ func fmtRatio(v *float64) string {
 // WriteText prints the report as a table, one column per target.
 func (rep *Report) WriteText(w io.Writer) error {
 	c := rep.Config
+	rep.writeHeading(w)
+	if err := rep.writeTable(w); err != nil {
+		return err
+	}
+	if c.Shape == ShapeLive && c.Rate > 0 {
+		fmt.Fprintln(w, "\nrtt: the append that completes a 200 ms window -> the mock's input transcript of it; down: output deltas against each call's 100 ms grid")
+	}
+	fmt.Fprintf(w, "\nmeasured %.1fs; load generator cpu %.2fs", rep.MeasuredSeconds, rep.GeneratorCPUSeconds)
+	if rep.UpstreamCPUSeconds > 0 {
+		fmt.Fprintf(w, ", mock upstream cpu %.2fs", rep.UpstreamCPUSeconds)
+	}
+	fmt.Fprintln(w)
+	rep.writeRatios(w)
+	for _, t := range rep.Targets {
+		for _, k := range sortedKinds(t.ErrorKinds) {
+			fmt.Fprintf(w, "%s error: %s x%d\n", t.Name, k, t.ErrorKinds[k])
+		}
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintln(w, "note: "+n)
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
+// writeHeading prints the line that says what load the run put on the targets.
+func (rep *Report) writeHeading(w io.Writer) {
+	c := rep.Config
 	fmt.Fprintf(w, "\ntether-bench: %d sessions per target", c.Sessions)
 	if c.Shape == ShapeLive && c.Rate > 0 {
 		fmt.Fprintf(w, ", GPT-Live shape (%g appends/s x %d B up, the mock's 100 ms output deltas down, continuous)", c.Rate, c.FrameBytes)
@@ -439,134 +486,39 @@ func (rep *Report) WriteText(w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(w, "; %d CPUs, load average %.2f -> %.2f\n\n", c.CPUs, rep.LoadAvgStart, rep.LoadAvgEnd)
+}
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	row := func(label string, f func(t *TargetReport) string) {
-		fmt.Fprint(tw, label+"\t")
-		for i := range rep.Targets {
-			fmt.Fprint(tw, f(&rep.Targets[i])+"\t")
-		}
-		fmt.Fprintln(tw)
-	}
-	anyTarget := func(f func(t *TargetReport) bool) bool {
-		for i := range rep.Targets {
-			if f(&rep.Targets[i]) {
-				return true
-			}
-		}
-		return false
-	}
-	row("", func(t *TargetReport) string { return t.Name })
-	row("sessions up", func(t *TargetReport) string { return fmt.Sprintf("%d/%d", t.Connected, t.Sessions) })
-	row("connects/s", func(t *TargetReport) string { return fmt.Sprintf("%.0f", t.ConnectsPerSecond) })
-	row("setup p50", func(t *TargetReport) string { return fmtUS(t.Setup.P50) })
-	row("setup p99", func(t *TargetReport) string { return fmtUS(t.Setup.P99) })
+// writeTable prints the figures of the targets, one row per figure.
+func (rep *Report) writeTable(w io.Writer) error {
+	c := rep.Config
+	tab := &textTable{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight), targets: rep.Targets}
+	tab.row("", func(t *TargetReport) string { return t.Name })
+	tab.row("sessions up", func(t *TargetReport) string { return fmt.Sprintf("%d/%d", t.Connected, t.Sessions) })
+	tab.row("connects/s", func(t *TargetReport) string { return fmt.Sprintf("%.0f", t.ConnectsPerSecond) })
+	tab.row("setup p50", func(t *TargetReport) string { return fmtUS(t.Setup.P50) })
+	tab.row("setup p99", func(t *TargetReport) string { return fmtUS(t.Setup.P99) })
 	if c.Rate > 0 {
-		row("frames sent", func(t *TargetReport) string { return fmt.Sprint(t.FramesSent) })
-		row("frames received", func(t *TargetReport) string { return fmt.Sprint(t.FramesReceived) })
-		row("frames lost", func(t *TargetReport) string { return fmt.Sprint(t.Lost) })
-		row(fmt.Sprintf("late sends (>%gms)", c.LateAfterMs), func(t *TargetReport) string { return fmt.Sprint(t.LateSends) })
+		tab.frameRows(c.LateAfterMs)
 	}
-	row("errors", func(t *TargetReport) string { return fmt.Sprint(t.Errors) })
-	if anyTarget(func(t *TargetReport) bool { return t.Live != nil }) {
-		lv := func(f func(l *LiveFigures) string) func(t *TargetReport) string {
-			return partCell(func(t *TargetReport) *LiveFigures { return t.Live }, f)
-		}
-		row("down: output deltas", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d/%d", l.Deltas, l.Slots) }))
-		row("down: deltas lost", lv(func(l *LiveFigures) string { return fmt.Sprint(l.DeltasLost) }))
-		row("down: deltas late", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d (>%gms)", l.DeltasLate, l.LiveLateMs) }))
-		row("down: lateness p50", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.P50) }))
-		row("down: lateness p99", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.P99) }))
-		row("down: lateness max", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.Max) }))
-		row("down: other events", lv(func(l *LiveFigures) string { return fmt.Sprint(l.OtherEvents) }))
-		row("up: appends heard", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d/%d", l.AppendsHeard, l.AppendsSent) }))
-		row("up: appends lost", lv(func(l *LiveFigures) string { return fmt.Sprint(l.AppendsLost) }))
-		row("call-seconds", lv(func(l *LiveFigures) string { return fmt.Sprintf("%.0f", l.CallSeconds) }))
-		row("cpu ms per call-second", lv(func(l *LiveFigures) string {
-			if l.CPUMsPerCallSecond == 0 {
-				return "-"
-			}
-			return fmt.Sprintf("%.3f", l.CPUMsPerCallSecond)
-		}))
+	tab.row("errors", func(t *TargetReport) string { return fmt.Sprint(t.Errors) })
+	if tab.anyTarget(func(t *TargetReport) bool { return t.Live != nil }) {
+		tab.liveRows()
 	}
 	if c.Rate > 0 {
-		row("rtt p50", func(t *TargetReport) string { return fmtUS(t.RTT.P50) })
-		row("rtt p90", func(t *TargetReport) string { return fmtUS(t.RTT.P90) })
-		row("rtt p99", func(t *TargetReport) string { return fmtUS(t.RTT.P99) })
-		row("rtt p99.9", func(t *TargetReport) string { return fmtUS(t.RTT.P999) })
-		row("rtt max", func(t *TargetReport) string { return fmtUS(t.RTT.Max) })
+		tab.rttRows()
 	}
-	if anyTarget(func(t *TargetReport) bool { return t.Added != nil }) {
-		added := func(f func(a *Added) float64) func(t *TargetReport) string {
-			return partCell(func(t *TargetReport) *Added { return t.Added }, func(a *Added) string { return fmtUS(f(a)) })
-		}
-		if c.Rate > 0 {
-			row("added p50", added(func(a *Added) float64 { return a.P50 }))
-			row("added p90", added(func(a *Added) float64 { return a.P90 }))
-			row("added p99", added(func(a *Added) float64 { return a.P99 }))
-			row("added p99.9", added(func(a *Added) float64 { return a.P999 }))
-		}
-		if c.Shape == ShapeLive && c.Rate > 0 {
-			row("added delta lateness p50", added(func(a *Added) float64 { return a.DeltaP50 }))
-			row("added delta lateness p99", added(func(a *Added) float64 { return a.DeltaP99 }))
-		}
-		row("added setup p50", added(func(a *Added) float64 { return a.SetupP50 }))
-		row("added setup p99", added(func(a *Added) float64 { return a.SetupP99 }))
+	if tab.anyTarget(func(t *TargetReport) bool { return t.Added != nil }) {
+		tab.addedRows(c)
 	}
-	if anyTarget(func(t *TargetReport) bool { return t.Process != nil }) {
-		proc := func(f func(p *Process) string) func(t *TargetReport) string {
-			return partCell(func(t *TargetReport) *Process { return t.Process }, f)
-		}
-		mib := func(k uint64) string { return fmt.Sprintf("%.1fMiB", float64(k)/1024) }
-		if c.Rate > 0 {
-			row("cpu seconds", proc(func(p *Process) string { return fmt.Sprintf("%.2f", p.CPUSeconds) }))
-			row("relayed MB", proc(func(p *Process) string { return fmt.Sprintf("%.1f", p.RelayedMB) }))
-			row("cpu ms per relayed MB", proc(func(p *Process) string { return fmt.Sprintf("%.2f", p.CPUSecondsPerMB*1000) }))
-			row("read/write calls per frame", proc(func(p *Process) string {
-				if p.ReadCallsPerFrame == 0 && p.WriteCallsPerFrame == 0 {
-					return "n/a" // recv/send are not counted by /proc/<pid>/io
-				}
-				return fmt.Sprintf("%.2f/%.2f", p.ReadCallsPerFrame, p.WriteCallsPerFrame)
-			}))
-		}
-		row("rss before", proc(func(p *Process) string { return mib(p.RSSBeforeKiB) }))
-		row("rss connected", proc(func(p *Process) string { return mib(p.RSSConnectedKiB) }))
-		row("rss end", proc(func(p *Process) string { return mib(p.RSSEndKiB) }))
-		if c.Rate > 0 {
-			row("rss peak growth", proc(func(p *Process) string {
-				if p.RSSPeakKiB == 0 {
-					return "n/a"
-				}
-				return fmt.Sprintf("%.2fMiB", float64(p.PeakGrowthKiB)/1024)
-			}))
-		}
-		row("rss per session", proc(func(p *Process) string { return fmt.Sprintf("%.1fKiB", p.RSSPerSessionKiB) }))
-		row("rss per session (end)", proc(func(p *Process) string { return fmt.Sprintf("%.1fKiB", p.RSSPerSessionEndKiB) }))
-		if anyTarget(func(t *TargetReport) bool { return t.Process != nil && t.Process.Runtime != nil }) {
-			rt := func(f func(r *Runtime) string) func(t *TargetReport) string {
-				return proc(func(p *Process) string {
-					if p.Runtime == nil {
-						return "-"
-					}
-					return f(p.Runtime)
-				})
-			}
-			row("heap per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.1fKiB", r.HeapPerSessionKiB) }))
-			row("stacks per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.1fKiB", r.StackPerSessionKiB) }))
-			row("goroutines per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.2f", r.GoroutinesPerSession) }))
-		}
+	if tab.anyTarget(func(t *TargetReport) bool { return t.Process != nil }) {
+		tab.processRows(c)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if c.Shape == ShapeLive && c.Rate > 0 {
-		fmt.Fprintln(w, "\nrtt: the append that completes a 200 ms window -> the mock's input transcript of it; down: output deltas against each call's 100 ms grid")
-	}
-	fmt.Fprintf(w, "\nmeasured %.1fs; load generator cpu %.2fs", rep.MeasuredSeconds, rep.GeneratorCPUSeconds)
-	if rep.UpstreamCPUSeconds > 0 {
-		fmt.Fprintf(w, ", mock upstream cpu %.2fs", rep.UpstreamCPUSeconds)
-	}
-	fmt.Fprintln(w)
+	return tab.tw.Flush()
+}
+
+// writeRatios prints the ratios of the target to each other proxy and to
+// the best of them.
+func (rep *Report) writeRatios(w io.Writer) {
 	for _, ra := range rep.Ratios {
 		fmt.Fprintf(w, "\n%s/%s: added p50 %s, added p99 %s, cpu per MB %s", ra.Of, ra.To,
 			fmtRatio(ra.AddedP50), fmtRatio(ra.AddedP99), fmtRatio(ra.CPUPerMB))
@@ -590,16 +542,144 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintln(w, "   (below 1: "+rep.Targets[0].Name+" does better)")
 	}
-	for _, t := range rep.Targets {
-		for _, k := range sortedKinds(t.ErrorKinds) {
-			fmt.Fprintf(w, "%s error: %s x%d\n", t.Name, k, t.ErrorKinds[k])
+}
+
+// textTable is the table of WriteText: a row per figure, a column per target.
+type textTable struct {
+	tw      *tabwriter.Writer
+	targets []TargetReport
+}
+
+// row prints a row: its label, then f of each target.
+func (tab *textTable) row(label string, f func(t *TargetReport) string) {
+	fmt.Fprint(tab.tw, label+"\t")
+	for i := range tab.targets {
+		fmt.Fprint(tab.tw, f(&tab.targets[i])+"\t")
+	}
+	fmt.Fprintln(tab.tw)
+}
+
+// anyTarget reports whether f holds for a target.
+func (tab *textTable) anyTarget(f func(t *TargetReport) bool) bool {
+	for i := range tab.targets {
+		if f(&tab.targets[i]) {
+			return true
 		}
 	}
-	for _, n := range rep.Notes {
-		fmt.Fprintln(w, "note: "+n)
+	return false
+}
+
+func (tab *textTable) frameRows(lateAfterMs float64) {
+	tab.row("frames sent", func(t *TargetReport) string { return fmt.Sprint(t.FramesSent) })
+	tab.row("frames received", func(t *TargetReport) string { return fmt.Sprint(t.FramesReceived) })
+	tab.row("frames lost", func(t *TargetReport) string { return fmt.Sprint(t.Lost) })
+	tab.row(fmt.Sprintf("late sends (>%gms)", lateAfterMs), func(t *TargetReport) string { return fmt.Sprint(t.LateSends) })
+}
+
+func (tab *textTable) liveRows() {
+	lv := func(f func(l *LiveFigures) string) func(t *TargetReport) string {
+		return partCell(func(t *TargetReport) *LiveFigures { return t.Live }, f)
 	}
-	_, err := fmt.Fprintln(w)
-	return err
+	tab.row("down: output deltas", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d/%d", l.Deltas, l.Slots) }))
+	tab.row("down: deltas lost", lv(func(l *LiveFigures) string { return fmt.Sprint(l.DeltasLost) }))
+	tab.row("down: deltas late", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d (>%gms)", l.DeltasLate, l.LiveLateMs) }))
+	tab.row("down: lateness p50", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.P50) }))
+	tab.row("down: lateness p99", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.P99) }))
+	tab.row("down: lateness max", lv(func(l *LiveFigures) string { return fmtUS(l.Lateness.Max) }))
+	tab.row("down: other events", lv(func(l *LiveFigures) string { return fmt.Sprint(l.OtherEvents) }))
+	tab.row("up: appends heard", lv(func(l *LiveFigures) string { return fmt.Sprintf("%d/%d", l.AppendsHeard, l.AppendsSent) }))
+	tab.row("up: appends lost", lv(func(l *LiveFigures) string { return fmt.Sprint(l.AppendsLost) }))
+	tab.row("call-seconds", lv(func(l *LiveFigures) string { return fmt.Sprintf("%.0f", l.CallSeconds) }))
+	tab.row("cpu ms per call-second", lv(func(l *LiveFigures) string {
+		if l.CPUMsPerCallSecond == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", l.CPUMsPerCallSecond)
+	}))
+}
+
+func (tab *textTable) rttRows() {
+	tab.row("rtt p50", func(t *TargetReport) string { return fmtUS(t.RTT.P50) })
+	tab.row("rtt p90", func(t *TargetReport) string { return fmtUS(t.RTT.P90) })
+	tab.row("rtt p99", func(t *TargetReport) string { return fmtUS(t.RTT.P99) })
+	tab.row("rtt p99.9", func(t *TargetReport) string { return fmtUS(t.RTT.P999) })
+	tab.row("rtt max", func(t *TargetReport) string { return fmtUS(t.RTT.Max) })
+}
+
+func (tab *textTable) addedRows(c ConfigReport) {
+	added := func(f func(a *Added) float64) func(t *TargetReport) string {
+		return partCell(func(t *TargetReport) *Added { return t.Added }, func(a *Added) string { return fmtUS(f(a)) })
+	}
+	if c.Rate > 0 {
+		tab.row("added p50", added(func(a *Added) float64 { return a.P50 }))
+		tab.row("added p90", added(func(a *Added) float64 { return a.P90 }))
+		tab.row("added p99", added(func(a *Added) float64 { return a.P99 }))
+		tab.row("added p99.9", added(func(a *Added) float64 { return a.P999 }))
+	}
+	if c.Shape == ShapeLive && c.Rate > 0 {
+		tab.row("added delta lateness p50", added(func(a *Added) float64 { return a.DeltaP50 }))
+		tab.row("added delta lateness p99", added(func(a *Added) float64 { return a.DeltaP99 }))
+	}
+	tab.row("added setup p50", added(func(a *Added) float64 { return a.SetupP50 }))
+	tab.row("added setup p99", added(func(a *Added) float64 { return a.SetupP99 }))
+}
+
+func (tab *textTable) processRows(c ConfigReport) {
+	if c.Rate > 0 {
+		tab.cpuRows()
+	}
+	tab.rssRows(c.Rate > 0)
+	if tab.anyTarget(func(t *TargetReport) bool { return t.Process != nil && t.Process.Runtime != nil }) {
+		tab.runtimeRows()
+	}
+}
+
+func (tab *textTable) cpuRows() {
+	tab.row("cpu seconds", processCell(func(p *Process) string { return fmt.Sprintf("%.2f", p.CPUSeconds) }))
+	tab.row("relayed MB", processCell(func(p *Process) string { return fmt.Sprintf("%.1f", p.RelayedMB) }))
+	tab.row("cpu ms per relayed MB", processCell(func(p *Process) string { return fmt.Sprintf("%.2f", p.CPUSecondsPerMB*1000) }))
+	tab.row("read/write calls per frame", processCell(func(p *Process) string {
+		if p.ReadCallsPerFrame == 0 && p.WriteCallsPerFrame == 0 {
+			return "n/a" // recv/send are not counted by /proc/<pid>/io
+		}
+		return fmt.Sprintf("%.2f/%.2f", p.ReadCallsPerFrame, p.WriteCallsPerFrame)
+	}))
+}
+
+func (tab *textTable) rssRows(load bool) {
+	mib := func(k uint64) string { return fmt.Sprintf("%.1fMiB", float64(k)/1024) }
+	tab.row("rss before", processCell(func(p *Process) string { return mib(p.RSSBeforeKiB) }))
+	tab.row("rss connected", processCell(func(p *Process) string { return mib(p.RSSConnectedKiB) }))
+	tab.row("rss end", processCell(func(p *Process) string { return mib(p.RSSEndKiB) }))
+	if load {
+		tab.row("rss peak growth", processCell(func(p *Process) string {
+			if p.RSSPeakKiB == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.2fMiB", float64(p.PeakGrowthKiB)/1024)
+		}))
+	}
+	tab.row("rss per session", processCell(func(p *Process) string { return fmt.Sprintf("%.1fKiB", p.RSSPerSessionKiB) }))
+	tab.row("rss per session (end)", processCell(func(p *Process) string { return fmt.Sprintf("%.1fKiB", p.RSSPerSessionEndKiB) }))
+}
+
+func (tab *textTable) runtimeRows() {
+	rt := func(f func(r *Runtime) string) func(t *TargetReport) string {
+		return processCell(func(p *Process) string {
+			if p.Runtime == nil {
+				return "-"
+			}
+			return f(p.Runtime)
+		})
+	}
+	tab.row("heap per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.1fKiB", r.HeapPerSessionKiB) }))
+	tab.row("stacks per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.1fKiB", r.StackPerSessionKiB) }))
+	tab.row("goroutines per session", rt(func(r *Runtime) string { return fmt.Sprintf("%.2f", r.GoroutinesPerSession) }))
+}
+
+// processCell is a table cell of a target's process figures.
+func processCell(f func(p *Process) string) func(t *TargetReport) string {
+	return partCell(func(t *TargetReport) *Process { return t.Process }, f)
 }
 
 // partCell is a table cell of the part of a target that part picks (its

@@ -255,24 +255,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, err
 	}
 	var stack *localStack
-	var limitNote string
 	if o.Target.URL == "" {
-		exe := o.Exe
-		if exe == "" {
-			if exe, err = findTether(); err != nil {
-				return nil, err
-			}
-		}
-		limit, lerr := raiseFileLimit(uint64(8*o.Sessions + 1024))
-		if lerr != nil {
-			return nil, fmt.Errorf("raise the open files limit: %w", lerr)
-		}
-		if need := uint64(2*o.Sessions + 64); limit < need {
-			limitNote = fmt.Sprintf("the open files limit is %d (the hard limit could not be raised): tether needs two per session, so about %d sessions fit", limit, (limit-32)/2)
-		}
-		progress(o.Progress, "starting mock upstream and tether (%s)", exe)
-		stack, err = startLocal(ctx, exe, o.Sessions+64)
-		if err != nil {
+		var limitNote string
+		if stack, limitNote, err = startLocalTether(ctx, &o); err != nil {
 			return nil, err
 		}
 		defer func() {
@@ -288,71 +273,108 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 				err = cerr
 			}
 		}()
-		stack.mockPID = stack.mock.pid()
-		progress(o.Progress, "tether pid %d at %s (admin %s), mock upstream at %s", stack.tether.pid(), redactQuery(stack.URL), stack.Admin, stack.MockURL)
-		o.Target.URL = stack.URL
-		o.Target.PIDs = []int{stack.tether.pid()}
-		o.Target.Admin = stack.Admin
-		if o.Baseline.URL == "" && !o.NoBaseline {
-			o.Baseline.URL = stack.MockURL
-			if o.Shape == ShapeLive {
-				o.Baseline.URL = liveURL(stack.MockURL)
-			}
-		}
-		if o.Shape == ShapeLive {
-			o.Target.URL = liveURL(stack.URL)
-		}
 	}
 	if err := o.validate(); err != nil { // with the local target and baseline
 		return nil, err
 	}
-	all := []Target{o.Target}
-	roles := []string{"target"}
-	if o.Baseline.URL != "" {
-		all = append(all, o.Baseline)
-		roles = append(roles, "baseline")
-	}
-	for _, c := range o.Compare {
-		all = append(all, c)
-		roles = append(roles, "compare")
-	}
-	if stack == nil {
-		if _, err := raiseFileLimit(uint64(2*len(all)*o.Sessions + 1024)); err != nil {
-			return nil, fmt.Errorf("raise the open files limit: %w", err)
-		}
-	}
+	all := o.targets()
 	upstreamPID := 0
 	if stack != nil {
 		upstreamPID = stack.mockPID
-	}
-	newRunner := func(idx []int) *runner {
-		r := &runner{opts: o, started: make(chan struct{}), quit: make(chan struct{}), upstreamPID: upstreamPID}
-		for j, i := range idx {
-			t := all[i]
-			tg := &target{Target: t, index: j, role: roles[i], stats: newTargetStats()}
-			if o.Shape == ShapeLive {
-				tg.stats.live = newLiveStats()
-			}
-			if t.Admin != "" {
-				tg.admin = newAdminClient(t.Admin)
-			}
-			r.targets = append(r.targets, tg)
-		}
-		return r
+	} else if _, err := raiseFileLimit(uint64(2*len(all)*o.Sessions + 1024)); err != nil {
+		return nil, fmt.Errorf("raise the open files limit: %w", err)
 	}
 	if o.Shape != ShapeLive || len(all) == 1 {
-		idx := make([]int, len(all))
-		for i := range idx {
-			idx[i] = i
-		}
-		return newRunner(idx).run(ctx)
+		return newRunner(o, upstreamPID, all).run(ctx)
 	}
-	// GPT-Live calls never pause, so targets cannot take turns: each target
-	// gets the whole load in turn, one after another, in one run.
+	return runOneByOne(ctx, o, upstreamPID, all)
+}
+
+// startLocalTether starts the mock upstream and tether for a run without a
+// target URL and points o's target (and its baseline, unless o has one) at
+// them. The note, if any, says that the open files limit is too low.
+func startLocalTether(ctx context.Context, o *Options) (stack *localStack, limitNote string, err error) {
+	exe := o.Exe
+	if exe == "" {
+		if exe, err = findTether(); err != nil {
+			return nil, "", err
+		}
+	}
+	if limitNote, err = raiseLocalFileLimit(o.Sessions); err != nil {
+		return nil, "", err
+	}
+	progress(o.Progress, "starting mock upstream and tether (%s)", exe)
+	if stack, err = startLocal(ctx, exe, o.Sessions+64); err != nil {
+		return nil, "", err
+	}
+	stack.mockPID = stack.mock.pid()
+	progress(o.Progress, "tether pid %d at %s (admin %s), mock upstream at %s", stack.tether.pid(), redactQuery(stack.URL), stack.Admin, stack.MockURL)
+	o.Target.URL = stack.URL
+	o.Target.PIDs = []int{stack.tether.pid()}
+	o.Target.Admin = stack.Admin
+	if o.Baseline.URL == "" && !o.NoBaseline {
+		o.Baseline.URL = stack.MockURL
+		if o.Shape == ShapeLive {
+			o.Baseline.URL = liveURL(stack.MockURL)
+		}
+	}
+	if o.Shape == ShapeLive {
+		o.Target.URL = liveURL(stack.URL)
+	}
+	return stack, limitNote, nil
+}
+
+// raiseLocalFileLimit raises the open files limit for this process and a
+// local tether of that many sessions; the note says how many sessions fit
+// when the hard limit keeps it too low.
+func raiseLocalFileLimit(sessions int) (note string, err error) {
+	limit, err := raiseFileLimit(uint64(8*sessions + 1024))
+	if err != nil {
+		return "", fmt.Errorf("raise the open files limit: %w", err)
+	}
+	if need := uint64(2*sessions + 64); limit < need {
+		note = fmt.Sprintf("the open files limit is %d (the hard limit could not be raised): tether needs two per session, so about %d sessions fit", limit, (limit-32)/2)
+	}
+	return note, nil
+}
+
+// targets lists the targets of a run in report order: the target, the
+// baseline (if any), then the other proxies.
+func (o *Options) targets() []target {
+	all := []target{{Target: o.Target, role: "target"}}
+	if o.Baseline.URL != "" {
+		all = append(all, target{Target: o.Baseline, role: "baseline"})
+	}
+	for _, c := range o.Compare {
+		all = append(all, target{Target: c, role: "compare"})
+	}
+	return all
+}
+
+// newRunner prepares a run that measures ts.
+func newRunner(o Options, upstreamPID int, ts []target) *runner {
+	r := &runner{opts: o, started: make(chan struct{}), quit: make(chan struct{}), upstreamPID: upstreamPID}
+	for j, t := range ts {
+		tg := &target{Target: t.Target, index: j, role: t.role, stats: newTargetStats()}
+		if o.Shape == ShapeLive {
+			tg.stats.live = newLiveStats()
+		}
+		if t.Admin != "" {
+			tg.admin = newAdminClient(t.Admin)
+		}
+		r.targets = append(r.targets, tg)
+	}
+	return r
+}
+
+// runOneByOne gives each target the whole load in turn, one after another,
+// and merges their reports: GPT-Live calls never pause, so targets cannot
+// take turns.
+func runOneByOne(ctx context.Context, o Options, upstreamPID int, all []target) (*Report, error) {
 	var merged *Report
 	for i := range all {
 		progress(o.Progress, "GPT-Live shape: target %d of %d, %s", i+1, len(all), all[i].Name)
-		rep, err := newRunner([]int{i}).run(ctx)
+		rep, err := newRunner(o, upstreamPID, all[i:i+1]).run(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -373,20 +395,58 @@ func progress(w io.Writer, format string, args ...any) {
 
 func (r *runner) run(ctx context.Context) (*Report, error) {
 	o := r.opts
-	k := len(r.targets)
 	rep := &Report{LoadAvgStart: loadAvg()}
-
-	// Memory before any session.
 	r.readProcs(ctx, atBefore)
 
-	// Connect: open-loop too, spread over the ramp, targets interleaved.
-	r.base = time.Now()
-	total := k * o.Sessions
+	connectCtx, cancelConnect := context.WithCancel(ctx)
+	defer cancelConnect()
 	var wg sync.WaitGroup
 	interval := time.Second
 	if o.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / o.Rate)
 	}
+	dialer := r.connect(connectCtx, &wg, interval)
+	r.waitConnected(ctx, dialer)
+	rep.ConnectTime = time.Since(r.base)
+
+	r.readProcs(ctx, atConnected)
+	r.schedule(interval)
+	r.sampleTargetsAtStart()
+	if o.Rate > 0 {
+		r.startSenders(&wg)
+	}
+	r.selfStart, r.upStart = r.sampleGenerator()
+	r.start = time.Now()
+	close(r.started)
+	profDone := r.startProfile(ctx)
+	r.measure(ctx)
+	if o.Rate > 0 {
+		r.drain(ctx)
+	}
+	r.sampleTargetsAtEnd()
+	r.selfEnd, r.upEnd = r.sampleGenerator()
+	measured := time.Since(r.start)
+	r.readProcs(ctx, atEnd)
+	rep.LoadAvgEnd = loadAvg()
+	if profDone != nil {
+		r.noteProfile(rep, <-profDone)
+	}
+
+	close(r.quit)
+	cancelConnect()
+	<-dialer
+	r.closeSessions()
+	wg.Wait()
+	return r.report(rep, measured), nil
+}
+
+// connect opens every session, open-loop too: spread over the ramp, targets
+// interleaved. The channel it returns is closed when every session has
+// been dialed or, once ctx is done, marked failed.
+func (r *runner) connect(ctx context.Context, wg *sync.WaitGroup, interval time.Duration) <-chan struct{} {
+	o := r.opts
+	r.base = time.Now()
+	total := len(r.targets) * o.Sessions
 	for _, t := range r.targets {
 		t.sessions = make([]*session, o.Sessions)
 		for i := range t.sessions {
@@ -394,36 +454,47 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		}
 	}
 	progress(o.Progress, "connecting %d sessions to %s over %s", total, r.names(), o.Ramp)
-	connectCtx, cancelConnect := context.WithCancel(ctx)
-	defer cancelConnect()
 	dialer := make(chan struct{})
 	go func() {
 		defer close(dialer)
 		for i := range total {
 			at := r.base.Add(time.Duration(int64(o.Ramp) * int64(i) / int64(total)))
-			if !sleepUntil(connectCtx, at) {
+			if !sleepUntil(ctx, at) {
 				// Sessions never dialed still count as set up (failed).
 				for j := i; j < total; j++ {
-					s := r.targets[j%k].sessions[j/k]
+					s := r.dialed(j)
 					s.upOK = false
 					close(s.up)
 				}
 				return
 			}
-			s := r.targets[i%k].sessions[i/k]
-			wg.Go(func() { s.run(connectCtx) })
+			s := r.dialed(i)
+			wg.Go(func() { s.run(ctx) })
 		}
 	}()
-	r.waitConnected(ctx, dialer)
-	rep.ConnectTime = time.Since(r.base)
+	return dialer
+}
 
-	// Memory with every session up, then the measurement.
-	r.readProcs(ctx, atConnected)
-	r.sched = turns(interval, k, o.Slot, o.Duration, o.Rate > 0)
+// dialed is the i-th session to dial (the targets take turns).
+func (r *runner) dialed(i int) *session {
+	k := len(r.targets)
+	return r.targets[i%k].sessions[i/k]
+}
+
+// schedule sets the schedule of the measurement and the slot and duration
+// per target it rounds them to.
+func (r *runner) schedule(interval time.Duration) {
+	o := r.opts
+	r.sched = turns(interval, len(r.targets), o.Slot, o.Duration, o.Rate > 0)
 	r.opts.Slot, r.opts.Duration = r.sched.Slot, r.sched.End/time.Duration(max(r.sched.Targets, 1))
 	if r.sched.Slot == 0 {
 		r.opts.Duration = r.sched.End
 	}
+}
+
+// sampleTargetsAtStart resets the peak RSS of the measured processes and
+// reads their CPU as the measurement starts.
+func (r *runner) sampleTargetsAtStart() {
 	for _, t := range r.targets {
 		if len(t.PIDs) > 0 {
 			t.proc.peakReset = resetPeak(t.PIDs)
@@ -432,48 +503,47 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			}
 		}
 	}
-	if o.Rate > 0 {
-		for _, t := range r.targets {
-			for _, sh := range r.shards(t, sendersPerTarget) {
-				wg.Go(sh.run)
-			}
-		}
-	}
-	r.selfStart, _ = sampleSelf()
-	if r.upstreamPID != 0 {
-		r.upStart, _ = sampleProcs([]int{r.upstreamPID})
-	}
-	r.start = time.Now()
-	close(r.started)
-	profDone := r.startProfile(ctx)
-	r.measure(ctx)
-	if o.Rate > 0 {
-		r.drain(ctx)
-	}
+}
+
+// sampleTargetsAtEnd reads the CPU (and peak RSS) of the measured processes
+// as the measurement ends.
+func (r *runner) sampleTargetsAtEnd() {
 	for _, t := range r.targets {
 		if len(t.PIDs) > 0 {
 			t.proc.end, _ = sampleProcs(t.PIDs)
 		}
 	}
-	r.selfEnd, _ = sampleSelf()
+}
+
+// sampleGenerator reads the CPU of the load generator (this process) and of
+// the local upstream, if known.
+func (r *runner) sampleGenerator() (self, upstream procSample) {
+	self, _ = sampleSelf()
 	if r.upstreamPID != 0 {
-		r.upEnd, _ = sampleProcs([]int{r.upstreamPID})
+		upstream, _ = sampleProcs([]int{r.upstreamPID})
 	}
-	measured := time.Since(r.start)
-	r.readProcs(ctx, atEnd)
-	rep.LoadAvgEnd = loadAvg()
-	if profDone != nil {
-		if err := <-profDone; err != nil {
-			rep.Notes = append(rep.Notes, "cpu profile: "+err.Error())
-		} else {
-			rep.Notes = append(rep.Notes, "cpu profile of "+r.targets[0].Name+" written to "+o.CPUProfile)
+	return self, upstream
+}
+
+func (r *runner) startSenders(wg *sync.WaitGroup) {
+	for _, t := range r.targets {
+		for _, sh := range r.shards(t, sendersPerTarget) {
+			wg.Go(sh.run)
 		}
 	}
+}
 
-	// Close every session and wait for all goroutines.
-	close(r.quit)
-	cancelConnect()
-	<-dialer
+// noteProfile notes in rep where the CPU profile went, or why it did not.
+func (r *runner) noteProfile(rep *Report, err error) {
+	if err != nil {
+		rep.Notes = append(rep.Notes, "cpu profile: "+err.Error())
+	} else {
+		rep.Notes = append(rep.Notes, "cpu profile of "+r.targets[0].Name+" written to "+r.opts.CPUProfile)
+	}
+}
+
+// closeSessions closes every session that was set up, once all were dialed.
+func (r *runner) closeSessions() {
 	for _, t := range r.targets {
 		for _, s := range t.sessions {
 			<-s.up
@@ -482,8 +552,6 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			}
 		}
 	}
-	wg.Wait()
-	return r.report(rep, measured), nil
 }
 
 func (r *runner) names() string {
