@@ -177,10 +177,11 @@ var tetherConfig string
 // startLocal starts `exe mock-upstream` and `exe serve` with a generated
 // config that points tether at that mock.
 func startLocal(ctx context.Context, exe string, maxSessions int) (l *localStack, err error) {
-	l = &localStack{}
+	st := &localStack{} // the returns below set l to nil; st is what to close
+	l = st
 	defer func() {
 		if err != nil {
-			l.close()
+			st.close()
 			l = nil
 		}
 	}()

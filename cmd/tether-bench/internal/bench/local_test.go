@@ -26,3 +26,13 @@ func TestFindTether(t *testing.T) {
 		t.Fatalf("findTether() = %q, %v; want %q", got, err, want)
 	}
 }
+
+// A tether that cannot start is an error, with what was started undone.
+func TestStartLocalFails(t *testing.T) {
+	for _, exe := range []string{filepath.Join(t.TempDir(), "missing"), "/bin/false"} {
+		l, err := startLocal(t.Context(), exe, 10)
+		if err == nil || l != nil {
+			t.Errorf("startLocal(%s) = %v, %v; want an error", exe, l, err)
+		}
+	}
+}
