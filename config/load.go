@@ -74,6 +74,7 @@ func Load(path string) (*Config, error) {
 	}
 	cfg := Default()
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		TagName:              keyTag,
 		DecodeHook:           decodeHook,
 		ErrorUnused:          true, // unknown keys are an error
 		IgnoreUntaggedFields: true, // run-time-only fields are not configurable
@@ -131,7 +132,7 @@ func resolveLimits(cfg *Config, doc map[string]any, ps *problems) {
 		}
 		o := *l
 		o.Overrides = nil
-		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{DecodeHook: decodeHook, IgnoreUntaggedFields: true, Result: &o})
+		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{TagName: keyTag, DecodeHook: decodeHook, IgnoreUntaggedFields: true, Result: &o})
 		if err == nil && dec.Decode(keys) == nil {
 			l.Overrides[label] = o // a key that fails to decode was reported by the first decode
 		}
@@ -267,12 +268,16 @@ func envName(key string) string {
 	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
+// keyTag is the struct tag that names a field's configuration key, for
+// mapstructure's decoding as for the YAML of `tether config defaults`.
+const keyTag = "yaml"
+
 // tagName is the configuration key of a struct field, "" if it has none.
 func tagName(f reflect.StructField) string {
 	if !f.IsExported() {
 		return ""
 	}
-	name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+	name, _, _ := strings.Cut(f.Tag.Get(keyTag), ",")
 	if name == "-" {
 		return ""
 	}

@@ -9,34 +9,34 @@ type Config struct {
 	// MaxSessions bounds the client's concurrent sessions (fleet-wide with
 	// state.backend redis); beyond it upgrades get 429. 0 is unlimited.
 	// auth.max_sessions_per_client is its older name.
-	MaxSessions int `mapstructure:"max_sessions" yaml:"max_sessions" json:"max_sessions,omitempty"`
+	MaxSessions int `yaml:"max_sessions" json:"max_sessions,omitempty"`
 	// TokensPerDay bounds the client's tokens (input + output) per window.
-	TokensPerDay int64 `mapstructure:"tokens_per_day" yaml:"tokens_per_day" json:"tokens_per_day,omitempty"`
+	TokensPerDay int64 `yaml:"tokens_per_day" json:"tokens_per_day,omitempty"`
 	// AudioSecondsPerDay bounds the client's billed audio seconds (GPT-Live
 	// usage) per window.
-	AudioSecondsPerDay float64 `mapstructure:"audio_seconds_per_day" yaml:"audio_seconds_per_day" json:"audio_seconds_per_day,omitempty"`
+	AudioSecondsPerDay float64 `yaml:"audio_seconds_per_day" json:"audio_seconds_per_day,omitempty"`
 	// CostPerDay bounds the client's spend in USD per window, priced by the
 	// pricing key.
-	CostPerDay float64 `mapstructure:"cost_per_day" yaml:"cost_per_day" json:"cost_per_day,omitempty"`
+	CostPerDay float64 `yaml:"cost_per_day" json:"cost_per_day,omitempty"`
 	// MaxSessionTokens bounds one session's tokens.
-	MaxSessionTokens int64 `mapstructure:"max_session_tokens" yaml:"max_session_tokens" json:"max_session_tokens,omitempty"`
+	MaxSessionTokens int64 `yaml:"max_session_tokens" json:"max_session_tokens,omitempty"`
 	// MaxSessionAudioSeconds bounds one session's billed audio seconds.
-	MaxSessionAudioSeconds float64 `mapstructure:"max_session_audio_seconds" yaml:"max_session_audio_seconds" json:"max_session_audio_seconds,omitempty"`
+	MaxSessionAudioSeconds float64 `yaml:"max_session_audio_seconds" json:"max_session_audio_seconds,omitempty"`
 	// Overrides gives some identities (a token label, a JWT sub, an IP)
 	// other values: an override's keys replace the ones above, the keys it
 	// leaves out keep them. window, boundary_timeout, client_metrics and
 	// overrides have no place inside an override.
-	Overrides map[string]Config `mapstructure:"overrides" yaml:"overrides" json:"-"`
+	Overrides map[string]Config `yaml:"overrides" json:"-"`
 	// Window is the length of the usage windows of the *_per_day keys,
 	// aligned to midnight UTC (24h); shorter windows are for tests.
-	Window time.Duration `mapstructure:"window" yaml:"window" json:"-"`
+	Window time.Duration `yaml:"window" json:"-"`
 	// BoundaryTimeout bounds the wait for a spent call's answer boundary: a
 	// call that never reaches one (a caller who never pauses, answers that
 	// overlap) ends this long after its budget was spent.
-	BoundaryTimeout time.Duration `mapstructure:"boundary_timeout" yaml:"boundary_timeout" json:"-"`
+	BoundaryTimeout time.Duration `yaml:"boundary_timeout" json:"-"`
 	// ClientMetrics exports tether_budget_spent{client,kind} for every
 	// client with usage in the window (one series per client: opt-in).
-	ClientMetrics bool `mapstructure:"client_metrics" yaml:"client_metrics" json:"-"`
+	ClientMetrics bool `yaml:"client_metrics" json:"-"`
 }
 
 // For returns the limits of identity: its override, else the defaults.
@@ -51,11 +51,11 @@ func (c *Config) For(identity string) Config {
 // minute of billed audio (GPT-Live). Cached input tokens are priced at the
 // cached rate, the rest of the input at the input rate.
 type Price struct {
-	InputText        float64 `mapstructure:"input_text" yaml:"input_text"`
-	CachedInputText  float64 `mapstructure:"cached_input_text" yaml:"cached_input_text"`
-	OutputText       float64 `mapstructure:"output_text" yaml:"output_text"`
-	InputAudio       float64 `mapstructure:"input_audio" yaml:"input_audio"`
-	CachedInputAudio float64 `mapstructure:"cached_input_audio" yaml:"cached_input_audio"`
-	OutputAudio      float64 `mapstructure:"output_audio" yaml:"output_audio"`
-	PerMinute        float64 `mapstructure:"per_minute" yaml:"per_minute"`
+	InputText        float64 `yaml:"input_text"`
+	CachedInputText  float64 `yaml:"cached_input_text"`
+	OutputText       float64 `yaml:"output_text"`
+	InputAudio       float64 `yaml:"input_audio"`
+	CachedInputAudio float64 `yaml:"cached_input_audio"`
+	OutputAudio      float64 `yaml:"output_audio"`
+	PerMinute        float64 `yaml:"per_minute"`
 }

@@ -43,60 +43,60 @@ type Config struct {
 	// Name labels the upstream in logs, metrics and spans; unique within the
 	// list. Config's default: the type, with "-<index>" appended when that
 	// is taken.
-	Name string `mapstructure:"name" yaml:"name"`
+	Name string `yaml:"name"`
 	// Type is the upstream kind: [KindOpenAI] (config's default),
 	// [KindAzure], [KindGeneric] or [KindMock].
-	Type Kind `mapstructure:"type" yaml:"type"` // openai | azure | generic | mock
+	Type Kind `yaml:"type"` // openai | azure | generic | mock
 	// URL is the ws:// or wss:// address dialed; [NewDialer] requires it.
 	// Config's default for openai: config.DefaultOpenAIURL; required in the
 	// file for azure and generic; for mock, empty means the built-in mock
 	// backend (cmd/tether starts it and fills the URL).
-	URL string `mapstructure:"url" yaml:"url"`
+	URL string `yaml:"url"`
 	// LiveURL is the GPT-Live endpoint (ws:// or wss://, no query): a
 	// GPT-Live session is dialed only to upstreams that have one. Config's
 	// defaults: openai config.DefaultOpenAILiveURL; azure the url's host with
 	// /openai/v1/live/sessions; mock, when url is empty too, the built-in
 	// mock; generic none.
-	LiveURL string `mapstructure:"live_url" yaml:"live_url"`
+	LiveURL string `yaml:"live_url"`
 	// APIKeyEnv names the environment variable holding the API key (read
 	// once, by [NewDialer]). Config's default for openai, when APIKeyFile is
 	// empty too: config.DefaultOpenAIAPIKeyEnv.
-	APIKeyEnv string `mapstructure:"api_key_env" yaml:"api_key_env"`
+	APIKeyEnv string `yaml:"api_key_env"`
 	// APIKeyFile is a file holding the API key, re-read at each dial.
 	// At most one of APIKeyEnv and APIKeyFile is set.
-	APIKeyFile string `mapstructure:"api_key_file" yaml:"api_key_file"`
+	APIKeyFile string `yaml:"api_key_file"`
 	// Headers are extra HTTP headers sent on the upstream handshake. Config
 	// stores the names in canonical form (X-Api-Version); the headers tether
 	// sets itself on the handshake (Host, Connection, Upgrade,
 	// Sec-WebSocket-*) are not allowed.
-	Headers map[string]string `mapstructure:"headers" yaml:"headers"`
+	Headers map[string]string `yaml:"headers"`
 	// DialTimeout bounds one dial attempt, including the wait for the first
 	// event of realtime upstreams. Config always sets it (a 0 in the file
 	// takes config.DefaultDialTimeout); here 0 means no bound of its own:
 	// the attempt is bounded by the context given to [Dialer.Dial] alone.
-	DialTimeout time.Duration `mapstructure:"dial_timeout" yaml:"dial_timeout"`
+	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// Beta adds `OpenAI-Beta: realtime=v1` for servers that still speak the
 	// beta dialect.
-	Beta bool `mapstructure:"beta" yaml:"beta"`
+	Beta bool `yaml:"beta"`
 	// APIKeyHeader (generic) sends the credential in this header instead of
 	// `Authorization: Bearer` (e.g. x-goog-api-key).
-	APIKeyHeader string `mapstructure:"api_key_header" yaml:"api_key_header"`
+	APIKeyHeader string `yaml:"api_key_header"`
 	// APIKeyQuery (generic) sends the credential as this query parameter
 	// (e.g. Gemini Live's "key").
-	APIKeyQuery string `mapstructure:"api_key_query" yaml:"api_key_query"`
+	APIKeyQuery string `yaml:"api_key_query"`
 	// TokenFile (azure) holds a bearer token, re-read at each dial (the
 	// file workload identity keeps fresh). Alternative to an api-key.
-	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
+	TokenFile string `yaml:"token_file"`
 	// Subprotocols (generic) are offered to the upstream in Sec-WebSocket-Protocol.
-	Subprotocols []string `mapstructure:"subprotocols" yaml:"subprotocols"`
+	Subprotocols []string `yaml:"subprotocols"`
 	// AllowedModels limits the ?model= a client may ask for; empty allows any.
-	AllowedModels []string `mapstructure:"allowed_models" yaml:"allowed_models"`
+	AllowedModels []string `yaml:"allowed_models"`
 	// DefaultModel is used when the client asks for none.
-	DefaultModel string `mapstructure:"default_model" yaml:"default_model"`
+	DefaultModel string `yaml:"default_model"`
 	// CARootFile is a PEM bundle of CAs trusted for this upstream (private CAs).
-	CARootFile string `mapstructure:"ca_root_file" yaml:"ca_root_file"`
+	CARootFile string `yaml:"ca_root_file"`
 	// MaxFailures consecutive failed dials put the upstream in cool-down; 0 never does.
-	MaxFailures int `mapstructure:"max_failures" yaml:"max_failures"`
+	MaxFailures int `yaml:"max_failures"`
 	// Cooldown is how long an upstream is skipped after MaxFailures failures.
-	Cooldown time.Duration `mapstructure:"cooldown" yaml:"cooldown"`
+	Cooldown time.Duration `yaml:"cooldown"`
 }

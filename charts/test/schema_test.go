@@ -230,7 +230,7 @@ func compareKeys(t *testing.T, path string, s map[string]any, typ reflect.Type) 
 	props, _ := s["properties"].(map[string]any)
 	var goKeys []string
 	for f := range typ.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if !f.IsExported() || name == "" || name == "-" {
 			continue
 		}
