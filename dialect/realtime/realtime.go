@@ -155,24 +155,36 @@ type SessionEvent struct {
 	Session Session `json:"session"`
 }
 
-// Usage is a response's token usage; every field is optional on the wire.
+// Usage is a response's token usage, as response.done reports it; every
+// field is optional on the wire.
 type Usage struct {
-	TotalTokens       int64 `json:"total_tokens"`
-	InputTokens       int64 `json:"input_tokens"`
-	OutputTokens      int64 `json:"output_tokens"`
-	InputTokenDetails struct {
-		TextTokens   int64 `json:"text_tokens"`
-		AudioTokens  int64 `json:"audio_tokens"`
-		CachedTokens int64 `json:"cached_tokens"`
-		Cached       struct {
-			TextTokens  int64 `json:"text_tokens"`
-			AudioTokens int64 `json:"audio_tokens"`
-		} `json:"cached_tokens_details"`
-	} `json:"input_token_details"`
-	OutputTokenDetails struct {
-		TextTokens  int64 `json:"text_tokens"`
-		AudioTokens int64 `json:"audio_tokens"`
-	} `json:"output_token_details"`
+	TotalTokens        int64              `json:"total_tokens"`
+	InputTokens        int64              `json:"input_tokens"`
+	OutputTokens       int64              `json:"output_tokens"`
+	InputTokenDetails  InputTokenDetails  `json:"input_token_details"`
+	OutputTokenDetails OutputTokenDetails `json:"output_token_details"`
+}
+
+// InputTokenDetails splits a response's input tokens.
+type InputTokenDetails struct {
+	TextTokens          int64        `json:"text_tokens"`
+	AudioTokens         int64        `json:"audio_tokens"`
+	ImageTokens         int64        `json:"image_tokens"`
+	CachedTokens        int64        `json:"cached_tokens"`
+	CachedTokensDetails TokenDetails `json:"cached_tokens_details"`
+}
+
+// TokenDetails splits cached input tokens by kind.
+type TokenDetails struct {
+	TextTokens  int64 `json:"text_tokens"`
+	AudioTokens int64 `json:"audio_tokens"`
+	ImageTokens int64 `json:"image_tokens"`
+}
+
+// OutputTokenDetails splits a response's output tokens.
+type OutputTokenDetails struct {
+	TextTokens  int64 `json:"text_tokens"`
+	AudioTokens int64 `json:"audio_tokens"`
 }
 
 // Tokens converts u to the session's token figures.
@@ -184,7 +196,7 @@ func (u *Usage) Tokens() dialect.Tokens {
 		InputText: u.InputTokenDetails.TextTokens, InputAudio: u.InputTokenDetails.AudioTokens,
 		Cached: u.InputTokenDetails.CachedTokens, OutputText: u.OutputTokenDetails.TextTokens,
 		OutputAudio: u.OutputTokenDetails.AudioTokens,
-		CachedText:  u.InputTokenDetails.Cached.TextTokens, CachedAudio: u.InputTokenDetails.Cached.AudioTokens}
+		CachedText:  u.InputTokenDetails.CachedTokensDetails.TextTokens, CachedAudio: u.InputTokenDetails.CachedTokensDetails.AudioTokens}
 }
 
 // Response is the part of a response object tether reads.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherproxy/tether/dialect"
 	"github.com/tetherproxy/tether/dialect/realtime"
 )
 
@@ -25,19 +26,12 @@ type response struct {
 	cachedTokens int
 	metadata     json.RawMessage
 	words        []string // transcript, one delta each
-	rateLimits   []rateLimit
+	rateLimits   []dialect.RateLimit
 
 	cancel    chan struct{} // closed by cancelResponse
 	cancelled bool          // guarded by conn.mu
 	reason    string        // guarded by conn.mu
 	exited    chan struct{} // closed when the streamer returns
-}
-
-type rateLimit struct {
-	Name         string  `json:"name"`
-	Limit        int64   `json:"limit"`
-	Remaining    int64   `json:"remaining"`
-	ResetSeconds float64 `json:"reset_seconds"`
 }
 
 type statusDetails struct {
@@ -55,35 +49,8 @@ type responseObj struct {
 	OutputModalities []string        `json:"output_modalities"`
 	MaxOutputTokens  string          `json:"max_output_tokens"`
 	Audio            map[string]any  `json:"audio"`
-	Usage            *usage          `json:"usage"`
+	Usage            *realtime.Usage `json:"usage"`
 	Metadata         json.RawMessage `json:"metadata"`
-}
-
-type usage struct {
-	TotalTokens        int           `json:"total_tokens"`
-	InputTokens        int           `json:"input_tokens"`
-	OutputTokens       int           `json:"output_tokens"`
-	InputTokenDetails  inputDetails  `json:"input_token_details"`
-	OutputTokenDetails outputDetails `json:"output_token_details"`
-}
-
-type inputDetails struct {
-	TextTokens          int          `json:"text_tokens"`
-	AudioTokens         int          `json:"audio_tokens"`
-	ImageTokens         int          `json:"image_tokens"`
-	CachedTokens        int          `json:"cached_tokens"`
-	CachedTokensDetails tokenDetails `json:"cached_tokens_details"`
-}
-
-type tokenDetails struct {
-	TextTokens  int `json:"text_tokens"`
-	AudioTokens int `json:"audio_tokens"`
-	ImageTokens int `json:"image_tokens"`
-}
-
-type outputDetails struct {
-	TextTokens  int `json:"text_tokens"`
-	AudioTokens int `json:"audio_tokens"`
 }
 
 const (
@@ -152,9 +119,9 @@ func (c *conn) startResponse(clientEventID, instructions string, metadata json.R
 	for i := 1; i < len(r.words); i++ {
 		r.words[i] = " " + r.words[i]
 	}
-	r.rateLimits = []rateLimit{
-		{"requests", rateLimitRequests, max(rateLimitRequests-int64(c.responses)-1, 0), 0.01},
-		{"tokens", rateLimitTokens, max(rateLimitTokens-c.tokensUsed.Load(), 0), 0.18},
+	r.rateLimits = []dialect.RateLimit{
+		{Name: "requests", Limit: rateLimitRequests, Remaining: max(rateLimitRequests-int64(c.responses)-1, 0), ResetSeconds: 0.01},
+		{Name: "tokens", Limit: rateLimitTokens, Remaining: max(rateLimitTokens-c.tokensUsed.Load(), 0), ResetSeconds: 0.18},
 	}
 	c.responses++
 	c.lastItem = r.itemID
@@ -272,7 +239,7 @@ func (st *streamer) begin() error {
 		responseEvent{c.head(realtime.ResponseCreated), st.resp},
 		struct {
 			head
-			RateLimits []rateLimit `json:"rate_limits"`
+			RateLimits []dialect.RateLimit `json:"rate_limits"`
 		}{c.head(realtime.RateLimitsUpdated), r.rateLimits},
 		outputItemEvent{c.head(realtime.OutputItemAdded), r.id, 0, st.it},
 		itemEvent{c.head(realtime.ItemAdded), nullable(r.prevItemID), st.it},
@@ -404,21 +371,21 @@ func (st *streamer) finish(sent, words int) {
 	}
 	u := r.usage(sent, words)
 	st.resp.Usage = &u
-	c.tokensUsed.Add(int64(u.TotalTokens))
+	c.tokensUsed.Add(u.TotalTokens)
 	_ = st.emit(responseEvent{c.head(realtime.ResponseDone), st.resp})
 }
 
 // usage derives token counts from audio lengths (see the package doc).
-func (r *response) usage(sentBytes, words int) usage {
-	ceilDiv := func(a, b int) int { return (a + b - 1) / b }
-	in := inputDetails{
-		TextTokens:   r.textTokens,
+func (r *response) usage(sentBytes, words int) realtime.Usage {
+	ceilDiv := func(a, b int) int64 { return int64((a + b - 1) / b) }
+	in := realtime.InputTokenDetails{
+		TextTokens:   int64(r.textTokens),
 		AudioTokens:  ceilDiv(r.inputMs, 100),
-		CachedTokens: r.cachedTokens,
+		CachedTokens: int64(r.cachedTokens),
 	}
-	in.CachedTokensDetails.TextTokens = r.cachedTokens
-	out := outputDetails{TextTokens: words, AudioTokens: ceilDiv(r.audioFormat.millis(sentBytes), 50)}
-	u := usage{
+	in.CachedTokensDetails.TextTokens = int64(r.cachedTokens)
+	out := realtime.OutputTokenDetails{TextTokens: int64(words), AudioTokens: ceilDiv(r.audioFormat.millis(sentBytes), 50)}
+	u := realtime.Usage{
 		InputTokens:        in.TextTokens + in.AudioTokens,
 		OutputTokens:       out.TextTokens + out.AudioTokens,
 		InputTokenDetails:  in,
