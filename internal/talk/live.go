@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/dialect/live"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // DefaultLiveURL is the GPT-Live endpoint of a local tether.
@@ -239,8 +240,8 @@ func (s *liveTalk) observe(ev *liveEvent) {
 			r.UsageSeconds, r.gotUsage = ev.Usage.Seconds, true
 		}
 	}
-	r.InputTranscript = truncate(s.inText.String(), maxTranscript)
-	r.OutputTranscript = truncate(s.outText.String(), maxTranscript)
+	r.InputTranscript = wsframe.Abbrev(s.inText.String(), maxTranscript)
+	r.OutputTranscript = wsframe.Abbrev(s.outText.String(), maxTranscript)
 }
 
 func appendBounded(b *strings.Builder, s string) {

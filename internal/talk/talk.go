@@ -307,7 +307,7 @@ func (t *turn) awaitResponse(ctx context.Context, c *client, committed time.Time
 			t.res.done(ev.Response)
 		}
 	}
-	t.res.Transcript = truncate(transcript.String(), maxTranscript)
+	t.res.Transcript = wsframe.Abbrev(transcript.String(), maxTranscript)
 	return nil
 }
 
@@ -499,14 +499,6 @@ func (e *apiError) String() string {
 func decodedLen(s string) (int, error) {
 	b, err := base64.StdEncoding.DecodeString(s)
 	return len(b), err
-}
-
-// truncate cuts s to at most n bytes at a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return wsframe.TruncateUTF8(s, n) + "..."
 }
 
 // maxQueued bounds the server messages held while Run is busy sending.

@@ -484,14 +484,6 @@ func TestRejectionOverTCP(t *testing.T) {
 	}
 }
 
-func TestTruncateKeepsRunes(t *testing.T) {
-	s := strings.Repeat("é", 10) // 2 bytes each
-	got := truncate(s, 5)
-	if got != "éé..." {
-		t.Errorf("truncate = %q", got)
-	}
-}
-
 func TestParseErrorsAreNotMistakenForSuccess(t *testing.T) {
 	// A closed events channel with a nil error (reader stopped cleanly)
 	// must still be a failure.

@@ -137,6 +137,15 @@ func AppendClose(dst []byte, code CloseCode, reason string) []byte {
 	return append(dst, TruncateUTF8(reason, MaxCloseReason)...)
 }
 
+// Abbrev cuts s to at most n bytes at a rune boundary, marking a cut with
+// "..." (for text shown to a person: a report, a note).
+func Abbrev(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return TruncateUTF8(s, n) + "..."
+}
+
 // TruncateUTF8 cuts s to at most n bytes without splitting a rune.
 func TruncateUTF8(s string, n int) string {
 	if len(s) <= n {

@@ -223,3 +223,17 @@ func FuzzParseClose(f *testing.F) {
 		}
 	})
 }
+
+// Abbrev marks a cut, never splits a rune, and leaves a short string be.
+func TestAbbrev(t *testing.T) {
+	for in, want := range map[string]string{
+		"abc":                   "abc",
+		"abcde":                 "abcde",
+		"abcdef":                "abcde...",
+		strings.Repeat("é", 10): "éé...",
+	} {
+		if got := Abbrev(in, 5); got != want {
+			t.Errorf("Abbrev(%q, 5) = %q, want %q", in, got, want)
+		}
+	}
+}

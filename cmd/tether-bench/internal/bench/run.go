@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // Limits that keep a run bounded.
@@ -266,7 +268,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 					rep.Notes = append(rep.Notes, limitNote)
 				}
 				for _, w := range stack.tether.warnings() {
-					rep.Notes = append(rep.Notes, "tether logged: "+truncate(w, 300))
+					rep.Notes = append(rep.Notes, "tether logged: "+wsframe.Abbrev(w, 300))
 				}
 			}
 			if cerr := stack.close(); cerr != nil && err == nil {

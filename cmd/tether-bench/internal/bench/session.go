@@ -18,6 +18,7 @@ import (
 
 	"github.com/tetherproxy/tether/dialect/live"
 	"github.com/tetherproxy/tether/dialect/realtime"
+	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
 // targetStats are the counters of one target, shared by its sessions.
@@ -377,19 +378,12 @@ func (s *session) control(h ws.Header) bool {
 	case ws.OpClose:
 		if !s.closing.Load() {
 			code, reason := ws.ParseCloseFrameData(p)
-			s.tgt.stats.fail(fmt.Sprintf("closed by peer: %d %s", code, truncate(reason, 40)))
+			s.tgt.stats.fail(fmt.Sprintf("closed by peer: %d %s", code, wsframe.Abbrev(reason, 40)))
 			_ = s.write(controlFrame(ws.OpClose, p[:min(len(p), 2)], s.mask))
 		}
 		return false
 	}
 	return true
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // close starts the closing handshake (close 1000) and bounds the wait for
