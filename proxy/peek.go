@@ -181,17 +181,21 @@ func plainRun(b []byte) int {
 // responsePrefix starts the types of the events that carry a response_id.
 const responsePrefix = "response."
 
+// expect reports whether c is want; it passes over white space, and ends
+// the scan at anything else.
+func (p *Peeker) expect(c, want byte) bool {
+	if c != want && !isSpace(c) {
+		p.state = psDone
+	}
+	return c == want
+}
+
 func (p *Peeker) step(c byte) {
 	switch p.state {
 	case psStart:
-		if isSpace(c) {
-			return
+		if p.expect(c, '{') {
+			p.state = psKeyOrEnd
 		}
-		if c != '{' {
-			p.state = psDone
-			return
-		}
-		p.state = psKeyOrEnd
 	case psKeyOrEnd:
 		switch {
 		case isSpace(c) || c == ',':
@@ -220,11 +224,7 @@ func (p *Peeker) step(c byte) {
 	case psKeyEscape:
 		p.state = psKey
 	case psColon:
-		if isSpace(c) {
-			return
-		}
-		if c != ':' {
-			p.state = psDone
+		if !p.expect(c, ':') {
 			return
 		}
 		p.field = fieldNone
