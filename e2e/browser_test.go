@@ -274,6 +274,31 @@ func (p *page) turn(t *testing.T, pageURL, wsURL string, protocols []string) pag
 // on the browser's request.
 func checkBrowserTurn(t *testing.T, r *browserRig, pg *page, rep pageReport, origin, wsURL, token string) {
 	t.Helper()
+	checkPageEvents(t, pg, rep, wsURL)
+	checkToneEchoed(t, rep)
+	if rep.Close == nil || rep.Close.Code != 1000 {
+		t.Errorf("close %+v, want 1000 (the page's own close, echoed)", rep.Close)
+	}
+	respHeaders, frames := checkBrowserHandshake(t, pg, rep, origin, token)
+	checkTokenConfined(t, r, rep, respHeaders, frames, token)
+
+	testkit.WaitFor(t, stepTimeout, `tether_sessions_total{reason="client_closed"} 1`, func() bool {
+		n, _ := r.p.metric("tether_sessions_total", `reason="client_closed"`)
+		return n == 1
+	})
+	if n, _ := r.p.metric("tether_responses_total", `status="completed"`); n != 1 {
+		t.Errorf(`tether_responses_total{status="completed"} = %v, want 1`, n)
+	}
+	if n, _ := r.p.metric("tether_handshake_rejections_total"); n != 0 {
+		t.Errorf("tether_handshake_rejections_total = %v, want 0", n)
+	}
+}
+
+// checkPageEvents asserts what the page's WebSocket reported: it opened
+// with the subprotocol realtime and no extension, got no error and every
+// event of a turn, and the response completed.
+func checkPageEvents(t *testing.T, pg *page, rep pageReport, wsURL string) {
+	t.Helper()
 	if !rep.Opened {
 		t.Fatalf("the WebSocket to %s did not open: close %+v\n%s", wsURL, rep.Close, pg.consoleLog())
 	}
@@ -295,10 +320,13 @@ func checkBrowserTurn(t *testing.T, r *browserRig, pg *page, rep pageReport, ori
 	if rep.ResponseStatus == nil || *rep.ResponseStatus != "completed" {
 		t.Errorf("response.done status %v, want completed", deref(rep.ResponseStatus))
 	}
+}
 
-	// The tone the page sent is what Web Audio rendered: 0.5 s of a
-	// half-scale 440 Hz sine. The mock answers with the committed audio, so
-	// the page must have received exactly it.
+// checkToneEchoed asserts that the tone the page sent is what Web Audio
+// rendered, 0.5 s of a half-scale 440 Hz sine, and that the page received
+// exactly it back (the mock answers with the committed audio).
+func checkToneEchoed(t *testing.T, rep pageReport) {
+	t.Helper()
 	sent, err := base64.StdEncoding.DecodeString(rep.Sent)
 	if err != nil || len(sent) != 2*toneSamples || rep.SentBytes != len(sent) {
 		t.Fatalf("the page sent %d bytes (%v), want %d bytes of PCM16", len(sent), err, 2*toneSamples)
@@ -312,12 +340,13 @@ func checkBrowserTurn(t *testing.T, r *browserRig, pg *page, rep pageReport, ori
 		t.Errorf("the page received %d audio bytes in %d deltas, equal to the %d sent: %v; want the tone back byte for byte",
 			rep.ReceivedBytes, rep.Deltas, len(sent), rep.Received == rep.Sent)
 	}
-	if rep.Close == nil || rep.Close.Code != 1000 {
-		t.Errorf("close %+v, want 1000 (the page's own close, echoed)", rep.Close)
-	}
+}
 
-	// What the browser put on the wire and what it was answered, as
-	// DevTools saw them.
+// checkBrowserHandshake asserts what the browser put on the wire and what
+// it was answered, as DevTools saw them; it returns the answer's headers and
+// the frames the browser received.
+func checkBrowserHandshake(t *testing.T, pg *page, rep pageReport, origin, token string) (respHeaders map[string]string, frames []string) {
+	t.Helper()
 	req := pg.handshakeRequest(t)
 	if got := header(req, "Origin"); got != origin {
 		t.Errorf("the browser sent Origin %q, want %q", got, origin)
@@ -329,18 +358,22 @@ func checkBrowserTurn(t *testing.T, r *browserRig, pg *page, rep pageReport, ori
 	if !ok || status != http.StatusSwitchingProtocols {
 		t.Errorf("handshake answered %d (seen: %v), want 101", status, ok)
 	}
-	respHeaders := pg.handshakeResponseHeaders()
+	respHeaders = pg.handshakeResponseHeaders()
 	if got := header(respHeaders, "Sec-WebSocket-Protocol"); got != "realtime" {
 		t.Errorf("tether answered Sec-WebSocket-Protocol %q, want realtime", strings.ReplaceAll(got, token, "<TOKEN>"))
 	}
-	frames := pg.framesReceived()
+	frames = pg.framesReceived()
 	if len(frames) != len(rep.Messages) {
 		t.Errorf("DevTools saw %d frames received, the page %d messages", len(frames), len(rep.Messages))
 	}
+	return respHeaders, frames
+}
 
-	// The token admitted the page and went nowhere else: not in any
-	// message, frame or response header the browser received, not upstream,
-	// not in tether's log, /sessions or /metrics.
+// checkTokenConfined asserts that the token admitted the page and went
+// nowhere else: not in any message, frame or response header the browser
+// received, not upstream, not in tether's log, /sessions or /metrics.
+func checkTokenConfined(t *testing.T, r *browserRig, rep pageReport, respHeaders map[string]string, frames []string, token string) {
+	t.Helper()
 	for i, m := range append(append([]string{}, rep.Messages...), frames...) {
 		if strings.Contains(m, token) {
 			t.Errorf("message %d the browser received carries the token", i)
@@ -369,17 +402,6 @@ func checkBrowserTurn(t *testing.T, r *browserRig, pg *page, rep pageReport, ori
 		t.Errorf("the token is in the upstream URL")
 	}
 	checkTokenNotLogged(t, r.p, token)
-
-	testkit.WaitFor(t, stepTimeout, `tether_sessions_total{reason="client_closed"} 1`, func() bool {
-		n, _ := r.p.metric("tether_sessions_total", `reason="client_closed"`)
-		return n == 1
-	})
-	if n, _ := r.p.metric("tether_responses_total", `status="completed"`); n != 1 {
-		t.Errorf(`tether_responses_total{status="completed"} = %v, want 1`, n)
-	}
-	if n, _ := r.p.metric("tether_handshake_rejections_total"); n != 0 {
-		t.Errorf("tether_handshake_rejections_total = %v, want 0", n)
-	}
 }
 
 // checkBrowserRefused asserts that the page's WebSocket failed at the

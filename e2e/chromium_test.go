@@ -51,15 +51,7 @@ func startChromium(t testing.TB, extra ...string) *browser {
 		t.Helper()
 		testkit.Missing(t, "TETHER_REQUIRE_CHROMIUM", format+" (apt-get install chromium, or set TETHER_CHROMIUM)", args...)
 	}
-	bin := os.Getenv("TETHER_CHROMIUM")
-	if bin == "" {
-		for _, name := range chromiumCandidates {
-			if p, err := exec.LookPath(name); err == nil {
-				bin = p
-				break
-			}
-		}
-	}
+	bin := findChromium()
 	if bin == "" {
 		missing("no Chromium found (looked for %s in PATH)", strings.Join(chromiumCandidates, ", "))
 		return nil
@@ -70,6 +62,69 @@ func startChromium(t testing.TB, extra ...string) *browser {
 	// cleanups run last-registered first).
 	dir := t.TempDir()
 	profile := filepath.Join(dir, "profile")
+	b := &browser{t: t, exited: make(chan struct{})}
+	b.cmd = exec.Command(bin, chromiumArgs(profile, extra)...)
+	b.cmd.Env = append(childEnv(),
+		"HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	b.cmd.Stdout, b.cmd.Stderr = &b.stderr, &b.stderr
+	// Its own process group, so that cleanup can end the renderer, GPU and
+	// zygote children too.
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A helper that left the group must not keep Wait on the output pipe.
+	b.cmd.WaitDelay = 2 * time.Second
+	start := time.Now()
+	if err := b.cmd.Start(); err != nil {
+		missing("%s cannot start: %v", bin, err)
+		return nil
+	}
+	go func() {
+		_ = b.cmd.Wait()
+		close(b.exited)
+	}()
+	t.Cleanup(b.close)
+
+	wsURL, err := b.devToolsURL(profile)
+	if err != nil {
+		missing("%s %v", bin, err)
+		return nil
+	}
+	c, err := dialCDP(wsURL)
+	if err != nil {
+		missing("CDP connection to %s: %v", wsURL, err)
+		return nil
+	}
+	b.cdp = c
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	var v struct {
+		Product   string `json:"product"`
+		UserAgent string `json:"userAgent"`
+	}
+	if err := c.call(ctx, "", "Browser.getVersion", nil, &v); err != nil {
+		t.Fatalf("Browser.getVersion: %v", err)
+	}
+	t.Logf("%s (%s) started in %v", v.Product, bin, time.Since(start).Round(time.Millisecond))
+	return b
+}
+
+// findChromium is $TETHER_CHROMIUM, else the first of chromiumCandidates in
+// PATH; "" if there is none.
+func findChromium() string {
+	if bin := os.Getenv("TETHER_CHROMIUM"); bin != "" {
+		return bin
+	}
+	for _, name := range chromiumCandidates {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// chromiumArgs are the flags of a headless Chromium with its profile in
+// profile, quiet (no first-run, sync, extensions, background networking or
+// sound), extra added, showing about:blank.
+func chromiumArgs(profile string, extra []string) []string {
 	args := []string{
 		"--headless=new",
 		"--remote-debugging-port=0",
@@ -92,68 +147,31 @@ func startChromium(t testing.TB, extra ...string) *browser {
 		args = append(args, "--no-sandbox")
 	}
 	args = append(args, extra...)
-	args = append(args, "about:blank")
+	return append(args, "about:blank")
+}
 
-	b := &browser{t: t, exited: make(chan struct{})}
-	b.cmd = exec.Command(bin, args...)
-	b.cmd.Env = append(childEnv(),
-		"HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
-	b.cmd.Stdout, b.cmd.Stderr = &b.stderr, &b.stderr
-	// Its own process group, so that cleanup can end the renderer, GPU and
-	// zygote children too.
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// A helper that left the group must not keep Wait on the output pipe.
-	b.cmd.WaitDelay = 2 * time.Second
-	start := time.Now()
-	if err := b.cmd.Start(); err != nil {
-		missing("%s cannot start: %v", bin, err)
-		return nil
-	}
-	go func() {
-		_ = b.cmd.Wait()
-		close(b.exited)
-	}()
-	t.Cleanup(b.close)
-
-	// Chromium writes DevToolsActivePort (port, then the browser target's
-	// path) into the profile once its endpoint listens.
-	var wsURL string
+// devToolsURL waits (up to chromiumStartTimeout) for the browser's DevTools
+// endpoint and returns its WebSocket URL: Chromium writes DevToolsActivePort
+// (port, then the browser target's path) into the profile once its endpoint
+// listens. The error says why there is none (the browser exited, or took
+// too long), with its output.
+func (b *browser) devToolsURL(profile string) (string, error) {
 	deadline := time.Now().Add(chromiumStartTimeout)
-	for wsURL == "" {
+	for {
 		if raw, err := os.ReadFile(filepath.Join(profile, "DevToolsActivePort")); err == nil {
 			if port, path, ok := strings.Cut(strings.TrimSpace(string(raw)), "\n"); ok && port != "" && path != "" {
-				wsURL = "ws://127.0.0.1:" + strings.TrimSpace(port) + strings.TrimSpace(path)
-				break
+				return "ws://127.0.0.1:" + strings.TrimSpace(port) + strings.TrimSpace(path), nil
 			}
 		}
 		select {
 		case <-b.exited:
-			missing("%s exited at start (%v); output:\n%s", bin, b.cmd.ProcessState, tail(b.stderr.String(), 4000))
-			return nil
+			return "", fmt.Errorf("exited at start (%v); output:\n%s", b.cmd.ProcessState, tail(b.stderr.String(), 4000))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			missing("%s did not open its DevTools endpoint within %v; output:\n%s", bin, chromiumStartTimeout, tail(b.stderr.String(), 4000))
-			return nil
+			return "", fmt.Errorf("did not open its DevTools endpoint within %v; output:\n%s", chromiumStartTimeout, tail(b.stderr.String(), 4000))
 		}
 	}
-	c, err := dialCDP(wsURL)
-	if err != nil {
-		missing("CDP connection to %s: %v", wsURL, err)
-		return nil
-	}
-	b.cdp = c
-	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
-	defer cancel()
-	var v struct {
-		Product   string `json:"product"`
-		UserAgent string `json:"userAgent"`
-	}
-	if err := c.call(ctx, "", "Browser.getVersion", nil, &v); err != nil {
-		t.Fatalf("Browser.getVersion: %v", err)
-	}
-	t.Logf("%s (%s) started in %v", v.Product, bin, time.Since(start).Round(time.Millisecond))
-	return b
 }
 
 // close asks the browser to exit and waits; SIGKILL to its process group if

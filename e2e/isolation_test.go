@@ -39,78 +39,11 @@ func TestIsolationPanic(t *testing.T) {
 	})
 	base := p.baseline()
 
-	// Open every session and switch the mock to echo.
 	start := time.Now()
-	ss := make([]*streamer, isolationSessions)
-	var (
-		wg    sync.WaitGroup
-		errMu sync.Mutex
-		errs  []string
-		sem   = make(chan struct{}, isolationDial)
-	)
-	for i := range ss {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			s, err := dialStreamer(p.Listen)
-			if err == nil {
-				err = s.sendText(`{"type":"mock.fault","fault":"echo"}`)
-			}
-			if err != nil {
-				errMu.Lock()
-				errs = append(errs, fmt.Sprintf("session %d: %v", i, err))
-				errMu.Unlock()
-				return
-			}
-			ss[i] = s
-		}()
-	}
-	wg.Wait()
-	t.Cleanup(func() {
-		for _, s := range ss {
-			if s != nil {
-				s.Close()
-			}
-		}
-	})
-	if len(errs) > 0 {
-		t.Fatalf("%d sessions failed to open: %s", len(errs), strings.Join(errs[:min(len(errs), 5)], "; "))
-	}
+	ss := openEchoStreamers(t, p.Listen)
 	opened := time.Since(start)
 
-	// Stream: every session appends audio every isolationPeriod.
-	stop := make(chan struct{})
-	var senders sync.WaitGroup
-	for i, s := range ss {
-		senders.Add(1)
-		go func() {
-			defer senders.Done()
-			// Spread the sessions over the period.
-			select {
-			case <-time.After(time.Duration(i) * isolationPeriod / isolationSessions):
-			case <-stop:
-				return
-			}
-			tick := time.NewTicker(isolationPeriod)
-			defer tick.Stop()
-			for {
-				if s.sendAppend() != nil {
-					return
-				}
-				select {
-				case <-tick.C:
-				case <-stop:
-					return
-				}
-			}
-		}()
-	}
-	stopStreaming := sync.OnceFunc(func() {
-		close(stop)
-		senders.Wait()
-	})
+	stopStreaming := streamAudio(ss)
 	defer stopStreaming()
 	testkit.WaitFor(t, 30*time.Second, "every session to get echoes", func() bool {
 		for _, s := range ss {
@@ -141,23 +74,137 @@ func TestIsolationPanic(t *testing.T) {
 	}
 
 	// The others stream on.
-	var lagging int
-	testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("every other session to get %d echoes of frames sent after the panic", isolationAfter), func() bool {
-		lagging = 0
-		for i, s := range ss {
-			if i != victim && s.echoed.Load() < mark[i]+isolationAfter {
-				lagging++
-			}
-		}
-		return lagging == 0
-	})
-
+	waitOthersEchoed(t, ss, victim, mark)
 	streamedFor := time.Since(tPanic)
 	for i, s := range ss {
 		if i != victim && s.closeCode.Load() != 0 {
 			t.Errorf("session %d was closed (%d) after another session panicked", i, s.closeCode.Load())
 		}
 	}
+	checkOnePanicked(t, p)
+	var frames int64
+	for _, s := range ss {
+		frames += s.echoed.Load()
+	}
+
+	// Then everyone hangs up cleanly, and nothing is left behind.
+	stopStreaming()
+	hangUpOthers(t, ss, victim)
+	waitSessionsGone(t, p, isolationSessions)
+	if v, _ := p.metric("tether_sessions_total", `reason="client_closed"`); v != isolationSessions-1 {
+		t.Errorf(`tether_sessions_total{reason="client_closed"} = %v, want %d`, v, isolationSessions-1)
+	}
+	var g int
+	testkit.WaitFor(t, stepTimeout, "goroutines back at the baseline", func() bool {
+		g = p.goroutines()
+		return g <= base+5
+	})
+
+	t.Logf("isolation figures: %d sessions opened in %v; one panicked and was closed 1011 after %v; the other %d each got >= %d echoes "+
+		"of frames sent after the panic within %v (%d echoed frames in all); goroutines %d before, %d after all closed",
+		isolationSessions, opened.Round(time.Millisecond), victimClosed.Round(10*time.Microsecond), isolationSessions-1, isolationAfter,
+		streamedFor.Round(time.Millisecond), frames, base, g)
+}
+
+// openEchoStreamers opens isolationSessions sessions through tether at addr,
+// isolationDial at a time, and switches the mock to echo on each; cleanup
+// closes them.
+func openEchoStreamers(t *testing.T, addr string) []*streamer {
+	t.Helper()
+	ss := make([]*streamer, isolationSessions)
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		errs  []string
+		sem   = make(chan struct{}, isolationDial)
+	)
+	for i := range ss {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := dialStreamer(addr)
+			if err == nil {
+				err = s.sendText(`{"type":"mock.fault","fault":"echo"}`)
+			}
+			if err != nil {
+				errMu.Lock()
+				errs = append(errs, fmt.Sprintf("session %d: %v", i, err))
+				errMu.Unlock()
+				return
+			}
+			ss[i] = s
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, s := range ss {
+			if s != nil {
+				s.Close()
+			}
+		}
+	})
+	if len(errs) > 0 {
+		t.Fatalf("%d sessions failed to open: %s", len(errs), strings.Join(errs[:min(len(errs), 5)], "; "))
+	}
+	return ss
+}
+
+// streamAudio has every session append audio every isolationPeriod, the
+// sessions spread over the period, until the returned stop (which waits for
+// the senders; calling it again does nothing).
+func streamAudio(ss []*streamer) (stop func()) {
+	done := make(chan struct{})
+	var senders sync.WaitGroup
+	for i, s := range ss {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			// Spread the sessions over the period.
+			select {
+			case <-time.After(time.Duration(i) * isolationPeriod / isolationSessions):
+			case <-done:
+				return
+			}
+			tick := time.NewTicker(isolationPeriod)
+			defer tick.Stop()
+			for {
+				if s.sendAppend() != nil {
+					return
+				}
+				select {
+				case <-tick.C:
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	return sync.OnceFunc(func() {
+		close(done)
+		senders.Wait()
+	})
+}
+
+// waitOthersEchoed waits until every session but the victim got
+// isolationAfter echoes of frames sent after its mark.
+func waitOthersEchoed(t *testing.T, ss []*streamer, victim int, mark []int64) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("every other session to get %d echoes of frames sent after the panic", isolationAfter), func() bool {
+		for i, s := range ss {
+			if i != victim && s.echoed.Load() < mark[i]+isolationAfter {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkOnePanicked asserts that /metrics and the log tell of one session
+// ended by a panic, with its stack, and of no other session ended.
+func checkOnePanicked(t *testing.T, p *proc) {
+	t.Helper()
 	if v, _ := p.metric("tether_sessions_total", `reason="panic"`); v != 1 {
 		t.Errorf(`tether_sessions_total{reason="panic"} = %v, want 1`, v)
 	}
@@ -186,13 +233,12 @@ func TestIsolationPanic(t *testing.T) {
 		t.Errorf(`log: %d "session panic" lines (%d with a stack through proxy.faultHook), %d "session ended" with reason panic; want 1, 1, 1`,
 			panics, stacks, panicEnds)
 	}
-	var frames int64
-	for _, s := range ss {
-		frames += s.echoed.Load()
-	}
+}
 
-	// Then everyone hangs up cleanly, and nothing is left behind.
-	stopStreaming()
+// hangUpOthers closes every session but the victim with 1000 and waits for
+// each session's reader to end.
+func hangUpOthers(t *testing.T, ss []*streamer, victim int) {
+	t.Helper()
 	for i, s := range ss {
 		if i != victim {
 			_ = s.closeWith(1000)
@@ -205,18 +251,4 @@ func TestIsolationPanic(t *testing.T) {
 			t.Fatalf("a session was not closed within %v of its close frame", stepTimeout)
 		}
 	}
-	waitSessionsGone(t, p, isolationSessions)
-	if v, _ := p.metric("tether_sessions_total", `reason="client_closed"`); v != isolationSessions-1 {
-		t.Errorf(`tether_sessions_total{reason="client_closed"} = %v, want %d`, v, isolationSessions-1)
-	}
-	var g int
-	testkit.WaitFor(t, stepTimeout, "goroutines back at the baseline", func() bool {
-		g = p.goroutines()
-		return g <= base+5
-	})
-
-	t.Logf("isolation figures: %d sessions opened in %v; one panicked and was closed 1011 after %v; the other %d each got >= %d echoes "+
-		"of frames sent after the panic within %v (%d echoed frames in all); goroutines %d before, %d after all closed",
-		isolationSessions, opened.Round(time.Millisecond), victimClosed.Round(10*time.Microsecond), isolationSessions-1, isolationAfter,
-		streamedFor.Round(time.Millisecond), frames, base, g)
 }

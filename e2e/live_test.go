@@ -171,119 +171,131 @@ type liveRow struct {
 	within time.Duration
 }
 
+// liveHeartbeats are short heartbeats on both legs, for the rows that end
+// by one.
+var liveHeartbeats = map[string]string{"ClientHBInterval": "500ms", "ClientHBTimeout": "300ms",
+	"UpstreamHBInterval": "500ms", "UpstreamHBTimeout": "300ms"}
+
+// liveTeardownRows are the teardown table's rows on a GPT-Live call.
+var liveTeardownRows = []liveRow{
+	{name: "client_closed", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.stopMic()
+		c.SendClose(1000, "bye")
+		return time.Now()
+	}, reason: "client_closed", client: 1000, up: 1000, close: true, within: 2 * time.Second},
+	{name: "client_session_close", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.stopMic()
+		c.Send(map[string]any{"type": live.SessionClose})
+		return time.Now()
+	}, reason: "upstream_closed", client: 1000, close: true, within: 2 * time.Second}, // the client's own session.close
+	{name: "upstream_expired", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.fault("expire", nil)
+		return time.Now()
+	}, reason: "upstream_closed", client: 1000, within: 2 * time.Second},
+	{name: "client_error", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.stopMic()
+		c.Vanish()
+		return time.Now()
+	}, reason: "client_error", up: 1001, close: true, within: 3 * time.Second},
+	{name: "upstream_error", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.fault("rst", nil)
+		return time.Now()
+	}, reason: "upstream_error", client: 1014, within: 2 * time.Second},
+	{name: "client_heartbeat_timeout", vars: liveHeartbeats, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.stopMic()
+		c.SetAnswerPings(false)
+		c.StopReading()
+		return time.Now()
+	}, reason: "client_heartbeat_timeout", up: 1001, close: true, within: 3 * time.Second},
+	{name: "upstream_heartbeat_timeout", vars: liveHeartbeats, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.fault("stall", nil)
+		return time.Now()
+	}, reason: "upstream_heartbeat_timeout", client: 4002, up: 1001, within: 2 * time.Second},
+	{name: "idle_timeout", vars: map[string]string{"IdleTimeout": "1500ms"}, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		// Silence streams both ways: no transcript, no turn.
+		return time.Now()
+	}, reason: "idle_timeout", client: 4000, up: 1000, close: true, within: 2500 * time.Millisecond},
+	{name: "max_duration", vars: map[string]string{"MaxDuration": "2s"}, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.speak(300 * time.Millisecond) // talking does not extend it
+		return time.Now()
+	}, reason: "max_duration", client: 4001, up: 1000, close: true, within: 3 * time.Second},
+	{name: "frame_too_large", vars: map[string]string{"MaxFrameBytes": "65536"}, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		big := `{"type":"session.input_audio.append","audio":"` + strings.Repeat("A", 70000) + `"}`
+		_ = c.WriteOpen(ws.NewFrame(ws.OpText, true, []byte(big)))
+		return time.Now()
+	}, reason: "frame_too_large", client: 1009, up: 1000, close: true, within: 2 * time.Second},
+	{name: "protocol_error", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		c.stopMic()
+		_ = c.WriteRaw(ws.NewFrame(ws.OpText, true, []byte(`{"type":"x"}`))) // unmasked from a client
+		return time.Now()
+	}, reason: "protocol_error", client: 1002, up: 1000, close: true, within: 2 * time.Second},
+	{name: "admin", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		rows, _ := r.p.sessions()
+		if len(rows) != 1 || rows[0]["dialect"] != "live" {
+			t.Fatalf("GET /sessions %v, want one live session", rows)
+		}
+		at := time.Now()
+		if code, _ := r.p.del("/sessions/" + rows[0]["id"].(string)); code != http.StatusNoContent && code != http.StatusOK {
+			t.Fatalf("DELETE: %d", code)
+		}
+		return at
+	}, reason: "admin", client: 4003, up: 1000, close: true, within: 2 * time.Second},
+	{name: "shutdown", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
+		r.p.signal(syscall.SIGTERM)
+		return time.Now()
+	}, reason: "shutdown", client: 1001, up: 1001, close: true, within: 3 * time.Second},
+}
+
+// TestLiveTeardown provokes every row of the teardown table on a GPT-Live
+// call with audio streaming both ways.
 func TestLiveTeardown(t *testing.T) {
-	hb := map[string]string{"ClientHBInterval": "500ms", "ClientHBTimeout": "300ms",
-		"UpstreamHBInterval": "500ms", "UpstreamHBTimeout": "300ms"}
-	rows := []liveRow{
-		{name: "client_closed", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.stopMic()
-			c.SendClose(1000, "bye")
-			return time.Now()
-		}, reason: "client_closed", client: 1000, up: 1000, close: true, within: 2 * time.Second},
-		{name: "client_session_close", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.stopMic()
-			c.Send(map[string]any{"type": live.SessionClose})
-			return time.Now()
-		}, reason: "upstream_closed", client: 1000, close: true, within: 2 * time.Second}, // the client's own session.close
-		{name: "upstream_expired", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.fault("expire", nil)
-			return time.Now()
-		}, reason: "upstream_closed", client: 1000, within: 2 * time.Second},
-		{name: "client_error", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.stopMic()
-			c.Vanish()
-			return time.Now()
-		}, reason: "client_error", up: 1001, close: true, within: 3 * time.Second},
-		{name: "upstream_error", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.fault("rst", nil)
-			return time.Now()
-		}, reason: "upstream_error", client: 1014, within: 2 * time.Second},
-		{name: "client_heartbeat_timeout", vars: hb, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.stopMic()
-			c.SetAnswerPings(false)
-			c.StopReading()
-			return time.Now()
-		}, reason: "client_heartbeat_timeout", up: 1001, close: true, within: 3 * time.Second},
-		{name: "upstream_heartbeat_timeout", vars: hb, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.fault("stall", nil)
-			return time.Now()
-		}, reason: "upstream_heartbeat_timeout", client: 4002, up: 1001, within: 2 * time.Second},
-		{name: "idle_timeout", vars: map[string]string{"IdleTimeout": "1500ms"}, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			// Silence streams both ways: no transcript, no turn.
-			return time.Now()
-		}, reason: "idle_timeout", client: 4000, up: 1000, close: true, within: 2500 * time.Millisecond},
-		{name: "max_duration", vars: map[string]string{"MaxDuration": "2s"}, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.speak(300 * time.Millisecond) // talking does not extend it
-			return time.Now()
-		}, reason: "max_duration", client: 4001, up: 1000, close: true, within: 3 * time.Second},
-		{name: "frame_too_large", vars: map[string]string{"MaxFrameBytes": "65536"}, act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			big := `{"type":"session.input_audio.append","audio":"` + strings.Repeat("A", 70000) + `"}`
-			_ = c.WriteOpen(ws.NewFrame(ws.OpText, true, []byte(big)))
-			return time.Now()
-		}, reason: "frame_too_large", client: 1009, up: 1000, close: true, within: 2 * time.Second},
-		{name: "protocol_error", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			c.stopMic()
-			_ = c.WriteRaw(ws.NewFrame(ws.OpText, true, []byte(`{"type":"x"}`))) // unmasked from a client
-			return time.Now()
-		}, reason: "protocol_error", client: 1002, up: 1000, close: true, within: 2 * time.Second},
-		{name: "admin", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			rows, _ := r.p.sessions()
-			if len(rows) != 1 || rows[0]["dialect"] != "live" {
-				t.Fatalf("GET /sessions %v, want one live session", rows)
-			}
-			at := time.Now()
-			if code, _ := r.p.del("/sessions/" + rows[0]["id"].(string)); code != http.StatusNoContent && code != http.StatusOK {
-				t.Fatalf("DELETE: %d", code)
-			}
-			return at
-		}, reason: "admin", client: 4003, up: 1000, close: true, within: 2 * time.Second},
-		{name: "shutdown", act: func(t *testing.T, r *rig, c *liveCall) time.Time {
-			r.p.signal(syscall.SIGTERM)
-			return time.Now()
-		}, reason: "shutdown", client: 1001, up: 1001, close: true, within: 3 * time.Second},
+	for _, row := range liveTeardownRows {
+		t.Run(row.name, row.run)
 	}
-	for _, row := range rows {
-		t.Run(row.name, func(t *testing.T) {
-			t.Parallel()
-			vars := map[string]string{}
-			maps.Copy(vars, row.vars)
-			r := newRig(t, vars, row.mo)
-			c := dialLive(t, r.p.Listen, clientOpts{})
-			c.speak(400 * time.Millisecond)
-			c.streaming(t)
-			at := row.act(t, r, c)
-			var ci closeInfo
-			if row.client != 0 {
-				ci = c.WaitClose(row.within + stepTimeout)
-				if ci.Code != row.client {
-					t.Errorf("client got close %d (%s), want %d", ci.Code, ci.Reason, row.client)
-				}
-				took := ci.At.Sub(at)
-				t.Logf("%s: client close %d %v after the trigger", row.name, ci.Code, took.Round(time.Millisecond))
-				if took > row.within {
-					t.Errorf("client close %v after the trigger, want within %v", took, row.within)
-				}
-			}
-			if row.up != 0 {
-				f := r.tap.waitClose(0, row.within+stepTimeout)
-				if code, _ := f.CloseCode(); code != row.up {
-					t.Errorf("upstream got close %d, want %d", code, row.up)
-				}
-			}
-			if row.close != gotSessionClose(r.tap, 0) {
-				t.Errorf("session.close sent upstream last: %v, want %v (tether sent %v)", !row.close, row.close, lastOf(sentUpstream(r.tap, 0), 5))
-			}
-			if row.name == "shutdown" {
-				if code := r.p.waitExit(stepTimeout); code != 0 {
-					t.Errorf("tether exited %d after SIGTERM", code)
-				}
-				return
-			}
-			r.p.assertSessionGone(row.reason, r.base)
-			if v, _ := r.p.metric("tether_sessions_total", `dialect="live"`); v != 1 {
-				t.Errorf(`tether_sessions_total{dialect="live"} = %v, want 1`, v)
-			}
-		})
+}
+
+// run provokes the row on a fresh rig, in parallel with the other rows, once
+// audio flows both ways, and checks both legs, the session.close sent
+// upstream and the end.
+func (row liveRow) run(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{}
+	maps.Copy(vars, row.vars)
+	r := newRig(t, vars, row.mo)
+	c := dialLive(t, r.p.Listen, clientOpts{})
+	c.speak(400 * time.Millisecond)
+	c.streaming(t)
+	at := row.act(t, r, c)
+	var ci closeInfo
+	if row.client != 0 {
+		ci = c.WaitClose(row.within + stepTimeout)
+		if ci.Code != row.client {
+			t.Errorf("client got close %d (%s), want %d", ci.Code, ci.Reason, row.client)
+		}
+		took := ci.At.Sub(at)
+		t.Logf("%s: client close %d %v after the trigger", row.name, ci.Code, took.Round(time.Millisecond))
+		if took > row.within {
+			t.Errorf("client close %v after the trigger, want within %v", took, row.within)
+		}
+	}
+	if row.up != 0 {
+		f := r.tap.waitClose(0, row.within+stepTimeout)
+		if code, _ := f.CloseCode(); code != row.up {
+			t.Errorf("upstream got close %d, want %d", code, row.up)
+		}
+	}
+	if row.close != gotSessionClose(r.tap, 0) {
+		t.Errorf("session.close sent upstream last: %v, want %v (tether sent %v)", !row.close, row.close, lastOf(sentUpstream(r.tap, 0), 5))
+	}
+	if row.name == "shutdown" {
+		if code := r.p.waitExit(stepTimeout); code != 0 {
+			t.Errorf("tether exited %d after SIGTERM", code)
+		}
+		return
+	}
+	r.p.assertSessionGone(row.reason, r.base)
+	if v, _ := r.p.metric("tether_sessions_total", `dialect="live"`); v != 1 {
+		t.Errorf(`tether_sessions_total{dialect="live"} = %v, want 1`, v)
 	}
 }
 

@@ -206,7 +206,35 @@ func runWave(t *testing.T, addr string, plan []soakFault, mids []bool, counts *s
 // baseline, no descriptor and no half-closed socket of tether's. The figures are logged. Bounded by -soak.sessions
 // (default 2000, about a minute here; `make soak SOAK_SESSIONS=20000`).
 func TestSoakFaults(t *testing.T) {
-	n := *soakSessions
+	n, wave, rng := soakPlan(t)
+	raiseNoFile(t, uint64(4*wave+256))
+
+	r := startSoakRig(t)
+	warm := r.warmUp(t, rng, wave)
+	base := r.baseline(t)
+
+	start := time.Now()
+	waves := r.runWaves(t, rng, n, wave)
+	elapsed := time.Since(start)
+
+	total, table, faults := r.checkCounted(t)
+	before, socks := r.checkSocketsClosed(t)
+	fds, g, heap := r.checkBackToBaseline(t, base)
+	t.Logf("soak figures: %d sessions (%d warm-up) in %d waves of up to %d, %v (%.0f sessions/s)\nfaults injected:%s\nteardown reasons:%s\n"+
+		"tether_sessions_total %v, tether_sessions_active 0, GET /sessions []\n"+
+		"goroutines: baseline %d, after %d\nheap in use after GC: baseline %.2f MiB, after %.2f MiB (%+.1f%%)\n"+
+		"file descriptors: baseline %d, after %d\ntether's TCP sockets: before stopping the mock %v; after %v (CLOSE_WAIT 0, FIN_WAIT2 0)",
+		r.counts.total, warm, waves, wave, elapsed.Round(time.Millisecond), float64(r.counts.total-warm)/elapsed.Seconds(),
+		faults, table, total, base.goroutines, g, base.heap/(1<<20), heap/(1<<20), 100*(heap/base.heap-1),
+		base.fds, fds, before, socks)
+}
+
+// soakPlan is the soak's size (-soak.sessions, TETHER_SOAK_SESSIONS, at
+// most 300 in -short), its wave size and its random source (-soak.seed, else
+// from the clock); it logs them.
+func soakPlan(t *testing.T) (n, wave int, rng *rand.Rand) {
+	t.Helper()
+	n = *soakSessions
 	if v := os.Getenv("TETHER_SOAK_SESSIONS"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
@@ -216,15 +244,29 @@ func TestSoakFaults(t *testing.T) {
 	if testing.Short() {
 		n = min(n, 300)
 	}
-	wave := max(*soakWave, 1)
+	wave = max(*soakWave, 1)
 	seed := *soakSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	rng := rand.New(rand.NewPCG(seed, 7))
+	rng = rand.New(rand.NewPCG(seed, 7))
 	t.Logf("soak: %d sessions in waves of %d, seed %d (-soak.seed to replay)", n, wave, seed)
-	raiseNoFile(t, uint64(4*wave+256))
+	return n, wave, rng
+}
 
+// soakRig is tether (fixture load.yaml with the soak's timing) in front of
+// `tether mock-upstream` as its own process, and the tally of the faults
+// injected so far.
+type soakRig struct {
+	m      *mockProc
+	p      *proc
+	ports  []int // tether's listen ports: client and admin
+	idleG  int   // tether's goroutines before any session
+	counts *soakCounts
+}
+
+func startSoakRig(t *testing.T) *soakRig {
+	t.Helper()
 	m := startMockProc(t)
 	hb := fmt.Sprintf("%dms", soakHBInterval.Milliseconds())
 	hbt := fmt.Sprintf("%dms", soakHBTimeout.Milliseconds())
@@ -236,27 +278,31 @@ func TestSoakFaults(t *testing.T) {
 		"UpstreamHBInterval": hb, "UpstreamHBTimeout": hbt,
 		"IdleTimeout": soakIdle.String(),
 	}, heapGODEBUG)
-	ports := []int{portOf(t, p.Listen), portOf(t, p.Admin)}
-	counts := newSoakCounts()
-	idleG := p.baseline()
-	// settle waits (up to stepTimeout) until tether runs no more goroutines
-	// than when idle: the sessions' relays have finished their close
-	// linger, so their buffers are free before heap or descriptors are read.
-	settle := func() int {
-		deadline := time.Now().Add(stepTimeout)
-		for {
-			g := p.goroutines()
-			if g <= idleG+1 || time.Now().After(deadline) {
-				return g
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	r := &soakRig{m: m, p: p, ports: []int{portOf(t, p.Listen), portOf(t, p.Admin)}, counts: newSoakCounts()}
+	r.idleG = p.baseline()
+	return r
+}
 
-	// Warm-up: every fault twice (between turns and with audio both
-	// ways), so one-time allocations (pools, metric series, runtime
-	// structures) are in the baseline and what is measured is what
-	// sessions leave behind.
+// settle waits (up to stepTimeout) until tether runs no more goroutines
+// than when idle: the sessions' relays have finished their close
+// linger, so their buffers are free before heap or descriptors are read.
+func (r *soakRig) settle() int {
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		g := r.p.goroutines()
+		if g <= r.idleG+1 || time.Now().After(deadline) {
+			return g
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// warmUp runs every fault twice (between turns and with audio both ways),
+// so one-time allocations (pools, metric series, runtime structures) are in
+// the baseline and what is measured is what sessions leave behind. It
+// returns how many sessions it ran.
+func (r *soakRig) warmUp(t *testing.T, rng *rand.Rand, wave int) int {
+	t.Helper()
 	var warm []soakFault
 	var warmMid []bool
 	for _, f := range soakFaults {
@@ -272,18 +318,36 @@ func TestSoakFaults(t *testing.T) {
 		warm = append(warm, f)
 		warmMid = append(warmMid, mid)
 	}
-	runWave(t, p.Listen, warm, warmMid, counts)
-	waitSessionsGone(t, p, counts.total)
-	settle()
-	baseG := p.baseline()
-	baseHeap := p.heapLow()
-	baseFDs := p.fds()
-	baseSocks := tetherSockets(t, ports, m.Port)
-	t.Logf("baseline after %d warm-up sessions: goroutines %d, heap in use %.2f MiB, fds %d, sockets %v",
-		counts.total, baseG, baseHeap/(1<<20), baseFDs, baseSocks)
+	runWave(t, r.p.Listen, warm, warmMid, r.counts)
+	waitSessionsGone(t, r.p, r.counts.total)
+	r.settle()
+	return len(warm)
+}
 
-	start := time.Now()
-	waves := 0
+// soakBaseline is what tether holds after the warm-up, what it must be back
+// at after the soak.
+type soakBaseline struct {
+	goroutines int
+	heap       float64 // bytes in use after GC
+	fds        int
+	socks      map[string]int
+}
+
+// baseline measures tether after the warm-up and logs it.
+func (r *soakRig) baseline(t *testing.T) soakBaseline {
+	t.Helper()
+	b := soakBaseline{goroutines: r.p.baseline(), heap: r.p.heapLow(), fds: r.p.fds()}
+	b.socks = tetherSockets(t, r.ports, r.m.Port)
+	t.Logf("baseline after %d warm-up sessions: goroutines %d, heap in use %.2f MiB, fds %d, sockets %v",
+		r.counts.total, b.goroutines, b.heap/(1<<20), b.fds, b.socks)
+	return b
+}
+
+// runWaves runs n sessions in waves of up to wave, each fault drawn from
+// rng, logging tether's figures after each wave; it returns how many waves
+// it ran.
+func (r *soakRig) runWaves(t *testing.T, rng *rand.Rand, n, wave int) (waves int) {
+	t.Helper()
 	for done := 0; done < n; {
 		k := min(wave, n-done)
 		plan := make([]soakFault, k)
@@ -291,92 +355,99 @@ func TestSoakFaults(t *testing.T) {
 		for i := range plan {
 			plan[i], mids[i] = pickSoakFault(rng, i)
 		}
-		runWave(t, p.Listen, plan, mids, counts)
+		runWave(t, r.p.Listen, plan, mids, r.counts)
 		done += k
 		waves++
-		waitSessionsGone(t, p, counts.total)
-		g := settle()
+		waitSessionsGone(t, r.p, r.counts.total)
+		g := r.settle()
 		t.Logf("after wave %d (%d sessions): goroutines %d, heap in use after GC %.2f MiB, fds %d",
-			waves, counts.total, g, p.heapLow()/(1<<20), p.fds())
+			waves, r.counts.total, g, r.p.heapLow()/(1<<20), r.p.fds())
 	}
-	elapsed := time.Since(start)
+	return waves
+}
 
-	// Every session ended, exactly once, under its fault's reason.
-	waitSessionsGone(t, p, counts.total)
-	code, metrics := p.get("/metrics")
+// checkCounted asserts that every session ended, exactly once, under its
+// fault's reason. It returns tether_sessions_total and, for the figures,
+// the reasons (injected and counted) and the faults injected, one a line.
+func (r *soakRig) checkCounted(t *testing.T) (total float64, reasons, faults string) {
+	t.Helper()
+	waitSessionsGone(t, r.p, r.counts.total)
+	code, metrics := r.p.get("/metrics")
 	if code != 200 {
 		t.Fatalf("GET /metrics: %d", code)
 	}
 	if v, _ := parseMetric(string(metrics), "tether_sessions_active"); v != 0 {
 		t.Errorf("tether_sessions_active = %v after the soak, want 0", v)
 	}
-	total, _ := parseMetric(string(metrics), "tether_sessions_total")
-	if int(total) != counts.total {
-		t.Errorf("tether_sessions_total over all reasons = %v, want %d (sessions started)", total, counts.total)
+	total, _ = parseMetric(string(metrics), "tether_sessions_total")
+	if int(total) != r.counts.total {
+		t.Errorf("tether_sessions_total over all reasons = %v, want %d (sessions started)", total, r.counts.total)
 	}
-	reasons := slices.Sorted(maps.Keys(counts.byReason))
 	var table strings.Builder
-	for _, r := range reasons {
-		got, _ := parseMetric(string(metrics), "tether_sessions_total", `reason="`+r+`"`)
-		fmt.Fprintf(&table, "\n  %-28s injected %5d  counted %5.0f", r, counts.byReason[r], got)
-		if int(got) != counts.byReason[r] {
-			t.Errorf("tether_sessions_total{reason=%q} = %v, want %d", r, got, counts.byReason[r])
+	for _, reason := range slices.Sorted(maps.Keys(r.counts.byReason)) {
+		got, _ := parseMetric(string(metrics), "tether_sessions_total", `reason="`+reason+`"`)
+		fmt.Fprintf(&table, "\n  %-28s injected %5d  counted %5.0f", reason, r.counts.byReason[reason], got)
+		if int(got) != r.counts.byReason[reason] {
+			t.Errorf("tether_sessions_total{reason=%q} = %v, want %d", reason, got, r.counts.byReason[reason])
 		}
 	}
-	var faults strings.Builder
-	for _, f := range slices.Sorted(maps.Keys(counts.byFault)) {
-		fmt.Fprintf(&faults, "\n  %-24s %5d (with audio both ways %d)", f, counts.byFault[f], counts.midFault[f])
+	var byFault strings.Builder
+	for _, f := range slices.Sorted(maps.Keys(r.counts.byFault)) {
+		fmt.Fprintf(&byFault, "\n  %-24s %5d (with audio both ways %d)", f, r.counts.byFault[f], r.counts.midFault[f])
 	}
+	return total, table.String(), byFault.String()
+}
 
-	// tether has closed every socket of its own: none in CLOSE_WAIT, and
-	// the only FIN_WAIT2 left are orphans (closed, inode 0) whose peer is a
-	// stalled mock session, which keeps its socket open until the mock stops.
-	g := settle()
-	var before map[string]int
+// checkSocketsClosed asserts that tether has closed every socket of its
+// own: none in CLOSE_WAIT, and the only FIN_WAIT2 left are orphans (closed,
+// inode 0) whose peer is a stalled mock session, which keeps its socket open
+// until the mock stops; then it stops the mock. It returns tether's sockets
+// before and after.
+func (r *soakRig) checkSocketsClosed(t *testing.T) (before, after map[string]int) {
+	t.Helper()
+	r.settle()
 	testkit.WaitFor(t, stepTimeout, "no tether socket in CLOSE_WAIT, and no open one in FIN_WAIT2", func() bool {
-		before = tetherSockets(t, ports, m.Port)
+		before = tetherSockets(t, r.ports, r.m.Port)
 		return before["CLOSE_WAIT"] == 0 && before["CLOSE_WAIT (orphan)"] == 0 && before["FIN_WAIT2"] == 0
 	})
 
-	if orphans, stalls := before["FIN_WAIT2 (orphan)"], counts.byFault["upstream_stall"]; orphans > stalls {
+	if orphans, stalls := before["FIN_WAIT2 (orphan)"], r.counts.byFault["upstream_stall"]; orphans > stalls {
 		t.Errorf("%d orphaned tether sockets in FIN_WAIT2, but only %d sessions had a stalled upstream", orphans, stalls)
 	}
 	// Stop the mock: the orphans get its FIN and go, and an upstream socket
 	// tether had failed to close would now sit in CLOSE_WAIT.
-	stopProc(t, m.proc, "mock-upstream")
-	var socks map[string]int
+	stopProc(t, r.m.proc, "mock-upstream")
 	testkit.WaitFor(t, stepTimeout, "no tether socket in CLOSE_WAIT or FIN_WAIT2", func() bool {
-		socks = tetherSockets(t, ports, m.Port)
-		for state, n := range socks {
+		after = tetherSockets(t, r.ports, r.m.Port)
+		for state, n := range after {
 			if n > 0 && (strings.HasPrefix(state, "CLOSE_WAIT") || strings.HasPrefix(state, "FIN_WAIT2")) {
 				return false
 			}
 		}
 		return true
 	})
+	return before, after
+}
 
-	var fds int
-	testkit.WaitFor(t, stepTimeout, fmt.Sprintf("tether's fds back to %d", baseFDs), func() bool {
-		fds = p.fds()
-		return fds <= baseFDs
+// checkBackToBaseline asserts that tether's descriptors, goroutines and heap
+// are back at the baseline and returns them.
+func (r *soakRig) checkBackToBaseline(t *testing.T, base soakBaseline) (fds, goroutines int, heap float64) {
+	t.Helper()
+	testkit.WaitFor(t, stepTimeout, fmt.Sprintf("tether's fds back to %d", base.fds), func() bool {
+		fds = r.p.fds()
+		return fds <= base.fds
 	})
 
-	if g = settle(); g > baseG+5 {
-		_, dump := p.get("/debug/pprof/goroutine?debug=1")
-		t.Errorf("goroutines %d after the soak, baseline %d (+5 allowed); profile:\n%s", g, baseG, tail(string(dump), 16<<10))
+	if goroutines = r.settle(); goroutines > base.goroutines+5 {
+		_, dump := r.p.get("/debug/pprof/goroutine?debug=1")
+		t.Errorf("goroutines %d after the soak, baseline %d (+5 allowed); profile:\n%s", goroutines, base.goroutines, tail(string(dump), 16<<10))
 	}
-	heap := p.heapLow()
-	if heap > baseHeap*1.10 {
+	heap = r.p.heapLow()
+	if heap > base.heap*1.10 {
 		t.Errorf("heap in use after GC %.2f MiB, baseline %.2f MiB: +%.1f%% (10%% allowed)",
-			heap/(1<<20), baseHeap/(1<<20), 100*(heap/baseHeap-1))
+			heap/(1<<20), base.heap/(1<<20), 100*(heap/base.heap-1))
 	}
-	t.Logf("soak figures: %d sessions (%d warm-up) in %d waves of up to %d, %v (%.0f sessions/s)\nfaults injected:%s\nteardown reasons:%s\n"+
-		"tether_sessions_total %v, tether_sessions_active 0, GET /sessions []\n"+
-		"goroutines: baseline %d, after %d\nheap in use after GC: baseline %.2f MiB, after %.2f MiB (%+.1f%%)\n"+
-		"file descriptors: baseline %d, after %d\ntether's TCP sockets: before stopping the mock %v; after %v (CLOSE_WAIT 0, FIN_WAIT2 0)",
-		counts.total, len(warm), waves, wave, elapsed.Round(time.Millisecond), float64(counts.total-len(warm))/elapsed.Seconds(),
-		faults.String(), table.String(), total, baseG, g, baseHeap/(1<<20), heap/(1<<20), 100*(heap/baseHeap-1),
-		baseFDs, fds, before, socks)
+	return fds, goroutines, heap
 }
 
 // waitSessionsGone waits until tether lists no session and has counted want

@@ -335,140 +335,157 @@ func TestTeardown(t *testing.T) {
 		})
 	}
 
-	t.Run("client_heartbeat_timeout", func(t *testing.T) {
-		t.Parallel()
-		const interval, timeout = time.Second, 500 * time.Millisecond
-		r := newRig(t, map[string]string{"ClientHBInterval": "1s", "ClientHBTimeout": "500ms"}, mock.Options{})
-		c := r.dial(t, clientOpts{NoPong: true}) // silent from the start
-		f := r.tap.waitClose(0, interval+timeout+3*time.Second)
+	t.Run("client_heartbeat_timeout", teardownClientHeartbeatTimeout)
+	t.Run("client_heartbeat_timeout_not_reading", teardownClientNotReading)
+	t.Run("idle_timeout", teardownIdleTimeout)
+	t.Run("max_duration", teardownMaxDuration)
+	t.Run("admin", teardownAdmin)
+}
+
+// teardownClientHeartbeatTimeout: a client that answers no ping is closed
+// 1001, and so is the upstream leg, within the heartbeat's interval and
+// timeout.
+func teardownClientHeartbeatTimeout(t *testing.T) {
+	t.Parallel()
+	const interval, timeout = time.Second, 500 * time.Millisecond
+	r := newRig(t, map[string]string{"ClientHBInterval": "1s", "ClientHBTimeout": "500ms"}, mock.Options{})
+	c := r.dial(t, clientOpts{NoPong: true}) // silent from the start
+	f := r.tap.waitClose(0, interval+timeout+3*time.Second)
+	if code, _ := f.CloseCode(); code != 1001 {
+		t.Errorf("upstream got close %d when the client stopped answering pings, want 1001", code)
+	}
+	if d := f.At.Sub(c.Connected); d > interval+timeout+time.Second {
+		t.Errorf("upstream leg closed %v after the client went silent, want within %v", d, interval+timeout+time.Second)
+	}
+	if c.Pings() == 0 {
+		t.Errorf("the client saw no ping")
+	}
+	r.expectClientClose(t, c, 1001, "after its heartbeat timed out")
+	r.p.assertSessionGone("client_heartbeat_timeout", r.base)
+}
+
+// teardownClientNotReading: a client that stops reading mid-response is
+// still ended by the heartbeat, with 1001 on the upstream leg.
+func teardownClientNotReading(t *testing.T) {
+	t.Parallel()
+	// The client stops reading while a big response streams to it: tether's
+	// writes to the client block, and the heartbeat must still end the
+	// session in time, with a close frame on the upstream leg. The
+	// interval leaves the response time to fill the socket buffers
+	// (about 4 MB) before the heartbeat fires, even on a loaded machine.
+	const interval, timeout = 4 * time.Second, time.Second
+	r := newRig(t, map[string]string{"ClientHBInterval": "4s", "ClientHBTimeout": "1s"}, mock.Options{})
+	c := r.dial(t, clientOpts{})
+	_ = c.TCP().SetReadBuffer(8 << 10)
+	// 6 MB of audio (about 8 MB of deltas back), in appends small enough
+	// for the client's pongs to slip in between.
+	chunk := base64.StdEncoding.EncodeToString(testAudio(2_000))
+	for range 62 {
+		c.Send(map[string]any{"type": "input_audio_buffer.append", "audio": chunk})
+	}
+	c.Send(map[string]any{"type": "input_audio_buffer.commit"})
+	c.WaitEvent("input_audio_buffer.committed", stepTimeout)
+	c.StopReading()
+	stopped := time.Now()
+	c.Send(map[string]any{"type": "response.create"})
+	if f, ok := r.tap.findClose(0, interval+timeout+3*time.Second); !ok {
+		t.Errorf("the upstream leg got no close frame (want 1001) when the client stopped reading: %s",
+			r.tap.conn(0).describeEnd())
+	} else {
 		if code, _ := f.CloseCode(); code != 1001 {
-			t.Errorf("upstream got close %d when the client stopped answering pings, want 1001", code)
+			t.Errorf("upstream got close %d when the client stopped reading, want 1001", code)
 		}
-		if d := f.At.Sub(c.Connected); d > interval+timeout+time.Second {
-			t.Errorf("upstream leg closed %v after the client went silent, want within %v", d, interval+timeout+time.Second)
+		if d := f.At.Sub(stopped); d > interval+timeout+time.Second {
+			t.Errorf("upstream leg closed %v after the client stopped reading, want within %v", d, interval+timeout+time.Second)
 		}
-		if c.Pings() == 0 {
-			t.Errorf("the client saw no ping")
-		}
-		r.expectClientClose(t, c, 1001, "after its heartbeat timed out")
-		r.p.assertSessionGone("client_heartbeat_timeout", r.base)
-	})
+	}
+	c.Close()
+	r.p.assertSessionGone("client_heartbeat_timeout", r.base)
+}
 
-	t.Run("client_heartbeat_timeout_not_reading", func(t *testing.T) {
-		t.Parallel()
-		// The client stops reading while a big response streams to it: tether's
-		// writes to the client block, and the heartbeat must still end the
-		// session in time, with a close frame on the upstream leg. The
-		// interval leaves the response time to fill the socket buffers
-		// (about 4 MB) before the heartbeat fires, even on a loaded machine.
-		const interval, timeout = 4 * time.Second, time.Second
-		r := newRig(t, map[string]string{"ClientHBInterval": "4s", "ClientHBTimeout": "1s"}, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		_ = c.TCP().SetReadBuffer(8 << 10)
-		// 6 MB of audio (about 8 MB of deltas back), in appends small enough
-		// for the client's pongs to slip in between.
-		chunk := base64.StdEncoding.EncodeToString(testAudio(2_000))
-		for range 62 {
-			c.Send(map[string]any{"type": "input_audio_buffer.append", "audio": chunk})
-		}
-		c.Send(map[string]any{"type": "input_audio_buffer.commit"})
-		c.WaitEvent("input_audio_buffer.committed", stepTimeout)
-		c.StopReading()
-		stopped := time.Now()
-		c.Send(map[string]any{"type": "response.create"})
-		if f, ok := r.tap.findClose(0, interval+timeout+3*time.Second); !ok {
-			t.Errorf("the upstream leg got no close frame (want 1001) when the client stopped reading: %s",
-				r.tap.conn(0).describeEnd())
-		} else {
-			if code, _ := f.CloseCode(); code != 1001 {
-				t.Errorf("upstream got close %d when the client stopped reading, want 1001", code)
-			}
-			if d := f.At.Sub(stopped); d > interval+timeout+time.Second {
-				t.Errorf("upstream leg closed %v after the client stopped reading, want within %v", d, interval+timeout+time.Second)
-			}
-		}
-		c.Close()
-		r.p.assertSessionGone("client_heartbeat_timeout", r.base)
-	})
+// teardownIdleTimeout: a session without a turn for idle_timeout is closed
+// 4000 (client) and 1000 (upstream).
+func teardownIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idle = time.Second
+	// Idle means no turn: heartbeats on both legs and a microphone
+	// streaming silence (appends at 50/s, no speech) do not keep the
+	// session alive; the caller's last text message is its last turn.
+	r := newRig(t, map[string]string{"IdleTimeout": "1s",
+		"ClientHBInterval": "300ms", "ClientHBTimeout": "200ms",
+		"UpstreamHBInterval": "300ms", "UpstreamHBTimeout": "200ms"}, mock.Options{})
+	c := r.dial(t, clientOpts{})
+	sent := time.Now() // before the last turn
+	c.Send(map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "message", "role": "user",
+		"content": []any{map[string]any{"type": "input_text", "text": "hello"}}}})
+	c.WaitEvent("conversation.item.added", stepTimeout)
+	last := time.Now() // after the last turn
+	silence, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append",
+		"audio": base64.StdEncoding.EncodeToString(make([]byte, 960))})
+	stopMic := c.repeat(20*time.Millisecond, silence) // until the session closes
+	ci := r.expectClientClose(t, c, 4000, "when idle")
+	stopMic()
+	if d := ci.At.Sub(sent); d < idle {
+		t.Errorf("idle close %v after the last turn, before idle_timeout %v", d, idle)
+	}
+	if d := ci.At.Sub(last); d > idle+time.Second {
+		t.Errorf("idle close %v after the last turn, want within 1s of idle_timeout %v although silence streamed", d, idle)
+	}
+	r.expectUpstreamClose(t, 1000, "when idle")
+	if c.Pings() == 0 {
+		t.Errorf("no ping reached the client: the heartbeat did not run during the idle period")
+	}
+	r.p.assertSessionGone("idle_timeout", r.base)
+}
 
-	t.Run("idle_timeout", func(t *testing.T) {
-		t.Parallel()
-		const idle = time.Second
-		// Idle means no turn: heartbeats on both legs and a microphone
-		// streaming silence (appends at 50/s, no speech) do not keep the
-		// session alive; the caller's last text message is its last turn.
-		r := newRig(t, map[string]string{"IdleTimeout": "1s",
-			"ClientHBInterval": "300ms", "ClientHBTimeout": "200ms",
-			"UpstreamHBInterval": "300ms", "UpstreamHBTimeout": "200ms"}, mock.Options{})
-		c := r.dial(t, clientOpts{})
-		sent := time.Now() // before the last turn
-		c.Send(map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "message", "role": "user",
-			"content": []any{map[string]any{"type": "input_text", "text": "hello"}}}})
-		c.WaitEvent("conversation.item.added", stepTimeout)
-		last := time.Now() // after the last turn
-		silence, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append",
-			"audio": base64.StdEncoding.EncodeToString(make([]byte, 960))})
-		stopMic := c.repeat(20*time.Millisecond, silence) // until the session closes
-		ci := r.expectClientClose(t, c, 4000, "when idle")
-		stopMic()
-		if d := ci.At.Sub(sent); d < idle {
-			t.Errorf("idle close %v after the last turn, before idle_timeout %v", d, idle)
-		}
-		if d := ci.At.Sub(last); d > idle+time.Second {
-			t.Errorf("idle close %v after the last turn, want within 1s of idle_timeout %v although silence streamed", d, idle)
-		}
-		r.expectUpstreamClose(t, 1000, "when idle")
-		if c.Pings() == 0 {
-			t.Errorf("no ping reached the client: the heartbeat did not run during the idle period")
-		}
-		r.p.assertSessionGone("idle_timeout", r.base)
-	})
+// teardownMaxDuration: even a busy session is closed at max_duration, 4001
+// (client) and 1000 (upstream).
+func teardownMaxDuration(t *testing.T) {
+	t.Parallel()
+	const maxDur = 2 * time.Second
+	r := newRig(t, map[string]string{"MaxDuration": "2s"}, mock.Options{})
+	start := time.Now()
+	c := r.dial(t, clientOpts{})
+	// Stay busy: max_duration ends even an active session.
+	stopBusy := c.repeat(200*time.Millisecond, []byte(`{"type":"input_audio_buffer.clear"}`))
+	ci := r.expectClientClose(t, c, 4001, "at max_duration")
+	stopBusy()
+	if d := ci.At.Sub(start); d < maxDur {
+		t.Errorf("max_duration close %v after the upgrade began, before max_duration %v", d, maxDur)
+	}
+	if d := ci.At.Sub(c.Connected); d > maxDur+time.Second {
+		t.Errorf("max_duration close %v after connect, want about %v", d, maxDur)
+	}
+	r.expectUpstreamClose(t, 1000, "at max_duration")
+	r.p.assertSessionGone("max_duration", r.base)
+}
 
-	t.Run("max_duration", func(t *testing.T) {
-		t.Parallel()
-		const maxDur = 2 * time.Second
-		r := newRig(t, map[string]string{"MaxDuration": "2s"}, mock.Options{})
-		start := time.Now()
-		c := r.dial(t, clientOpts{})
-		// Stay busy: max_duration ends even an active session.
-		stopBusy := c.repeat(200*time.Millisecond, []byte(`{"type":"input_audio_buffer.clear"}`))
-		ci := r.expectClientClose(t, c, 4001, "at max_duration")
-		stopBusy()
-		if d := ci.At.Sub(start); d < maxDur {
-			t.Errorf("max_duration close %v after the upgrade began, before max_duration %v", d, maxDur)
-		}
-		if d := ci.At.Sub(c.Connected); d > maxDur+time.Second {
-			t.Errorf("max_duration close %v after connect, want about %v", d, maxDur)
-		}
-		r.expectUpstreamClose(t, 1000, "at max_duration")
-		r.p.assertSessionGone("max_duration", r.base)
-	})
-
-	t.Run("admin", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil, mock.Options{})
-		if code, body := r.p.del("/sessions/tsn_doesnotexist"); code != http.StatusNotFound {
-			t.Errorf("DELETE of an unknown session: %d %s, want 404", code, body)
-		}
-		c := r.dial(t, clientOpts{})
-		rows, raw := r.p.sessions()
-		if len(rows) != 1 {
-			t.Fatalf("GET /sessions: %s", raw)
-		}
-		id, _ := rows[0]["id"].(string)
-		if rows[0]["upstream"] != "primary" {
-			t.Errorf("session upstream %v, want primary", rows[0]["upstream"])
-		}
-		if code, body := r.p.del("/sessions/" + id); code != http.StatusOK {
-			t.Fatalf("DELETE /sessions/%s: %d %s", id, code, body)
-		}
-		r.expectClientClose(t, c, 4003, "after DELETE /sessions/{id}")
-		r.expectUpstreamClose(t, 1000, "after DELETE /sessions/{id}")
-		r.p.assertSessionGone("admin", r.base)
-		if code, body := r.p.del("/sessions/" + id); code != http.StatusNotFound {
-			t.Errorf("second DELETE /sessions/%s: %d %s, want 404", id, code, body)
-		}
-	})
+// teardownAdmin: DELETE /sessions/{id} closes the session 4003 (client) and
+// 1000 (upstream); an unknown or already ended id is a 404.
+func teardownAdmin(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil, mock.Options{})
+	if code, body := r.p.del("/sessions/tsn_doesnotexist"); code != http.StatusNotFound {
+		t.Errorf("DELETE of an unknown session: %d %s, want 404", code, body)
+	}
+	c := r.dial(t, clientOpts{})
+	rows, raw := r.p.sessions()
+	if len(rows) != 1 {
+		t.Fatalf("GET /sessions: %s", raw)
+	}
+	id, _ := rows[0]["id"].(string)
+	if rows[0]["upstream"] != "primary" {
+		t.Errorf("session upstream %v, want primary", rows[0]["upstream"])
+	}
+	if code, body := r.p.del("/sessions/" + id); code != http.StatusOK {
+		t.Fatalf("DELETE /sessions/%s: %d %s", id, code, body)
+	}
+	r.expectClientClose(t, c, 4003, "after DELETE /sessions/{id}")
+	r.expectUpstreamClose(t, 1000, "after DELETE /sessions/{id}")
+	r.p.assertSessionGone("admin", r.base)
+	if code, body := r.p.del("/sessions/" + id); code != http.StatusNotFound {
+		t.Errorf("second DELETE /sessions/%s: %d %s, want 404", id, code, body)
+	}
 }
 
 // errorCode is error.code of an error event.

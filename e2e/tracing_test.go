@@ -234,6 +234,17 @@ func tracedClient(t *testing.T, addr, traceparent string) *rtClient {
 	return c
 }
 
+// traceExport is how TestTracesInJaeger's tether exports its spans to Jaeger.
+type traceExport struct {
+	protocol, endpoint string
+	// stopFirst stops tether before reading Jaeger, well within the
+	// batch processor's default 5 s delay: the spans must arrive
+	// through the flush at shutdown. Otherwise tether keeps running
+	// and exports every 100 ms.
+	stopFirst bool
+	env       []string
+}
+
 // TestTracesInJaeger runs a normal voice call and one whose upstream resets
 // mid-call through tether exporting to a real Jaeger over OTLP gRPC and
 // HTTP, and reads the traces back from Jaeger's query API as a user would.
@@ -247,15 +258,7 @@ func TestTracesInJaeger(t *testing.T) {
 	audio := base64.StdEncoding.EncodeToString(testAudio(200))[:64]
 	secrets := []string{key, clientAuthToken, clientProtoKey, clientQueryKey, audio}
 
-	for _, tc := range []struct {
-		protocol, endpoint string
-		// stopFirst stops tether before reading Jaeger, well within the
-		// batch processor's default 5 s delay: the spans must arrive
-		// through the flush at shutdown. Otherwise tether keeps running
-		// and exports every 100 ms.
-		stopFirst bool
-		env       []string
-	}{
+	for _, tc := range []traceExport{
 		{"grpc", j.OTLPGRPC, true, nil},
 		{"http", "http://" + j.OTLPHTTP, false, []string{"OTEL_BSP_SCHEDULE_DELAY=100"}},
 	} {
@@ -264,85 +267,110 @@ func TestTracesInJaeger(t *testing.T) {
 				"UpstreamURL": upstreamURL, "DeadURL": "ws://" + testkit.DeadAddr(t) + "/v1/realtime",
 				"OTLPEndpoint": tc.endpoint, "OTLPProtocol": tc.protocol,
 			}, append([]string{"E2E_UPSTREAM_KEY=" + key}, tc.env...)...)
-
-			// A normal call: one voice turn, then the caller hangs up.
-			tpNormal, normalID, normalParent := newTraceparent(t)
-			c := tracedClient(t, p.Listen, tpNormal)
-			c.voiceTurn()
-			c.SendClose(1000, "bye")
-			c.WaitClose(stepTimeout)
-			c.WaitEnd(stepTimeout)
-
-			// A call whose upstream connection resets after a turn.
-			tpReset, resetID, _ := newTraceparent(t)
-			c2 := tracedClient(t, p.Listen, tpReset)
-			c2.voiceTurn()
-			c2.fault("rst", nil)
-			if ci := c2.WaitClose(stepTimeout); ci.Code != 1014 {
-				t.Fatalf("client got close %d after the upstream reset, want 1014", ci.Code)
-			}
-			c2.WaitEnd(stepTimeout)
-
-			// A GPT-Live call: the caller speaks, hears the echo, and ends it
-			// with session.close.
-			tpLive, liveID, _ := newTraceparent(t)
-			lc := dialLive(t, p.Listen, clientOpts{Header: http.Header{"Traceparent": {tpLive}}})
-			lc.speak(500 * time.Millisecond)
-			lc.WaitEvent(live.OutputTranscriptDelta, stepTimeout)
-			lc.stopMic()
-			lc.Send(map[string]any{"type": live.SessionClose})
-			lc.WaitEvent(live.SessionClosed, stepTimeout)
-			lc.WaitClose(stepTimeout)
-			lc.WaitEnd(stepTimeout)
-
+			calls := makeTracedCalls(t, p.Listen)
 			if tc.stopFirst {
 				p.stop()
 			} else {
-				checkExemplarAndLog(t, p, normalID, resetID)
+				checkExemplarAndLog(t, p, calls.normalID, calls.resetID)
 			}
-			// 3 spans: the session and two dial attempts (no responses on GPT-Live).
-			liveTrace, rawLive := j.trace(t, liveID, 3)
-			checkLiveTrace(t, liveTrace)
-			for _, s := range secrets {
-				if strings.Contains(rawLive, s) {
-					t.Errorf("a secret or audio payload is in the GPT-Live span: %q", s)
-				}
-			}
-
-			// 4 spans each: the session, two dial attempts, one response.
-			normal, rawNormal := j.trace(t, normalID, 4)
-			reset, rawReset := j.trace(t, resetID, 4)
-			checkCallTrace(t, normal, normalID, "client_closed", 1000)
-			checkCallTrace(t, reset, resetID, "upstream_error", 1014)
-
-			sess := spanNamed(t, normal, "tether.session")
-			if got := sess.parent(); got != normalParent {
-				t.Errorf("session span's parent %q, want the client's traceparent span %s", got, normalParent)
-			}
-			for _, body := range []string{rawNormal, rawReset} {
-				for _, s := range secrets {
-					if strings.Contains(body, s) {
-						t.Errorf("a secret or audio payload is in a span: %q", s)
-					}
-				}
-			}
-
-			// Jaeger lists both calls under service tether.
-			code, body, err := j.get("/api/traces?service=tether&operation=tether.session&limit=100&lookback=1h")
-			if err != nil || code != http.StatusOK {
-				t.Fatalf("search traces: %d %v", code, err)
-			}
-			for _, id := range []string{normalID, resetID} {
-				if !strings.Contains(string(body), `"traceID":"`+id+`"`) {
-					t.Errorf("searching service tether does not find trace %s", id)
-				}
-			}
+			checkTracedCalls(t, j, calls, secrets)
 			if !tc.stopFirst {
 				if n, ok := p.metric("tether_spans_dropped_total"); !ok || n != 0 {
 					t.Errorf("tether_spans_dropped_total = %v (present %v), want 0 with Jaeger up", n, ok)
 				}
 			}
 		})
+	}
+}
+
+// tracedCalls are the trace ids of the calls makeTracedCalls made.
+type tracedCalls struct {
+	normalID     string // one voice turn, then the caller hangs up
+	normalParent string // the span id of the normal call's traceparent
+	resetID      string // one voice turn, then the upstream connection resets
+	liveID       string // a GPT-Live call the caller ends with session.close
+}
+
+// makeTracedCalls makes three calls through tether at addr, each with a
+// traceparent of its own, and returns their trace ids.
+func makeTracedCalls(t *testing.T, addr string) tracedCalls {
+	t.Helper()
+	// A normal call: one voice turn, then the caller hangs up.
+	tpNormal, normalID, normalParent := newTraceparent(t)
+	c := tracedClient(t, addr, tpNormal)
+	c.voiceTurn()
+	c.SendClose(1000, "bye")
+	c.WaitClose(stepTimeout)
+	c.WaitEnd(stepTimeout)
+
+	// A call whose upstream connection resets after a turn.
+	tpReset, resetID, _ := newTraceparent(t)
+	c2 := tracedClient(t, addr, tpReset)
+	c2.voiceTurn()
+	c2.fault("rst", nil)
+	if ci := c2.WaitClose(stepTimeout); ci.Code != 1014 {
+		t.Fatalf("client got close %d after the upstream reset, want 1014", ci.Code)
+	}
+	c2.WaitEnd(stepTimeout)
+
+	// A GPT-Live call: the caller speaks, hears the echo, and ends it
+	// with session.close.
+	tpLive, liveID, _ := newTraceparent(t)
+	lc := dialLive(t, addr, clientOpts{Header: http.Header{"Traceparent": {tpLive}}})
+	lc.speak(500 * time.Millisecond)
+	lc.WaitEvent(live.OutputTranscriptDelta, stepTimeout)
+	lc.stopMic()
+	lc.Send(map[string]any{"type": live.SessionClose})
+	lc.WaitEvent(live.SessionClosed, stepTimeout)
+	lc.WaitClose(stepTimeout)
+	lc.WaitEnd(stepTimeout)
+	return tracedCalls{normalID: normalID, normalParent: normalParent, resetID: resetID, liveID: liveID}
+}
+
+// checkTracedCalls reads the calls' traces back from Jaeger and asserts
+// their spans, that none holds a secret, and that searching service tether
+// finds the realtime calls.
+func checkTracedCalls(t *testing.T, j *jaeger, calls tracedCalls, secrets []string) {
+	t.Helper()
+	// 3 spans: the session and two dial attempts (no responses on GPT-Live).
+	liveTrace, rawLive := j.trace(t, calls.liveID, 3)
+	checkLiveTrace(t, liveTrace)
+	checkNoSecret(t, "the GPT-Live span", secrets, rawLive)
+
+	// 4 spans each: the session, two dial attempts, one response.
+	normal, rawNormal := j.trace(t, calls.normalID, 4)
+	reset, rawReset := j.trace(t, calls.resetID, 4)
+	checkCallTrace(t, normal, calls.normalID, "client_closed", 1000)
+	checkCallTrace(t, reset, calls.resetID, "upstream_error", 1014)
+
+	sess := spanNamed(t, normal, "tether.session")
+	if got := sess.parent(); got != calls.normalParent {
+		t.Errorf("session span's parent %q, want the client's traceparent span %s", got, calls.normalParent)
+	}
+	checkNoSecret(t, "a span", secrets, rawNormal, rawReset)
+
+	// Jaeger lists both calls under service tether.
+	code, body, err := j.get("/api/traces?service=tether&operation=tether.session&limit=100&lookback=1h")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("search traces: %d %v", code, err)
+	}
+	for _, id := range []string{calls.normalID, calls.resetID} {
+		if !strings.Contains(string(body), `"traceID":"`+id+`"`) {
+			t.Errorf("searching service tether does not find trace %s", id)
+		}
+	}
+}
+
+// checkNoSecret asserts that no secret is in the traces' bodies; where
+// names their spans for the message.
+func checkNoSecret(t *testing.T, where string, secrets []string, bodies ...string) {
+	t.Helper()
+	for _, body := range bodies {
+		for _, s := range secrets {
+			if strings.Contains(body, s) {
+				t.Errorf("a secret or audio payload is in %s: %q", where, s)
+			}
+		}
 	}
 }
 
@@ -401,15 +429,32 @@ func checkCallTrace(t *testing.T, tr jTrace, traceID, reason string, clientClose
 		t.Errorf("trace id %s, want the client's %s", tr.TraceID, traceID)
 	}
 	sess := spanNamed(t, tr, "tether.session")
-	proc := tr.Processes[sess.ProcessID]
-	if proc.ServiceName != "tether" {
-		t.Errorf("service %q, want tether", proc.ServiceName)
+	checkTraceResource(t, tr.Processes[sess.ProcessID])
+	checkCallSessionTags(t, sess, reason, clientClose)
+	checkCloseEvents(t, sess, reason, clientClose)
+	checkCallDials(t, tr, sess, reason)
+	checkCallResponse(t, tr, sess)
+}
+
+// checkTraceResource asserts the resource of tether's spans: service tether,
+// with its version and host.
+func checkTraceResource(t *testing.T, p jProcess) {
+	t.Helper()
+	if p.ServiceName != "tether" {
+		t.Errorf("service %q, want tether", p.ServiceName)
 	}
 	for _, k := range []string{"service.version", "host.name"} {
-		if _, ok := kv(proc.Tags)[k]; !ok {
-			t.Errorf("process lacks resource attribute %s: %v", k, proc.Tags)
+		if _, ok := kv(p.Tags)[k]; !ok {
+			t.Errorf("process lacks resource attribute %s: %v", k, p.Tags)
 		}
 	}
+}
+
+// checkCallSessionTags asserts the attributes of a realtime call's session
+// span, which ended by reason with clientClose sent to the client, and its
+// error status (set by an upstream error only).
+func checkCallSessionTags(t *testing.T, sess jSpan, reason string, clientClose float64) {
+	t.Helper()
 	tags := kv(sess.Tags)
 	for _, k := range []string{"tether.session.id", "tether.upstream.name", "server.address", "client.address",
 		"gen_ai.provider.name", "gen_ai.request.model", "gen_ai.conversation.id", "tether.teardown.reason",
@@ -441,7 +486,12 @@ func checkCallTrace(t *testing.T, tr jTrace, traceID, reason string, clientClose
 		t.Errorf("%s session span error status %v (tags error=%v otel.status_code=%v), want %v",
 			reason, isErr, tags["error"], tags["otel.status_code"], wantErr)
 	}
-	// Close frames are events on the session span.
+}
+
+// checkCloseEvents asserts that the close frames are events on the session
+// span, among them clientClose sent to the client.
+func checkCloseEvents(t *testing.T, sess jSpan, reason string, clientClose float64) {
+	t.Helper()
 	var closes []string
 	for _, l := range sess.Logs {
 		f := kv(l.Fields)
@@ -452,8 +502,12 @@ func checkCallTrace(t *testing.T, tr jTrace, traceID, reason string, clientClose
 	if len(closes) == 0 || !strings.Contains(strings.Join(closes, ","), fmt.Sprintf("tether.close_sent client %v", clientClose)) {
 		t.Errorf("%s session events %v, want the close %v sent to the client", reason, closes, clientClose)
 	}
+}
 
-	// Children: a failed and a good dial attempt, in order, and the response.
+// checkCallDials asserts the session span's dial children: a failed and a
+// good dial attempt, in order, each within the session.
+func checkCallDials(t *testing.T, tr jTrace, sess jSpan, reason string) {
+	t.Helper()
 	var dials []jSpan
 	for _, s := range tr.Spans {
 		if s.OperationName == "tether.upstream.dial" {
@@ -479,6 +533,12 @@ func checkCallTrace(t *testing.T, tr jTrace, traceID, reason string, clientClose
 			t.Errorf("dial %d [%d+%d] is outside its session [%d+%d]", i, d.StartTime, d.Duration, sess.StartTime, sess.Duration)
 		}
 	}
+}
+
+// checkCallResponse asserts the session span's response child: its id,
+// status, time to first audio and usage.
+func checkCallResponse(t *testing.T, tr jTrace, sess jSpan) {
+	t.Helper()
 	resp := spanNamed(t, tr, "tether.response")
 	if resp.parent() != sess.SpanID {
 		t.Errorf("response parent %s, want the session span %s", resp.parent(), sess.SpanID)

@@ -168,6 +168,18 @@ func TestVoiceSessionSpans(t *testing.T) {
 		t.Fatalf("spans %v, want session, 2 dials, 1 response", names(spans))
 	}
 	sess := one(t, spans, SpanSession)
+	checkVoiceSessionSpan(t, s, sess)
+	checkVoiceSessionEvents(t, sess)
+	checkVoiceDials(t, s, spans, sess.SpanContext().SpanID())
+	checkVoiceResponse(t, spans, sess.SpanContext().SpanID())
+	assertNoSecret(t, spans)
+}
+
+// checkVoiceSessionSpan asserts the session span of TestVoiceSessionSpans'
+// call s: a server span in the client's trace from the upgrade request on,
+// with the call's attributes, and its ids where logs and exemplars take them.
+func checkVoiceSessionSpan(t *testing.T, s *lifecycle.Session, sess sdktrace.ReadOnlySpan) {
+	t.Helper()
 	sc := sess.SpanContext()
 	if sc.TraceID().String() != clientTraceID || sess.Parent().SpanID().String() != clientSpanID || !sess.Parent().IsRemote() {
 		t.Errorf("session span trace %s parent %s, want the client's traceparent %s/%s",
@@ -201,8 +213,12 @@ func TestVoiceSessionSpans(t *testing.T) {
 	if sum := s.Summary(); sum.SpanID != sc.SpanID().String() {
 		t.Errorf("summary span id %q, want the session span's %s", sum.SpanID, sc.SpanID())
 	}
+}
 
-	// Events: the upstream error (type and code only) and the close frames.
+// checkVoiceSessionEvents asserts the session span's events: the upstream
+// error (type and code only) and the close frames.
+func checkVoiceSessionEvents(t *testing.T, sess sdktrace.ReadOnlySpan) {
+	t.Helper()
 	var evs []string
 	for _, e := range sess.Events() {
 		a := attrs(e.Attributes)
@@ -218,15 +234,19 @@ func TestVoiceSessionSpans(t *testing.T) {
 	if strings.Join(evs, "\n") != strings.Join(wantEvs, "\n") {
 		t.Errorf("session events:\n%s\nwant:\n%s", strings.Join(evs, "\n"), strings.Join(wantEvs, "\n"))
 	}
+}
 
-	// Dials: one child per attempt, at the attempt's own times.
+// checkVoiceDials asserts one dial span per attempt of s, a child of the
+// session span, at the attempt's own times.
+func checkVoiceDials(t *testing.T, s *lifecycle.Session, spans []sdktrace.ReadOnlySpan, session trace.SpanID) {
+	t.Helper()
 	dials := byName(spans, SpanDial)
 	if len(dials) != 2 {
 		t.Fatalf("%d dial spans, want 2", len(dials))
 	}
 	for i, d := range dials {
 		rec := s.Info.Dials[i]
-		if d.Parent().SpanID() != sc.SpanID() {
+		if d.Parent().SpanID() != session {
 			t.Errorf("dial %d parent %s, want the session span", i, d.Parent().SpanID())
 		}
 		if !d.StartTime().Equal(rec.Start) || d.EndTime().Sub(d.StartTime()) != rec.Duration {
@@ -238,10 +258,14 @@ func TestVoiceSessionSpans(t *testing.T) {
 		t.Errorf("refused dial status %v, want error", dials[0].Status())
 	}
 	want(t, dials[1], map[attribute.Key]any{AttrHTTPStatus: 101})
+}
 
-	// The response: id, status, usage, time to first audio from the commit.
+// checkVoiceResponse asserts the response span, a child of the session
+// span: id, status, usage, time to first audio from the commit.
+func checkVoiceResponse(t *testing.T, spans []sdktrace.ReadOnlySpan, session trace.SpanID) {
+	t.Helper()
 	resp := one(t, spans, SpanResponse)
-	if resp.Parent().SpanID() != sc.SpanID() {
+	if resp.Parent().SpanID() != session {
 		t.Errorf("response parent %s, want the session span", resp.Parent().SpanID())
 	}
 	want(t, resp, map[attribute.Key]any{AttrResponseID: "resp_1", AttrResponseStatus: "completed",
@@ -256,7 +280,6 @@ func TestVoiceSessionSpans(t *testing.T) {
 	if len(resp.Events()) != 1 || resp.Events()[0].Name != EventFirstAudio {
 		t.Errorf("response events %v, want one %s", resp.Events(), EventFirstAudio)
 	}
-	assertNoSecret(t, spans)
 }
 
 // assertNoSecret fails if any name, attribute or event of spans holds secret.

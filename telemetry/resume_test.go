@@ -55,6 +55,19 @@ func TestResumeSpans(t *testing.T) {
 
 	spans := r.spans()
 	sess := one(t, spans, SpanSession)
+	checkResumeEvents(t, sess, t1, t2)
+	checkResumeDials(t, spans, sess, t1)
+	want(t, sess, map[attribute.Key]any{AttrResumes: 1, AttrInputTokens: 300, AttrOutputTokens: 120})
+	checkUsageParts(t, sess)
+	assertNoSecret(t, spans)
+}
+
+// checkResumeEvents asserts TestResumeSpans' two tether.resume events on the
+// session span: at t1 and t2, when the upstream sessions ended, with each
+// attempt's attributes (the failed one without upstream and gap, the good
+// one without error).
+func checkResumeEvents(t *testing.T, sess sdktrace.ReadOnlySpan, t1, t2 time.Time) {
+	t.Helper()
 	var evs []map[attribute.Key]attribute.Value
 	var at []time.Time
 	for _, e := range sess.Events() {
@@ -90,8 +103,13 @@ func TestResumeSpans(t *testing.T) {
 	if _, ok := evs[0][AttrResumeError]; ok {
 		t.Errorf("successful resume event has %s", AttrResumeError)
 	}
+}
 
-	// The handshake's 2 dials, then the resumes' 3, all children of the session span.
+// checkResumeDials asserts the dial spans: the handshake's 2, then the
+// resumes' 3, all children of the session span, the first resume dial
+// (rate-limited, from t1) at its own times and with an error status.
+func checkResumeDials(t *testing.T, spans []sdktrace.ReadOnlySpan, sess sdktrace.ReadOnlySpan, t1 time.Time) {
+	t.Helper()
 	dials := byName(spans, SpanDial)
 	if len(dials) != 5 {
 		t.Fatalf("%d dial spans, want 5", len(dials))
@@ -108,8 +126,12 @@ func TestResumeSpans(t *testing.T) {
 	want(t, dials[2], map[attribute.Key]any{AttrUpstreamName: "primary", AttrDialResult: "rate_limited", AttrHTTPStatus: 429})
 	want(t, dials[3], map[attribute.Key]any{AttrUpstreamName: "backup", AttrDialResult: "ok"})
 	want(t, dials[4], map[attribute.Key]any{AttrUpstreamName: "backup", AttrDialResult: "refused"})
+}
 
-	want(t, sess, map[attribute.Key]any{AttrResumes: 1, AttrInputTokens: 300, AttrOutputTokens: 120})
+// checkUsageParts asserts the session span's usage of each upstream session
+// of TestResumeSpans' call.
+func checkUsageParts(t *testing.T, sess sdktrace.ReadOnlySpan) {
+	t.Helper()
 	var parts []map[string]any
 	if err := json.Unmarshal([]byte(attrs(sess.Attributes())[AttrUsageParts].AsString()), &parts); err != nil {
 		t.Fatalf("%s: %v", AttrUsageParts, err)
@@ -123,7 +145,6 @@ func TestResumeSpans(t *testing.T) {
 	if !reflect.DeepEqual(parts, wantParts) {
 		t.Errorf("%s = %v, want %v", AttrUsageParts, parts, wantParts)
 	}
-	assertNoSecret(t, spans)
 }
 
 // A call that never resumed has neither resume attribute.

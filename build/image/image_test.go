@@ -104,7 +104,31 @@ func TestImage(t *testing.T) {
 		t.Errorf("created %v, want the source date %v", r.Created, want)
 	}
 
-	// The layout: index.json names one image index, which has both platforms.
+	idx, im := checkLayout(t, layoutDir, r)
+	var baseLayers []v1.Hash
+	for _, m := range im.Manifests {
+		t.Run(strings.ReplaceAll(m.Platform.String(), "/", "_"), func(t *testing.T) {
+			img, err := idx.Image(m.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			baseLayers = append(baseLayers, checkManifest(t, img, r))
+			checkConfig(t, root, img, m.Platform, r)
+			checkUnpacked(t, root, img, m.Platform, r.Created)
+		})
+	}
+	if len(baseLayers) == 2 && baseLayers[0] != baseLayers[1] {
+		t.Errorf("base layers differ across platforms: %v", baseLayers)
+	}
+
+	checkTarball(t, tarPath, r)
+	checkRebuild(t, root, r, layoutDir, tarPath)
+}
+
+// checkLayout reads the OCI layout back: index.json names one image index,
+// which has both platforms. It returns the image index and its manifest.
+func checkLayout(t *testing.T, layoutDir string, r *Result) (v1.ImageIndex, *v1.IndexManifest) {
+	t.Helper()
 	top, err := layout.ImageIndexFromPath(layoutDir)
 	if err != nil {
 		t.Fatal(err)
@@ -148,51 +172,52 @@ func TestImage(t *testing.T) {
 	if want := []string{"linux/amd64", "linux/arm64"}; !reflect.DeepEqual(plats, want) {
 		t.Fatalf("index platforms %v, want %v", plats, want)
 	}
+	return idx, im
+}
 
-	var baseLayers []v1.Hash
-	for _, m := range im.Manifests {
-		plat := m.Platform.String()
-		t.Run(strings.ReplaceAll(plat, "/", "_"), func(t *testing.T) {
-			img, err := idx.Image(m.Digest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mf, err := img.Manifest()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if mf.MediaType != types.OCIManifestSchema1 || mf.Config.MediaType != types.OCIConfigJSON {
-				t.Errorf("media types %s / %s, want OCI", mf.MediaType, mf.Config.MediaType)
-			}
-			checkAnnotations(t, "manifest", mf.Annotations, r)
-			if len(mf.Layers) != 2 {
-				t.Fatalf("%d layers, want 2 (base, binary)", len(mf.Layers))
-			}
-			for _, l := range mf.Layers {
-				if l.MediaType != types.OCILayer {
-					t.Errorf("layer %s is a %s", l.Digest, l.MediaType)
-				}
-			}
-			baseLayers = append(baseLayers, mf.Layers[0].Digest)
-			checkConfig(t, root, img, m.Platform, r)
-
-			dir := t.TempDir()
-			unpack(t, img, dir, r.Created)
-			checkFiles(t, root, dir, m.Platform)
-			if m.Platform.Architecture == runtime.GOARCH && runtime.GOOS == "linux" {
-				runBinary(t, dir)
-			} else {
-				t.Logf("%s: not the host's platform; the binary is checked but not run", plat)
-			}
-		})
+// checkManifest checks an image's manifest: OCI media types, the
+// annotations, two OCI layers (base, binary). It returns the base layer's
+// digest.
+func checkManifest(t *testing.T, img v1.Image, r *Result) v1.Hash {
+	t.Helper()
+	mf, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(baseLayers) == 2 && baseLayers[0] != baseLayers[1] {
-		t.Errorf("base layers differ across platforms: %v", baseLayers)
+	if mf.MediaType != types.OCIManifestSchema1 || mf.Config.MediaType != types.OCIConfigJSON {
+		t.Errorf("media types %s / %s, want OCI", mf.MediaType, mf.Config.MediaType)
 	}
+	checkAnnotations(t, "manifest", mf.Annotations, r)
+	if len(mf.Layers) != 2 {
+		t.Fatalf("%d layers, want 2 (base, binary)", len(mf.Layers))
+	}
+	for _, l := range mf.Layers {
+		if l.MediaType != types.OCILayer {
+			t.Errorf("layer %s is a %s", l.Digest, l.MediaType)
+		}
+	}
+	return mf.Layers[0].Digest
+}
 
-	checkTarball(t, tarPath, r)
+// checkUnpacked unpacks the image's layers, checks the files, and runs the
+// binary where p is the host's platform.
+func checkUnpacked(t *testing.T, root string, img v1.Image, p *v1.Platform, created time.Time) {
+	t.Helper()
+	dir := t.TempDir()
+	unpack(t, img, dir, created)
+	checkFiles(t, root, dir, p)
+	if p.Architecture == runtime.GOARCH && runtime.GOOS == "linux" {
+		runBinary(t, dir)
+	} else {
+		t.Logf("%s: not the host's platform; the binary is checked but not run", p)
+	}
+}
 
-	// A second build of the same commit: the same digests, the same bytes.
+// checkRebuild builds the same commit a second time and checks that it has
+// the same digests and the same bytes as the first build (r, with its
+// layout and tarball).
+func checkRebuild(t *testing.T, root string, r *Result, layoutDir, tarPath string) {
+	t.Helper()
 	r2, layoutDir2, tarPath2 := build(t, root)
 	d1, _ := r.Index.Digest()
 	d2, err := r2.Index.Digest()

@@ -64,6 +64,52 @@ func (s *fakeServer) events() []map[string]any {
 // serve runs the script on conn until the client leaves.
 func (s *fakeServer) serve(conn net.Conn) {
 	defer conn.Close()
+	if !s.upgrade(conn) {
+		return
+	}
+	c := &fakeConn{s: s, conn: conn}
+	if s.b.pingEvery > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go c.ping(s.b.pingEvery, stop)
+	}
+	if c.send(map[string]any{"type": "session.created", "event_id": "event_1",
+		"session": map[string]any{"id": "sess_T1", "object": "realtime.session", "type": "realtime", "model": "gpt-realtime"}}) != nil {
+		return
+	}
+	rd := &wsutil.Reader{Source: conn, State: ws.StateServerSide}
+	for {
+		hdr, err := rd.NextFrame()
+		if err != nil {
+			return
+		}
+		if hdr.OpCode.IsControl() {
+			if !c.control(rd, hdr) {
+				return
+			}
+			continue
+		}
+		data, err := io.ReadAll(rd)
+		if err != nil {
+			return
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.received = append(s.received, ev)
+		s.mu.Unlock()
+		if !c.handle(ev) {
+			return
+		}
+	}
+}
+
+// upgrade answers the WebSocket upgrade on conn (or refuses it with the
+// script's rejectStatus) and records the request's headers and the
+// subprotocol; false if conn did not become a WebSocket.
+func (s *fakeServer) upgrade(conn net.Conn) bool {
 	hdr := http.Header{}
 	u := ws.Upgrader{
 		Protocol: func(p []byte) bool { return string(p) == "realtime" },
@@ -82,138 +128,137 @@ func (s *fakeServer) serve(conn net.Conn) {
 	s.mu.Lock()
 	s.header, s.protocol = hdr, hs.Protocol
 	s.mu.Unlock()
-	if err != nil {
-		return
-	}
-	var wmu sync.Mutex
-	send := func(v any) error {
-		p, _ := json.Marshal(v)
-		wmu.Lock()
-		defer wmu.Unlock()
-		return wsutil.WriteServerText(conn, p)
-	}
-	if s.b.pingEvery > 0 {
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			tk := time.NewTicker(s.b.pingEvery)
-			defer tk.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tk.C:
-					wmu.Lock()
-					err := ws.WriteFrame(conn, ws.NewPingFrame([]byte("hb")))
-					wmu.Unlock()
-					if err != nil {
-						return
-					}
-				}
-			}
-		}()
-	}
-	if send(map[string]any{"type": "session.created", "event_id": "event_1",
-		"session": map[string]any{"id": "sess_T1", "object": "realtime.session", "type": "realtime", "model": "gpt-realtime"}}) != nil {
-		return
-	}
-	var buffered, committed []byte
-	stalled := false
-	rd := &wsutil.Reader{Source: conn, State: ws.StateServerSide}
+	return err == nil
+}
+
+// fakeConn is a fakeServer's side of one WebSocket.
+type fakeConn struct {
+	s    *fakeServer
+	conn net.Conn
+	wmu  sync.Mutex // serialises writes
+
+	buffered  []byte // audio appended since the last commit
+	committed []byte // audio of the last commit
+	stalled   bool   // the script went silent
+}
+
+// send writes v as a text message.
+func (c *fakeConn) send(v any) error {
+	p, _ := json.Marshal(v)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return wsutil.WriteServerText(c.conn, p)
+}
+
+func (c *fakeConn) writeFrame(f ws.Frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return ws.WriteFrame(c.conn, f)
+}
+
+// ping pings the client every period until stop or a failed write.
+func (c *fakeConn) ping(every time.Duration, stop <-chan struct{}) {
+	tk := time.NewTicker(every)
+	defer tk.Stop()
 	for {
-		hdr, err := rd.NextFrame()
-		if err != nil {
-			return
-		}
-		if hdr.OpCode.IsControl() {
-			switch hdr.OpCode {
-			case ws.OpPong:
-				s.mu.Lock()
-				s.pongs++
-				s.mu.Unlock()
-			case ws.OpClose:
-				s.mu.Lock()
-				s.gotClose = true
-				s.mu.Unlock()
-			}
-			var reply bytes.Buffer
-			herr := wsutil.ControlHandler{Src: rd, Dst: &reply, State: ws.StateServerSide}.Handle(hdr)
-			wmu.Lock()
-			_, _ = conn.Write(reply.Bytes())
-			wmu.Unlock()
-			if herr != nil {
+		select {
+		case <-tk.C:
+			if c.writeFrame(ws.NewPingFrame([]byte("hb"))) != nil {
 				return
 			}
-			continue
-		}
-		data, err := io.ReadAll(rd)
-		if err != nil {
+		case <-stop:
 			return
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(data, &ev); err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.received = append(s.received, ev)
-		s.mu.Unlock()
-		typ, _ := ev["type"].(string)
-		if stalled {
-			continue
-		}
-		switch typ {
-		case s.b.errorOn:
-			_ = send(map[string]any{"type": "error", "event_id": "event_E", "error": map[string]any{
-				"type": "invalid_request_error", "code": "test_error", "message": "scripted failure"}})
-			continue
-		case s.b.closeOn:
-			wmu.Lock()
-			_ = ws.WriteFrame(conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusInternalServerError, "scripted close")))
-			wmu.Unlock()
-			return
-		case s.b.dropOn:
-			return
-		case s.b.stallAfter:
-			stalled = true
-			continue
-		}
-		switch typ {
-		case "session.update":
-			_ = send(map[string]any{"type": "session.updated", "session": ev["session"]})
-		case "input_audio_buffer.append":
-			b, _ := base64.StdEncoding.DecodeString(ev["audio"].(string))
-			buffered = append(buffered, b...)
-		case "input_audio_buffer.commit":
-			committed, buffered = buffered, nil
-			_ = send(map[string]any{"type": "input_audio_buffer.committed", "item_id": "item_U1"})
-		case "response.create":
-			_ = send(map[string]any{"type": "response.created", "response": map[string]any{"id": "resp_R1", "status": "in_progress"}})
-			n := s.b.deltas
-			if n == 0 {
-				n = 3
-			}
-			if n > 0 {
-				per := len(committed) / n
-				for i := range n {
-					_ = send(map[string]any{"type": "response.output_audio.delta", "response_id": "resp_R1",
-						"delta": base64.StdEncoding.EncodeToString(committed[i*per : (i+1)*per])})
-				}
-				_ = send(map[string]any{"type": "response.output_audio_transcript.delta", "response_id": "resp_R1", "delta": "Beep "})
-				_ = send(map[string]any{"type": "response.output_audio_transcript.delta", "response_id": "resp_R1", "delta": "received."})
-			}
-			status := s.b.status
-			if status == "" {
-				status = "completed"
-			}
-			resp := map[string]any{"id": "resp_R1", "status": status,
-				"usage": map[string]any{"total_tokens": 42, "input_tokens": 30, "output_tokens": 12}}
-			if status == "failed" {
-				resp["status_details"] = map[string]any{"type": "failed", "error": map[string]any{
-					"type": "insufficient_quota", "code": "insufficient_quota", "message": "You exceeded your current quota"}}
-			}
-			_ = send(map[string]any{"type": "response.done", "response": resp})
 		}
 	}
+}
+
+// control counts a pong or a close frame and answers the control frame of
+// hdr as the protocol wants; false once the connection is done.
+func (c *fakeConn) control(rd *wsutil.Reader, hdr ws.Header) bool {
+	switch hdr.OpCode {
+	case ws.OpPong:
+		c.s.mu.Lock()
+		c.s.pongs++
+		c.s.mu.Unlock()
+	case ws.OpClose:
+		c.s.mu.Lock()
+		c.s.gotClose = true
+		c.s.mu.Unlock()
+	}
+	var reply bytes.Buffer
+	herr := wsutil.ControlHandler{Src: rd, Dst: &reply, State: ws.StateServerSide}.Handle(hdr)
+	c.wmu.Lock()
+	_, _ = c.conn.Write(reply.Bytes())
+	c.wmu.Unlock()
+	return herr == nil
+}
+
+// handle answers the client event ev: with the script's failure where it
+// names ev's type, nothing once stalled, else as a realtime backend would.
+// False: hang up.
+func (c *fakeConn) handle(ev map[string]any) bool {
+	typ, _ := ev["type"].(string)
+	if c.stalled {
+		return true
+	}
+	switch typ {
+	case c.s.b.errorOn:
+		_ = c.send(map[string]any{"type": "error", "event_id": "event_E", "error": map[string]any{
+			"type": "invalid_request_error", "code": "test_error", "message": "scripted failure"}})
+		return true
+	case c.s.b.closeOn:
+		_ = c.writeFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusInternalServerError, "scripted close")))
+		return false
+	case c.s.b.dropOn:
+		return false
+	case c.s.b.stallAfter:
+		c.stalled = true
+		return true
+	}
+	switch typ {
+	case "session.update":
+		_ = c.send(map[string]any{"type": "session.updated", "session": ev["session"]})
+	case "input_audio_buffer.append":
+		b, _ := base64.StdEncoding.DecodeString(ev["audio"].(string))
+		c.buffered = append(c.buffered, b...)
+	case "input_audio_buffer.commit":
+		c.committed, c.buffered = c.buffered, nil
+		_ = c.send(map[string]any{"type": "input_audio_buffer.committed", "item_id": "item_U1"})
+	case "response.create":
+		c.respond()
+	}
+	return true
+}
+
+// respond answers response.create: the committed audio back in the
+// script's number of deltas (default 3) with a transcript, then
+// response.done with the script's status (default completed) and usage.
+func (c *fakeConn) respond() {
+	_ = c.send(map[string]any{"type": "response.created", "response": map[string]any{"id": "resp_R1", "status": "in_progress"}})
+	n := c.s.b.deltas
+	if n == 0 {
+		n = 3
+	}
+	if n > 0 {
+		per := len(c.committed) / n
+		for i := range n {
+			_ = c.send(map[string]any{"type": "response.output_audio.delta", "response_id": "resp_R1",
+				"delta": base64.StdEncoding.EncodeToString(c.committed[i*per : (i+1)*per])})
+		}
+		_ = c.send(map[string]any{"type": "response.output_audio_transcript.delta", "response_id": "resp_R1", "delta": "Beep "})
+		_ = c.send(map[string]any{"type": "response.output_audio_transcript.delta", "response_id": "resp_R1", "delta": "received."})
+	}
+	status := c.s.b.status
+	if status == "" {
+		status = "completed"
+	}
+	resp := map[string]any{"id": "resp_R1", "status": status,
+		"usage": map[string]any{"total_tokens": 42, "input_tokens": 30, "output_tokens": 12}}
+	if status == "failed" {
+		resp["status_details"] = map[string]any{"type": "failed", "error": map[string]any{
+			"type": "insufficient_quota", "code": "insufficient_quota", "message": "You exceeded your current quota"}}
+	}
+	_ = c.send(map[string]any{"type": "response.done", "response": resp})
 }
 
 // pipeRun runs a turn against s over an in-memory pipe. Call inside a
