@@ -5,9 +5,10 @@ import (
 	"io"
 	"math"
 	"runtime"
-	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tetherproxy/tether/internal/redact"
 )
 
 // Report is the outcome of a run; it marshals to the --json output.
@@ -186,7 +187,7 @@ func (r *runner) report(rep *Report, measured time.Duration) *Report {
 	for _, t := range r.targets {
 		st := t.stats
 		rtt := st.rtt.Snapshot()
-		tr := TargetReport{Name: t.Name, URL: redactQuery(t.URL), Role: t.role, Sessions: o.Sessions,
+		tr := TargetReport{Name: t.Name, URL: redact.URL(t.URL), Role: t.role, Sessions: o.Sessions,
 			Connected: st.connected.Load(), ConnectFailed: st.failed.Load(), Dropped: st.dropped.Load(),
 			Connect: latencyOf(st.connect.Snapshot()), Setup: latencyOf(st.setup.Snapshot()),
 			FramesSent: st.sent.Load(), FramesReceived: st.recv.Load(),
@@ -398,13 +399,6 @@ func (t *target) process(sessions int, relayed uint64, load bool) *Process {
 		}
 	}
 	return pr
-}
-
-func redactQuery(u string) string {
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i]
-	}
-	return u
 }
 
 // fmtDur prints a duration with three significant digits in a fitting unit.

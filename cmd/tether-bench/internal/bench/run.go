@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetherproxy/tether/internal/redact"
 	"github.com/tetherproxy/tether/internal/wsframe"
 )
 
@@ -310,7 +311,7 @@ func startLocalTether(ctx context.Context, o *Options) (stack *localStack, limit
 		return nil, "", err
 	}
 	stack.mockPID = stack.mock.pid()
-	progress(o.Progress, "tether pid %d at %s (admin %s), mock upstream at %s", stack.tether.pid(), redactQuery(stack.URL), stack.Admin, stack.MockURL)
+	progress(o.Progress, "tether pid %d at %s (admin %s), mock upstream at %s", stack.tether.pid(), redact.URL(stack.URL), stack.Admin, stack.MockURL)
 	o.Target.URL = stack.URL
 	o.Target.PIDs = []int{stack.tether.pid()}
 	o.Target.Admin = stack.Admin

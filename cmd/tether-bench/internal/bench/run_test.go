@@ -182,8 +182,9 @@ func TestRunIsOpenLoop(t *testing.T) {
 
 func TestRunIdleSessions(t *testing.T) {
 	url := startMock(t)
+	keyed := strings.Replace(url, "ws://", "ws://user:hunter2@", 1) + "?model=m&api_key=sk-secret"
 	tr := runOne(t, Options{
-		Target:   Target{Name: "mock", URL: url},
+		Target:   Target{Name: "mock", URL: keyed},
 		Sessions: 20, Rate: 0, Duration: 100 * time.Millisecond, Ramp: 20 * time.Millisecond,
 	})
 	if tr.Connected != 20 || tr.FramesSent != 0 || tr.Errors != 0 || tr.Dropped != 0 {
@@ -191,6 +192,10 @@ func TestRunIdleSessions(t *testing.T) {
 	}
 	if tr.ConnectsPerSecond <= 0 {
 		t.Fatalf("connects/s = %v", tr.ConnectsPerSecond)
+	}
+	// The report may be shared: it names the target without its credentials.
+	if strings.Contains(tr.URL, "hunter2") || strings.Contains(tr.URL, "sk-secret") || !strings.Contains(tr.URL, "model=m") {
+		t.Errorf("report URL %q: want the model and no credentials", tr.URL)
 	}
 }
 
