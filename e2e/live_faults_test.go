@@ -413,6 +413,12 @@ func TestLiveFaultsStartEdges(t *testing.T) {
 		{"model_twice", func(c *rtClient) {
 			c.SendText(`{"type":"session.start","session":{"model":"gpt-evil","model":null}}`)
 		}, live.CodeInvalidValue, 1008},
+		{"truncated", func(c *rtClient) {
+			c.SendText(`{"type":"session.start","session":{"model":"gpt-live-1"}`)
+		}, live.CodeStartRequired, 1008},
+		{"trailing_data", func(c *rtClient) {
+			c.SendText(`{"type":"session.start","session":{"model":"gpt-live-1"}}{"type":"x"}`)
+		}, live.CodeStartRequired, 1008},
 		{"model_other_case", func(c *rtClient) {
 			c.SendText(`{"type":"session.start","session":{"model":"gpt-evil","Model":"gpt-live-1"}}`)
 		}, live.CodeInvalidValue, 1008},

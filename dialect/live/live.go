@@ -187,6 +187,9 @@ var (
 // Only type, event_id, session.model and session.audio.format are read;
 // anything else is the service's to judge.
 func ParseStart(payload []byte) (Start, error) {
+	if !json.Valid(payload) { // a cut or padded message is no session.start, nor a start to replay
+		return Start{}, ErrNotStart
+	}
 	var st Start
 	typ, err := scanObject(payload, func(key string, raw json.RawMessage) error {
 		switch key {

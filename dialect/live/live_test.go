@@ -55,7 +55,9 @@ func TestParseStart(t *testing.T) {
 		`{"TYPE":"session.start"}`, `{"type":"session.start","type":"x"}`,
 		`{"type":"session.start","session":{"model":"gpt-evil","model":null}}`,
 		`{"type":"session.start","session":{"model":"gpt-evil","Model":"gpt-live-1"}}`,
-		`{"type":"session.start","session":{"model":7}}`} {
+		`{"type":"session.start","session":{"model":7}}`,
+		`{"type":"session.start","session":{"model":"gpt-live-1"}`, `{"type":"session.start"}{}`,
+		`{"type":"session.start","session":{"model":"gpt-live-1"}} junk`} {
 		if _, err := ParseStart([]byte(bad)); err == nil {
 			t.Errorf("ParseStart(%s) succeeded", bad)
 		}

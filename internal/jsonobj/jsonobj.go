@@ -21,7 +21,8 @@ func IsObject(b []byte) bool {
 }
 
 // Members returns the members of the JSON object b in order (values
-// copied); ok is false if b is not an object.
+// copied); ok is false if b is not an object. b is JSON that was checked
+// before: what follows its closing brace, or a missing one, is not.
 func Members(b []byte) (ms []Member, ok bool) {
 	if !IsObject(b) {
 		return nil, false
