@@ -21,7 +21,8 @@ type Options struct {
 	ResponseStatuses    []string
 	FatalUpstreamErrors []string
 	// HandshakeReasons are the reasons a handshake may be refused for
-	// (proxy.RejectReasons); each series exists from the start.
+	// (proxy.RejectReasons); each series exists from the start (without
+	// them, a reason's series appears at its first refusal).
 	HandshakeReasons []string
 }
 
