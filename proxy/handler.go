@@ -86,6 +86,14 @@ func NewHandler(mgr *lifecycle.Manager, dialer UpstreamDialer, opts HandlerOptio
 	return &Handler{opts: opts, mgr: mgr, dialer: dialer, log: opts.Logger}
 }
 
+// fallbackWait bounds the waits that need a bound when HandshakeTimeout is
+// 0 (an embedder's or a test's handler): the end of a frame during the
+// GPT-Live hand-off, and a resumed call's replay.
+const fallbackWait = 10 * time.Second
+
+// waitBound is HandshakeTimeout, or fallbackWait when it is 0.
+func (h *Handler) waitBound() time.Duration { return cmp.Or(h.opts.HandshakeTimeout, fallbackWait) }
+
 // dialContext is the context of one upgrade's upstream dial: parent,
 // bounded by HandshakeTimeout when that is set.
 func (h *Handler) dialContext(parent context.Context) (context.Context, context.CancelFunc) {
@@ -472,7 +480,7 @@ func (h *Handler) enableResume(s *lifecycle.Session, relay *Relay, req upstreams
 		return
 	}
 	relay.EnableResume(s, ResumeOptions{Dial: h.redial(req), Buffer: s.ResumeBuffer(),
-		Timeout: cmp.Or(h.opts.HandshakeTimeout, 10*time.Second)})
+		Timeout: h.waitBound()})
 }
 
 // redial dials for a call that resumes: as for its first upstream session,

@@ -62,7 +62,7 @@ func (h *Handler) ServeLive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lc := &liveClient{conn: conn, br: rw.Reader, maxFrame: cmp.Or(h.opts.Relay.MaxFrameBytes, math.MaxInt64),
-		frameWait: cmp.Or(h.opts.HandshakeTimeout, 10*time.Second)}
+		frameWait: h.waitBound()}
 	info := h.sessionInfo(r, c, requestedAt)
 	info.Dialect = live.Dialect{}
 	handedOff = h.startLive(r, lc, info, release)

@@ -118,7 +118,7 @@ type heldMsg struct {
 // may park is decided there.
 func (r *Relay) EnableResume(obs ResumeObserver, opts ResumeOptions) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
+		opts.Timeout = fallbackWait
 	}
 	r.res = &resumer{obs: obs, opts: opts, cur: -1}
 }
