@@ -507,3 +507,19 @@ func TestEndBeforeStartStillShutsTheRelayDown(t *testing.T) {
 		t.Fatalf("Shutdown calls %d, client close %d", ft.shutdown, ft.client.Code)
 	}
 }
+
+// A direction runs from its source leg to the other.
+func TestDirectionLegs(t *testing.T) {
+	for _, tc := range []struct {
+		d            Direction
+		source, dest Leg
+		name         string
+	}{
+		{ClientToUpstream, Client, Upstream, "client_to_upstream"},
+		{UpstreamToClient, Upstream, Client, "upstream_to_client"},
+	} {
+		if tc.d.Source() != tc.source || tc.d.Dest() != tc.dest || tc.d.String() != tc.name {
+			t.Errorf("%v: source %v, dest %v; want %v, %v", tc.d, tc.d.Source(), tc.d.Dest(), tc.source, tc.dest)
+		}
+	}
+}

@@ -75,6 +75,22 @@ const (
 	UpstreamToClient
 )
 
+// Source is the leg a frame travelling d is read from.
+func (d Direction) Source() Leg {
+	if d == ClientToUpstream {
+		return Client
+	}
+	return Upstream
+}
+
+// Dest is the leg a frame travelling d is written to.
+func (d Direction) Dest() Leg {
+	if d == ClientToUpstream {
+		return Upstream
+	}
+	return Client
+}
+
 func (d Direction) String() string {
 	if d == ClientToUpstream {
 		return "client_to_upstream"

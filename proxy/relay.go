@@ -315,10 +315,7 @@ type pump struct {
 }
 
 func newPump(r *Relay, d lifecycle.Direction) *pump {
-	p := &pump{r: r, d: d, srcLeg: lifecycle.Client, dstLeg: lifecycle.Upstream}
-	if d == lifecycle.UpstreamToClient {
-		p.srcLeg, p.dstLeg = lifecycle.Upstream, lifecycle.Client
-	}
+	p := &pump{r: r, d: d, srcLeg: d.Source(), dstLeg: d.Dest()}
 	p.src, p.dst = r.leg(p.srcLeg), r.leg(p.dstLeg)
 	return p
 }
