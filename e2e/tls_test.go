@@ -47,6 +47,9 @@ func TestTLSACME(t *testing.T) {
 	vars := pb.tetherVars(t, listen, `["rt.tether.test"]`, false, "")
 	p := startTether(t, "tls-acme.yaml", vars)
 	waitLog(t, p, issueTimeout, "tls certificate obtained", "name", "rt.tether.test")
+	// certmagic says it obtained the certificate before it caches it, and
+	// a handshake in between finds none: the cache's event is the one to wait for.
+	waitLog(t, p, stepTimeout, "tls certificate loaded")
 	roots := pb.issuingRoots(t)
 
 	c, state := dialWSS(t, p.Listen, "rt.tether.test", roots, stepTimeout)

@@ -205,7 +205,8 @@ func (m *acmeManager) decide(_ context.Context, name string) error {
 }
 
 // onEvent logs certificate events in tether's words; certmagic's own log
-// has the details.
+// has the details. A new certificate is obtained, then cached: only from
+// "loaded" on do handshakes get it.
 func (m *acmeManager) onEvent(_ context.Context, event string, data map[string]any) error {
 	switch event {
 	case "cert_obtained":
