@@ -18,6 +18,15 @@ func TestHandshakeRejections(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, map[string]string{"AllowedOrigins": `["https://app.example"]`}, mock.Options{})
 	good := map[string]string{"Origin": "https://app.example"}
+	// Every reason the README lists is a series at 0 before any refusal, so
+	// a dashboard's rate() sees the first one.
+	for _, reason := range []string{"not_websocket", "bad_handshake", "bad_version", "bad_method", "origin",
+		"unauthenticated", "unauthorized", "model_not_allowed", "client_limit", "budget_exhausted",
+		"limits_unavailable", "draining", "max_sessions", "upstream_unavailable", "upstream_rate_limited", "client_closed"} {
+		if v, found := r.p.metric("tether_handshake_rejections_total", `reason="`+reason+`"`); !found || v != 0 {
+			t.Errorf(`tether_handshake_rejections_total{reason=%q} = %v (found %v) at start, want 0`, reason, v, found)
+		}
+	}
 
 	cases := []struct {
 		name   string
